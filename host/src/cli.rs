@@ -1,0 +1,224 @@
+//! The `keepwarm` command line. `main.rs` parses and calls [`run`]; tests call the same code.
+
+use crate::factory::{CallError, ContainerFactory, Pairs};
+use crate::plugin::{Limits, PluginRuntime, PluginSpec, WasmFactory};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "keepwarm", version, about = "Highly available OpenWhisk invoker host")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Develop and check factory plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Print a plugin's describe() and the component's imports.
+    Inspect {
+        file: PathBuf,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// Run init, then one operation, and print its result as JSON.
+    ///
+    /// Exit status: 0 success, 1 the plugin returned a factory-error, 2 trap, timeout, memory
+    /// cap or bad file.
+    Call {
+        file: PathBuf,
+        /// describe, create, attach, list-containers, pause, resume, destroy or logs.
+        operation: String,
+        /// The operation's argument as JSON: a container-spec for create, a container for
+        /// attach, a label object for list-containers, an id for pause/resume/destroy, and
+        /// {"id", "since_ms", "max_bytes"} for logs.
+        arg: Option<String>,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    /// Route an authority, e.g. --route docker=unix:///var/run/docker.sock
+    #[arg(long = "route", value_parser = parse_pair)]
+    pub routes: Vec<(String, String)>,
+    /// A key=value passed to the plugin's init.
+    #[arg(long = "config", value_parser = parse_pair)]
+    pub config: Vec<(String, String)>,
+    #[arg(long, default_value_t = 30_000)]
+    pub timeout_ms: u64,
+    #[arg(long, default_value_t = 64)]
+    pub memory_mb: u64,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got `{s}`"))
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Plugin(PluginCommand::Inspect { file, sandbox }) => inspect(file, sandbox).await,
+        Command::Plugin(PluginCommand::Call {
+            file,
+            operation,
+            arg,
+            sandbox,
+        }) => call(file, &operation, arg.as_deref(), sandbox).await,
+    }
+}
+
+fn spec(file: PathBuf, sandbox: SandboxArgs) -> PluginSpec {
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".into());
+    PluginSpec {
+        name,
+        file,
+        routes: sandbox.routes,
+        config: sandbox.config,
+        limits: Limits {
+            call_timeout: Duration::from_millis(sandbox.timeout_ms),
+            memory_mb: sandbox.memory_mb,
+            max_instances: 1,
+        },
+    }
+}
+
+fn runtime() -> Result<PluginRuntime, i32> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("keepwarm").join("plugins"));
+    PluginRuntime::new(cache).map_err(|e| {
+        eprintln!("error: cannot start the wasm engine: {e:#}");
+        2
+    })
+}
+
+/// Prints the error and returns its exit code: 1 for a factory-error, 2 for anything else.
+fn report(err: CallError) -> i32 {
+    eprintln!("error: {err}");
+    match err {
+        CallError::Factory { error, .. } => {
+            println!("{}", serde_json::json!({ "error": error }));
+            1
+        }
+        CallError::Plugin(_) => 2,
+    }
+}
+
+async fn inspect(file: PathBuf, sandbox: SandboxArgs) -> i32 {
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let component = match runtime.load_component(&file) {
+        Ok(c) => c,
+        Err(e) => return report(e.into()),
+    };
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(runtime.engine()).map(|(n, _)| n.to_owned()).collect();
+    let exports: Vec<String> = ty.exports(runtime.engine()).map(|(n, _)| n.to_owned()).collect();
+    let factory = match WasmFactory::load(&runtime, spec(file, sandbox)).await {
+        Ok(f) => f,
+        Err(e) => return report(e),
+    };
+    let out = serde_json::json!({
+        "describe": factory.info(),
+        "imports": imports,
+        "exports": exports,
+    });
+    println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+    0
+}
+
+async fn call(file: PathBuf, operation: &str, arg: Option<&str>, sandbox: SandboxArgs) -> i32 {
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let factory = match WasmFactory::load(&runtime, spec(file, sandbox)).await {
+        Ok(f) => f,
+        Err(e) => return report(e),
+    };
+    match dispatch(&factory, operation, arg).await {
+        Ok(Ok(value)) => {
+            println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+            0
+        }
+        Ok(Err(e)) => report(e),
+        Err(usage) => {
+            eprintln!("error: {usage}");
+            2
+        }
+    }
+}
+
+type Dispatched = Result<Result<serde_json::Value, CallError>, String>;
+
+async fn dispatch(f: &WasmFactory, operation: &str, arg: Option<&str>) -> Dispatched {
+    fn json<T: serde::de::DeserializeOwned>(op: &str, arg: Option<&str>) -> Result<T, String> {
+        let arg = arg.ok_or_else(|| format!("`{op}` needs a JSON argument"))?;
+        serde_json::from_str(arg).map_err(|e| format!("bad JSON argument for `{op}`: {e}"))
+    }
+    fn id(op: &str, arg: Option<&str>) -> Result<String, String> {
+        let arg = arg.ok_or_else(|| format!("`{op}` needs a container id"))?;
+        Ok(serde_json::from_str::<String>(arg).unwrap_or_else(|_| arg.to_owned()))
+    }
+    fn to_json<T: serde::Serialize>(r: Result<T, CallError>) -> Result<serde_json::Value, CallError> {
+        r.map(|v| serde_json::to_value(v).expect("json"))
+    }
+    Ok(match operation {
+        "describe" => Ok(serde_json::to_value(f.info()).expect("json")),
+        "create" => to_json(f.create(json(operation, arg)?).await),
+        "attach" => to_json(f.attach(json(operation, arg)?).await),
+        "list-containers" => {
+            let labels: std::collections::BTreeMap<String, String> =
+                arg.map(|_| json(operation, arg)).transpose()?.unwrap_or_default();
+            to_json(f.list_containers(labels.into_iter().collect::<Pairs>()).await)
+        }
+        "pause" => to_json(f.pause(&id(operation, arg)?).await),
+        "resume" => to_json(f.resume(&id(operation, arg)?).await),
+        "destroy" => to_json(f.destroy(&id(operation, arg)?).await),
+        "logs" => {
+            #[derive(serde::Deserialize)]
+            struct LogsArg {
+                id: String,
+                #[serde(default)]
+                since_ms: u64,
+                #[serde(default = "default_max")]
+                max_bytes: u32,
+            }
+            fn default_max() -> u32 {
+                64 * 1024
+            }
+            let a: LogsArg = match arg.map(|a| serde_json::from_str::<LogsArg>(a)) {
+                Some(Ok(a)) => a,
+                _ => LogsArg {
+                    id: id(operation, arg)?,
+                    since_ms: 0,
+                    max_bytes: default_max(),
+                },
+            };
+            to_json(f.logs(&a.id, a.since_ms, a.max_bytes).await)
+        }
+        other => {
+            return Err(format!(
+                "unknown operation `{other}`; use describe, create, attach, list-containers, \
+                 pause, resume, destroy or logs"
+            ))
+        }
+    })
+}

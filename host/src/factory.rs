@@ -1,0 +1,141 @@
+//! The one trait the rest of the host sees for container engines.
+//!
+//! The pool, failover and the CLI talk to [`ContainerFactory`]; the WebAssembly plugin runtime
+//! in [`crate::plugin`] is one implementation of it. The types mirror the WIT contract in
+//! `wit/factory.wit` but are plain Rust, serializable, and free of wasmtime.
+
+use serde::{Deserialize, Serialize};
+
+/// Ordered key/value pairs (environment, labels, plugin config).
+pub type Pairs = Vec<(String, String)>;
+
+/// What the host asks an engine to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub memory_mb: u32,
+    #[serde(default)]
+    pub cpu_shares: Option<u32>,
+    #[serde(default)]
+    pub env: Pairs,
+    #[serde(default)]
+    pub labels: Pairs,
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Port of the action proxy inside the container (8080 for OpenWhisk runtimes).
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_port() -> u16 {
+    8080
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerState {
+    Creating,
+    Running,
+    Paused,
+    Stopped,
+    #[default]
+    Unknown,
+}
+
+/// A container as its engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// `host:port` of the action proxy.
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub state: ContainerState,
+    #[serde(default)]
+    pub labels: Pairs,
+    /// Opaque plugin data, stored and replicated by the host and handed back to `attach`.
+    #[serde(default)]
+    pub handle: String,
+}
+
+/// A failure the engine or plugin reports on purpose (the WIT `factory-error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "message")]
+pub enum FactoryError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error("image missing: {0}")]
+    ImageMissing(String),
+    #[error("no capacity: {0}")]
+    Capacity(String),
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+    #[error("engine error: {0}")]
+    Engine(String),
+}
+
+/// What a plugin can do beyond the mandatory operations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub pause: bool,
+    pub logs: bool,
+    /// Containers are reachable from every host of the cluster.
+    pub cluster_wide: bool,
+    /// Several instances may call the engine at once.
+    pub concurrent: bool,
+}
+
+/// A plugin's `describe()`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub engine: String,
+    pub capabilities: Capabilities,
+}
+
+/// Why a factory call failed: the engine said no, or the plugin itself failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{plugin}.{operation}: {error}")]
+    Factory {
+        plugin: String,
+        operation: &'static str,
+        error: FactoryError,
+    },
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
+}
+
+impl CallError {
+    /// The engine's own answer, when the call got one.
+    pub fn factory_error(&self) -> Option<&FactoryError> {
+        match self {
+            CallError::Factory { error, .. } => Some(error),
+            CallError::Plugin(_) => None,
+        }
+    }
+}
+
+pub type CallResult<T> = Result<T, CallError>;
+
+/// A container engine as the host uses it.
+#[async_trait::async_trait]
+pub trait ContainerFactory: Send + Sync + std::fmt::Debug {
+    fn info(&self) -> &PluginInfo;
+    async fn create(&self, spec: ContainerSpec) -> CallResult<Container>;
+    async fn attach(&self, known: Container) -> CallResult<Container>;
+    async fn list_containers(&self, labels: Pairs) -> CallResult<Vec<Container>>;
+    async fn pause(&self, id: &str) -> CallResult<()>;
+    async fn resume(&self, id: &str) -> CallResult<()>;
+    async fn destroy(&self, id: &str) -> CallResult<()>;
+    async fn logs(&self, id: &str, since_ms: u64, max_bytes: u32) -> CallResult<String>;
+}

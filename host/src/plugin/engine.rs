@@ -1,0 +1,181 @@
+//! The wasmtime engine shared by every plugin: configuration, the epoch ticker that enforces
+//! call deadlines, the linker with the host's imports, and the on-disk cache of precompiled
+//! components.
+
+use super::bindings::{keepwarm::factory::state, ContainerFactoryPre};
+use super::host::HostState;
+use super::PluginError;
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+/// How often the engine's epoch advances; call deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The engine, its linker and the component cache. One per host process.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime")
+            .field("cache_dir", &self.cache_dir)
+            .finish()
+    }
+}
+
+impl PluginRuntime {
+    /// Builds the engine. `cache_dir` holds precompiled components; `None` disables the cache.
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<PluginRuntime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        state::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+
+        Ok(PluginRuntime {
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            linker,
+            cache_dir,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Reads, validates and compiles (or loads from cache) a plugin component.
+    pub fn load_component(&self, file: &Path) -> Result<Component, PluginError> {
+        let fail = |reason: String| PluginError::Load {
+            file: file.to_owned(),
+            reason,
+        };
+        let bytes = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
+        check_header(&bytes).map_err(fail)?;
+
+        let cached = self.cache_path(&bytes);
+        if let Some(path) = &cached {
+            if path.exists() {
+                // SAFETY: the file was written by `Component::serialize` of this same engine
+                // configuration (the name carries the engine's compatibility hash and the
+                // wasm's sha256) into the host's private cache directory.
+                #[allow(unsafe_code)]
+                match unsafe { Component::deserialize_file(&self.engine, path) } {
+                    Ok(component) => return Ok(component),
+                    Err(e) => tracing::warn!(path = %path.display(), "recompiling: stale cache entry: {e}"),
+                }
+            }
+        }
+        let component = Component::from_binary(&self.engine, &bytes)
+            .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
+        if let Some(path) = cached {
+            if let Err(e) = write_cache(&component, &path) {
+                tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
+            }
+        }
+        Ok(component)
+    }
+
+    /// Links a component against the host's imports and checks it exports the factory.
+    pub fn prepare(
+        &self,
+        file: &Path,
+        component: &Component,
+    ) -> Result<ContainerFactoryPre<HostState>, PluginError> {
+        let fail = |reason: String| PluginError::Load {
+            file: file.to_owned(),
+            reason,
+        };
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            fail(format!(
+                "imports something the host does not provide (plugins may import only \
+                 wasi:http/outgoing-handler, keepwarm:factory/state and the WASI basics): {e:#}"
+            ))
+        })?;
+        ContainerFactoryPre::new(pre).map_err(|e| {
+            fail(format!(
+                "does not implement world keepwarm:factory/container-factory@0.1.0 \
+                 (it must export keepwarm:factory/factory@0.1.0): {e:#}"
+            ))
+        })
+    }
+
+    fn cache_path(&self, wasm: &[u8]) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let digest = Sha256::digest(wasm);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Some(dir.join(format!("{hex}-{:016x}.cwasm", engine_hash.finish())))
+    }
+}
+
+fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, component.serialize()?)?;
+    std::fs::rename(tmp, path)?;
+    Ok(())
+}
+
+/// Tells apart "not wasm at all", "a core module" and "a component" before compiling, so the
+/// error says what the file is and how to fix it.
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err("not a WebAssembly file (no \\0asm header)".into());
+    }
+    match (bytes[6], bytes[7]) {
+        (1, 0) => Ok(()),
+        (0, 0) => Err("is a core WebAssembly module, not a component: build the plugin for \
+                       the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
+            .into()),
+        (a, b) => Err(format!("unknown WebAssembly layer {a}.{b}")),
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("keepwarm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn epoch ticker");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,119 @@
+//! What one plugin instance's store holds: a capability-less WASI context, the routed HTTP
+//! client, the memory cap and the plugin's `state` map.
+
+use super::bindings::keepwarm::factory::state;
+use super::route::Outbound;
+use super::state::PluginState;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Caps linear memory and tables of one instance, and remembers when the cap was hit so a
+/// failed call can be reported as "memory cap" rather than a bare trap.
+#[derive(Debug)]
+pub struct MemoryCap {
+    pub max_bytes: usize,
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The `T` of `Store<T>` for plugin instances.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    outbound: Outbound,
+    pub(super) cap: MemoryCap,
+    state: Arc<dyn PluginState>,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("outbound", &self.outbound)
+            .field("cap", &self.cap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostState {
+    pub fn new(outbound: Outbound, state: Arc<dyn PluginState>, max_bytes: usize) -> HostState {
+        // No preopened directories, no environment, no arguments, no sockets: a plugin reaches
+        // the world only through routed wasi:http. Its stderr goes to the host's for panics.
+        let wasi = WasiCtx::builder()
+            .inherit_stderr()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outbound,
+            cap: MemoryCap {
+                max_bytes,
+                hit: false,
+            },
+            state,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+impl state::Host for HostState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.state.get(&key)
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) {
+        self.state.put(&key, value)
+    }
+
+    fn delete(&mut self, key: String) {
+        self.state.delete(&key)
+    }
+}
