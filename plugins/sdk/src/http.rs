@@ -122,9 +122,10 @@ pub fn request_with_timeout(
             .append(name, value.as_bytes())
             .map_err(|e| FactoryError::InvalidSpec(format!("header {name}: {e:?}")))?;
     }
-    if let Some(b) = body {
-        let _ = fields.set("content-length", &[b.len().to_string().into_bytes()]);
-    }
+    // Always say how long the body is: without it an empty body goes out chunked, which
+    // engines such as Docker reject on endpoints that take no body.
+    let length = body.map_or(0, <[u8]>::len).to_string();
+    let _ = fields.set("content-length", &[length.into_bytes()]);
     let req = OutgoingRequest::new(fields);
     req.set_method(&parse_method(method))
         .map_err(|()| FactoryError::InvalidSpec(format!("bad method {method}")))?;

@@ -29,6 +29,7 @@ pub mod bindings {
     });
 }
 
+pub mod engine;
 pub mod http;
 
 pub use bindings::exports::keepwarm::factory::factory::Guest as Factory;

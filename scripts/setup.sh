@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs and starts what the tests and the demo need on a fresh Debian machine:
+# the wasm32-wasip2 target, Docker and Podman engines, busybox-static for the action image.
+# Idempotent; records what it started in $KW_RUN so teardown.sh stops only that.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+need_pkgs=()
+command -v dockerd >/dev/null || need_pkgs+=(docker.io)
+command -v podman >/dev/null || need_pkgs+=(podman)
+command -v runc >/dev/null || need_pkgs+=(runc)
+[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static || dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  say "installing ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! rustup target list --installed | grep -q wasm32-wasip2; then
+  say "adding rust target wasm32-wasip2"
+  rustup target add wasm32-wasip2
+fi
+
+"$here/engines.sh" start
