@@ -15,7 +15,9 @@ use bollard_stubs::models::{
     PortBinding,
 };
 use config::{AddressMode, Config};
-use keepwarm_plugin_sdk::engine::{demux_logs, label_filter, since_param};
+use keepwarm_plugin_sdk::engine::{
+    demux_logs, label_filter, proxy_port, since_param, sorted_labels, PORT_LABEL,
+};
 use keepwarm_plugin_sdk::{
     export, http, Capabilities, Container, ContainerSpec, ContainerState, Factory, FactoryError,
     Pairs, PluginInfo,
@@ -71,22 +73,6 @@ fn state_of(inspect: &ContainerInspectResponse) -> ContainerState {
     }
 }
 
-fn labels_of(map: Option<&HashMap<String, String>>) -> Pairs {
-    let mut pairs: Pairs = map
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
-    pairs.sort();
-    pairs
-}
-
-/// The proxy port is kept in a label so `attach` and `list-containers` know which to read.
-const PORT_LABEL: &str = "keepwarm.port";
-
-fn proxy_port(labels: &Pairs) -> u16 {
-    keepwarm_plugin_sdk::label(labels, PORT_LABEL)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8080)
-}
 
 fn inspect(id: &str) -> Result<ContainerInspectResponse, FactoryError> {
     let r = http::request("GET", &url(&format!("/containers/{id}/json")), &[], None)?;
@@ -97,7 +83,7 @@ fn inspect(id: &str) -> Result<ContainerInspectResponse, FactoryError> {
 }
 
 fn describe_container(inspect: &ContainerInspectResponse) -> Result<Container, FactoryError> {
-    let labels = labels_of(inspect.config.as_ref().and_then(|c| c.labels.as_ref()));
+    let labels = sorted_labels(inspect.config.as_ref().and_then(|c| c.labels.as_ref()));
     let state = state_of(inspect);
     let address = match state {
         ContainerState::Running | ContainerState::Paused => address(inspect, proxy_port(&labels))?,
@@ -225,7 +211,7 @@ impl Factory for Docker {
         Ok(list
             .into_iter()
             .map(|s| {
-                let labels = labels_of(s.labels.as_ref());
+                let labels = sorted_labels(s.labels.as_ref());
                 let port = proxy_port(&labels);
                 let state = match s.state {
                     Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,

@@ -49,3 +49,80 @@ pub fn demux_logs(raw: &[u8], max_bytes: u32) -> String {
 pub fn since_param(since_ms: u64) -> String {
     format!("{}.{:03}", since_ms / 1000, since_ms % 1000)
 }
+
+/// How the host reaches a container's action proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressMode {
+    /// The proxy port is published on `publish_ip`; the address is `publish_ip:host_port`.
+    Published,
+    /// The container's own IP on its network (the host must be able to route to it).
+    ContainerIp,
+}
+
+/// Settings common to Docker-compatible engines, from `init`'s config pairs.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// API path prefix, e.g. `v1.41` (Docker) or `v4.0.0/libpod` (Podman).
+    pub api_version: String,
+    pub address: AddressMode,
+    pub publish_ip: String,
+    /// Network for containers whose spec names none.
+    pub network: Option<String>,
+}
+
+impl EngineSettings {
+    /// Known keys: `api-version`, `address` (`published` | `container-ip`), `publish-ip`,
+    /// `network`. Any other key is an error naming the plugin and the known keys.
+    pub fn parse(
+        plugin: &str,
+        pairs: &Pairs,
+        default_api: &str,
+    ) -> Result<EngineSettings, crate::FactoryError> {
+        use crate::{config_value, FactoryError};
+        const KEYS: &[&str] = &["api-version", "address", "publish-ip", "network"];
+        if let Some((k, _)) = pairs.iter().find(|(k, _)| !KEYS.contains(&k.as_str())) {
+            return Err(FactoryError::InvalidSpec(format!(
+                "unknown {plugin} plugin setting `{k}`; known: {}",
+                KEYS.join(", ")
+            )));
+        }
+        let address = match config_value(pairs, "address").unwrap_or("published") {
+            "published" => AddressMode::Published,
+            "container-ip" => AddressMode::ContainerIp,
+            other => {
+                return Err(FactoryError::InvalidSpec(format!(
+                    "address = `{other}`: use `published` or `container-ip`"
+                )))
+            }
+        };
+        Ok(EngineSettings {
+            api_version: config_value(pairs, "api-version")
+                .unwrap_or(default_api)
+                .to_owned(),
+            address,
+            publish_ip: config_value(pairs, "publish-ip")
+                .unwrap_or("127.0.0.1")
+                .to_owned(),
+            network: config_value(pairs, "network").map(str::to_owned),
+        })
+    }
+}
+
+/// The label in which Docker-compatible plugins keep the proxy port of a container.
+pub const PORT_LABEL: &str = "keepwarm.port";
+
+/// The proxy port recorded in a container's labels (8080 when absent).
+pub fn proxy_port(labels: &Pairs) -> u16 {
+    crate::label(labels, PORT_LABEL)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080)
+}
+
+/// Labels from an engine's map, sorted so results are stable.
+pub fn sorted_labels(map: Option<&std::collections::HashMap<String, String>>) -> Pairs {
+    let mut pairs: Pairs = map
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    pairs.sort();
+    pairs
+}
