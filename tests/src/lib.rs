@@ -1,0 +1,9 @@
+//! Helpers shared by keepwarm's integration tests and benchmarks: building and finding the
+//! plugin components, loading them, a tiny HTTP client for action proxies, and fake engine
+//! endpoints on unix sockets.
+
+pub mod components;
+pub mod engine;
+pub mod proxy;
+
+pub use components::{component, keepwarm_bin, load, load_with, runtime, spec};

@@ -1,0 +1,275 @@
+//! The plugin runtime against real sockets and built test plugins: routing, sandbox limits,
+//! fault isolation, concurrency and load errors.
+
+use keepwarm::factory::{CallError, ContainerFactory, ContainerSpec, FactoryError};
+use keepwarm::plugin::{Limits, PluginError, WasmFactory};
+use keepwarm_tests::engine::FakeEngine;
+use keepwarm_tests::{component, keepwarm_bin, load, load_with, runtime, spec};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn probe_spec(name: &str, image: &str) -> ContainerSpec {
+    ContainerSpec {
+        name: name.into(),
+        image: image.into(),
+        memory_mb: 128,
+        cpu_shares: None,
+        env: vec![("k".into(), "v".into())],
+        labels: Vec::new(),
+        network: None,
+        port: 8080,
+    }
+}
+
+fn plugin_fault(r: Result<impl std::fmt::Debug, CallError>) -> PluginError {
+    match r {
+        Err(CallError::Plugin(e)) => e,
+        other => panic!("expected a plugin fault, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn routes_by_authority_to_a_unix_socket_with_method_path_and_host() {
+    let engine = FakeEngine::start("pong", Duration::ZERO).await;
+    let probe = load("probe", &[("engine", &engine.route())]).await;
+
+    let c = probe
+        .create(probe_spec("http", "http://engine/v1.41/_ping?x=1"))
+        .await
+        .unwrap();
+    assert_eq!(c.address, "pong");
+    assert_eq!(c.labels, vec![("status".to_string(), "200".to_string())]);
+    probe
+        .create(probe_spec("post", "http://engine/containers/create"))
+        .await
+        .unwrap();
+
+    let seen = engine.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(seen[0].path, "/v1.41/_ping?x=1");
+    assert_eq!(seen[0].host, "engine");
+    assert_eq!(seen[1].method, "POST");
+    assert_eq!(seen[1].path, "/containers/create");
+    assert_eq!(seen[1].body, r#"[["k","v"]]"#);
+}
+
+#[tokio::test]
+async fn reuses_connections_to_an_engine() {
+    let engine = FakeEngine::start("ok", Duration::ZERO).await;
+    let probe = load("probe", &[("engine", &engine.route())]).await;
+    for _ in 0..10 {
+        probe
+            .create(probe_spec("http", "http://engine/_ping"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(engine.seen.lock().unwrap().len(), 10);
+    assert_eq!(engine.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn routes_to_tcp_on_loopback() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        let body = if head.starts_with("GET /master/state ") { "tcp-ok" } else { "bad" };
+        let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        s.write_all(resp.as_bytes()).await.unwrap();
+    });
+    let route = format!("http://{addr}");
+    let probe = load("probe", &[("mesos", &route)]).await;
+    let c = probe
+        .create(probe_spec("http", "http://mesos/master/state"))
+        .await
+        .unwrap();
+    assert_eq!(c.address, "tcp-ok");
+}
+
+#[tokio::test]
+async fn refuses_an_unmapped_authority_and_says_how_to_map_it() {
+    let probe = load("probe", &[]).await;
+    let err = probe
+        .create(probe_spec("http", "http://elsewhere/x"))
+        .await
+        .unwrap_err();
+    match err.factory_error() {
+        Some(FactoryError::Unavailable(m)) => {
+            assert!(m.contains("`elsewhere`"), "{m}");
+            assert!(m.contains("not routed"), "{m}");
+            assert!(m.contains("routes"), "{m}");
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stops_a_looping_plugin_at_its_deadline_and_carries_on() {
+    let mut s = spec("probe", component("probe"), &[]);
+    s.limits = Limits {
+        call_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let probe = load_with(s).await;
+    let start = Instant::now();
+    let fault = plugin_fault(probe.create(probe_spec("loop", "")).await);
+    assert!(matches!(fault, PluginError::Timeout { operation: "create", limit_ms: 300, .. }), "{fault}");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(fault.to_string().contains("`probe`"));
+    // A fresh instance serves the next call.
+    assert_eq!(probe.create(probe_spec("ok", "")).await.unwrap().id, "ok");
+}
+
+#[tokio::test]
+async fn caps_memory_of_a_plugin_that_allocates_without_end() {
+    let mut s = spec("probe", component("probe"), &[]);
+    s.limits.memory_mb = 32;
+    let probe = load_with(s).await;
+    let fault = plugin_fault(probe.create(probe_spec("alloc", "")).await);
+    assert!(matches!(fault, PluginError::MemoryCap { limit_mb: 32, .. }), "{fault}");
+    assert_eq!(probe.create(probe_spec("ok", "")).await.unwrap().id, "ok");
+}
+
+#[tokio::test]
+async fn a_panic_fails_only_that_call() {
+    let probe = load("probe", &[]).await;
+    let fault = plugin_fault(probe.create(probe_spec("panic", "")).await);
+    match &fault {
+        PluginError::Trap { plugin, operation, .. } => {
+            assert_eq!(plugin, "probe");
+            assert_eq!(*operation, "create");
+        }
+        other => panic!("expected a trap, got {other}"),
+    }
+    assert_eq!(probe.create(probe_spec("after", "")).await.unwrap().id, "after");
+}
+
+#[tokio::test]
+async fn concurrent_calls_on_a_concurrent_plugin_overlap() {
+    let engine = FakeEngine::start("slow", Duration::from_millis(300)).await;
+    let probe = load("probe", &[("engine", &engine.route())]).await;
+    assert!(probe.info().capabilities.concurrent);
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let p = probe.clone();
+            tokio::spawn(async move { p.create(probe_spec("http", "http://engine/slow")).await })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert!(
+        engine.max_in_flight.load(Ordering::SeqCst) >= 2,
+        "calls ran one at a time"
+    );
+}
+
+#[tokio::test]
+async fn state_is_shared_by_a_plugins_instances() {
+    let probe = load("probe", &[]).await;
+    assert_eq!(probe.create(probe_spec("state", "")).await.unwrap().address, "1");
+    assert_eq!(probe.create(probe_spec("state", "")).await.unwrap().address, "2");
+}
+
+#[tokio::test]
+async fn factory_errors_come_back_typed() {
+    let probe = load("probe", &[]).await;
+    let err = probe.create(probe_spec("missing", "nope:1")).await.unwrap_err();
+    assert_eq!(err.factory_error(), Some(&FactoryError::ImageMissing("nope:1".into())));
+    let err = probe.destroy("gone").await.unwrap_err();
+    assert!(matches!(err.factory_error(), Some(FactoryError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn a_failing_init_is_reported_at_load() {
+    let mut s = spec("probe", component("probe"), &[]);
+    s.config = vec![("fail-init".into(), "bad setting".into())];
+    let err = WasmFactory::load(runtime(), s).await.unwrap_err();
+    assert!(matches!(
+        err,
+        CallError::Factory { operation: "init", error: FactoryError::InvalidSpec(_), .. }
+    ), "{err}");
+}
+
+#[tokio::test]
+async fn bad_files_fail_with_a_message_naming_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("corrupt.wasm", b"\0asm\x0d\x00\x01\x00garbage", "not a valid component"),
+        ("text.wasm", b"hello world", "not a WebAssembly file"),
+        ("core.wasm", b"\0asm\x01\x00\x00\x00", "core WebAssembly module"),
+        ("empty-world.wasm", b"\0asm\x0d\x00\x01\x00", "does not implement world"),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let err = WasmFactory::load(runtime(), spec("bad", path.clone(), &[]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(name), "{name}: {err}");
+        assert!(err.contains(expected), "{name}: {err}");
+    }
+    let missing = dir.path().join("missing.wasm");
+    let err = WasmFactory::load(runtime(), spec("bad", missing, &[])).await.unwrap_err();
+    assert!(err.to_string().contains("missing.wasm"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_routes_are_rejected_at_load() {
+    let s = spec("probe", component("probe"), &[("docker", "ftp://x")]);
+    let err = WasmFactory::load(runtime(), s).await.unwrap_err().to_string();
+    assert!(err.contains("docker = ftp://x"), "{err}");
+}
+
+#[test]
+fn cli_call_runs_the_example_plugin_and_reports_exit_codes() {
+    let example = component("plugin_static");
+    let ok = std::process::Command::new(keepwarm_bin())
+        .args(["plugin", "call"])
+        .arg(&example)
+        .args(["create", r#"{"name":"a","image":"x","memory-mb":128}"#])
+        .args(["--config", "proxies=127.0.0.1:9001"])
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(out["address"], "127.0.0.1:9001");
+
+    let factory_error = std::process::Command::new(keepwarm_bin())
+        .args(["plugin", "call"])
+        .arg(&example)
+        .args(["destroy", "127.0.0.1:9999", "--config", "proxies=127.0.0.1:9001"])
+        .output()
+        .unwrap();
+    assert_eq!(factory_error.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&factory_error.stdout).contains("not-found"));
+
+    let trap = std::process::Command::new(keepwarm_bin())
+        .args(["plugin", "call"])
+        .arg(component("probe"))
+        .args(["create", r#"{"name":"loop","image":"","memory-mb":1}"#, "--timeout-ms", "200"])
+        .output()
+        .unwrap();
+    assert_eq!(trap.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&trap.stderr).contains("deadline"));
+
+    let inspect = std::process::Command::new(keepwarm_bin())
+        .args(["plugin", "inspect"])
+        .arg(&example)
+        .args(["--config", "proxies=127.0.0.1:9001"])
+        .output()
+        .unwrap();
+    assert_eq!(inspect.status.code(), Some(0));
+    let out: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(out["describe"]["name"], "static");
+    assert!(out["imports"].as_array().unwrap().iter().any(|i| i
+        .as_str()
+        .unwrap()
+        .starts_with("keepwarm:factory/state")));
+}
