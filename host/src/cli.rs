@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "keepwarm", version, about = "Highly available OpenWhisk invoker host")]
+#[command(
+    name = "keepwarm",
+    version,
+    about = "Highly available OpenWhisk invoker host"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -129,8 +133,14 @@ async fn inspect(file: PathBuf, sandbox: SandboxArgs) -> i32 {
         Err(e) => return report(e.into()),
     };
     let ty = component.component_type();
-    let imports: Vec<String> = ty.imports(runtime.engine()).map(|(n, _)| n.to_owned()).collect();
-    let exports: Vec<String> = ty.exports(runtime.engine()).map(|(n, _)| n.to_owned()).collect();
+    let imports: Vec<String> = ty
+        .imports(runtime.engine())
+        .map(|(n, _)| n.to_owned())
+        .collect();
+    let exports: Vec<String> = ty
+        .exports(runtime.engine())
+        .map(|(n, _)| n.to_owned())
+        .collect();
     let factory = match WasmFactory::load(&runtime, spec(file, sandbox)).await {
         Ok(f) => f,
         Err(e) => return report(e),
@@ -177,7 +187,9 @@ async fn dispatch(f: &WasmFactory, operation: &str, arg: Option<&str>) -> Dispat
         let arg = arg.ok_or_else(|| format!("`{op}` needs a container id"))?;
         Ok(serde_json::from_str::<String>(arg).unwrap_or_else(|_| arg.to_owned()))
     }
-    fn to_json<T: serde::Serialize>(r: Result<T, CallError>) -> Result<serde_json::Value, CallError> {
+    fn to_json<T: serde::Serialize>(
+        r: Result<T, CallError>,
+    ) -> Result<serde_json::Value, CallError> {
         r.map(|v| serde_json::to_value(v).expect("json"))
     }
     Ok(match operation {
@@ -185,9 +197,14 @@ async fn dispatch(f: &WasmFactory, operation: &str, arg: Option<&str>) -> Dispat
         "create" => to_json(f.create(json(operation, arg)?).await),
         "attach" => to_json(f.attach(json(operation, arg)?).await),
         "list-containers" => {
-            let labels: std::collections::BTreeMap<String, String> =
-                arg.map(|_| json(operation, arg)).transpose()?.unwrap_or_default();
-            to_json(f.list_containers(labels.into_iter().collect::<Pairs>()).await)
+            let labels: std::collections::BTreeMap<String, String> = arg
+                .map(|_| json(operation, arg))
+                .transpose()?
+                .unwrap_or_default();
+            to_json(
+                f.list_containers(labels.into_iter().collect::<Pairs>())
+                    .await,
+            )
         }
         "pause" => to_json(f.pause(&id(operation, arg)?).await),
         "resume" => to_json(f.resume(&id(operation, arg)?).await),
@@ -204,7 +221,7 @@ async fn dispatch(f: &WasmFactory, operation: &str, arg: Option<&str>) -> Dispat
             fn default_max() -> u32 {
                 64 * 1024
             }
-            let a: LogsArg = match arg.map(|a| serde_json::from_str::<LogsArg>(a)) {
+            let a: LogsArg = match arg.map(serde_json::from_str::<LogsArg>) {
                 Some(Ok(a)) => a,
                 _ => LogsArg {
                     id: id(operation, arg)?,

@@ -6,7 +6,10 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_owned()
 }
 
 fn plugins_target() -> PathBuf {
@@ -76,6 +79,10 @@ pub fn keepwarm_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("keepwarm");
-    assert!(bin.exists(), "{} missing: run cargo build first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: run cargo build first",
+        bin.display()
+    );
     bin
 }

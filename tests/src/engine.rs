@@ -55,7 +55,9 @@ impl FakeEngine {
         let (s, c, m) = (seen.clone(), connections.clone(), max_in_flight.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 c.fetch_add(1, Ordering::SeqCst);
                 let (s, m, inf) = (s.clone(), m.clone(), in_flight.clone());
                 tokio::spawn(async move {

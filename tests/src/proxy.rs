@@ -26,14 +26,28 @@ impl Default for ProxyClient {
 
 impl ProxyClient {
     /// POSTs JSON once; returns status and JSON body.
-    pub async fn post(&self, address: &str, path: &str, body: &Value) -> Result<(u16, Value), String> {
+    pub async fn post(
+        &self,
+        address: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<(u16, Value), String> {
         let req = hyper::Request::post(format!("http://{address}{path}"))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| e.to_string())?;
-        let resp = self.client.request(req).await.map_err(|e| format!("{e:?}"))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
         let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok((status, value))
     }
@@ -76,4 +90,5 @@ pub fn run_body(value: Value, activation_id: &str) -> Value {
 }
 
 /// The action the conformance suite and benches run: logs a line and echoes its input.
-pub const ECHO_ACTION: &str = "#!/bin/sh\necho \"log line from the action\"\necho \"{\\\"echo\\\": $1}\"\n";
+pub const ECHO_ACTION: &str =
+    "#!/bin/sh\necho \"log line from the action\"\necho \"{\\\"echo\\\": $1}\"\n";

@@ -5,9 +5,7 @@
 //! the engine away mid-test (connections cut and refused, exactly what a plugin sees when a
 //! daemon stops) without stopping the daemon other tests share.
 
-use keepwarm::factory::{
-    CallError, ContainerFactory, ContainerSpec, ContainerState, FactoryError,
-};
+use keepwarm::factory::{CallError, ContainerFactory, ContainerSpec, ContainerState, FactoryError};
 use keepwarm::plugin::WasmFactory;
 use keepwarm_tests::engine::Relay;
 use keepwarm_tests::proxy::{init_script, run_body, ProxyClient, ECHO_ACTION};
@@ -62,16 +60,27 @@ pub async fn lifecycle(stem: &str, route: &str, socket: &str) {
     let proxy = ProxyClient::default();
 
     // create → the action proxy answers /init and /run at the returned address
-    let created = factory.create(container_spec(&run, &run, IMAGE)).await.unwrap();
+    let created = factory
+        .create(container_spec(&run, &run, IMAGE))
+        .await
+        .unwrap();
     assert_eq!(created.state, ContainerState::Running);
-    assert!(created.address.starts_with("127.0.0.1:"), "{}", created.address);
+    assert!(
+        created.address.starts_with("127.0.0.1:"),
+        "{}",
+        created.address
+    );
     let (status, _) = proxy
         .post_ready(&created.address, "/init", &init_script(ECHO_ACTION), READY)
         .await
         .unwrap();
     assert_eq!(status, 200);
     let (status, result) = proxy
-        .post(&created.address, "/run", &run_body(serde_json::json!({"n": 1}), "a1"))
+        .post(
+            &created.address,
+            "/run",
+            &run_body(serde_json::json!({"n": 1}), "a1"),
+        )
         .await
         .unwrap();
     assert_eq!(status, 200);
@@ -93,7 +102,11 @@ pub async fn lifecycle(stem: &str, route: &str, socket: &str) {
     assert_eq!(attached.address, created.address);
     assert_eq!(attached.state, ContainerState::Running);
     let (status, _) = proxy
-        .post(&attached.address, "/run", &run_body(serde_json::json!({"n": 2}), "a2"))
+        .post(
+            &attached.address,
+            "/run",
+            &run_body(serde_json::json!({"n": 2}), "a2"),
+        )
         .await
         .unwrap();
     assert_eq!(status, 200);
@@ -104,7 +117,11 @@ pub async fn lifecycle(stem: &str, route: &str, socket: &str) {
     assert_eq!(listed[0].state, ContainerState::Paused);
     factory.resume(&created.id).await.unwrap();
     let (status, _) = proxy
-        .post(&created.address, "/run", &run_body(serde_json::json!({"n": 3}), "a3"))
+        .post(
+            &created.address,
+            "/run",
+            &run_body(serde_json::json!({"n": 3}), "a3"),
+        )
         .await
         .unwrap();
     assert_eq!(status, 200);
@@ -116,7 +133,10 @@ pub async fn lifecycle(stem: &str, route: &str, socket: &str) {
     // logs carry the activation's output and the sentinel
     let logs = factory.logs(&created.id, 0, 1 << 20).await.unwrap();
     assert!(logs.contains("log line from the action"), "{logs}");
-    assert!(logs.contains("XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"), "{logs}");
+    assert!(
+        logs.contains("XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"),
+        "{logs}"
+    );
     let cut = factory.logs(&created.id, 0, 10).await.unwrap();
     assert!(cut.len() <= 10, "{cut:?}");
 
@@ -162,7 +182,10 @@ pub async fn errors(stem: &str, route: &str, socket: &str) {
     assert!(matches!(factory_error(down), FactoryError::Unavailable(_)));
     // ...and once it is back, the same plugin works again
     relay.start();
-    let created = factory.create(container_spec(&run, &run, IMAGE)).await.unwrap();
+    let created = factory
+        .create(container_spec(&run, &run, IMAGE))
+        .await
+        .unwrap();
     assert_eq!(factory.list_containers(labels).await.unwrap().len(), 1);
     factory.destroy(&created.id).await.unwrap();
 }
@@ -184,4 +207,9 @@ macro_rules! conformance {
 }
 
 conformance!(docker, "keepwarm_docker", "docker", "/var/run/docker.sock");
-conformance!(podman, "keepwarm_podman", "podman", "/run/podman/podman.sock");
+conformance!(
+    podman,
+    "keepwarm_podman",
+    "podman",
+    "/run/podman/podman.sock"
+);

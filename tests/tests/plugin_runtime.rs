@@ -78,8 +78,15 @@ async fn routes_to_tcp_on_loopback() {
         let mut buf = vec![0u8; 4096];
         let n = s.read(&mut buf).await.unwrap();
         let head = String::from_utf8_lossy(&buf[..n]).to_string();
-        let body = if head.starts_with("GET /master/state ") { "tcp-ok" } else { "bad" };
-        let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        let body = if head.starts_with("GET /master/state ") {
+            "tcp-ok"
+        } else {
+            "bad"
+        };
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
         s.write_all(resp.as_bytes()).await.unwrap();
     });
     let route = format!("http://{addr}");
@@ -118,8 +125,22 @@ async fn stops_a_looping_plugin_at_its_deadline_and_carries_on() {
     let probe = load_with(s).await;
     let start = Instant::now();
     let fault = plugin_fault(probe.create(probe_spec("loop", "")).await);
-    assert!(matches!(fault, PluginError::Timeout { operation: "create", limit_ms: 300, .. }), "{fault}");
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(
+        matches!(
+            fault,
+            PluginError::Timeout {
+                operation: "create",
+                limit_ms: 300,
+                ..
+            }
+        ),
+        "{fault}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
     assert!(fault.to_string().contains("`probe`"));
     // A fresh instance serves the next call.
     assert_eq!(probe.create(probe_spec("ok", "")).await.unwrap().id, "ok");
@@ -131,7 +152,10 @@ async fn caps_memory_of_a_plugin_that_allocates_without_end() {
     s.limits.memory_mb = 32;
     let probe = load_with(s).await;
     let fault = plugin_fault(probe.create(probe_spec("alloc", "")).await);
-    assert!(matches!(fault, PluginError::MemoryCap { limit_mb: 32, .. }), "{fault}");
+    assert!(
+        matches!(fault, PluginError::MemoryCap { limit_mb: 32, .. }),
+        "{fault}"
+    );
     assert_eq!(probe.create(probe_spec("ok", "")).await.unwrap().id, "ok");
 }
 
@@ -140,13 +164,18 @@ async fn a_panic_fails_only_that_call() {
     let probe = load("probe", &[]).await;
     let fault = plugin_fault(probe.create(probe_spec("panic", "")).await);
     match &fault {
-        PluginError::Trap { plugin, operation, .. } => {
+        PluginError::Trap {
+            plugin, operation, ..
+        } => {
             assert_eq!(plugin, "probe");
             assert_eq!(*operation, "create");
         }
         other => panic!("expected a trap, got {other}"),
     }
-    assert_eq!(probe.create(probe_spec("after", "")).await.unwrap().id, "after");
+    assert_eq!(
+        probe.create(probe_spec("after", "")).await.unwrap().id,
+        "after"
+    );
 }
 
 #[tokio::test]
@@ -172,17 +201,32 @@ async fn concurrent_calls_on_a_concurrent_plugin_overlap() {
 #[tokio::test]
 async fn state_is_shared_by_a_plugins_instances() {
     let probe = load("probe", &[]).await;
-    assert_eq!(probe.create(probe_spec("state", "")).await.unwrap().address, "1");
-    assert_eq!(probe.create(probe_spec("state", "")).await.unwrap().address, "2");
+    assert_eq!(
+        probe.create(probe_spec("state", "")).await.unwrap().address,
+        "1"
+    );
+    assert_eq!(
+        probe.create(probe_spec("state", "")).await.unwrap().address,
+        "2"
+    );
 }
 
 #[tokio::test]
 async fn factory_errors_come_back_typed() {
     let probe = load("probe", &[]).await;
-    let err = probe.create(probe_spec("missing", "nope:1")).await.unwrap_err();
-    assert_eq!(err.factory_error(), Some(&FactoryError::ImageMissing("nope:1".into())));
+    let err = probe
+        .create(probe_spec("missing", "nope:1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.factory_error(),
+        Some(&FactoryError::ImageMissing("nope:1".into()))
+    );
     let err = probe.destroy("gone").await.unwrap_err();
-    assert!(matches!(err.factory_error(), Some(FactoryError::NotFound(_))));
+    assert!(matches!(
+        err.factory_error(),
+        Some(FactoryError::NotFound(_))
+    ));
 }
 
 #[tokio::test]
@@ -190,20 +234,39 @@ async fn a_failing_init_is_reported_at_load() {
     let mut s = spec("probe", component("probe"), &[]);
     s.config = vec![("fail-init".into(), "bad setting".into())];
     let err = WasmFactory::load(runtime(), s).await.unwrap_err();
-    assert!(matches!(
-        err,
-        CallError::Factory { operation: "init", error: FactoryError::InvalidSpec(_), .. }
-    ), "{err}");
+    assert!(
+        matches!(
+            err,
+            CallError::Factory {
+                operation: "init",
+                error: FactoryError::InvalidSpec(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn bad_files_fail_with_a_message_naming_the_file_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &[u8], &str); 4] = [
-        ("corrupt.wasm", b"\0asm\x0d\x00\x01\x00garbage", "not a valid component"),
+        (
+            "corrupt.wasm",
+            b"\0asm\x0d\x00\x01\x00garbage",
+            "not a valid component",
+        ),
         ("text.wasm", b"hello world", "not a WebAssembly file"),
-        ("core.wasm", b"\0asm\x01\x00\x00\x00", "core WebAssembly module"),
-        ("empty-world.wasm", b"\0asm\x0d\x00\x01\x00", "does not implement world"),
+        (
+            "core.wasm",
+            b"\0asm\x01\x00\x00\x00",
+            "core WebAssembly module",
+        ),
+        (
+            "empty-world.wasm",
+            b"\0asm\x0d\x00\x01\x00",
+            "does not implement world",
+        ),
     ];
     for (name, bytes, expected) in cases {
         let path = dir.path().join(name);
@@ -216,14 +279,19 @@ async fn bad_files_fail_with_a_message_naming_the_file_and_the_problem() {
         assert!(err.contains(expected), "{name}: {err}");
     }
     let missing = dir.path().join("missing.wasm");
-    let err = WasmFactory::load(runtime(), spec("bad", missing, &[])).await.unwrap_err();
+    let err = WasmFactory::load(runtime(), spec("bad", missing, &[]))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("missing.wasm"), "{err}");
 }
 
 #[tokio::test]
 async fn bad_routes_are_rejected_at_load() {
     let s = spec("probe", component("probe"), &[("docker", "ftp://x")]);
-    let err = WasmFactory::load(runtime(), s).await.unwrap_err().to_string();
+    let err = WasmFactory::load(runtime(), s)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("docker = ftp://x"), "{err}");
 }
 
@@ -237,14 +305,24 @@ fn cli_call_runs_the_example_plugin_and_reports_exit_codes() {
         .args(["--config", "proxies=127.0.0.1:9001"])
         .output()
         .unwrap();
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let out: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(out["address"], "127.0.0.1:9001");
 
     let factory_error = std::process::Command::new(keepwarm_bin())
         .args(["plugin", "call"])
         .arg(&example)
-        .args(["destroy", "127.0.0.1:9999", "--config", "proxies=127.0.0.1:9001"])
+        .args([
+            "destroy",
+            "127.0.0.1:9999",
+            "--config",
+            "proxies=127.0.0.1:9001",
+        ])
         .output()
         .unwrap();
     assert_eq!(factory_error.status.code(), Some(1));
@@ -253,7 +331,12 @@ fn cli_call_runs_the_example_plugin_and_reports_exit_codes() {
     let trap = std::process::Command::new(keepwarm_bin())
         .args(["plugin", "call"])
         .arg(component("probe"))
-        .args(["create", r#"{"name":"loop","image":"","memory-mb":1}"#, "--timeout-ms", "200"])
+        .args([
+            "create",
+            r#"{"name":"loop","image":"","memory-mb":1}"#,
+            "--timeout-ms",
+            "200",
+        ])
         .output()
         .unwrap();
     assert_eq!(trap.status.code(), Some(2));
@@ -268,8 +351,9 @@ fn cli_call_runs_the_example_plugin_and_reports_exit_codes() {
     assert_eq!(inspect.status.code(), Some(0));
     let out: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(out["describe"]["name"], "static");
-    assert!(out["imports"].as_array().unwrap().iter().any(|i| i
-        .as_str()
+    assert!(out["imports"]
+        .as_array()
         .unwrap()
-        .starts_with("keepwarm:factory/state")));
+        .iter()
+        .any(|i| i.as_str().unwrap().starts_with("keepwarm:factory/state")));
 }

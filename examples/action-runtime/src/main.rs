@@ -82,7 +82,12 @@ async fn init(body: &[u8], action: &Shared) -> Response<Full<Bytes>> {
     }
     let msg: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("init body is not JSON: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("init body is not JSON: {e}"),
+            )
+        }
     };
     let value = &msg["value"];
     let Some(code) = value["code"].as_str() else {
@@ -92,13 +97,21 @@ async fn init(body: &[u8], action: &Shared) -> Response<Full<Bytes>> {
         use base64::Engine;
         match base64::engine::general_purpose::STANDARD.decode(code.trim()) {
             Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_GATEWAY, &format!("binary is not base64: {e}")),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("binary is not base64: {e}"),
+                )
+            }
         }
     } else {
         code.as_bytes().to_vec()
     };
     if let Err(e) = write_exec(&bytes) {
-        return error(StatusCode::BAD_GATEWAY, &format!("cannot store action: {e}"));
+        return error(
+            StatusCode::BAD_GATEWAY,
+            &format!("cannot store action: {e}"),
+        );
     }
     a.env = value["env"].as_object().cloned().unwrap_or_default();
     a.initialized = true;
@@ -122,16 +135,29 @@ async fn run(body: &[u8], action: &Shared) -> Response<Full<Bytes>> {
     };
     let msg: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("run body is not JSON: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("run body is not JSON: {e}"),
+            )
+        }
     };
     let mut cmd = tokio::process::Command::new(EXEC);
     cmd.arg(msg["value"].to_string());
     for (k, v) in env.iter() {
-        cmd.env(k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+        cmd.env(
+            k,
+            v.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string()),
+        );
     }
     if let Some(fields) = msg.as_object() {
         for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != "value") {
-            let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+            let v = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
             cmd.env(format!("__OW_{}", k.to_uppercase()), v);
         }
     }
@@ -158,7 +184,10 @@ async fn run(body: &[u8], action: &Shared) -> Response<Full<Bytes>> {
                 }
             }
         }
-        Err(e) => error(StatusCode::BAD_GATEWAY, &format!("cannot start the action: {e}")),
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            &format!("cannot start the action: {e}"),
+        ),
     };
     println!("{SENTINEL}");
     eprintln!("{SENTINEL}");

@@ -83,17 +83,25 @@ impl Factory for StaticPool {
             .into_iter()
             .filter_map(|p| {
                 let name = state::get(&claim_key(&p))?;
-                Some(as_container(&p, String::from_utf8_lossy(&name).into_owned(), Vec::new()))
+                Some(as_container(
+                    &p,
+                    String::from_utf8_lossy(&name).into_owned(),
+                    Vec::new(),
+                ))
             })
             .collect())
     }
 
     fn pause(id: String) -> Result<(), FactoryError> {
-        Err(FactoryError::InvalidSpec(format!("{id}: static proxies cannot pause")))
+        Err(FactoryError::InvalidSpec(format!(
+            "{id}: static proxies cannot pause"
+        )))
     }
 
     fn resume(id: String) -> Result<(), FactoryError> {
-        Err(FactoryError::InvalidSpec(format!("{id}: static proxies cannot resume")))
+        Err(FactoryError::InvalidSpec(format!(
+            "{id}: static proxies cannot resume"
+        )))
     }
 
     fn destroy(id: String) -> Result<(), FactoryError> {
@@ -105,7 +113,9 @@ impl Factory for StaticPool {
     }
 
     fn logs(id: String, _since_ms: u64, _max_bytes: u32) -> Result<String, FactoryError> {
-        Err(FactoryError::NotFound(format!("{id}: static proxies keep no logs")))
+        Err(FactoryError::NotFound(format!(
+            "{id}: static proxies keep no logs"
+        )))
     }
 }
 

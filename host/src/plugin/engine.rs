@@ -77,7 +77,9 @@ impl PluginRuntime {
                 #[allow(unsafe_code)]
                 match unsafe { Component::deserialize_file(&self.engine, path) } {
                     Ok(component) => return Ok(component),
-                    Err(e) => tracing::warn!(path = %path.display(), "recompiling: stale cache entry: {e}"),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), "recompiling: stale cache entry: {e}")
+                    }
                 }
             }
         }
@@ -145,9 +147,11 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
     }
     match (bytes[6], bytes[7]) {
         (1, 0) => Ok(()),
-        (0, 0) => Err("is a core WebAssembly module, not a component: build the plugin for \
+        (0, 0) => Err(
+            "is a core WebAssembly module, not a component: build the plugin for \
                        the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
-            .into()),
+                .into(),
+        ),
         (a, b) => Err(format!("unknown WebAssembly layer {a}.{b}")),
     }
 }

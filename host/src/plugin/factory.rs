@@ -205,26 +205,25 @@ impl WasmFactory {
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
         let timeout = self.limits.call_timeout;
-        let bindings = match tokio::time::timeout(timeout, self.pre.instantiate_async(&mut store))
-            .await
-        {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                return Err(PluginError::Instantiate {
-                    plugin: self.name.clone(),
-                    reason: format!("{e:#}"),
+        let bindings =
+            match tokio::time::timeout(timeout, self.pre.instantiate_async(&mut store)).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    return Err(PluginError::Instantiate {
+                        plugin: self.name.clone(),
+                        reason: format!("{e:#}"),
+                    }
+                    .into())
                 }
-                .into())
-            }
-            Err(_) => {
-                return Err(PluginError::Timeout {
-                    plugin: self.name.clone(),
-                    operation: "instantiate",
-                    limit_ms: timeout.as_millis() as u64,
+                Err(_) => {
+                    return Err(PluginError::Timeout {
+                        plugin: self.name.clone(),
+                        operation: "instantiate",
+                        limit_ms: timeout.as_millis() as u64,
+                    }
+                    .into())
                 }
-                .into())
-            }
-        };
+            };
         let mut instance = Instance { store, bindings };
         let g = instance.bindings.keepwarm_factory_factory();
         let result = tokio::time::timeout(timeout, g.call_init(&mut instance.store, &self.config))
@@ -267,7 +266,12 @@ impl WasmFactory {
         }
     }
 
-    fn fault(&self, operation: &'static str, instance: &Instance, err: wasmtime::Error) -> PluginError {
+    fn fault(
+        &self,
+        operation: &'static str,
+        instance: &Instance,
+        err: wasmtime::Error,
+    ) -> PluginError {
         let plugin = self.name.clone();
         if instance.store.data().cap.hit {
             return PluginError::MemoryCap {
@@ -358,7 +362,10 @@ impl ContainerFactory for WasmFactory {
     }
 
     async fn logs(&self, id: &str, since_ms: u64, max_bytes: u32) -> CallResult<String> {
-        match self.call(Op::Logs(id.to_owned(), since_ms, max_bytes)).await? {
+        match self
+            .call(Op::Logs(id.to_owned(), since_ms, max_bytes))
+            .await?
+        {
             Reply::Text(t) => Ok(t),
             _ => unexpected("logs"),
         }

@@ -44,7 +44,9 @@ impl Endpoint {
         if hostport.is_empty() || hostport.contains('/') {
             return Err("expected host:port with no path".into());
         }
-        let hostport = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        let hostport = if hostport
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         {
             hostport.to_owned()
         } else {

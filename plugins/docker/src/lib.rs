@@ -11,8 +11,7 @@ mod config;
 
 use bollard_stubs::models::{
     ContainerCreateBody, ContainerCreateResponse, ContainerInspectResponse,
-    ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum, HostConfig,
-    PortBinding,
+    ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum, HostConfig, PortBinding,
 };
 use config::{AddressMode, Config};
 use keepwarm_plugin_sdk::engine::{
@@ -73,11 +72,12 @@ fn state_of(inspect: &ContainerInspectResponse) -> ContainerState {
     }
 }
 
-
 fn inspect(id: &str) -> Result<ContainerInspectResponse, FactoryError> {
     let r = http::request("GET", &url(&format!("/containers/{id}/json")), &[], None)?;
     if r.status == 404 {
-        return Err(FactoryError::NotFound(format!("container {id} does not exist")));
+        return Err(FactoryError::NotFound(format!(
+            "container {id} does not exist"
+        )));
     }
     r.ok(&format!("inspect {id}"))?.json()
 }
@@ -204,7 +204,10 @@ impl Factory for Docker {
 
     fn list_containers(labels: Pairs) -> Result<Vec<Container>, FactoryError> {
         let list: Vec<ContainerSummary> = http::get_json(
-            &url(&format!("/containers/json?all=1&filters={}", label_filter(&labels))),
+            &url(&format!(
+                "/containers/json?all=1&filters={}",
+                label_filter(&labels)
+            )),
             "list containers",
         )?;
         let c = Config::get();
@@ -259,7 +262,10 @@ impl Factory for Docker {
     }
 
     fn resume(id: String) -> Result<(), FactoryError> {
-        post(&format!("/containers/{id}/unpause"), &format!("unpause {id}"))
+        post(
+            &format!("/containers/{id}/unpause"),
+            &format!("unpause {id}"),
+        )
     }
 
     fn destroy(id: String) -> Result<(), FactoryError> {
@@ -271,7 +277,9 @@ impl Factory for Docker {
         )?;
         match r.status {
             204 | 200 => Ok(()),
-            404 => Err(FactoryError::NotFound(format!("container {id} does not exist"))),
+            404 => Err(FactoryError::NotFound(format!(
+                "container {id} does not exist"
+            ))),
             _ => Err(r.error(&format!("remove {id}"))),
         }
     }
@@ -287,7 +295,9 @@ impl Factory for Docker {
             None,
         )?;
         if r.status == 404 {
-            return Err(FactoryError::NotFound(format!("container {id} does not exist")));
+            return Err(FactoryError::NotFound(format!(
+                "container {id} does not exist"
+            )));
         }
         let r = r.ok(&format!("logs of {id}"))?;
         Ok(demux_logs(&r.body, max_bytes))

@@ -63,7 +63,9 @@ fn address_of(data: &InspectContainerData, port: u16) -> Result<String, FactoryE
 fn inspect(id: &str) -> Result<InspectContainerData, FactoryError> {
     let r = http::request("GET", &url(&format!("/containers/{id}/json")), &[], None)?;
     if r.status == 404 {
-        return Err(FactoryError::NotFound(format!("container {id} does not exist")));
+        return Err(FactoryError::NotFound(format!(
+            "container {id} does not exist"
+        )));
     }
     r.ok(&format!("inspect {id}"))?.json()
 }
@@ -77,9 +79,7 @@ fn to_container(data: &InspectContainerData) -> Result<Container, FactoryError> 
             .unwrap_or(""),
     );
     let address = match state {
-        ContainerState::Running | ContainerState::Paused => {
-            address_of(data, proxy_port(&labels))?
-        }
+        ContainerState::Running | ContainerState::Paused => address_of(data, proxy_port(&labels))?,
         _ => String::new(),
     };
     Ok(Container {
@@ -193,7 +193,10 @@ impl Factory for Podman {
 
     fn list_containers(labels: Pairs) -> Result<Vec<Container>, FactoryError> {
         let list: Vec<ListContainer> = http::get_json(
-            &url(&format!("/containers/json?all=true&filters={}", label_filter(&labels))),
+            &url(&format!(
+                "/containers/json?all=true&filters={}",
+                label_filter(&labels)
+            )),
             "list containers",
         )?;
         let s = settings();
@@ -235,7 +238,10 @@ impl Factory for Podman {
     }
 
     fn resume(id: String) -> Result<(), FactoryError> {
-        post(&format!("/containers/{id}/unpause"), &format!("unpause {id}"))
+        post(
+            &format!("/containers/{id}/unpause"),
+            &format!("unpause {id}"),
+        )
     }
 
     fn destroy(id: String) -> Result<(), FactoryError> {
@@ -247,7 +253,9 @@ impl Factory for Podman {
         )?;
         match r.status {
             200 | 204 => Ok(()),
-            404 => Err(FactoryError::NotFound(format!("container {id} does not exist"))),
+            404 => Err(FactoryError::NotFound(format!(
+                "container {id} does not exist"
+            ))),
             _ => Err(r.error(&format!("remove {id}"))),
         }
     }
@@ -263,7 +271,9 @@ impl Factory for Podman {
             None,
         )?;
         if r.status == 404 {
-            return Err(FactoryError::NotFound(format!("container {id} does not exist")));
+            return Err(FactoryError::NotFound(format!(
+                "container {id} does not exist"
+            )));
         }
         Ok(demux_logs(&r.ok(&format!("logs of {id}"))?.body, max_bytes))
     }

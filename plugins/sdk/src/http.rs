@@ -34,7 +34,10 @@ impl Response {
     /// Parses the body as JSON; a body that does not parse is an engine error.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, FactoryError> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            FactoryError::Engine(format!("unexpected response ({e}): {}", truncate(&self.text())))
+            FactoryError::Engine(format!(
+                "unexpected response ({e}): {}",
+                truncate(&self.text())
+            ))
         })
     }
 
@@ -144,8 +147,7 @@ pub fn request_with_timeout(
         let _ = o.set_first_byte_timeout(Some(ms * 1_000_000));
         o
     });
-    let pending = outgoing_handler::handle(req, options)
-        .map_err(|e| transport(authority, &e))?;
+    let pending = outgoing_handler::handle(req, options).map_err(|e| transport(authority, &e))?;
     if let Some(bytes) = body {
         let stream = outgoing
             .write()

@@ -1,0 +1,27 @@
+# keepwarm — one target for each thing a developer does.
+.PHONY: test demo bench verify plugins image
+
+## Install and start everything the tests need, run the gates and all tests, stop what started.
+test:
+	bash scripts/test.sh
+
+## The demo (see README).
+demo:
+	bash scripts/demo.sh
+
+## Benchmarks (not part of the tests: run on a quiet machine, read the ratios).
+bench:
+	bash scripts/bench.sh
+
+## fmt + clippy on both workspaces.
+verify:
+	cargo fmt --all -- --check
+	cd plugins && cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cd plugins && cargo clippy --workspace --all-targets -- -D warnings
+
+plugins:
+	cd plugins && cargo build --release
+
+image:
+	bash scripts/image.sh

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command: installs and starts what the tests need (engines, wasm target, action
+# image), runs the gates and every test, then stops what it started.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+root=$(cd "$here/.." && pwd)
+cd "$root"
+
+"$here/setup.sh"
+trap '"$here/engines.sh" stop' EXIT
+"$here/image.sh"
+
+say "gates: cargo fmt --check, clippy -D warnings (both workspaces)"
+cargo fmt --all -- --check
+(cd plugins && cargo fmt --all -- --check)
+cargo clippy -q --workspace --all-targets -- -D warnings
+(cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo clippy -q --workspace --all-targets -- -D warnings)
+
+say "building plugins (wasm32-wasip2)"
+(cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo build -q --release)
+
+say "running tests"
+cargo test --workspace
