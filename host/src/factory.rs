@@ -45,7 +45,7 @@ pub enum ContainerState {
 }
 
 /// A container as its engine reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
     pub id: String,
     #[serde(default)]

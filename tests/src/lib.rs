@@ -5,5 +5,6 @@
 pub mod components;
 pub mod engine;
 pub mod proxy;
+pub mod stats;
 
 pub use components::{component, keepwarm_bin, load, load_with, runtime, spec};

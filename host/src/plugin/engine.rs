@@ -183,3 +183,20 @@ impl Drop for EpochTicker {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_header;
+
+    #[test]
+    fn tells_components_from_modules_and_junk() {
+        assert!(check_header(b"\0asm\x0d\x00\x01\x00").is_ok());
+        assert!(check_header(b"\0asm\x01\x00\x00\x00")
+            .unwrap_err()
+            .contains("core WebAssembly module"));
+        assert!(check_header(b"#!/bin/sh\n")
+            .unwrap_err()
+            .contains("not a WebAssembly file"));
+        assert!(check_header(b"\0asm").is_err());
+    }
+}

@@ -186,6 +186,25 @@ impl WasmFactory {
         Ok(factory)
     }
 
+    /// Instantiates (and `init`s) up to `n` more instances ahead of need, so a burst of calls
+    /// (re-attaching a pool after failover) does not pay instantiation on its critical path.
+    /// Returns how many instances are idle afterwards.
+    pub async fn prewarm_instances(&self, n: usize) -> CallResult<usize> {
+        let want = if self.info.capabilities.concurrent {
+            n.min(self.limits.max_instances)
+        } else {
+            1
+        };
+        loop {
+            let idle = self.idle.lock().expect("idle lock").len();
+            if idle >= want {
+                return Ok(idle);
+            }
+            let instance = self.instantiate().await?;
+            self.idle.lock().expect("idle lock").push(instance);
+        }
+    }
+
     /// The operator-given name of this plugin.
     pub fn name(&self) -> &str {
         &self.name

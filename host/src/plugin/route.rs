@@ -257,3 +257,38 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_endpoints() {
+        assert_eq!(
+            Endpoint::parse("unix:///var/run/docker.sock"),
+            Ok(Endpoint::Unix("/var/run/docker.sock".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("http://127.0.0.1:5050"),
+            Ok(Endpoint::Tcp("127.0.0.1:5050".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://localhost:2375/"),
+            Ok(Endpoint::Tcp("localhost:2375".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("http://mesos-master"),
+            Ok(Endpoint::Tcp("mesos-master:80".into()))
+        );
+        assert!(Endpoint::parse("unix://relative.sock").is_err());
+        assert!(Endpoint::parse("https://x:1").is_err());
+        assert!(Endpoint::parse("http://x:1/path").is_err());
+    }
+
+    #[test]
+    fn authorities_match_without_case() {
+        let routes = Routes::parse("p", &[("Docker".into(), "unix:///d.sock".into())]).unwrap();
+        assert!(routes.get("docker").is_some());
+        assert!(routes.get("podman").is_none());
+    }
+}
