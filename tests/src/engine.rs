@@ -75,7 +75,10 @@ impl FakeEngine {
                                 .unwrap_or("")
                                 .to_owned();
                             let body = req.into_body().collect().await?.to_bytes();
-                            tokio::time::sleep(delay).await;
+                            // sleep(ZERO) still waits for the timer's next 1 ms tick.
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
                             s.lock().unwrap().push(Seen {
                                 method,
                                 path,
