@@ -15,7 +15,8 @@ use bollard_stubs::models::{
 };
 use config::{AddressMode, Config};
 use keepwarm_plugin_sdk::engine::{
-    demux_logs, label_filter, proxy_port, since_param, sorted_labels, PORT_LABEL,
+    container_delete, container_logs, container_post, gone, label_filter, proxy_port, since_param,
+    sorted_labels, PORT_LABEL,
 };
 use keepwarm_plugin_sdk::{
     export, http, Capabilities, Container, ContainerSpec, ContainerState, Factory, FactoryError,
@@ -75,9 +76,7 @@ fn state_of(inspect: &ContainerInspectResponse) -> ContainerState {
 fn inspect(id: &str) -> Result<ContainerInspectResponse, FactoryError> {
     let r = http::request("GET", &url(&format!("/containers/{id}/json")), &[], None)?;
     if r.status == 404 {
-        return Err(FactoryError::NotFound(format!(
-            "container {id} does not exist"
-        )));
+        return Err(gone(id));
     }
     r.ok(&format!("inspect {id}"))?.json()
 }
@@ -102,14 +101,6 @@ fn describe_container(inspect: &ContainerInspectResponse) -> Result<Container, F
         labels,
         handle: String::new(),
     })
-}
-
-fn post(path: &str, what: &str) -> Result<(), FactoryError> {
-    let r = http::request("POST", &url(path), &[], None)?;
-    match r.status {
-        204 | 200 | 304 => Ok(()),
-        _ => Err(r.error(what)),
-    }
 }
 
 fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
@@ -175,7 +166,11 @@ impl Factory for Docker {
             409 => return Err(r.error(&format!("create {}", spec.name))),
             _ => return Err(r.error(&format!("create {}", spec.name))),
         };
-        if let Err(e) = post(&format!("/containers/{}/start", created.id), "start") {
+        if let Err(e) = container_post(
+            &url(&format!("/containers/{}/start", created.id)),
+            &created.id,
+            "start",
+        ) {
             let _ = Docker::destroy(created.id.clone());
             return Err(e);
         }
@@ -187,7 +182,11 @@ impl Factory for Docker {
         match state_of(&found) {
             ContainerState::Running => {}
             ContainerState::Paused => {
-                post(&format!("/containers/{}/unpause", known.id), "unpause")?;
+                container_post(
+                    &url(&format!("/containers/{}/unpause", known.id)),
+                    &known.id,
+                    "unpause",
+                )?;
                 found = inspect(&known.id)?;
             }
             other => {
@@ -258,49 +257,21 @@ impl Factory for Docker {
     }
 
     fn pause(id: String) -> Result<(), FactoryError> {
-        post(&format!("/containers/{id}/pause"), &format!("pause {id}"))
+        container_post(&url(&format!("/containers/{id}/pause")), &id, "pause")
     }
 
     fn resume(id: String) -> Result<(), FactoryError> {
-        post(
-            &format!("/containers/{id}/unpause"),
-            &format!("unpause {id}"),
-        )
+        container_post(&url(&format!("/containers/{id}/unpause")), &id, "unpause")
     }
 
     fn destroy(id: String) -> Result<(), FactoryError> {
-        let r = http::request(
-            "DELETE",
-            &url(&format!("/containers/{id}?force=1&v=1")),
-            &[],
-            None,
-        )?;
-        match r.status {
-            204 | 200 => Ok(()),
-            404 => Err(FactoryError::NotFound(format!(
-                "container {id} does not exist"
-            ))),
-            _ => Err(r.error(&format!("remove {id}"))),
-        }
+        container_delete(&url(&format!("/containers/{id}?force=1&v=1")), &id)
     }
 
     fn logs(id: String, since_ms: u64, max_bytes: u32) -> Result<String, FactoryError> {
-        let r = http::request(
-            "GET",
-            &url(&format!(
-                "/containers/{id}/logs?stdout=1&stderr=1&since={}",
-                since_param(since_ms)
-            )),
-            &[],
-            None,
-        )?;
-        if r.status == 404 {
-            return Err(FactoryError::NotFound(format!(
-                "container {id} does not exist"
-            )));
-        }
-        let r = r.ok(&format!("logs of {id}"))?;
-        Ok(demux_logs(&r.body, max_bytes))
+        let since = since_param(since_ms);
+        let path = format!("/containers/{id}/logs?stdout=1&stderr=1&since={since}");
+        container_logs(&url(&path), &id, max_bytes)
     }
 }
 

@@ -6,8 +6,8 @@
 //! body is built as JSON because the stubs' `SpecGenerator` has ~150 fields and no `Default`.
 
 use keepwarm_plugin_sdk::engine::{
-    demux_logs, encode_query, label_filter, proxy_port, since_param, sorted_labels, AddressMode,
-    EngineSettings, PORT_LABEL,
+    container_delete, container_logs, container_post, encode_query, gone, label_filter, proxy_port,
+    since_param, sorted_labels, AddressMode, EngineSettings, PORT_LABEL,
 };
 use keepwarm_plugin_sdk::{
     export, http, Capabilities, Container, ContainerSpec, ContainerState, Factory, FactoryError,
@@ -63,9 +63,7 @@ fn address_of(data: &InspectContainerData, port: u16) -> Result<String, FactoryE
 fn inspect(id: &str) -> Result<InspectContainerData, FactoryError> {
     let r = http::request("GET", &url(&format!("/containers/{id}/json")), &[], None)?;
     if r.status == 404 {
-        return Err(FactoryError::NotFound(format!(
-            "container {id} does not exist"
-        )));
+        return Err(gone(id));
     }
     r.ok(&format!("inspect {id}"))?.json()
 }
@@ -90,15 +88,6 @@ fn to_container(data: &InspectContainerData) -> Result<Container, FactoryError> 
         labels,
         handle: String::new(),
     })
-}
-
-fn post(path: &str, what: &str) -> Result<(), FactoryError> {
-    let r = http::request("POST", &url(path), &[], None)?;
-    match r.status {
-        200 | 204 | 304 => Ok(()),
-        404 => Err(FactoryError::NotFound(what.to_owned())),
-        _ => Err(r.error(what)),
-    }
 }
 
 fn create_body(spec: &ContainerSpec) -> serde_json::Value {
@@ -164,7 +153,11 @@ impl Factory for Podman {
             }
             _ => return Err(r.error(&format!("create {}", spec.name))),
         };
-        if let Err(e) = post(&format!("/containers/{}/start", created.id), "start") {
+        if let Err(e) = container_post(
+            &url(&format!("/containers/{}/start", created.id)),
+            &created.id,
+            "start",
+        ) {
             let _ = Podman::destroy(created.id.clone());
             return Err(e);
         }
@@ -176,7 +169,11 @@ impl Factory for Podman {
         match to_container(&data)?.state {
             ContainerState::Running => {}
             ContainerState::Paused => {
-                post(&format!("/containers/{}/unpause", known.id), "unpause")?;
+                container_post(
+                    &url(&format!("/containers/{}/unpause", known.id)),
+                    &known.id,
+                    "unpause",
+                )?;
                 data = inspect(&known.id)?;
             }
             other => {
@@ -234,48 +231,22 @@ impl Factory for Podman {
     }
 
     fn pause(id: String) -> Result<(), FactoryError> {
-        post(&format!("/containers/{id}/pause"), &format!("pause {id}"))
+        container_post(&url(&format!("/containers/{id}/pause")), &id, "pause")
     }
 
     fn resume(id: String) -> Result<(), FactoryError> {
-        post(
-            &format!("/containers/{id}/unpause"),
-            &format!("unpause {id}"),
-        )
+        container_post(&url(&format!("/containers/{id}/unpause")), &id, "unpause")
     }
 
     fn destroy(id: String) -> Result<(), FactoryError> {
-        let r = http::request(
-            "DELETE",
-            &url(&format!("/containers/{}?force=true", encode_query(&id))),
-            &[],
-            None,
-        )?;
-        match r.status {
-            200 | 204 => Ok(()),
-            404 => Err(FactoryError::NotFound(format!(
-                "container {id} does not exist"
-            ))),
-            _ => Err(r.error(&format!("remove {id}"))),
-        }
+        let path = format!("/containers/{}?force=true", encode_query(&id));
+        container_delete(&url(&path), &id)
     }
 
     fn logs(id: String, since_ms: u64, max_bytes: u32) -> Result<String, FactoryError> {
-        let r = http::request(
-            "GET",
-            &url(&format!(
-                "/containers/{id}/logs?stdout=true&stderr=true&since={}",
-                since_param(since_ms)
-            )),
-            &[],
-            None,
-        )?;
-        if r.status == 404 {
-            return Err(FactoryError::NotFound(format!(
-                "container {id} does not exist"
-            )));
-        }
-        Ok(demux_logs(&r.ok(&format!("logs of {id}"))?.body, max_bytes))
+        let since = since_param(since_ms);
+        let path = format!("/containers/{id}/logs?stdout=true&stderr=true&since={since}");
+        container_logs(&url(&path), &id, max_bytes)
     }
 }
 

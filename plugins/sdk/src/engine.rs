@@ -126,3 +126,38 @@ pub fn sorted_labels(map: Option<&std::collections::HashMap<String, String>>) ->
     pairs.sort();
     pairs
 }
+
+/// The error for a container the engine does not know.
+pub fn gone(id: &str) -> crate::FactoryError {
+    crate::FactoryError::NotFound(format!("container {id} does not exist"))
+}
+
+/// POSTs to a container's action endpoint (`start`, `pause`, `unpause`): 2xx and 304 are
+/// success, 404 is `not-found`.
+pub fn container_post(url: &str, id: &str, what: &str) -> Result<(), crate::FactoryError> {
+    let r = crate::http::request("POST", url, &[], None)?;
+    match r.status {
+        200..=299 | 304 => Ok(()),
+        404 => Err(gone(id)),
+        _ => Err(r.error(&format!("{what} {id}"))),
+    }
+}
+
+/// Force-removes a container: 2xx is success, 404 is `not-found`.
+pub fn container_delete(url: &str, id: &str) -> Result<(), crate::FactoryError> {
+    let r = crate::http::request("DELETE", url, &[], None)?;
+    match r.status {
+        200..=299 => Ok(()),
+        404 => Err(gone(id)),
+        _ => Err(r.error(&format!("remove {id}"))),
+    }
+}
+
+/// Reads a container's log stream and demultiplexes it, keeping at most `max_bytes`.
+pub fn container_logs(url: &str, id: &str, max_bytes: u32) -> Result<String, crate::FactoryError> {
+    let r = crate::http::request("GET", url, &[], None)?;
+    if r.status == 404 {
+        return Err(gone(id));
+    }
+    Ok(demux_logs(&r.ok(&format!("logs of {id}"))?.body, max_bytes))
+}
