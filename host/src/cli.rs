@@ -19,6 +19,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run an invoker host until SIGTERM or Ctrl-C (in-flight activations finish first).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Develop and check factory plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -72,6 +77,7 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 /// Runs a parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
+        Command::Run { config } => serve(config).await,
         Command::Plugin(PluginCommand::Inspect { file, sandbox }) => inspect(file, sandbox).await,
         Command::Plugin(PluginCommand::Call {
             file,
@@ -238,4 +244,32 @@ async fn dispatch(f: &WasmFactory, operation: &str, arg: Option<&str>) -> Dispat
             ))
         }
     })
+}
+
+async fn serve(path: PathBuf) -> i32 {
+    let config = match crate::config::Config::load(&path, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("signal received: draining");
+        let _ = stop.send(true);
+    });
+    match crate::invoker::run(config, stopped).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
 }

@@ -1,10 +1,23 @@
 //! keepwarm: a highly available, OpenWhisk-compatible invoker host whose container engines are
 //! WebAssembly components.
 //!
+//! Data flows one way: [`feed`] → [`activation`] → [`pool`] → [`factory`] / [`plugin`].
+//!
+//! - [`config`]: the TOML config; [`invoker`]: wires one host together;
+//! - [`feed`]: Kafka consumer, acknowledgements, offsets, health pings;
+//! - [`activation`]: OpenWhisk wire formats, the action proxy client, running one activation;
+//! - [`action`]: action documents and the runtimes manifest;
+//! - [`pool`]: warm, prewarm and busy containers;
 //! - [`factory`]: the [`factory::ContainerFactory`] trait the host uses for engines;
 //! - [`plugin`]: the wasmtime runtime that loads engine plugins behind that trait;
 //! - [`cli`]: the `keepwarm` command line.
 
+pub mod action;
+pub mod activation;
 pub mod cli;
+pub mod config;
 pub mod factory;
+pub mod feed;
+pub mod invoker;
 pub mod plugin;
+pub mod pool;

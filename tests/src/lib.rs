@@ -4,6 +4,8 @@
 
 pub mod components;
 pub mod engine;
+pub mod host;
+pub mod kafka;
 pub mod proxy;
 pub mod stats;
 

@@ -1,0 +1,178 @@
+//! OpenWhisk's `runtimes.json`: which image runs each kind, and the prewarm stem cells.
+
+use super::ActionError;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Debug, Clone, Deserialize)]
+struct ImageName {
+    #[serde(default)]
+    prefix: Option<String>,
+    name: String,
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+impl ImageName {
+    fn reference(&self) -> String {
+        let mut s = String::new();
+        if let Some(p) = self.prefix.as_deref().filter(|p| !p.is_empty()) {
+            s.push_str(p);
+            s.push('/');
+        }
+        s.push_str(&self.name);
+        s.push(':');
+        s.push_str(self.tag.as_deref().unwrap_or("latest"));
+        s
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StemCellDoc {
+    #[serde(alias = "count")]
+    initial_count: u32,
+    /// OpenWhisk's size form: "256 MB".
+    memory: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuntimeDoc {
+    kind: String,
+    image: ImageName,
+    #[serde(default)]
+    stem_cells: Vec<StemCellDoc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Manifest {
+    runtimes: HashMap<String, Vec<RuntimeDoc>>,
+    #[serde(default)]
+    blackboxes: Vec<ImageName>,
+}
+
+/// A prewarm stem cell: keep `count` containers of `kind` with `memory_mb` ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StemCell {
+    pub kind: String,
+    pub image: String,
+    pub memory_mb: u32,
+    pub count: u32,
+}
+
+/// The parsed manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Runtimes {
+    images: HashMap<String, String>,
+    stem_cells: Vec<StemCell>,
+    blackboxes: Vec<String>,
+}
+
+/// Parses OpenWhisk's memory sizes: "256 MB", "256m", "1 GB", "268435456 B".
+pub fn parse_mb(s: &str) -> Option<u32> {
+    let s = s.trim().to_ascii_lowercase();
+    let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+    let n: u64 = digits.parse().ok()?;
+    let unit = s[digits.len()..].trim();
+    let mb = match unit {
+        "" | "m" | "mb" => n,
+        "g" | "gb" => n * 1024,
+        "k" | "kb" => n / 1024,
+        "b" => n / (1024 * 1024),
+        _ => return None,
+    };
+    u32::try_from(mb).ok()
+}
+
+impl Runtimes {
+    pub fn load(path: &Path) -> Result<Runtimes, ActionError> {
+        let err = |reason: String| ActionError::Read {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        Self::parse(&text).map_err(err)
+    }
+
+    pub fn parse(text: &[u8]) -> Result<Runtimes, String> {
+        let m: Manifest = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        let mut r = Runtimes {
+            blackboxes: m.blackboxes.iter().map(ImageName::reference).collect(),
+            ..Default::default()
+        };
+        for rt in m.runtimes.into_values().flatten() {
+            let image = rt.image.reference();
+            for cell in &rt.stem_cells {
+                let memory_mb = parse_mb(&cell.memory)
+                    .ok_or_else(|| format!("{}: bad stem cell memory `{}`", rt.kind, cell.memory))?;
+                r.stem_cells.push(StemCell {
+                    kind: rt.kind.clone(),
+                    image: image.clone(),
+                    memory_mb,
+                    count: cell.initial_count,
+                });
+            }
+            r.images.insert(rt.kind, image);
+        }
+        r.stem_cells.sort_by(|a, b| a.kind.cmp(&b.kind));
+        Ok(r)
+    }
+
+    /// The image for a kind.
+    pub fn image(&self, kind: &str) -> Option<&str> {
+        self.images.get(kind).map(String::as_str)
+    }
+
+    pub fn stem_cells(&self) -> &[StemCell] {
+        &self.stem_cells
+    }
+
+    /// Whether a blackbox image is allowed (any image when the manifest lists none).
+    pub fn allows_blackbox(&self, image: &str) -> bool {
+        self.blackboxes.is_empty()
+            || self
+                .blackboxes
+                .iter()
+                .any(|b| image.starts_with(b.trim_end_matches(":latest")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_openwhisks_manifest_shape() {
+        let text = br#"{
+          "runtimes": { "nodejs": [ { "kind": "nodejs:20", "default": true,
+              "image": { "prefix": "openwhisk", "name": "action-nodejs-v20", "tag": "nightly" },
+              "deprecated": false, "attached": { "attachmentName": "codefile", "attachmentType": "text/plain" },
+              "stemCells": [ { "initialCount": 2, "memory": "256 MB",
+                  "reactive": { "minCount": 1, "maxCount": 4, "ttl": "2 minutes", "threshold": 1, "increment": 1 } } ] } ] },
+          "blackboxes": [ { "prefix": "openwhisk", "name": "dockerskeleton", "tag": "nightly" } ] }"#;
+        let r = Runtimes::parse(text).unwrap();
+        assert_eq!(r.image("nodejs:20"), Some("openwhisk/action-nodejs-v20:nightly"));
+        assert_eq!(
+            r.stem_cells(),
+            &[StemCell {
+                kind: "nodejs:20".into(),
+                image: "openwhisk/action-nodejs-v20:nightly".into(),
+                memory_mb: 256,
+                count: 2
+            }]
+        );
+        assert!(r.allows_blackbox("openwhisk/dockerskeleton:nightly"));
+        assert!(!r.allows_blackbox("evil/image:1"));
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_mb("256 MB"), Some(256));
+        assert_eq!(parse_mb("1 GB"), Some(1024));
+        assert_eq!(parse_mb("256m"), Some(256));
+        assert_eq!(parse_mb("268435456 B"), Some(256));
+        assert_eq!(parse_mb("lots"), None);
+    }
+}

@@ -1,0 +1,24 @@
+//! OpenWhisk's wire formats and the action container protocol.
+//!
+//! - [`message`]: `ActivationMessage`, as the controller writes it to `invoker{N}`;
+//! - [`record`]: the `WhiskActivation` record and its `ActivationResponse`;
+//! - [`ack`]: what goes back on `completed{controller}` and `health`;
+//! - [`proxy`]: the client for a container's action proxy (`/init`, `/run`).
+//!
+//! Field names and shapes follow OpenWhisk's Scala serializers (`core/connector/Message.scala`,
+//! `core/entity/*`): readers tolerate absent optional fields and unknown fields, writers emit
+//! what a stock controller reads.
+
+pub mod ack;
+pub mod message;
+pub mod proxy;
+pub mod runner;
+pub mod record;
+
+pub use ack::{Acknowledgement, InvokerInstanceId, PingMessage};
+pub use message::{ActivationMessage, FullyQualifiedEntityName, TransactionId};
+pub use record::{ActivationResponse, StatusCode, WhiskActivation};
+pub use runner::{Outcome, Runner};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+//! Client for a container's action proxy: `POST /init` once, `POST /run` per activation.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Why a call to an action proxy produced no HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no answer from {address} within {limit:?}")]
+    Timeout { address: String, limit: Duration },
+    #[error("cannot reach the action proxy at {address}: {reason}")]
+    Connect { address: String, reason: String },
+    #[error("the action's response is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+/// An HTTP answer from the proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyResponse {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// Pooled keep-alive connections to action proxies.
+#[derive(Debug, Clone)]
+pub struct ProxyClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    max_response: usize,
+}
+
+impl ProxyClient {
+    pub fn new(max_response_bytes: usize) -> ProxyClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        ProxyClient {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build(connector),
+            max_response: max_response_bytes,
+        }
+    }
+
+    /// POSTs `body` to `http://{address}{path}` and reads the answer within `limit`.
+    pub async fn post(
+        &self,
+        address: &str,
+        path: &str,
+        body: &Value,
+        limit: Duration,
+    ) -> Result<ProxyResponse, ProxyError> {
+        let request = hyper::Request::post(format!("http://{address}{path}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| ProxyError::Connect {
+                address: address.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let call = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| ProxyError::Connect {
+                    address: address.to_owned(),
+                    reason: format!("{e:?}"),
+                })?;
+            let status = response.status().as_u16();
+            let body = Limited::new(response.into_body(), self.max_response)
+                .collect()
+                .await
+                .map_err(|_| ProxyError::TooLarge {
+                    limit: self.max_response,
+                })?
+                .to_bytes();
+            Ok(ProxyResponse { status, body })
+        };
+        tokio::time::timeout(limit, call)
+            .await
+            .map_err(|_| ProxyError::Timeout {
+                address: address.to_owned(),
+                limit,
+            })?
+    }
+
+    /// POSTs `/init`, retrying connection refusals while a new container's proxy starts.
+    pub async fn init(
+        &self,
+        address: &str,
+        body: &Value,
+        limit: Duration,
+    ) -> Result<ProxyResponse, ProxyError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.post(address, "/init", body, left).await {
+                Err(ProxyError::Connect { .. }) if !left.is_zero() => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                other => return other,
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The `WhiskActivation` record and its response.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// OpenWhisk's response status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum StatusCode {
+    Success = 0,
+    ApplicationError = 1,
+    DeveloperError = 2,
+    WhiskError = 3,
+}
+
+impl From<StatusCode> for u8 {
+    fn from(c: StatusCode) -> u8 {
+        c as u8
+    }
+}
+
+impl TryFrom<u8> for StatusCode {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        Ok(match v {
+            0 => StatusCode::Success,
+            1 => StatusCode::ApplicationError,
+            2 => StatusCode::DeveloperError,
+            3 => StatusCode::WhiskError,
+            other => return Err(format!("unknown activation status code {other}")),
+        })
+    }
+}
+
+/// `{"statusCode": N, "result": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivationResponse {
+    pub status_code: StatusCode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+}
+
+impl ActivationResponse {
+    pub fn success(result: Value) -> Self {
+        ActivationResponse {
+            status_code: StatusCode::Success,
+            result: Some(result),
+        }
+    }
+
+    fn error(status_code: StatusCode, error: Value) -> Self {
+        ActivationResponse {
+            status_code,
+            result: Some(json!({ "error": error })),
+        }
+    }
+
+    pub fn application_error(error: Value) -> Self {
+        Self::error(StatusCode::ApplicationError, error)
+    }
+
+    pub fn developer_error(message: impl Into<String>) -> Self {
+        Self::error(StatusCode::DeveloperError, Value::String(message.into()))
+    }
+
+    pub fn whisk_error(message: impl Into<String>) -> Self {
+        Self::error(StatusCode::WhiskError, Value::String(message.into()))
+    }
+
+    pub fn is_whisk_error(&self) -> bool {
+        self.status_code == StatusCode::WhiskError
+    }
+
+    /// Interprets a `/run` answer as OpenWhisk does: a 200 JSON object is a success unless it
+    /// has an `error` field (application error); anything else is a developer error.
+    pub fn from_run(status: u16, body: &[u8]) -> Self {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(fields)) => {
+                let error = fields.get("error").cloned();
+                match (status == 200, error) {
+                    (true, None) => Self::success(Value::Object(fields)),
+                    (true, Some(e)) => Self::application_error(e),
+                    (false, Some(e)) => Self::error(StatusCode::DeveloperError, e),
+                    (false, None) => Self::developer_error(invalid_run(body)),
+                }
+            }
+            _ => Self::developer_error(invalid_run(body)),
+        }
+    }
+
+    /// Interprets a failed `/init` answer.
+    pub fn from_failed_init(body: &[u8]) -> Self {
+        match serde_json::from_slice::<Map<String, Value>>(body) {
+            Ok(fields) if fields.contains_key("error") => {
+                Self::error(StatusCode::DeveloperError, fields["error"].clone())
+            }
+            _ => Self::developer_error(format!(
+                "The action failed during initialization: {}",
+                String::from_utf8_lossy(body)
+            )),
+        }
+    }
+}
+
+fn invalid_run(body: &[u8]) -> String {
+    format!(
+        "The action did not produce a valid response and exited unexpectedly: {}",
+        String::from_utf8_lossy(body)
+    )
+}
+
+/// An annotation `{key, value}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Annotation {
+    pub key: String,
+    pub value: Value,
+}
+
+/// The activation record OpenWhisk stores and returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WhiskActivation {
+    pub namespace: String,
+    pub name: String,
+    pub subject: String,
+    pub activation_id: String,
+    /// Epoch millis.
+    pub start: i64,
+    pub end: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    pub response: ActivationResponse,
+    #[serde(default)]
+    pub logs: Vec<String>,
+    pub version: String,
+    #[serde(default)]
+    pub publish: bool,
+    #[serde(default)]
+    pub annotations: Vec<Annotation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<i64>,
+}
+
+impl WhiskActivation {
+    pub fn annotation(&self, key: &str) -> Option<&Value> {
+        self.annotations
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| &a.value)
+    }
+
+    /// The record without logs, as it travels in a result message.
+    pub fn without_logs(&self) -> WhiskActivation {
+        WhiskActivation {
+            logs: Vec::new(),
+            ..self.clone()
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Runs one activation: resolve the action, lease a container, `/init` it when new, `/run`,
+//! collect logs up to the sentinel, and build the record and acknowledgements.
+
+use super::ack::{Acknowledgement, InvokerInstanceId};
+use super::message::ActivationMessage;
+use super::proxy::{ProxyClient, ProxyError};
+use super::record::{ActivationResponse, Annotation, WhiskActivation};
+use crate::action::{Action, ActionError, ActionStore, Runtimes};
+use crate::pool::{Fate, Lease, Pool, Want, WarmKey};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// OpenWhisk runtimes end each activation's output with this line on stdout and stderr.
+pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
+
+/// What running an activation produced, in the order to publish it.
+#[derive(Debug)]
+pub struct Outcome {
+    /// For a blocking activation, the result goes out before logs are collected.
+    pub early: Option<Acknowledgement>,
+    pub last: Acknowledgement,
+    pub record: WhiskActivation,
+}
+
+/// Everything an activation needs.
+#[derive(Debug)]
+pub struct Runner {
+    pub store: Arc<dyn ActionStore>,
+    pub runtimes: Runtimes,
+    pub pool: Arc<Pool>,
+    pub proxy: ProxyClient,
+    pub instance: InvokerInstanceId,
+    /// Upper bound on `/init`.
+    pub init_timeout: Duration,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Runner {
+    fn want(&self, msg: &ActivationMessage, action: &Action) -> Result<Want, ActionError> {
+        let image = if action.is_blackbox() {
+            action.exec.image.clone().unwrap_or_default()
+        } else {
+            self.runtimes
+                .image(&action.exec.kind)
+                .ok_or_else(|| ActionError::UnknownKind {
+                    name: action.qualified(),
+                    kind: action.exec.kind.clone(),
+                })?
+                .to_owned()
+        };
+        Ok(Want {
+            key: WarmKey {
+                namespace: msg.user.namespace.name.clone(),
+                action: msg.action.qualified(),
+                revision: msg
+                    .revision
+                    .clone()
+                    .unwrap_or_else(|| action.version.clone()),
+            },
+            kind: action.exec.kind.clone(),
+            image,
+            memory_mb: action.limits.memory,
+            concurrency: action.limits.concurrency,
+            blackbox: action.is_blackbox(),
+        })
+    }
+
+    /// Runs `msg` to completion. Never fails: every problem becomes the right error record.
+    pub async fn run(&self, msg: &ActivationMessage) -> Outcome {
+        let start = now_ms();
+        let wait_ms = (start - msg.transid.start_ms).max(0);
+        let resolved = self
+            .store
+            .resolve(&msg.action, msg.revision.as_deref())
+            .and_then(|a| self.want(msg, &a).map(|w| (a, w)));
+        let (action, want) = match resolved {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(activation = %msg.activation_id, "{e}");
+                let response = ActivationResponse::whisk_error(e.to_string());
+                return self.finish(msg, None, None, start, wait_ms, None, response, Vec::new());
+            }
+        };
+        let lease = match self.pool.acquire(&want).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(activation = %msg.activation_id, "{e}");
+                let response = ActivationResponse::whisk_error(format!(
+                    "Failed to run container with image '{}': {e}",
+                    want.image
+                ));
+                return self.finish(msg, None, Some(&action), start, wait_ms, None, response, Vec::new());
+            }
+        };
+        let (response, init_ms, fate) = self.execute(msg, &action, &lease).await;
+        let early = msg.blocking.then(|| {
+            let record = self.record(msg, Some(&lease), Some(&action), start, wait_ms, init_ms, response.clone(), Vec::new());
+            Acknowledgement::Result {
+                transid: msg.transid.clone(),
+                activation: record,
+            }
+        });
+        let logs = if action.limits.concurrency <= 1 {
+            self.collect_logs(&lease, start, action.limits.logs).await
+        } else {
+            vec!["Logs are not collected for actions with concurrency > 1.".into()]
+        };
+        self.pool.release(&lease, fate);
+        let mut outcome = self.finish(msg, Some(&lease), Some(&action), start, wait_ms, init_ms, response, logs);
+        if let Some(early) = early {
+            outcome.last = Acknowledgement::Completion {
+                transid: msg.transid.clone(),
+                activation_id: msg.activation_id.clone(),
+                is_system_error: outcome.record.response.is_whisk_error(),
+                instance: self.instance.clone(),
+            };
+            outcome.early = Some(early);
+        }
+        outcome
+    }
+
+    /// `/init` when needed, then `/run`. Returns the response, init time and the container's fate.
+    async fn execute(
+        &self,
+        msg: &ActivationMessage,
+        action: &Action,
+        lease: &Lease,
+    ) -> (ActivationResponse, Option<i64>, Fate) {
+        let address = &lease.container.address;
+        let mut init_ms = None;
+        if lease.needs_init {
+            let t = now_ms();
+            let body = json!({ "value": {
+                "name": action.name,
+                "main": action.exec.main.clone().unwrap_or_else(|| "main".into()),
+                "code": action.exec.code.clone().unwrap_or_default(),
+                "binary": action.exec.binary,
+                "env": self.environment(msg, action),
+            }});
+            let limit = self.init_timeout.min(Duration::from_millis(action.limits.timeout));
+            match self.proxy.init(address, &body, limit).await {
+                Ok(r) if r.status == 200 => init_ms = Some(now_ms() - t),
+                Ok(r) => {
+                    return (ActivationResponse::from_failed_init(&r.body), None, Fate::Destroy)
+                }
+                Err(e) => return (proxy_failure(&e, action, "initialization"), None, Fate::Destroy),
+            }
+        }
+        let mut value: Map<String, Value> = action.parameters();
+        value.extend(msg.content.clone().unwrap_or_default());
+        let deadline = now_ms() + action.limits.timeout as i64;
+        let mut body = self.environment(msg, action);
+        body.insert("value".into(), Value::Object(value));
+        body.insert("deadline".into(), json!(deadline.to_string()));
+        let limit = Duration::from_millis(action.limits.timeout);
+        match self.proxy.post(address, "/run", &Value::Object(body), limit).await {
+            Ok(r) => {
+                let response = ActivationResponse::from_run(r.status, &r.body);
+                let fate = if r.status == 200 { Fate::Reuse } else { Fate::Destroy };
+                (response, init_ms, fate)
+            }
+            Err(e) => (proxy_failure(&e, action, "run"), init_ms, Fate::Destroy),
+        }
+    }
+
+    fn environment(&self, msg: &ActivationMessage, action: &Action) -> Map<String, Value> {
+        let mut env = Map::new();
+        env.insert("namespace".into(), json!(msg.user.namespace.name));
+        env.insert("action_name".into(), json!(format!("/{}", msg.action.qualified())));
+        env.insert("action_version".into(), json!(action.version));
+        env.insert("activation_id".into(), json!(msg.activation_id));
+        env.insert("transaction_id".into(), json!(msg.transid.id));
+        if let Some(key) = msg.user.api_key() {
+            env.insert("api_key".into(), json!(key));
+        }
+        env
+    }
+
+    /// Reads the container's logs since `start` until both sentinels are in (or 2 s pass).
+    async fn collect_logs(&self, lease: &Lease, start_ms: i64, limit_kb: u32) -> Vec<String> {
+        let factory = self.pool.factory();
+        let max = limit_kb.saturating_mul(1024);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let since = u64::try_from(start_ms - 5).unwrap_or(0);
+        loop {
+            let text = match factory.logs(&lease.container.id, since, max.saturating_add(4096)).await {
+                Ok(t) => t,
+                Err(e) => return vec![format!("Logs were not collected: {e}")],
+            };
+            let sentinels = text.matches(SENTINEL).count();
+            if sentinels >= 2 || tokio::time::Instant::now() >= deadline {
+                let mut lines = Vec::new();
+                let mut size = 0usize;
+                for line in text.lines().filter(|l| !l.contains(SENTINEL)) {
+                    size += line.len();
+                    if size > max as usize {
+                        lines.push(format!(
+                            "Logs were truncated because the total bytes size exceeds the limit of {max} bytes."
+                        ));
+                        break;
+                    }
+                    lines.push(line.to_owned());
+                }
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        msg: &ActivationMessage,
+        lease: Option<&Lease>,
+        action: Option<&Action>,
+        start: i64,
+        wait_ms: i64,
+        init_ms: Option<i64>,
+        response: ActivationResponse,
+        logs: Vec<String>,
+    ) -> WhiskActivation {
+        let end = now_ms();
+        let mut annotations = vec![
+            Annotation { key: "path".into(), value: json!(msg.action.qualified()) },
+            Annotation { key: "waitTime".into(), value: json!(wait_ms) },
+        ];
+        if let Some(a) = action {
+            annotations.push(Annotation { key: "kind".into(), value: json!(a.exec.kind) });
+            annotations.push(Annotation {
+                key: "limits".into(),
+                value: json!({
+                    "timeout": a.limits.timeout, "memory": a.limits.memory,
+                    "logs": a.limits.logs, "concurrency": a.limits.concurrency,
+                }),
+            });
+        }
+        if let Some(i) = init_ms {
+            annotations.push(Annotation { key: "initTime".into(), value: json!(i) });
+        }
+        if let Some(l) = lease {
+            // keepwarm's own: where the activation ran (`warm`, `prewarm` or `cold`).
+            annotations.push(Annotation {
+                key: "keepwarm".into(),
+                value: json!({ "start": l.start, "container": l.container.id }),
+            });
+        }
+        WhiskActivation {
+            namespace: msg.user.namespace.name.clone(),
+            name: msg.action.name.clone(),
+            subject: msg.user.subject.clone(),
+            activation_id: msg.activation_id.clone(),
+            start,
+            end,
+            cause: msg.cause.clone(),
+            response,
+            logs,
+            version: action.map(|a| a.version.clone()).unwrap_or_else(|| "0.0.1".into()),
+            publish: false,
+            annotations,
+            duration: Some(end - start),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        msg: &ActivationMessage,
+        lease: Option<&Lease>,
+        action: Option<&Action>,
+        start: i64,
+        wait_ms: i64,
+        init_ms: Option<i64>,
+        response: ActivationResponse,
+        logs: Vec<String>,
+    ) -> Outcome {
+        let record = self.record(msg, lease, action, start, wait_ms, init_ms, response, logs);
+        Outcome {
+            early: None,
+            last: Acknowledgement::Combined {
+                transid: msg.transid.clone(),
+                activation: record.without_logs(),
+                instance: self.instance.clone(),
+            },
+            record,
+        }
+    }
+}
+
+fn proxy_failure(e: &ProxyError, action: &Action, phase: &str) -> ActivationResponse {
+    match e {
+        ProxyError::Timeout { .. } => ActivationResponse::developer_error(format!(
+            "The action exceeded its time limits of {} milliseconds{}.",
+            action.limits.timeout,
+            if phase == "initialization" { " during initialization" } else { "" }
+        )),
+        ProxyError::TooLarge { limit } => ActivationResponse::developer_error(format!(
+            "The action produced a response that exceeded the allowed length: {limit} bytes."
+        )),
+        ProxyError::Connect { .. } => ActivationResponse::developer_error(format!(
+            "The action did not initialize or run as expected. Log data might be missing. ({phase}: {e})"
+        )),
+    }
+}

@@ -1,0 +1,143 @@
+//! Round trips of the wire formats, built from the shapes OpenWhisk's Scala serializers write.
+
+use super::*;
+use serde_json::{json, Value};
+
+/// An ActivationMessage as `ActivationMessage.serdes` (jsonFormat12) writes it.
+fn upstream_message() -> Value {
+    json!({
+        "transid": ["sid_123", 1700000000000i64],
+        "action": { "path": "guest/pkg", "name": "hello", "version": "0.0.2", "binding": "guest/bound" },
+        "revision": "3-abc",
+        "user": {
+            "subject": "guest-subject",
+            "namespace": { "name": "guest", "uuid": "23bc46b1-71f6-4ed5-8c54-816aa4f8c502" },
+            "authkey": { "api_key": "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:key" },
+            "rights": ["READ", "PUT", "DELETE", "ACTIVATE"],
+            "limits": { "concurrentInvocations": 30 },
+            "remainingQuota": null
+        },
+        "activationId": "a1b2c3",
+        "rootControllerIndex": { "asString": "0", "instanceType": "controller" },
+        "blocking": true,
+        "content": { "name": "Ada" },
+        "initArgs": ["secret"],
+        "lockedArgs": { "secret": "enc" },
+        "cause": "parent-activation",
+        "traceContext": { "traceparent": "00-1" },
+        "someFutureField": 42
+    })
+}
+
+#[test]
+fn parses_an_upstream_activation_message() {
+    let raw = upstream_message();
+    let m = ActivationMessage::parse(raw.to_string().as_bytes()).unwrap();
+    assert_eq!(m.transid.id, "sid_123");
+    assert_eq!(m.transid.start_ms, 1_700_000_000_000);
+    assert_eq!(m.action.qualified(), "guest/pkg/hello");
+    assert_eq!(m.action.namespace(), "guest");
+    assert_eq!(m.action.binding.as_deref(), Some("guest/bound"));
+    assert_eq!(m.revision.as_deref(), Some("3-abc"));
+    assert_eq!(m.user.api_key(), Some("23bc46b1-71f6-4ed5-8c54-816aa4f8c502:key"));
+    assert_eq!(m.completion_topic(), "completed0");
+    assert_eq!(m.init_args, vec!["secret".to_string()]);
+    assert_eq!(m.cause.as_deref(), Some("parent-activation"));
+
+    // written back, every field the controller reads is as it was
+    let again = serde_json::to_value(&m).unwrap();
+    for key in ["transid", "action", "revision", "activationId", "rootControllerIndex", "blocking", "content", "initArgs", "lockedArgs", "cause", "traceContext"] {
+        assert_eq!(again[key], raw[key], "{key}");
+    }
+}
+
+#[test]
+fn tolerates_absent_optional_fields_and_string_names() {
+    let m = ActivationMessage::parse(
+        json!({
+            "transid": ["t", 1, true],
+            "action": "guest/hello",
+            "user": { "subject": "s", "namespace": { "name": "guest", "uuid": "u" } },
+            "activationId": "x",
+            "rootControllerIndex": { "asString": "c1" },
+            "blocking": false
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    assert!(m.transid.extra_logging);
+    assert_eq!(serde_json::to_value(&m.transid).unwrap(), json!(["t", 1, true]));
+    assert_eq!(m.action.path, "guest");
+    assert!(m.content.is_none() && m.revision.is_none() && m.init_args.is_empty());
+    assert!(ActivationMessage::parse(b"{\"transid\": \"nope\"}").is_err());
+}
+
+fn record(status: ActivationResponse) -> WhiskActivation {
+    WhiskActivation {
+        namespace: "guest".into(),
+        name: "hello".into(),
+        subject: "guest-subject".into(),
+        activation_id: "a1".into(),
+        start: 1,
+        end: 5,
+        cause: None,
+        response: status,
+        logs: vec!["2026-01-01T00:00:00Z stdout: hi".into()],
+        version: "0.0.1".into(),
+        publish: false,
+        annotations: vec![record::Annotation { key: "kind".into(), value: json!("shell:1") }],
+        duration: Some(4),
+    }
+}
+
+#[test]
+fn acknowledgements_round_trip_and_are_told_apart_as_the_controller_does() {
+    let transid = TransactionId { id: "t".into(), start_ms: 9, extra_logging: false };
+    let instance = InvokerInstanceId::new(0, 2048, None);
+    let acks = [
+        Acknowledgement::Combined {
+            transid: transid.clone(),
+            activation: record(ActivationResponse::success(json!({"ok": 1}))),
+            instance: instance.clone(),
+        },
+        Acknowledgement::Completion {
+            transid: transid.clone(),
+            activation_id: "a1".into(),
+            is_system_error: true,
+            instance: instance.clone(),
+        },
+        Acknowledgement::Result {
+            transid: transid.clone(),
+            activation: record(ActivationResponse::application_error(json!("no"))),
+        },
+    ];
+    for ack in &acks {
+        let wire = ack.to_json();
+        assert_eq!(&Acknowledgement::parse(wire.to_string().as_bytes()).unwrap(), ack);
+        assert_eq!(wire["transid"], json!(["t", 9]));
+    }
+    let combined = acks[0].to_json();
+    assert_eq!(combined["isSystemError"], false);
+    assert_eq!(combined["instance"]["userMemory"], "2048 MB");
+    assert_eq!(combined["instance"]["instanceType"], "invoker");
+    assert_eq!(combined["response"]["response"], json!({"statusCode": 0, "result": {"ok": 1}}));
+    assert_eq!(combined["response"]["annotations"][0], json!({"key": "kind", "value": "shell:1"}));
+    assert_eq!(acks[1].to_json()["activationId"], "a1");
+    let ping = serde_json::to_value(PingMessage { name: instance }).unwrap();
+    assert_eq!(ping["name"]["instance"], 0);
+}
+
+#[test]
+fn run_answers_map_to_openwhisk_status_codes() {
+    use record::StatusCode::*;
+    let code = |s: u16, b: &str| ActivationResponse::from_run(s, b.as_bytes()).status_code;
+    assert_eq!(code(200, r#"{"a":1}"#), Success);
+    assert_eq!(code(200, r#"{"error":"x"}"#), ApplicationError);
+    assert_eq!(code(502, r#"{"error":"The action did not return a dictionary."}"#), DeveloperError);
+    assert_eq!(code(200, "[1,2]"), DeveloperError);
+    assert_eq!(code(200, "not json"), DeveloperError);
+    assert_eq!(ActivationResponse::whisk_error("boom").status_code, WhiskError);
+    let init = ActivationResponse::from_failed_init(br#"{"error":"cannot compile"}"#);
+    assert_eq!(init.result, Some(json!({"error": "cannot compile"})));
+}

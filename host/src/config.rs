@@ -1,0 +1,250 @@
+//! The TOML config, validated up front. Unknown keys are errors; every key can be overridden
+//! by an environment variable `KEEPWARM_<SECTION>_<KEY>` (dashes become underscores), as
+//! container deployments expect.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub invoker: InvokerSection,
+    pub kafka: KafkaSection,
+    pub plugin: PluginSection,
+    pub runtimes: RuntimesSection,
+    pub actions: ActionsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InvokerSection {
+    /// N of `invoker{N}`.
+    #[serde(default)]
+    pub instance: u32,
+    pub user_memory_mb: u64,
+    /// Offsets and other state.
+    pub data_dir: PathBuf,
+    /// JSON-lines file of finished activation records (none when absent).
+    #[serde(default)]
+    pub activation_log: Option<PathBuf>,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_s: u64,
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// Largest action response accepted, bytes.
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: usize,
+    /// Destroy the pool's containers on shutdown (OpenWhisk's behaviour).
+    #[serde(default = "yes")]
+    pub destroy_on_exit: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KafkaSection {
+    pub brokers: String,
+    #[serde(default = "default_fetch_wait")]
+    pub fetch_wait_max_ms: u32,
+    #[serde(default)]
+    pub linger_ms: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginSection {
+    pub name: String,
+    pub file: PathBuf,
+    #[serde(default)]
+    pub routes: BTreeMap<String, String>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_ms: u64,
+    #[serde(default = "default_plugin_memory")]
+    pub memory_mb: u64,
+    #[serde(default = "default_instances")]
+    pub max_instances: usize,
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RuntimesSection {
+    /// OpenWhisk `runtimes.json`.
+    pub manifest: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ActionsSection {
+    /// Directory of action documents.
+    pub catalog: PathBuf,
+}
+
+fn default_idle_timeout() -> u64 {
+    600
+}
+fn default_max_in_flight() -> usize {
+    64
+}
+fn default_cluster() -> String {
+    "keepwarm".into()
+}
+fn default_max_response() -> usize {
+    1 << 20
+}
+fn yes() -> bool {
+    true
+}
+fn default_fetch_wait() -> u32 {
+    5
+}
+fn default_call_timeout() -> u64 {
+    30_000
+}
+fn default_plugin_memory() -> u64 {
+    64
+}
+fn default_instances() -> usize {
+    8
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+const SECTIONS: &[&str] = &["invoker", "kafka", "plugin", "runtimes", "actions"];
+
+impl Config {
+    /// Reads `path`, applies `KEEPWARM_*` overrides from `env`, validates, and makes relative
+    /// paths relative to the config file's directory.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("KEEPWARM_") else { continue };
+            let rest = rest.to_ascii_lowercase();
+            let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
+                return Err(invalid(format!(
+                    "environment variable {name} names no section; use KEEPWARM_<{}>_<KEY>",
+                    SECTIONS.join("|").to_uppercase()
+                )));
+            };
+            let key = rest[section.len() + 1..].replace('_', "-");
+            let parsed = value
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .or_else(|_| value.parse::<bool>().map(toml::Value::Boolean))
+                .unwrap_or_else(|_| toml::Value::String(value.clone()));
+            table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .ok_or_else(|| invalid(format!("[{section}] is not a table")))?
+                .insert(key, parsed);
+        }
+        let mut config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(format!("{e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.invoker.data_dir,
+            &mut config.plugin.file,
+            &mut config.runtimes.manifest,
+            &mut config.actions.catalog,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(p) = config.invoker.activation_log.as_mut().filter(|p| p.is_relative()) {
+            *p = base.join(&*p);
+        }
+        if config.invoker.user_memory_mb == 0 {
+            return Err(invalid("[invoker] user-memory-mb must be more than 0".into()));
+        }
+        if !config.plugin.file.exists() {
+            return Err(invalid(format!(
+                "[plugin] file {} does not exist (build the plugins: make plugins)",
+                config.plugin.file.display()
+            )));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        std::fs::write(dir.join("plugin.wasm"), b"").unwrap();
+        let p = dir.join("kw.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const OK: &str = r#"
+[invoker]
+user-memory-mb = 1024
+data-dir = "data"
+[kafka]
+brokers = "127.0.0.1:9092"
+[plugin]
+name = "docker"
+file = "plugin.wasm"
+routes = { docker = "unix:///var/run/docker.sock" }
+[runtimes]
+manifest = "runtimes.json"
+[actions]
+catalog = "actions"
+"#;
+
+    #[test]
+    fn loads_with_defaults_and_env_overrides() {
+        let dir = std::env::temp_dir().join(format!("kw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = write(&dir, OK);
+        let env = vec![
+            ("KEEPWARM_KAFKA_BROKERS".to_string(), "127.0.0.2:9093".to_string()),
+            ("KEEPWARM_INVOKER_USER_MEMORY_MB".to_string(), "4096".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let c = Config::load(&p, env).unwrap();
+        assert_eq!(c.kafka.brokers, "127.0.0.2:9093");
+        assert_eq!(c.invoker.user_memory_mb, 4096);
+        assert_eq!(c.kafka.fetch_wait_max_ms, 5);
+        assert_eq!(c.invoker.data_dir, dir.join("data"));
+
+        let bad = write(&dir, &OK.replace("brokers =", "brokerz ="));
+        let e = Config::load(&bad, Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("brokerz"), "{e}");
+        assert!(e.contains("kw.toml"), "{e}");
+        let e = Config::load(&p, vec![("KEEPWARM_NOPE_X".into(), "1".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("KEEPWARM_NOPE_X"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

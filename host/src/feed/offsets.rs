@@ -1,0 +1,122 @@
+//! Which offsets are safe to record: an offset is recorded only once every activation before
+//! it has been acknowledged (at least once delivery with out-of-order completions).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+/// In-flight offsets per partition.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: HashMap<i32, Partition>,
+}
+
+#[derive(Debug, Default)]
+struct Partition {
+    in_flight: BTreeSet<i64>,
+    /// One past the highest offset seen.
+    next: i64,
+    /// What was last reported as committable.
+    committed: i64,
+}
+
+impl OffsetTracker {
+    pub fn begin(&mut self, partition: i32, offset: i64) {
+        // Nothing before the first offset seen is ours to report.
+        let p = self.partitions.entry(partition).or_insert_with(|| Partition {
+            committed: offset,
+            next: offset,
+            ..Default::default()
+        });
+        p.in_flight.insert(offset);
+        p.next = p.next.max(offset + 1);
+    }
+
+    /// Marks `offset` done; returns the new committable offset (the next to consume) when it
+    /// moved forward.
+    pub fn done(&mut self, partition: i32, offset: i64) -> Option<i64> {
+        let p = self.partitions.get_mut(&partition)?;
+        p.in_flight.remove(&offset);
+        let committable = p.in_flight.first().copied().unwrap_or(p.next);
+        (committable > p.committed).then(|| {
+            p.committed = committable;
+            committable
+        })
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.partitions.values().map(|p| p.in_flight.len()).sum()
+    }
+}
+
+/// The next offset to consume per partition, kept in a file (written atomically, fsynced).
+#[derive(Debug)]
+pub struct OffsetStore {
+    path: PathBuf,
+    offsets: BTreeMap<i32, i64>,
+}
+
+impl OffsetStore {
+    pub fn open(path: &Path) -> std::io::Result<OffsetStore> {
+        let offsets = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(OffsetStore {
+            path: path.to_owned(),
+            offsets,
+        })
+    }
+
+    pub fn get(&self, partition: i32) -> Option<i64> {
+        self.offsets.get(&partition).copied()
+    }
+
+    pub fn save(&mut self, partition: i32, next: i64) -> std::io::Result<()> {
+        self.offsets.insert(partition, next);
+        let tmp = self.path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(&self.offsets).expect("offsets serialize"))?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_offsets_until_earlier_ones_finish() {
+        let mut t = OffsetTracker::default();
+        for o in 10..13 {
+            t.begin(0, o);
+        }
+        assert_eq!(t.done(0, 11), None);
+        assert_eq!(t.done(0, 12), None);
+        assert_eq!(t.done(0, 10), Some(13));
+        t.begin(0, 13);
+        assert_eq!(t.done(0, 13), Some(14));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn stores_offsets_durably() {
+        let dir = std::env::temp_dir().join(format!("kw-offsets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("offsets.json");
+        let mut s = OffsetStore::open(&path).unwrap();
+        assert_eq!(s.get(0), None);
+        s.save(0, 42).unwrap();
+        assert_eq!(OffsetStore::open(&path).unwrap().get(0), Some(42));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,365 @@
+//! The container pool, with OpenWhisk's semantics:
+//!
+//! 1. a warm container of the same namespace + action + revision with spare concurrency;
+//! 2. else a prewarmed container of the same kind and memory;
+//! 3. else create one if it fits in `user-memory`;
+//! 4. else evict idle warm containers, least recently used first, until it fits;
+//! 5. else wait until capacity frees up (the feed stops pulling meanwhile).
+//!
+//! Prewarm stem cells are kept topped up and idle warm containers are destroyed after a
+//! timeout by [`Pool::maintain`]. Every change is published as a [`PoolEvent`].
+
+mod event;
+mod state;
+
+pub use event::PoolEvent;
+
+use crate::action::StemCell;
+use crate::factory::{CallError, Container, ContainerFactory, ContainerSpec};
+use state::{Entry, Phase, State};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, Notify};
+
+/// Identifies the code a warm container has been initialized with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WarmKey {
+    pub namespace: String,
+    pub action: String,
+    pub revision: String,
+}
+
+/// What an activation needs from the pool.
+#[derive(Debug, Clone)]
+pub struct Want {
+    pub key: WarmKey,
+    pub kind: String,
+    pub image: String,
+    pub memory_mb: u32,
+    pub concurrency: u32,
+    /// Blackbox actions bring their own image and never use prewarms.
+    pub blackbox: bool,
+}
+
+/// A container handed to one activation until [`Pool::release`].
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub container: Container,
+    /// The container has not run `/init` for this action yet.
+    pub needs_init: bool,
+    /// How the container was found: `warm`, `prewarm` or `cold`.
+    pub start: &'static str,
+}
+
+/// What happens to a leased container afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Reuse,
+    /// It failed `/init`, timed out or died: never reuse it.
+    Destroy,
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub user_memory_mb: u64,
+    pub idle_timeout: Duration,
+    /// Value of the `keepwarm.cluster` label on every container.
+    pub cluster: String,
+    /// Prefix of container names (`wsk0_` for invoker 0, as OpenWhisk names them).
+    pub name_prefix: String,
+    pub stem_cells: Vec<StemCell>,
+    pub port: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("action needs {need} MiB but user memory is {cap} MiB")]
+    TooBig { need: u32, cap: u64 },
+    #[error("cannot create a container: {0}")]
+    Create(#[from] CallError),
+}
+
+/// Counts by state, for status and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub prewarm: usize,
+    pub warm_idle: usize,
+    pub busy: usize,
+    pub used_mb: u64,
+    pub created: u64,
+}
+
+/// The pool of one invoker.
+#[derive(Debug)]
+pub struct Pool {
+    factory: Arc<dyn ContainerFactory>,
+    config: PoolConfig,
+    state: Mutex<State>,
+    freed: Notify,
+    events: broadcast::Sender<PoolEvent>,
+    seq: AtomicU64,
+}
+
+impl Pool {
+    pub fn new(factory: Arc<dyn ContainerFactory>, config: PoolConfig) -> Pool {
+        Pool {
+            factory,
+            config,
+            state: Mutex::new(State::default()),
+            freed: Notify::new(),
+            events: broadcast::channel(4096).0,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    pub fn factory(&self) -> &Arc<dyn ContainerFactory> {
+        &self.factory
+    }
+
+    /// Every pool change, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<PoolEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, event: PoolEvent) {
+        let _ = self.events.send(event);
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        self.state.lock().expect("pool lock").stats()
+    }
+
+    /// Activations waiting for capacity; the feed pulls nothing while any wait.
+    pub fn waiting(&self) -> usize {
+        self.state.lock().expect("pool lock").waiting
+    }
+
+    fn spec(&self, kind: &str, image: &str, memory_mb: u32) -> ContainerSpec {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let safe_kind: String = kind
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        ContainerSpec {
+            name: format!("{}{}_{}_{}", self.config.name_prefix, std::process::id(), n, safe_kind),
+            image: image.to_owned(),
+            memory_mb,
+            cpu_shares: None,
+            env: vec![("__OW_API_HOST".into(), String::new())],
+            labels: vec![
+                ("keepwarm.cluster".into(), self.config.cluster.clone()),
+                ("keepwarm.kind".into(), kind.to_owned()),
+                ("keepwarm.memory".into(), memory_mb.to_string()),
+            ],
+            network: None,
+            port: self.config.port,
+        }
+    }
+
+    /// Finds or makes a container for `want`, waiting while the pool is full.
+    pub async fn acquire(&self, want: &Want) -> Result<Lease, PoolError> {
+        if u64::from(want.memory_mb) > self.config.user_memory_mb {
+            return Err(PoolError::TooBig {
+                need: want.memory_mb,
+                cap: self.config.user_memory_mb,
+            });
+        }
+        let mut waited = false;
+        loop {
+            let notified = self.freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let victims = {
+                let mut st = self.state.lock().expect("pool lock");
+                if waited {
+                    st.waiting -= 1;
+                }
+                if let Some(lease) = st.take_warm(want) {
+                    self.emit(PoolEvent::BecameBusy { id: lease.container.id.clone() });
+                    return Ok(lease);
+                }
+                if let Some(lease) = st.take_prewarm(want) {
+                    self.emit(PoolEvent::Initialized {
+                        id: lease.container.id.clone(),
+                        key: want.key.clone(),
+                    });
+                    return Ok(lease);
+                }
+                let mem = u64::from(want.memory_mb);
+                let victims = st.evict_for(mem, self.config.user_memory_mb);
+                if st.used_mb + mem <= self.config.user_memory_mb {
+                    st.used_mb += mem;
+                    Some(victims)
+                } else {
+                    st.waiting += 1;
+                    waited = true;
+                    None
+                }
+            };
+            match victims {
+                Some(victims) => {
+                    self.destroy_all(victims);
+                    return self.create_for(want).await;
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    async fn create_for(&self, want: &Want) -> Result<Lease, PoolError> {
+        let spec = self.spec(&want.kind, &want.image, want.memory_mb);
+        match self.factory.create(spec).await {
+            Ok(container) => {
+                let mut st = self.state.lock().expect("pool lock");
+                st.created += 1;
+                st.insert(Entry {
+                    container: container.clone(),
+                    kind: want.kind.clone(),
+                    memory_mb: want.memory_mb,
+                    phase: Phase::Warm(want.key.clone()),
+                    in_flight: 1,
+                    concurrency: want.concurrency.max(1),
+                    last_used: Instant::now(),
+                });
+                drop(st);
+                self.emit(PoolEvent::Created {
+                    container: container.clone(),
+                    kind: want.kind.clone(),
+                    image: want.image.clone(),
+                    memory_mb: want.memory_mb,
+                });
+                self.emit(PoolEvent::Initialized {
+                    id: container.id.clone(),
+                    key: want.key.clone(),
+                });
+                Ok(Lease {
+                    container,
+                    needs_init: true,
+                    start: "cold",
+                })
+            }
+            Err(e) => {
+                self.state.lock().expect("pool lock").used_mb -= u64::from(want.memory_mb);
+                self.freed.notify_waiters();
+                Err(PoolError::Create(e))
+            }
+        }
+    }
+
+    /// Gives a leased container back.
+    pub fn release(&self, lease: &Lease, fate: Fate) {
+        let gone = {
+            let mut st = self.state.lock().expect("pool lock");
+            match fate {
+                Fate::Reuse => {
+                    if st.release(&lease.container.id) {
+                        self.emit(PoolEvent::BecameIdle { id: lease.container.id.clone() });
+                    }
+                    None
+                }
+                Fate::Destroy => st.remove(&lease.container.id),
+            }
+        };
+        if let Some(entry) = gone {
+            self.destroy_all(vec![entry]);
+        }
+        self.freed.notify_waiters();
+    }
+
+    fn destroy_all(&self, entries: Vec<Entry>) {
+        for entry in entries {
+            let factory = self.factory.clone();
+            let events = self.events.clone();
+            let id = entry.container.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = factory.destroy(&id).await {
+                    tracing::warn!(container = %id, "destroy failed: {e}");
+                }
+                let _ = events.send(PoolEvent::Destroyed { id });
+            });
+        }
+    }
+
+    /// Tops prewarm stem cells up and destroys warm containers idle past the timeout.
+    /// Returns how many containers it created.
+    pub async fn maintain(&self) -> usize {
+        let expired = self
+            .state
+            .lock()
+            .expect("pool lock")
+            .take_idle_older_than(self.config.idle_timeout);
+        self.destroy_all(expired);
+        self.freed.notify_waiters();
+
+        let mut created = 0;
+        for cell in self.config.stem_cells.clone() {
+            loop {
+                let reserved = {
+                    let mut st = self.state.lock().expect("pool lock");
+                    let have = st.prewarm_count(&cell.kind, cell.memory_mb);
+                    let mem = u64::from(cell.memory_mb);
+                    if have + st.prewarm_pending(&cell.kind) >= cell.count as usize
+                        || st.used_mb + mem > self.config.user_memory_mb
+                        || st.waiting > 0
+                    {
+                        false
+                    } else {
+                        st.used_mb += mem;
+                        st.pending_prewarm.push(cell.kind.clone());
+                        true
+                    }
+                };
+                if !reserved {
+                    break;
+                }
+                let spec = self.spec(&cell.kind, &cell.image, cell.memory_mb);
+                let result = self.factory.create(spec).await;
+                let mut st = self.state.lock().expect("pool lock");
+                if let Some(i) = st.pending_prewarm.iter().position(|k| *k == cell.kind) {
+                    st.pending_prewarm.remove(i);
+                }
+                match result {
+                    Ok(container) => {
+                        st.created += 1;
+                        st.insert(Entry {
+                            container: container.clone(),
+                            kind: cell.kind.clone(),
+                            memory_mb: cell.memory_mb,
+                            phase: Phase::Prewarm,
+                            in_flight: 0,
+                            concurrency: 1,
+                            last_used: Instant::now(),
+                        });
+                        drop(st);
+                        created += 1;
+                        self.emit(PoolEvent::Created {
+                            container,
+                            kind: cell.kind.clone(),
+                            image: cell.image.clone(),
+                            memory_mb: cell.memory_mb,
+                        });
+                    }
+                    Err(e) => {
+                        st.used_mb -= u64::from(cell.memory_mb);
+                        tracing::warn!(kind = %cell.kind, "prewarm failed: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        created
+    }
+
+    /// Destroys every container of the pool (on shutdown) and waits for the engine.
+    pub async fn destroy_everything(&self) {
+        let entries = self.state.lock().expect("pool lock").drain();
+        let calls = entries.iter().map(|e| self.factory.destroy(&e.container.id));
+        for r in futures::future::join_all(calls).await {
+            if let Err(e) = r {
+                tracing::warn!("destroy on shutdown failed: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The pool's bookkeeping, behind one lock and free of I/O.
+
+use super::{Lease, PoolStats, Want, WarmKey};
+use crate::factory::Container;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    Prewarm,
+    Warm(WarmKey),
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub container: Container,
+    pub kind: String,
+    pub memory_mb: u32,
+    pub phase: Phase,
+    pub in_flight: u32,
+    pub concurrency: u32,
+    pub last_used: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    entries: HashMap<String, Entry>,
+    pub used_mb: u64,
+    pub waiting: usize,
+    pub created: u64,
+    /// Kinds of prewarm containers being created right now.
+    pub pending_prewarm: Vec<String>,
+}
+
+impl State {
+    pub fn insert(&mut self, entry: Entry) {
+        self.entries.insert(entry.container.id.clone(), entry);
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Entry> {
+        let e = self.entries.remove(id)?;
+        self.used_mb -= u64::from(e.memory_mb);
+        Some(e)
+    }
+
+    pub fn drain(&mut self) -> Vec<Entry> {
+        self.used_mb = 0;
+        self.entries.drain().map(|(_, e)| e).collect()
+    }
+
+    pub fn take_warm(&mut self, want: &Want) -> Option<Lease> {
+        let e = self
+            .entries
+            .values_mut()
+            .filter(|e| e.phase == Phase::Warm(want.key.clone()) && e.in_flight < e.concurrency)
+            .max_by_key(|e| e.in_flight)?;
+        e.in_flight += 1;
+        e.last_used = Instant::now();
+        Some(Lease {
+            container: e.container.clone(),
+            needs_init: false,
+            start: "warm",
+        })
+    }
+
+    pub fn take_prewarm(&mut self, want: &Want) -> Option<Lease> {
+        if want.blackbox {
+            return None;
+        }
+        let e = self.entries.values_mut().find(|e| {
+            e.phase == Phase::Prewarm && e.kind == want.kind && e.memory_mb == want.memory_mb
+        })?;
+        e.phase = Phase::Warm(want.key.clone());
+        e.concurrency = want.concurrency.max(1);
+        e.in_flight = 1;
+        e.last_used = Instant::now();
+        Some(Lease {
+            container: e.container.clone(),
+            needs_init: true,
+            start: "prewarm",
+        })
+    }
+
+    /// Removes idle warm containers, least recently used first, until `need` fits under `cap`.
+    /// Removes nothing when evicting every idle one would still not make room.
+    pub fn evict_for(&mut self, need: u64, cap: u64) -> Vec<Entry> {
+        if self.used_mb + need <= cap {
+            return Vec::new();
+        }
+        let mut idle: Vec<(Instant, String, u64)> = self
+            .entries
+            .values()
+            .filter(|e| matches!(e.phase, Phase::Warm(_)) && e.in_flight == 0)
+            .map(|e| (e.last_used, e.container.id.clone(), u64::from(e.memory_mb)))
+            .collect();
+        let reclaimable: u64 = idle.iter().map(|(_, _, m)| m).sum();
+        if self.used_mb - reclaimable + need > cap {
+            return Vec::new();
+        }
+        idle.sort();
+        let mut out = Vec::new();
+        for (_, id, _) in idle {
+            if self.used_mb + need <= cap {
+                break;
+            }
+            out.extend(self.remove(&id));
+        }
+        out
+    }
+
+    /// Marks one activation done; true when the container became idle.
+    pub fn release(&mut self, id: &str) -> bool {
+        match self.entries.get_mut(id) {
+            Some(e) => {
+                e.in_flight = e.in_flight.saturating_sub(1);
+                e.last_used = Instant::now();
+                e.in_flight == 0
+            }
+            None => false,
+        }
+    }
+
+    pub fn take_idle_older_than(&mut self, timeout: Duration) -> Vec<Entry> {
+        let now = Instant::now();
+        let old: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| {
+                matches!(e.phase, Phase::Warm(_))
+                    && e.in_flight == 0
+                    && now.duration_since(e.last_used) > timeout
+            })
+            .map(|e| e.container.id.clone())
+            .collect();
+        old.iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    pub fn prewarm_count(&self, kind: &str, memory_mb: u32) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.phase == Phase::Prewarm && e.kind == kind && e.memory_mb == memory_mb)
+            .count()
+    }
+
+    pub fn prewarm_pending(&self, kind: &str) -> usize {
+        self.pending_prewarm.iter().filter(|k| *k == kind).count()
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let mut s = PoolStats {
+            used_mb: self.used_mb,
+            created: self.created,
+            ..Default::default()
+        };
+        for e in self.entries.values() {
+            match (&e.phase, e.in_flight) {
+                (Phase::Prewarm, _) => s.prewarm += 1,
+                (_, 0) => s.warm_idle += 1,
+                _ => s.busy += 1,
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,176 @@
+//! Real `keepwarm run` processes for the end-to-end tests.
+
+use crate::components::{component, keepwarm_bin};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A running `keepwarm` process with its own data directory and config.
+#[derive(Debug)]
+pub struct Host {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub cluster: String,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// Settings a test varies.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    pub instance: u32,
+    pub user_memory_mb: u64,
+    /// Prewarm containers of kind `shell:1` at 128 MB.
+    pub prewarm: u32,
+}
+
+impl Host {
+    /// Writes a config (catalog = `tests/fixtures/actions`) and starts `keepwarm run`.
+    pub fn start(opts: &HostOptions) -> Host {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let cluster = format!("kwtest-{}-{}", std::process::id(), opts.instance);
+        let runtimes = dir.join("runtimes.json");
+        std::fs::write(
+            &runtimes,
+            serde_json::json!({
+                "runtimes": { "shell": [ {
+                    "kind": "shell:1",
+                    "image": { "prefix": "keepwarm", "name": "action-runtime", "tag": "latest" },
+                    "stemCells": if opts.prewarm > 0 {
+                        serde_json::json!([{ "initialCount": opts.prewarm, "memory": "128 MB" }])
+                    } else { serde_json::json!([]) }
+                } ] }
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let config = dir.join("keepwarm.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[invoker]
+instance = {instance}
+user-memory-mb = {mem}
+data-dir = "{dir}/data"
+activation-log = "{dir}/activations.jsonl"
+cluster = "{cluster}"
+
+[kafka]
+brokers = "{brokers}"
+
+[plugin]
+name = "docker"
+file = "{plugin}"
+routes = {{ docker = "unix:///var/run/docker.sock" }}
+cache-dir = "{cache}"
+
+[runtimes]
+manifest = "{runtimes}"
+
+[actions]
+catalog = "{catalog}"
+"#,
+                instance = opts.instance,
+                mem = opts.user_memory_mb,
+                dir = dir.display(),
+                brokers = crate::kafka::brokers(),
+                plugin = component("keepwarm_docker").display(),
+                cache = std::env::temp_dir().join("keepwarm-test-cache").display(),
+                runtimes = runtimes.display(),
+                catalog = repo().join("tests/fixtures/actions").display(),
+            ),
+        )
+        .unwrap();
+        let mut host = Host {
+            child: None,
+            dir,
+            config,
+            cluster,
+            _tmp: Some(tmp),
+        };
+        host.spawn();
+        host
+    }
+
+    /// (Re)starts the process with the same config and data.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("host.log"))
+            .unwrap();
+        let child = Command::new(keepwarm_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "keepwarm=debug,info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start keepwarm");
+        self.child = Some(child);
+    }
+
+    pub fn signal(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args([signal, &c.id().to_string()]).status();
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        self.signal("-KILL");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the drain to finish.
+    pub fn terminate(&mut self) -> Option<i32> {
+        self.signal("-TERM");
+        self.child.take().and_then(|mut c| c.wait().ok()).and_then(|s| s.code())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("host.log")).unwrap_or_default()
+    }
+
+    /// Activation records written by the sink.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("activations.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+        // Containers a killed host left behind.
+        let cluster = self.cluster.clone();
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker ps -aq --filter label=keepwarm.cluster={cluster} | xargs -r docker rm -f >/dev/null 2>&1"
+            ))
+            .status();
+    }
+}
+
+/// Containers of a host's cluster that the engine has.
+pub fn containers_of(cluster: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=keepwarm.cluster={cluster}")])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

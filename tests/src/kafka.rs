@@ -1,0 +1,174 @@
+//! A stand-in OpenWhisk controller on a real Kafka-protocol broker (tansu): creates topics,
+//! sends `ActivationMessage`s to `invoker{N}` and reads acknowledgements from
+//! `completed{controller}`.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The broker the tests use (started by `scripts/tansu.sh`).
+pub fn brokers() -> String {
+    std::env::var("KW_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Creates topics (ignoring "already exists").
+pub async fn create_topics(names: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
+        .collect();
+    let _ = admin.create_topics(&topics, &AdminOptions::new()).await;
+}
+
+/// Plays the controller for one invoker instance.
+pub struct Controller {
+    pub invoker_topic: String,
+    pub controller: String,
+    producer: FutureProducer,
+    acks: BaseConsumer,
+    /// activation id → acknowledgements received, in order.
+    pub received: HashMap<String, Vec<Value>>,
+    pub raw: Vec<Value>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").field("invoker_topic", &self.invoker_topic).finish()
+    }
+}
+
+impl Controller {
+    pub async fn new(instance: u32, controller: &str) -> Controller {
+        let invoker_topic = format!("invoker{instance}");
+        let completed = format!("completed{controller}");
+        create_topics(&[&invoker_topic, &completed, "health"]).await;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer");
+        let acks: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("test-controller-{controller}"))
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&completed, 0, Offset::Beginning).unwrap();
+        acks.assign(&tpl).expect("assign");
+        Controller {
+            invoker_topic,
+            controller: controller.to_owned(),
+            producer,
+            acks,
+            received: HashMap::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    /// An `ActivationMessage` as OpenWhisk's controller writes it.
+    pub fn message(&self, namespace: &str, action: &str, blocking: bool, content: Value) -> (String, Value) {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let msg = json!({
+            "transid": [format!("tid-{id}"), now],
+            "action": { "path": namespace, "name": action, "version": "0.0.1" },
+            "revision": null,
+            "user": {
+                "subject": "guest-subject",
+                "namespace": { "name": namespace, "uuid": "23bc46b1-71f6-4ed5-8c54-816aa4f8c502" },
+                "authkey": { "api_key": "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:secret" },
+                "rights": ["READ", "PUT", "DELETE", "ACTIVATE"],
+                "limits": {}
+            },
+            "activationId": id,
+            "rootControllerIndex": { "asString": self.controller, "instanceType": "controller" },
+            "blocking": blocking,
+            "content": content,
+            "initArgs": [],
+            "lockedArgs": {}
+        });
+        (id, msg)
+    }
+
+    pub async fn send_raw(&self, payload: &str) {
+        self.producer
+            .send(
+                FutureRecord::<(), _>::to(&self.invoker_topic).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("send");
+    }
+
+    /// Sends an activation; returns its id.
+    pub async fn invoke(&self, namespace: &str, action: &str, blocking: bool, content: Value) -> String {
+        let (id, msg) = self.message(namespace, action, blocking, content);
+        self.send_raw(&msg.to_string()).await;
+        id
+    }
+
+    /// Reads acknowledgements until `done` holds or `within` passes.
+    pub fn poll_until(&mut self, within: Duration, mut done: impl FnMut(&Controller) -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if done(self) {
+                return true;
+            }
+            if let Some(Ok(m)) = self.acks.poll(Duration::from_millis(50)) {
+                if let Some(v) = m.payload().and_then(|p| serde_json::from_slice::<Value>(p).ok()) {
+                    let id = v["response"]["activationId"]
+                        .as_str()
+                        .or_else(|| v["activationId"].as_str())
+                        .unwrap_or_default()
+                        .to_owned();
+                    self.received.entry(id).or_default().push(v.clone());
+                    self.raw.push(v);
+                }
+            }
+        }
+        done(self)
+    }
+
+    /// Waits for an activation's final acknowledgement (combined or completion) and returns
+    /// every acknowledgement of it.
+    pub fn wait_for(&mut self, id: &str, within: Duration) -> Vec<Value> {
+        let id = id.to_owned();
+        let ok = self.poll_until(within, |c| {
+            c.received
+                .get(&id)
+                .is_some_and(|acks| acks.iter().any(|a| a.get("instance").is_some()))
+        });
+        assert!(ok, "no completion for activation {id} within {within:?}");
+        self.received[&id].clone()
+    }
+
+    /// The activation record in an activation's acknowledgements.
+    pub fn record(acks: &[Value]) -> Value {
+        acks.iter()
+            .find_map(|a| a.get("response").filter(|r| r.is_object()).cloned())
+            .expect("an acknowledgement with the activation record")
+    }
+}
+
+/// The value of an annotation of an activation record.
+pub fn annotation(record: &Value, key: &str) -> Option<Value> {
+    record["annotations"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| a["value"].clone())
+}

@@ -1,0 +1,205 @@
+//! A single keepwarm host as an OpenWhisk invoker, end to end: a real `keepwarm run`
+//! process, the tansu broker, the Docker plugin and real action containers. The test plays
+//! the controller.
+
+use keepwarm_tests::host::{containers_of, Host, HostOptions};
+use keepwarm_tests::kafka::{annotation, Controller};
+use serde_json::json;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn start(rt: &Runtime, opts: HostOptions) -> (Host, Controller) {
+    let controller = rt.block_on(Controller::new(opts.instance, &format!("t{}", opts.instance)));
+    (Host::start(&opts), controller)
+}
+
+fn opts(instance: u32, prewarm: u32, user_memory_mb: u64) -> HostOptions {
+    HostOptions {
+        instance,
+        user_memory_mb,
+        prewarm,
+    }
+}
+
+fn start_of(record: &serde_json::Value) -> String {
+    annotation(record, "keepwarm").unwrap()["start"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn blocking_and_non_blocking_activations_are_acknowledged_in_openwhisk_format() {
+    let rt = Runtime::new().unwrap();
+    let (host, mut c) = start(&rt, opts(7101, 0, 1024));
+
+    let blocking = rt.block_on(c.invoke("guest", "echo", true, json!({"n": 1})));
+    let acks = c.wait_for(&blocking, WAIT);
+    // blocking: a ResultMessage first (no `instance`), then a CompletionMessage
+    assert_eq!(acks.len(), 2, "{acks:?}\n{}", host.log());
+    assert!(acks[0].get("instance").is_none());
+    assert_eq!(acks[0]["response"]["response"]["result"], json!({"echo": {"n": 1}}));
+    assert_eq!(acks[0]["response"]["response"]["statusCode"], 0);
+    assert!(acks[0]["transid"].is_array());
+    assert_eq!(acks[1]["activationId"], blocking.as_str());
+    assert_eq!(acks[1]["isSystemError"], false);
+    assert_eq!(acks[1]["instance"]["instance"], 7101);
+    assert_eq!(acks[1]["instance"]["userMemory"], "1024 MB");
+
+    let later = rt.block_on(c.invoke("guest", "echo", false, json!({"n": 2})));
+    let acks = c.wait_for(&later, WAIT);
+    // non-blocking: one CombinedCompletionAndResultMessage
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    let record = &acks[0]["response"];
+    assert_eq!(acks[0]["instance"]["instance"], 7101);
+    assert_eq!(record["activationId"], later.as_str());
+    assert_eq!(record["namespace"], "guest");
+    assert_eq!(record["name"], "echo");
+    assert_eq!(record["response"]["result"], json!({"echo": {"n": 2}}));
+    assert_eq!(annotation(record, "path").unwrap(), "guest/echo");
+    assert_eq!(annotation(record, "kind").unwrap(), "shell:1");
+    assert_eq!(annotation(record, "limits").unwrap()["timeout"], 10000);
+    assert!(annotation(record, "waitTime").is_some());
+    // the second activation reused the warm container: no init, no new container
+    assert_eq!(start_of(record), "warm");
+    assert!(annotation(record, "initTime").is_none());
+    assert_eq!(containers_of(&host.cluster).len(), 1);
+
+    // logs collected through the plugin, sentinel stripped, in the sink's record
+    let records = host.records();
+    let full = records.iter().find(|r| r["activationId"] == later.as_str()).unwrap();
+    let logs: Vec<String> = serde_json::from_value(full["logs"].clone()).unwrap();
+    assert!(logs.iter().any(|l| l.contains("log line from echo")), "{logs:?}");
+    assert!(logs.iter().any(|l| l.contains("log on stderr")), "{logs:?}");
+    assert!(!logs.iter().any(|l| l.contains("XXX_THE_END")), "{logs:?}");
+}
+
+#[test]
+fn prewarmed_containers_serve_new_actions_of_their_kind() {
+    let rt = Runtime::new().unwrap();
+    let (host, mut c) = start(&rt, opts(7102, 2, 1024));
+    for _ in 0..200 {
+        if containers_of(&host.cluster).len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = containers_of(&host.cluster);
+    assert_eq!(before.len(), 2, "prewarm containers did not start\n{}", host.log());
+    let id = rt.block_on(c.invoke("guest", "other", false, json!({})));
+    let record = Controller::record(&c.wait_for(&id, WAIT));
+    assert_eq!(record["response"]["result"], json!({"other": true}));
+    assert_eq!(start_of(&record), "prewarm");
+    assert!(annotation(&record, "initTime").is_some());
+    let used = annotation(&record, "keepwarm").unwrap()["container"].clone();
+    assert!(before.iter().any(|b| used.as_str().unwrap().starts_with(b.as_str())));
+}
+
+#[test]
+fn memory_pressure_evicts_the_least_recently_used_warm_container() {
+    let rt = Runtime::new().unwrap();
+    // room for two 128 MB containers
+    let (_host, mut c) = start(&rt, opts(7103, 0, 256));
+    let run = |c: &mut Controller, action: &str| {
+        let id = rt.block_on(c.invoke("guest", action, false, json!({})));
+        Controller::record(&c.wait_for(&id, WAIT))
+    };
+    assert_eq!(start_of(&run(&mut c, "echo")), "cold");
+    assert_eq!(start_of(&run(&mut c, "other")), "cold");
+    assert_eq!(start_of(&run(&mut c, "echo")), "warm"); // other is now least recently used
+    assert_eq!(start_of(&run(&mut c, "third")), "cold"); // evicts other
+    assert_eq!(start_of(&run(&mut c, "echo")), "warm");
+    assert_eq!(start_of(&run(&mut c, "other")), "cold"); // it was evicted
+}
+
+#[test]
+fn a_timed_out_action_gets_a_developer_error_and_its_container_is_replaced() {
+    let rt = Runtime::new().unwrap();
+    let (_host, mut c) = start(&rt, opts(7104, 0, 1024));
+    let id = rt.block_on(c.invoke("guest", "sleepy", false, json!({})));
+    let record = Controller::record(&c.wait_for(&id, WAIT));
+    assert_eq!(record["response"]["statusCode"], 2, "{record}");
+    let error = record["response"]["result"]["error"].as_str().unwrap();
+    assert!(error.contains("exceeded its time limits of 500 milliseconds"), "{error}");
+    let first = annotation(&record, "keepwarm").unwrap()["container"].clone();
+    let id = rt.block_on(c.invoke("guest", "sleepy", false, json!({})));
+    let record = Controller::record(&c.wait_for(&id, WAIT));
+    assert_eq!(start_of(&record), "cold");
+    assert_ne!(annotation(&record, "keepwarm").unwrap()["container"], first);
+}
+
+#[test]
+fn errors_become_the_right_activation_status() {
+    let rt = Runtime::new().unwrap();
+    let (_host, mut c) = start(&rt, opts(7105, 0, 1024));
+    // an application error
+    let id = rt.block_on(c.invoke("guest", "failing", false, json!({})));
+    let record = Controller::record(&c.wait_for(&id, WAIT));
+    assert_eq!(record["response"]["statusCode"], 1);
+    assert_eq!(record["response"]["result"], json!({"error": "bad input"}));
+    // an unknown action: a whisk error, not a crash
+    let id = rt.block_on(c.invoke("guest", "nope", false, json!({})));
+    let acks = c.wait_for(&id, WAIT);
+    let record = Controller::record(&acks);
+    assert_eq!(record["response"]["statusCode"], 3);
+    assert_eq!(acks[0]["isSystemError"], true);
+    assert!(record["response"]["result"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("guest/nope does not exist"));
+}
+
+#[test]
+fn a_malformed_message_is_skipped_and_the_next_one_processed() {
+    let rt = Runtime::new().unwrap();
+    let (host, mut c) = start(&rt, opts(7106, 0, 1024));
+    rt.block_on(c.send_raw("{ this is not json"));
+    rt.block_on(c.send_raw(r#"{"transid": "not an array"}"#));
+    let id = rt.block_on(c.invoke("guest", "echo", false, json!({"after": "junk"})));
+    let record = Controller::record(&c.wait_for(&id, WAIT));
+    assert_eq!(record["response"]["result"], json!({"echo": {"after": "junk"}}));
+    assert!(host.log().contains("skipping a message that is not an ActivationMessage"));
+}
+
+#[test]
+fn sigkill_and_restart_lose_no_activation() {
+    let rt = Runtime::new().unwrap();
+    let (mut host, mut c) = start(&rt, opts(7107, 0, 1024));
+    let warm = rt.block_on(c.invoke("guest", "echo", false, json!({"warm": true})));
+    c.wait_for(&warm, WAIT);
+
+    let ids: Vec<String> = (0..30)
+        .map(|i| rt.block_on(c.invoke("guest", "echo", false, json!({"i": i}))))
+        .collect();
+    // let some complete, then kill the host mid-stream
+    c.poll_until(WAIT, |c| ids.iter().filter(|i| c.received.contains_key(*i)).count() >= 5);
+    host.kill();
+    let done_before = ids.iter().filter(|i| c.received.contains_key(*i)).count();
+    host.spawn();
+    let all = c.poll_until(Duration::from_secs(120), |c| ids.iter().all(|i| c.received.contains_key(i)));
+    assert!(all, "activations lost after restart\n{}", host.log());
+    let duplicated = ids.iter().filter(|i| c.received[*i].len() > 1).count();
+    eprintln!("{done_before} done before the kill, {duplicated} acknowledged twice");
+    assert!(duplicated <= 30 - done_before + 1);
+}
+
+#[test]
+fn sigterm_drains_in_flight_activations_then_exits() {
+    let rt = Runtime::new().unwrap();
+    let (mut host, mut c) = start(&rt, opts(7108, 0, 1024));
+    let warm = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    c.wait_for(&warm, WAIT);
+    let ids: Vec<String> = (0..5)
+        .map(|i| rt.block_on(c.invoke("guest", "echo", false, json!({"i": i}))))
+        .collect();
+    c.poll_until(WAIT, |c| ids.iter().any(|i| c.received.contains_key(i)));
+    assert_eq!(host.terminate(), Some(0), "{}", host.log());
+    let processed = ids.iter().filter(|i| c.received.contains_key(*i)).count();
+    // what was taken from Kafka finished; what was not stays for the next start
+    host.spawn();
+    assert!(c.poll_until(WAIT, |c| ids.iter().all(|i| c.received.contains_key(i))));
+    assert!(processed >= 1);
+    assert!(containers_of(&host.cluster).len() <= 1);
+}
