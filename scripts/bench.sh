@@ -7,7 +7,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root"
 "$here/setup.sh"
-trap '"$here/engines.sh" stop' EXIT
+trap '"$here/tansu.sh" stop; "$here/engines.sh" stop' EXIT
+"$here/tansu.sh" start
 "$here/image.sh"
 (cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo build -q --release)
 cargo bench -p keepwarm-tests

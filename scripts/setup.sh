@@ -12,6 +12,11 @@ command -v podman >/dev/null || need_pkgs+=(podman)
 command -v runc >/dev/null || need_pkgs+=(runc)
 [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static || dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
+# building librdkafka (rdkafka-sys) and tansu
+command -v cmake >/dev/null || need_pkgs+=(cmake)
+command -v protoc >/dev/null || need_pkgs+=(protobuf-compiler)
+command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
+command -v curl >/dev/null || need_pkgs+=(curl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   apt-get update -qq

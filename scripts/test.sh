@@ -8,7 +8,8 @@ root=$(cd "$here/.." && pwd)
 cd "$root"
 
 "$here/setup.sh"
-trap '"$here/engines.sh" stop' EXIT
+trap '"$here/tansu.sh" stop; "$here/engines.sh" stop' EXIT
+"$here/tansu.sh" start
 "$here/image.sh"
 
 say "gates: cargo fmt --check, clippy -D warnings (both workspaces)"

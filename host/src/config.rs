@@ -141,9 +141,13 @@ impl Config {
             path: path.to_owned(),
             message,
         };
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
         for (name, value) in env {
-            let Some(rest) = name.strip_prefix("KEEPWARM_") else { continue };
+            let Some(rest) = name.strip_prefix("KEEPWARM_") else {
+                continue;
+            };
             let rest = rest.to_ascii_lowercase();
             let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
                 return Err(invalid(format!(
@@ -178,11 +182,18 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        if let Some(p) = config.invoker.activation_log.as_mut().filter(|p| p.is_relative()) {
+        if let Some(p) = config
+            .invoker
+            .activation_log
+            .as_mut()
+            .filter(|p| p.is_relative())
+        {
             *p = base.join(&*p);
         }
         if config.invoker.user_memory_mb == 0 {
-            return Err(invalid("[invoker] user-memory-mb must be more than 0".into()));
+            return Err(invalid(
+                "[invoker] user-memory-mb must be more than 0".into(),
+            ));
         }
         if !config.plugin.file.exists() {
             return Err(invalid(format!(
@@ -227,8 +238,14 @@ catalog = "actions"
         std::fs::create_dir_all(&dir).unwrap();
         let p = write(&dir, OK);
         let env = vec![
-            ("KEEPWARM_KAFKA_BROKERS".to_string(), "127.0.0.2:9093".to_string()),
-            ("KEEPWARM_INVOKER_USER_MEMORY_MB".to_string(), "4096".to_string()),
+            (
+                "KEEPWARM_KAFKA_BROKERS".to_string(),
+                "127.0.0.2:9093".to_string(),
+            ),
+            (
+                "KEEPWARM_INVOKER_USER_MEMORY_MB".to_string(),
+                "4096".to_string(),
+            ),
             ("PATH".to_string(), "/bin".to_string()),
         ];
         let c = Config::load(&p, env).unwrap();

@@ -58,7 +58,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         instance: InvokerInstanceId::new(instance, config.invoker.user_memory_mb, None),
         init_timeout: Duration::from_secs(60),
     });
-    let sink = Arc::new(ActivationSink::open(config.invoker.activation_log.as_deref())?);
+    let sink = Arc::new(ActivationSink::open(
+        config.invoker.activation_log.as_deref(),
+    )?);
 
     pool.maintain().await;
     let upkeep = {

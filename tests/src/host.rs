@@ -15,7 +15,10 @@ pub struct Host {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// Settings a test varies.
@@ -117,7 +120,9 @@ catalog = "{catalog}"
 
     pub fn signal(&self, signal: &str) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").args([signal, &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([signal, &c.id().to_string()])
+                .status();
         }
     }
 
@@ -132,7 +137,10 @@ catalog = "{catalog}"
     /// SIGTERM and wait for the drain to finish.
     pub fn terminate(&mut self) -> Option<i32> {
         self.signal("-TERM");
-        self.child.take().and_then(|mut c| c.wait().ok()).and_then(|s| s.code())
+        self.child
+            .take()
+            .and_then(|mut c| c.wait().ok())
+            .and_then(|s| s.code())
     }
 
     pub fn log(&self) -> String {
@@ -166,7 +174,12 @@ impl Drop for Host {
 /// Containers of a host's cluster that the engine has.
 pub fn containers_of(cluster: &str) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-q", "--filter", &format!("label=keepwarm.cluster={cluster}")])
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=keepwarm.cluster={cluster}"),
+        ])
         .output()
         .expect("docker ps");
     String::from_utf8_lossy(&out.stdout)

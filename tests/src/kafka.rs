@@ -42,7 +42,9 @@ pub struct Controller {
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Controller").field("invoker_topic", &self.invoker_topic).finish()
+        f.debug_struct("Controller")
+            .field("invoker_topic", &self.invoker_topic)
+            .finish()
     }
 }
 
@@ -64,7 +66,8 @@ impl Controller {
             .create()
             .expect("consumer");
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&completed, 0, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(&completed, 0, Offset::Beginning)
+            .unwrap();
         acks.assign(&tpl).expect("assign");
         Controller {
             invoker_topic,
@@ -77,7 +80,13 @@ impl Controller {
     }
 
     /// An `ActivationMessage` as OpenWhisk's controller writes it.
-    pub fn message(&self, namespace: &str, action: &str, blocking: bool, content: Value) -> (String, Value) {
+    pub fn message(
+        &self,
+        namespace: &str,
+        action: &str,
+        blocking: bool,
+        content: Value,
+    ) -> (String, Value) {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -115,21 +124,34 @@ impl Controller {
     }
 
     /// Sends an activation; returns its id.
-    pub async fn invoke(&self, namespace: &str, action: &str, blocking: bool, content: Value) -> String {
+    pub async fn invoke(
+        &self,
+        namespace: &str,
+        action: &str,
+        blocking: bool,
+        content: Value,
+    ) -> String {
         let (id, msg) = self.message(namespace, action, blocking, content);
         self.send_raw(&msg.to_string()).await;
         id
     }
 
     /// Reads acknowledgements until `done` holds or `within` passes.
-    pub fn poll_until(&mut self, within: Duration, mut done: impl FnMut(&Controller) -> bool) -> bool {
+    pub fn poll_until(
+        &mut self,
+        within: Duration,
+        mut done: impl FnMut(&Controller) -> bool,
+    ) -> bool {
         let start = Instant::now();
         while start.elapsed() < within {
             if done(self) {
                 return true;
             }
             if let Some(Ok(m)) = self.acks.poll(Duration::from_millis(50)) {
-                if let Some(v) = m.payload().and_then(|p| serde_json::from_slice::<Value>(p).ok()) {
+                if let Some(v) = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                {
                     let id = v["response"]["activationId"]
                         .as_str()
                         .or_else(|| v["activationId"].as_str())

@@ -11,7 +11,10 @@ use tokio::runtime::Runtime;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn start(rt: &Runtime, opts: HostOptions) -> (Host, Controller) {
-    let controller = rt.block_on(Controller::new(opts.instance, &format!("t{}", opts.instance)));
+    let controller = rt.block_on(Controller::new(
+        opts.instance,
+        &format!("t{}", opts.instance),
+    ));
     (Host::start(&opts), controller)
 }
 
@@ -40,7 +43,10 @@ fn blocking_and_non_blocking_activations_are_acknowledged_in_openwhisk_format() 
     // blocking: a ResultMessage first (no `instance`), then a CompletionMessage
     assert_eq!(acks.len(), 2, "{acks:?}\n{}", host.log());
     assert!(acks[0].get("instance").is_none());
-    assert_eq!(acks[0]["response"]["response"]["result"], json!({"echo": {"n": 1}}));
+    assert_eq!(
+        acks[0]["response"]["response"]["result"],
+        json!({"echo": {"n": 1}})
+    );
     assert_eq!(acks[0]["response"]["response"]["statusCode"], 0);
     assert!(acks[0]["transid"].is_array());
     assert_eq!(acks[1]["activationId"], blocking.as_str());
@@ -69,9 +75,15 @@ fn blocking_and_non_blocking_activations_are_acknowledged_in_openwhisk_format() 
 
     // logs collected through the plugin, sentinel stripped, in the sink's record
     let records = host.records();
-    let full = records.iter().find(|r| r["activationId"] == later.as_str()).unwrap();
+    let full = records
+        .iter()
+        .find(|r| r["activationId"] == later.as_str())
+        .unwrap();
     let logs: Vec<String> = serde_json::from_value(full["logs"].clone()).unwrap();
-    assert!(logs.iter().any(|l| l.contains("log line from echo")), "{logs:?}");
+    assert!(
+        logs.iter().any(|l| l.contains("log line from echo")),
+        "{logs:?}"
+    );
     assert!(logs.iter().any(|l| l.contains("log on stderr")), "{logs:?}");
     assert!(!logs.iter().any(|l| l.contains("XXX_THE_END")), "{logs:?}");
 }
@@ -87,14 +99,21 @@ fn prewarmed_containers_serve_new_actions_of_their_kind() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let before = containers_of(&host.cluster);
-    assert_eq!(before.len(), 2, "prewarm containers did not start\n{}", host.log());
+    assert_eq!(
+        before.len(),
+        2,
+        "prewarm containers did not start\n{}",
+        host.log()
+    );
     let id = rt.block_on(c.invoke("guest", "other", false, json!({})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(record["response"]["result"], json!({"other": true}));
     assert_eq!(start_of(&record), "prewarm");
     assert!(annotation(&record, "initTime").is_some());
     let used = annotation(&record, "keepwarm").unwrap()["container"].clone();
-    assert!(before.iter().any(|b| used.as_str().unwrap().starts_with(b.as_str())));
+    assert!(before
+        .iter()
+        .any(|b| used.as_str().unwrap().starts_with(b.as_str())));
 }
 
 #[test]
@@ -122,7 +141,10 @@ fn a_timed_out_action_gets_a_developer_error_and_its_container_is_replaced() {
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(record["response"]["statusCode"], 2, "{record}");
     let error = record["response"]["result"]["error"].as_str().unwrap();
-    assert!(error.contains("exceeded its time limits of 500 milliseconds"), "{error}");
+    assert!(
+        error.contains("exceeded its time limits of 500 milliseconds"),
+        "{error}"
+    );
     let first = annotation(&record, "keepwarm").unwrap()["container"].clone();
     let id = rt.block_on(c.invoke("guest", "sleepy", false, json!({})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
@@ -159,8 +181,13 @@ fn a_malformed_message_is_skipped_and_the_next_one_processed() {
     rt.block_on(c.send_raw(r#"{"transid": "not an array"}"#));
     let id = rt.block_on(c.invoke("guest", "echo", false, json!({"after": "junk"})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
-    assert_eq!(record["response"]["result"], json!({"echo": {"after": "junk"}}));
-    assert!(host.log().contains("skipping a message that is not an ActivationMessage"));
+    assert_eq!(
+        record["response"]["result"],
+        json!({"echo": {"after": "junk"}})
+    );
+    assert!(host
+        .log()
+        .contains("skipping a message that is not an ActivationMessage"));
 }
 
 #[test]
@@ -174,11 +201,15 @@ fn sigkill_and_restart_lose_no_activation() {
         .map(|i| rt.block_on(c.invoke("guest", "echo", false, json!({"i": i}))))
         .collect();
     // let some complete, then kill the host mid-stream
-    c.poll_until(WAIT, |c| ids.iter().filter(|i| c.received.contains_key(*i)).count() >= 5);
+    c.poll_until(WAIT, |c| {
+        ids.iter().filter(|i| c.received.contains_key(*i)).count() >= 5
+    });
     host.kill();
     let done_before = ids.iter().filter(|i| c.received.contains_key(*i)).count();
     host.spawn();
-    let all = c.poll_until(Duration::from_secs(120), |c| ids.iter().all(|i| c.received.contains_key(i)));
+    let all = c.poll_until(Duration::from_secs(120), |c| {
+        ids.iter().all(|i| c.received.contains_key(i))
+    });
     assert!(all, "activations lost after restart\n{}", host.log());
     let duplicated = ids.iter().filter(|i| c.received[*i].len() > 1).count();
     eprintln!("{done_before} done before the kill, {duplicated} acknowledged twice");

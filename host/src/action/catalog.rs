@@ -142,8 +142,7 @@ impl CatalogDir {
                 if path.is_dir() {
                     pending.push(path);
                 } else if path.extension().is_some_and(|e| e == "json") {
-                    let text =
-                        std::fs::read(&path).map_err(|e| read_err(&path, e.to_string()))?;
+                    let text = std::fs::read(&path).map_err(|e| read_err(&path, e.to_string()))?;
                     let action: Action = serde_json::from_slice(&text)
                         .map_err(|e| read_err(&path, format!("not an action document: {e}")))?;
                     actions.insert(action.qualified(), action);

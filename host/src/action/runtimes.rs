@@ -105,8 +105,9 @@ impl Runtimes {
         for rt in m.runtimes.into_values().flatten() {
             let image = rt.image.reference();
             for cell in &rt.stem_cells {
-                let memory_mb = parse_mb(&cell.memory)
-                    .ok_or_else(|| format!("{}: bad stem cell memory `{}`", rt.kind, cell.memory))?;
+                let memory_mb = parse_mb(&cell.memory).ok_or_else(|| {
+                    format!("{}: bad stem cell memory `{}`", rt.kind, cell.memory)
+                })?;
                 r.stem_cells.push(StemCell {
                     kind: rt.kind.clone(),
                     image: image.clone(),
@@ -153,7 +154,10 @@ mod tests {
                   "reactive": { "minCount": 1, "maxCount": 4, "ttl": "2 minutes", "threshold": 1, "increment": 1 } } ] } ] },
           "blackboxes": [ { "prefix": "openwhisk", "name": "dockerskeleton", "tag": "nightly" } ] }"#;
         let r = Runtimes::parse(text).unwrap();
-        assert_eq!(r.image("nodejs:20"), Some("openwhisk/action-nodejs-v20:nightly"));
+        assert_eq!(
+            r.image("nodejs:20"),
+            Some("openwhisk/action-nodejs-v20:nightly")
+        );
         assert_eq!(
             r.stem_cells(),
             &[StemCell {

@@ -138,7 +138,11 @@ impl Identity {
 pub struct ControllerInstanceId {
     #[serde(rename = "asString")]
     pub as_string: String,
-    #[serde(rename = "instanceType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_type: Option<String>,
 }
 

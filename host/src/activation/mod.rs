@@ -12,8 +12,8 @@
 pub mod ack;
 pub mod message;
 pub mod proxy;
-pub mod runner;
 pub mod record;
+pub mod runner;
 
 pub use ack::{Acknowledgement, InvokerInstanceId, PingMessage};
 pub use message::{ActivationMessage, FullyQualifiedEntityName, TransactionId};

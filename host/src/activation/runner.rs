@@ -96,12 +96,30 @@ impl Runner {
                     "Failed to run container with image '{}': {e}",
                     want.image
                 ));
-                return self.finish(msg, None, Some(&action), start, wait_ms, None, response, Vec::new());
+                return self.finish(
+                    msg,
+                    None,
+                    Some(&action),
+                    start,
+                    wait_ms,
+                    None,
+                    response,
+                    Vec::new(),
+                );
             }
         };
         let (response, init_ms, fate) = self.execute(msg, &action, &lease).await;
         let early = msg.blocking.then(|| {
-            let record = self.record(msg, Some(&lease), Some(&action), start, wait_ms, init_ms, response.clone(), Vec::new());
+            let record = self.record(
+                msg,
+                Some(&lease),
+                Some(&action),
+                start,
+                wait_ms,
+                init_ms,
+                response.clone(),
+                Vec::new(),
+            );
             Acknowledgement::Result {
                 transid: msg.transid.clone(),
                 activation: record,
@@ -113,7 +131,16 @@ impl Runner {
             vec!["Logs are not collected for actions with concurrency > 1.".into()]
         };
         self.pool.release(&lease, fate);
-        let mut outcome = self.finish(msg, Some(&lease), Some(&action), start, wait_ms, init_ms, response, logs);
+        let mut outcome = self.finish(
+            msg,
+            Some(&lease),
+            Some(&action),
+            start,
+            wait_ms,
+            init_ms,
+            response,
+            logs,
+        );
         if let Some(early) = early {
             outcome.last = Acknowledgement::Completion {
                 transid: msg.transid.clone(),
@@ -144,13 +171,25 @@ impl Runner {
                 "binary": action.exec.binary,
                 "env": self.environment(msg, action),
             }});
-            let limit = self.init_timeout.min(Duration::from_millis(action.limits.timeout));
+            let limit = self
+                .init_timeout
+                .min(Duration::from_millis(action.limits.timeout));
             match self.proxy.init(address, &body, limit).await {
                 Ok(r) if r.status == 200 => init_ms = Some(now_ms() - t),
                 Ok(r) => {
-                    return (ActivationResponse::from_failed_init(&r.body), None, Fate::Destroy)
+                    return (
+                        ActivationResponse::from_failed_init(&r.body),
+                        None,
+                        Fate::Destroy,
+                    )
                 }
-                Err(e) => return (proxy_failure(&e, action, "initialization"), None, Fate::Destroy),
+                Err(e) => {
+                    return (
+                        proxy_failure(&e, action, "initialization"),
+                        None,
+                        Fate::Destroy,
+                    )
+                }
             }
         }
         let mut value: Map<String, Value> = action.parameters();
@@ -160,10 +199,18 @@ impl Runner {
         body.insert("value".into(), Value::Object(value));
         body.insert("deadline".into(), json!(deadline.to_string()));
         let limit = Duration::from_millis(action.limits.timeout);
-        match self.proxy.post(address, "/run", &Value::Object(body), limit).await {
+        match self
+            .proxy
+            .post(address, "/run", &Value::Object(body), limit)
+            .await
+        {
             Ok(r) => {
                 let response = ActivationResponse::from_run(r.status, &r.body);
-                let fate = if r.status == 200 { Fate::Reuse } else { Fate::Destroy };
+                let fate = if r.status == 200 {
+                    Fate::Reuse
+                } else {
+                    Fate::Destroy
+                };
                 (response, init_ms, fate)
             }
             Err(e) => (proxy_failure(&e, action, "run"), init_ms, Fate::Destroy),
@@ -173,7 +220,10 @@ impl Runner {
     fn environment(&self, msg: &ActivationMessage, action: &Action) -> Map<String, Value> {
         let mut env = Map::new();
         env.insert("namespace".into(), json!(msg.user.namespace.name));
-        env.insert("action_name".into(), json!(format!("/{}", msg.action.qualified())));
+        env.insert(
+            "action_name".into(),
+            json!(format!("/{}", msg.action.qualified())),
+        );
         env.insert("action_version".into(), json!(action.version));
         env.insert("activation_id".into(), json!(msg.activation_id));
         env.insert("transaction_id".into(), json!(msg.transid.id));
@@ -190,7 +240,10 @@ impl Runner {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let since = u64::try_from(start_ms - 5).unwrap_or(0);
         loop {
-            let text = match factory.logs(&lease.container.id, since, max.saturating_add(4096)).await {
+            let text = match factory
+                .logs(&lease.container.id, since, max.saturating_add(4096))
+                .await
+            {
                 Ok(t) => t,
                 Err(e) => return vec![format!("Logs were not collected: {e}")],
             };
@@ -228,11 +281,20 @@ impl Runner {
     ) -> WhiskActivation {
         let end = now_ms();
         let mut annotations = vec![
-            Annotation { key: "path".into(), value: json!(msg.action.qualified()) },
-            Annotation { key: "waitTime".into(), value: json!(wait_ms) },
+            Annotation {
+                key: "path".into(),
+                value: json!(msg.action.qualified()),
+            },
+            Annotation {
+                key: "waitTime".into(),
+                value: json!(wait_ms),
+            },
         ];
         if let Some(a) = action {
-            annotations.push(Annotation { key: "kind".into(), value: json!(a.exec.kind) });
+            annotations.push(Annotation {
+                key: "kind".into(),
+                value: json!(a.exec.kind),
+            });
             annotations.push(Annotation {
                 key: "limits".into(),
                 value: json!({
@@ -242,7 +304,10 @@ impl Runner {
             });
         }
         if let Some(i) = init_ms {
-            annotations.push(Annotation { key: "initTime".into(), value: json!(i) });
+            annotations.push(Annotation {
+                key: "initTime".into(),
+                value: json!(i),
+            });
         }
         if let Some(l) = lease {
             // keepwarm's own: where the activation ran (`warm`, `prewarm` or `cold`).
@@ -261,7 +326,9 @@ impl Runner {
             cause: msg.cause.clone(),
             response,
             logs,
-            version: action.map(|a| a.version.clone()).unwrap_or_else(|| "0.0.1".into()),
+            version: action
+                .map(|a| a.version.clone())
+                .unwrap_or_else(|| "0.0.1".into()),
             publish: false,
             annotations,
             duration: Some(end - start),

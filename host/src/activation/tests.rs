@@ -39,14 +39,29 @@ fn parses_an_upstream_activation_message() {
     assert_eq!(m.action.namespace(), "guest");
     assert_eq!(m.action.binding.as_deref(), Some("guest/bound"));
     assert_eq!(m.revision.as_deref(), Some("3-abc"));
-    assert_eq!(m.user.api_key(), Some("23bc46b1-71f6-4ed5-8c54-816aa4f8c502:key"));
+    assert_eq!(
+        m.user.api_key(),
+        Some("23bc46b1-71f6-4ed5-8c54-816aa4f8c502:key")
+    );
     assert_eq!(m.completion_topic(), "completed0");
     assert_eq!(m.init_args, vec!["secret".to_string()]);
     assert_eq!(m.cause.as_deref(), Some("parent-activation"));
 
     // written back, every field the controller reads is as it was
     let again = serde_json::to_value(&m).unwrap();
-    for key in ["transid", "action", "revision", "activationId", "rootControllerIndex", "blocking", "content", "initArgs", "lockedArgs", "cause", "traceContext"] {
+    for key in [
+        "transid",
+        "action",
+        "revision",
+        "activationId",
+        "rootControllerIndex",
+        "blocking",
+        "content",
+        "initArgs",
+        "lockedArgs",
+        "cause",
+        "traceContext",
+    ] {
         assert_eq!(again[key], raw[key], "{key}");
     }
 }
@@ -67,7 +82,10 @@ fn tolerates_absent_optional_fields_and_string_names() {
     )
     .unwrap();
     assert!(m.transid.extra_logging);
-    assert_eq!(serde_json::to_value(&m.transid).unwrap(), json!(["t", 1, true]));
+    assert_eq!(
+        serde_json::to_value(&m.transid).unwrap(),
+        json!(["t", 1, true])
+    );
     assert_eq!(m.action.path, "guest");
     assert!(m.content.is_none() && m.revision.is_none() && m.init_args.is_empty());
     assert!(ActivationMessage::parse(b"{\"transid\": \"nope\"}").is_err());
@@ -86,14 +104,21 @@ fn record(status: ActivationResponse) -> WhiskActivation {
         logs: vec!["2026-01-01T00:00:00Z stdout: hi".into()],
         version: "0.0.1".into(),
         publish: false,
-        annotations: vec![record::Annotation { key: "kind".into(), value: json!("shell:1") }],
+        annotations: vec![record::Annotation {
+            key: "kind".into(),
+            value: json!("shell:1"),
+        }],
         duration: Some(4),
     }
 }
 
 #[test]
 fn acknowledgements_round_trip_and_are_told_apart_as_the_controller_does() {
-    let transid = TransactionId { id: "t".into(), start_ms: 9, extra_logging: false };
+    let transid = TransactionId {
+        id: "t".into(),
+        start_ms: 9,
+        extra_logging: false,
+    };
     let instance = InvokerInstanceId::new(0, 2048, None);
     let acks = [
         Acknowledgement::Combined {
@@ -114,15 +139,24 @@ fn acknowledgements_round_trip_and_are_told_apart_as_the_controller_does() {
     ];
     for ack in &acks {
         let wire = ack.to_json();
-        assert_eq!(&Acknowledgement::parse(wire.to_string().as_bytes()).unwrap(), ack);
+        assert_eq!(
+            &Acknowledgement::parse(wire.to_string().as_bytes()).unwrap(),
+            ack
+        );
         assert_eq!(wire["transid"], json!(["t", 9]));
     }
     let combined = acks[0].to_json();
     assert_eq!(combined["isSystemError"], false);
     assert_eq!(combined["instance"]["userMemory"], "2048 MB");
     assert_eq!(combined["instance"]["instanceType"], "invoker");
-    assert_eq!(combined["response"]["response"], json!({"statusCode": 0, "result": {"ok": 1}}));
-    assert_eq!(combined["response"]["annotations"][0], json!({"key": "kind", "value": "shell:1"}));
+    assert_eq!(
+        combined["response"]["response"],
+        json!({"statusCode": 0, "result": {"ok": 1}})
+    );
+    assert_eq!(
+        combined["response"]["annotations"][0],
+        json!({"key": "kind", "value": "shell:1"})
+    );
     assert_eq!(acks[1].to_json()["activationId"], "a1");
     let ping = serde_json::to_value(PingMessage { name: instance }).unwrap();
     assert_eq!(ping["name"]["instance"], 0);
@@ -134,10 +168,19 @@ fn run_answers_map_to_openwhisk_status_codes() {
     let code = |s: u16, b: &str| ActivationResponse::from_run(s, b.as_bytes()).status_code;
     assert_eq!(code(200, r#"{"a":1}"#), Success);
     assert_eq!(code(200, r#"{"error":"x"}"#), ApplicationError);
-    assert_eq!(code(502, r#"{"error":"The action did not return a dictionary."}"#), DeveloperError);
+    assert_eq!(
+        code(
+            502,
+            r#"{"error":"The action did not return a dictionary."}"#
+        ),
+        DeveloperError
+    );
     assert_eq!(code(200, "[1,2]"), DeveloperError);
     assert_eq!(code(200, "not json"), DeveloperError);
-    assert_eq!(ActivationResponse::whisk_error("boom").status_code, WhiskError);
+    assert_eq!(
+        ActivationResponse::whisk_error("boom").status_code,
+        WhiskError
+    );
     let init = ActivationResponse::from_failed_init(br#"{"error":"cannot compile"}"#);
     assert_eq!(init.result, Some(json!({"error": "cannot compile"})));
 }

@@ -7,7 +7,7 @@ mod sink;
 
 pub use sink::ActivationSink;
 
-use crate::activation::{ActivationMessage, Acknowledgement, PingMessage, Runner};
+use crate::activation::{Acknowledgement, ActivationMessage, PingMessage, Runner};
 use offsets::{OffsetStore, OffsetTracker};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -131,7 +131,10 @@ pub async fn run(
         }
     }
 
-    tracing::info!(in_flight = tracker.in_flight(), "feed stopping: draining in-flight activations");
+    tracing::info!(
+        in_flight = tracker.in_flight(),
+        "feed stopping: draining in-flight activations"
+    );
     while tracker.in_flight() > 0 {
         match done_rx.recv().await {
             Some((p, o)) => record(&consumer, &config, &mut store, &mut tracker, p, o)?,
@@ -142,7 +145,10 @@ pub async fn run(
     Ok(())
 }
 
-async fn partitions_of(consumer: &StreamConsumer, config: &FeedConfig) -> Result<Vec<i32>, FeedError> {
+async fn partitions_of(
+    consumer: &StreamConsumer,
+    config: &FeedConfig,
+) -> Result<Vec<i32>, FeedError> {
     for _ in 0..50 {
         let md = consumer
             .fetch_metadata(Some(&config.topic), Duration::from_secs(5))

@@ -22,11 +22,14 @@ struct Partition {
 impl OffsetTracker {
     pub fn begin(&mut self, partition: i32, offset: i64) {
         // Nothing before the first offset seen is ours to report.
-        let p = self.partitions.entry(partition).or_insert_with(|| Partition {
-            committed: offset,
-            next: offset,
-            ..Default::default()
-        });
+        let p = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| Partition {
+                committed: offset,
+                next: offset,
+                ..Default::default()
+            });
         p.in_flight.insert(offset);
         p.next = p.next.max(offset + 1);
     }

@@ -16,7 +16,10 @@ impl ActivationSink {
     pub fn open(path: Option<&Path>) -> std::io::Result<ActivationSink> {
         let file = match path {
             Some(p) => Some(Mutex::new(
-                std::fs::OpenOptions::new().create(true).append(true).open(p)?,
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
             )),
             None => None,
         };

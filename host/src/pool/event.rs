@@ -12,8 +12,17 @@ pub enum PoolEvent {
         memory_mb: u32,
     },
     /// The container now holds this action's code (after /init or when taken from prewarm).
-    Initialized { id: String, key: WarmKey },
-    BecameBusy { id: String },
-    BecameIdle { id: String },
-    Destroyed { id: String },
+    Initialized {
+        id: String,
+        key: WarmKey,
+    },
+    BecameBusy {
+        id: String,
+    },
+    BecameIdle {
+        id: String,
+    },
+    Destroyed {
+        id: String,
+    },
 }

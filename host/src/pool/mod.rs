@@ -143,7 +143,13 @@ impl Pool {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
         ContainerSpec {
-            name: format!("{}{}_{}_{}", self.config.name_prefix, std::process::id(), n, safe_kind),
+            name: format!(
+                "{}{}_{}_{}",
+                self.config.name_prefix,
+                std::process::id(),
+                n,
+                safe_kind
+            ),
             image: image.to_owned(),
             memory_mb,
             cpu_shares: None,
@@ -177,7 +183,9 @@ impl Pool {
                     st.waiting -= 1;
                 }
                 if let Some(lease) = st.take_warm(want) {
-                    self.emit(PoolEvent::BecameBusy { id: lease.container.id.clone() });
+                    self.emit(PoolEvent::BecameBusy {
+                        id: lease.container.id.clone(),
+                    });
                     return Ok(lease);
                 }
                 if let Some(lease) = st.take_prewarm(want) {
@@ -255,7 +263,9 @@ impl Pool {
             match fate {
                 Fate::Reuse => {
                     if st.release(&lease.container.id) {
-                        self.emit(PoolEvent::BecameIdle { id: lease.container.id.clone() });
+                        self.emit(PoolEvent::BecameIdle {
+                            id: lease.container.id.clone(),
+                        });
                     }
                     None
                 }
@@ -355,7 +365,9 @@ impl Pool {
     /// Destroys every container of the pool (on shutdown) and waits for the engine.
     pub async fn destroy_everything(&self) {
         let entries = self.state.lock().expect("pool lock").drain();
-        let calls = entries.iter().map(|e| self.factory.destroy(&e.container.id));
+        let calls = entries
+            .iter()
+            .map(|e| self.factory.destroy(&e.container.id));
         for r in futures::future::join_all(calls).await {
             if let Err(e) = r {
                 tracing::warn!("destroy on shutdown failed: {e}");
