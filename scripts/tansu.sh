@@ -25,12 +25,13 @@ start() {
   if up; then say "a broker already listens on 127.0.0.1:$PORT"; return; fi
   mkdir -p "$dir"
   say "starting tansu on 127.0.0.1:$PORT (sqlite://$dir/keepwarm.db)"
-  (cd "$dir" && nohup tansu broker \
+  # exec: no subshell lingers holding the caller's stdout open
+  (cd "$dir" && exec tansu broker \
       --storage-engine "sqlite://keepwarm.db" \
       --listener-url "tcp://127.0.0.1:$PORT" \
-      --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-      >"$KW_RUN/tansu.log" 2>&1 &
-   echo $! >"$KW_RUN/tansu.pid")
+      --advertised-listener-url "tcp://127.0.0.1:$PORT") \
+    </dev/null >"$KW_RUN/tansu.log" 2>&1 &
+  echo $! >"$KW_RUN/tansu.pid"
   for _ in $(seq 100); do up && return; sleep 0.1; done
   tail -20 "$KW_RUN/tansu.log"; exit 1
 }

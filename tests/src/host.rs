@@ -28,6 +28,19 @@ pub struct HostOptions {
     pub user_memory_mb: u64,
     /// Prewarm containers of kind `shell:1` at 128 MB.
     pub prewarm: u32,
+    /// Activations the host runs at once.
+    pub max_in_flight: usize,
+}
+
+impl HostOptions {
+    pub fn new(instance: u32, prewarm: u32, user_memory_mb: u64) -> HostOptions {
+        HostOptions {
+            instance,
+            user_memory_mb,
+            prewarm,
+            max_in_flight: 64,
+        }
+    }
 }
 
 impl Host {
@@ -62,6 +75,7 @@ user-memory-mb = {mem}
 data-dir = "{dir}/data"
 activation-log = "{dir}/activations.jsonl"
 cluster = "{cluster}"
+max-in-flight = {max_in_flight}
 
 [kafka]
 brokers = "{brokers}"
@@ -80,6 +94,7 @@ catalog = "{catalog}"
 "#,
                 instance = opts.instance,
                 mem = opts.user_memory_mb,
+                max_in_flight = opts.max_in_flight,
                 dir = dir.display(),
                 brokers = crate::kafka::brokers(),
                 plugin = component("keepwarm_docker").display(),

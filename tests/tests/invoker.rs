@@ -19,11 +19,7 @@ fn start(rt: &Runtime, opts: HostOptions) -> (Host, Controller) {
 }
 
 fn opts(instance: u32, prewarm: u32, user_memory_mb: u64) -> HostOptions {
-    HostOptions {
-        instance,
-        user_memory_mb,
-        prewarm,
-    }
+    HostOptions::new(instance, prewarm, user_memory_mb)
 }
 
 fn start_of(record: &serde_json::Value) -> String {

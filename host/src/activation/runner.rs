@@ -313,7 +313,7 @@ impl Runner {
             // keepwarm's own: where the activation ran (`warm`, `prewarm` or `cold`).
             annotations.push(Annotation {
                 key: "keepwarm".into(),
-                value: json!({ "start": l.start, "container": l.container.id }),
+                value: json!({ "start": l.start, "container": l.container.id, "address": l.container.address }),
             });
         }
         WhiskActivation {
