@@ -11,4 +11,5 @@ trap '"$here/tansu.sh" stop; "$here/engines.sh" stop' EXIT
 "$here/tansu.sh" start
 "$here/image.sh"
 (cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo build -q --release)
+cargo build -q --release -p keepwarm
 cargo bench -p keepwarm-tests

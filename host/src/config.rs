@@ -37,9 +37,23 @@ pub struct InvokerSection {
     /// Largest action response accepted, bytes.
     #[serde(default = "default_max_response")]
     pub max_response_bytes: usize,
+    /// `collect`: read each activation's logs through the plugin into its record (OpenWhisk's
+    /// DockerToActivationLogStore). `log-driver`: leave logs to the engine's log driver
+    /// (OpenWhisk's LogDriverLogStore); records carry no logs and activations finish sooner.
+    #[serde(default)]
+    pub log_store: LogStore,
     /// Destroy the pool's containers on shutdown (OpenWhisk's behaviour).
     #[serde(default = "yes")]
     pub destroy_on_exit: bool,
+}
+
+/// Where activation logs go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogStore {
+    #[default]
+    Collect,
+    LogDriver,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,7 +115,7 @@ fn yes() -> bool {
     true
 }
 fn default_fetch_wait() -> u32 {
-    5
+    2
 }
 fn default_call_timeout() -> u64 {
     30_000
@@ -251,7 +265,7 @@ catalog = "actions"
         let c = Config::load(&p, env).unwrap();
         assert_eq!(c.kafka.brokers, "127.0.0.2:9093");
         assert_eq!(c.invoker.user_memory_mb, 4096);
-        assert_eq!(c.kafka.fetch_wait_max_ms, 5);
+        assert_eq!(c.kafka.fetch_wait_max_ms, 2);
         assert_eq!(c.invoker.data_dir, dir.join("data"));
 
         let bad = write(&dir, &OK.replace("brokers =", "brokerz ="));

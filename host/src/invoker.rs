@@ -57,6 +57,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         proxy: ProxyClient::new(config.invoker.max_response_bytes),
         instance: InvokerInstanceId::new(instance, config.invoker.user_memory_mb, None),
         init_timeout: Duration::from_secs(60),
+        collect_logs: config.invoker.log_store == crate::config::LogStore::Collect,
     });
     let sink = Arc::new(ActivationSink::open(
         config.invoker.activation_log.as_deref(),

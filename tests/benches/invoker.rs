@@ -14,8 +14,17 @@ const WAIT: Duration = Duration::from_secs(120);
 
 fn main() {
     let rt = Runtime::new().unwrap();
-    let mut c = rt.block_on(Controller::new(7200, "bench"));
-    let host = Host::start(&HostOptions::new(7200, 0, 8192));
+    for (base, log_store) in [(7200, "collect"), (7300, "log-driver")] {
+        println!("== log-store = {log_store}");
+        bench(&rt, base, log_store);
+    }
+}
+
+fn bench(rt: &Runtime, base: u32, log_store: &'static str) {
+    let mut c = rt.block_on(Controller::new(base, &format!("bench{base}")));
+    let mut opts = HostOptions::new(base, 0, 8192);
+    opts.log_store = log_store;
+    let host = Host::start(&opts);
 
     // warm up one container, learn its address
     let id = rt.block_on(c.invoke("guest", "other", false, json!({})));
@@ -59,12 +68,13 @@ fn main() {
 
     // 2. throughput at concurrency 1, 8, 32: a host allowed exactly `conc` in flight
     for conc in [1usize, 8, 32] {
-        let instance = 7200 + conc as u32;
-        let mut c = rt.block_on(Controller::new(instance, &format!("bench{conc}")));
+        let instance = base + conc as u32;
+        let mut c = rt.block_on(Controller::new(instance, &format!("bench{instance}")));
         let mut opts = HostOptions::new(instance, 0, 8192);
         opts.max_in_flight = conc;
+        opts.log_store = log_store;
         let host = Host::start(&opts);
-        let n = 160usize.max(conc * 8);
+        let n = 320usize.max(conc * 16);
         // make sure `conc` containers are warm (one message per container, all in flight)
         let warm: Vec<String> = (0..conc)
             .map(|_| rt.block_on(c.invoke("guest", "third", false, json!({}))))
@@ -80,9 +90,7 @@ fn main() {
             );
         }
         let t = Instant::now();
-        let ids: Vec<String> = (0..n)
-            .map(|i| rt.block_on(c.invoke("guest", "third", false, json!({ "i": i }))))
-            .collect();
+        let ids = rt.block_on(c.invoke_many("guest", "third", n));
         assert!(c.poll_until(WAIT, |c| ids.iter().all(|i| c.received.contains_key(i))));
         let host_rate = n as f64 / t.elapsed().as_secs_f64();
 

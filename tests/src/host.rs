@@ -30,6 +30,8 @@ pub struct HostOptions {
     pub prewarm: u32,
     /// Activations the host runs at once.
     pub max_in_flight: usize,
+    /// `collect` or `log-driver`.
+    pub log_store: &'static str,
 }
 
 impl HostOptions {
@@ -39,6 +41,7 @@ impl HostOptions {
             user_memory_mb,
             prewarm,
             max_in_flight: 64,
+            log_store: "collect",
         }
     }
 }
@@ -76,6 +79,7 @@ data-dir = "{dir}/data"
 activation-log = "{dir}/activations.jsonl"
 cluster = "{cluster}"
 max-in-flight = {max_in_flight}
+log-store = "{log_store}"
 
 [kafka]
 brokers = "{brokers}"
@@ -95,6 +99,7 @@ catalog = "{catalog}"
                 instance = opts.instance,
                 mem = opts.user_memory_mb,
                 max_in_flight = opts.max_in_flight,
+                log_store = opts.log_store,
                 dir = dir.display(),
                 brokers = crate::kafka::brokers(),
                 plugin = component("keepwarm_docker").display(),

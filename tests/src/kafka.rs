@@ -62,7 +62,7 @@ impl Controller {
             .set("bootstrap.servers", brokers())
             .set("group.id", format!("test-controller-{controller}"))
             .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "5")
+            .set("fetch.wait.max.ms", "2")
             .create()
             .expect("consumer");
         let mut tpl = TopicPartitionList::new();
@@ -121,6 +121,26 @@ impl Controller {
             )
             .await
             .expect("send");
+    }
+
+    /// Sends many activations at once (all produce requests in flight together).
+    pub async fn invoke_many(&self, namespace: &str, action: &str, n: usize) -> Vec<String> {
+        let messages: Vec<(String, String)> = (0..n)
+            .map(|i| {
+                let (id, m) = self.message(namespace, action, false, json!({ "i": i }));
+                (id, m.to_string())
+            })
+            .collect();
+        let sends = messages.iter().map(|(_, m)| {
+            self.producer.send(
+                FutureRecord::<(), _>::to(&self.invoker_topic).payload(m),
+                Duration::from_secs(30),
+            )
+        });
+        for r in futures::future::join_all(sends).await {
+            r.expect("send");
+        }
+        messages.into_iter().map(|(id, _)| id).collect()
     }
 
     /// Sends an activation; returns its id.

@@ -33,6 +33,8 @@ pub struct Runner {
     pub instance: InvokerInstanceId,
     /// Upper bound on `/init`.
     pub init_timeout: Duration,
+    /// Read logs into records (`false`: the engine's log driver keeps them).
+    pub collect_logs: bool,
 }
 
 fn now_ms() -> i64 {
@@ -125,7 +127,9 @@ impl Runner {
                 activation: record,
             }
         });
-        let logs = if action.limits.concurrency <= 1 {
+        let logs = if !self.collect_logs {
+            Vec::new()
+        } else if action.limits.concurrency <= 1 {
             self.collect_logs(&lease, start, action.limits.logs).await
         } else {
             vec!["Logs are not collected for actions with concurrency > 1.".into()]
@@ -263,7 +267,7 @@ impl Runner {
                 }
                 return lines;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 

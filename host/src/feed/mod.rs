@@ -90,12 +90,17 @@ pub async fn run(
 
     let health = tokio::spawn(ping_health(producer.clone(), runner.instance.clone()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64)>();
+    // Activations still running (not yet publishing): what `max_in_flight` bounds. Publishing
+    // an acknowledgement uses no pool capacity, so the next activation starts meanwhile.
+    let (ran_tx, mut ran_rx) = mpsc::unbounded_channel::<()>();
+    let mut running = 0usize;
     let mut tracker = OffsetTracker::default();
 
     loop {
-        let can_pull = tracker.in_flight() < config.max_in_flight && runner.pool.waiting() == 0;
+        let can_pull = running < config.max_in_flight && runner.pool.waiting() == 0;
         tokio::select! {
             _ = shutdown.changed() => break,
+            Some(()) = ran_rx.recv() => running -= 1,
             Some((p, o)) = done_rx.recv() => record(&consumer, &config, &mut store, &mut tracker, p, o)?,
             received = consumer.recv(), if can_pull => {
                 let m = match received {
@@ -114,10 +119,12 @@ pub async fn run(
                         record(&consumer, &config, &mut store, &mut tracker, partition, offset)?;
                     }
                     Ok(msg) => {
-                        let (runner, producer, sink, done) =
-                            (runner.clone(), producer.clone(), sink.clone(), done_tx.clone());
+                        running += 1;
+                        let (runner, producer, sink, done, ran) =
+                            (runner.clone(), producer.clone(), sink.clone(), done_tx.clone(), ran_tx.clone());
                         tokio::spawn(async move {
                             let outcome = runner.run(&msg).await;
+                            let _ = ran.send(());
                             let topic = msg.completion_topic();
                             for ack in outcome.early.iter().chain(std::iter::once(&outcome.last)) {
                                 publish(&producer, &topic, ack).await;
