@@ -14,7 +14,11 @@ const WAIT: Duration = Duration::from_secs(120);
 
 fn main() {
     let rt = Runtime::new().unwrap();
-    for (base, log_store) in [(7200, "collect"), (7300, "log-driver")] {
+    let run = std::process::id() % 10_000;
+    for (base, log_store) in [
+        (72_000_000 + run * 100, "collect"),
+        (73_000_000 + run * 100, "log-driver"),
+    ] {
         println!("== log-store = {log_store}");
         bench(&rt, base, log_store);
     }

@@ -11,6 +11,7 @@ pub struct Host {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub cluster: String,
+    pub instance: u32,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -114,6 +115,7 @@ catalog = "{catalog}"
             dir,
             config,
             cluster,
+            instance: opts.instance,
             _tmp: Some(tmp),
         };
         host.spawn();

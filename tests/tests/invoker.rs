@@ -18,8 +18,11 @@ fn start(rt: &Runtime, opts: HostOptions) -> (Host, Controller) {
     (Host::start(&opts), controller)
 }
 
+/// Topics outlive a test run in the broker: each run uses instance numbers (and so topics)
+/// of its own, so messages a failed earlier run left behind never reach this one.
 fn opts(instance: u32, prewarm: u32, user_memory_mb: u64) -> HostOptions {
-    HostOptions::new(instance, prewarm, user_memory_mb)
+    let run = std::process::id() % 10_000;
+    HostOptions::new(instance * 10_000 + run, prewarm, user_memory_mb)
 }
 
 fn start_of(record: &serde_json::Value) -> String {
@@ -47,7 +50,7 @@ fn blocking_and_non_blocking_activations_are_acknowledged_in_openwhisk_format() 
     assert!(acks[0]["transid"].is_array());
     assert_eq!(acks[1]["activationId"], blocking.as_str());
     assert_eq!(acks[1]["isSystemError"], false);
-    assert_eq!(acks[1]["instance"]["instance"], 7101);
+    assert_eq!(acks[1]["instance"]["instance"], host.instance);
     assert_eq!(acks[1]["instance"]["userMemory"], "1024 MB");
 
     let later = rt.block_on(c.invoke("guest", "echo", false, json!({"n": 2})));
@@ -55,7 +58,7 @@ fn blocking_and_non_blocking_activations_are_acknowledged_in_openwhisk_format() 
     // non-blocking: one CombinedCompletionAndResultMessage
     assert_eq!(acks.len(), 1, "{acks:?}");
     let record = &acks[0]["response"];
-    assert_eq!(acks[0]["instance"]["instance"], 7101);
+    assert_eq!(acks[0]["instance"]["instance"], host.instance);
     assert_eq!(record["activationId"], later.as_str());
     assert_eq!(record["namespace"], "guest");
     assert_eq!(record["name"], "echo");
