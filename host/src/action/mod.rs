@@ -8,7 +8,7 @@ pub mod catalog;
 pub mod runtimes;
 
 pub use catalog::{Action, ActionStore, CatalogDir, Exec, Limits};
-pub use runtimes::{Runtimes, StemCell};
+pub use runtimes::{Reactive, Runtimes, StemCell};
 
 /// Why an action could not be resolved; the activation becomes a whisk error.
 #[derive(Debug, thiserror::Error)]

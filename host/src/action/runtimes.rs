@@ -4,6 +4,7 @@ use super::ActionError;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
 struct ImageName {
@@ -35,6 +36,45 @@ struct StemCellDoc {
     initial_count: u32,
     /// OpenWhisk's size form: "256 MB".
     memory: String,
+    #[serde(default)]
+    reactive: Option<ReactiveDoc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReactiveDoc {
+    min_count: u32,
+    max_count: u32,
+    /// Scala duration form: "2 minutes".
+    ttl: String,
+    threshold: u32,
+    increment: u32,
+}
+
+/// OpenWhisk's reactive prewarming: grow by `increment` per `threshold` cold starts of the
+/// kind since the last check (up to `max`); let prewarms unused for `ttl` expire (down to
+/// `min`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reactive {
+    pub min: u32,
+    pub max: u32,
+    pub ttl: Duration,
+    pub threshold: u32,
+    pub increment: u32,
+}
+
+/// Parses Scala-style durations: "2 minutes", "30 seconds", "500 ms", "1 hour".
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim().to_ascii_lowercase();
+    let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+    let n: u64 = digits.parse().ok()?;
+    Some(match s[digits.len()..].trim() {
+        "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => Duration::from_millis(n),
+        "s" | "second" | "seconds" => Duration::from_secs(n),
+        "m" | "min" | "minute" | "minutes" => Duration::from_secs(n * 60),
+        "h" | "hour" | "hours" => Duration::from_secs(n * 3600),
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,7 +99,9 @@ pub struct StemCell {
     pub kind: String,
     pub image: String,
     pub memory_mb: u32,
+    /// Initial count (the fixed count when not reactive).
     pub count: u32,
+    pub reactive: Option<Reactive>,
 }
 
 /// The parsed manifest.
@@ -108,11 +150,23 @@ impl Runtimes {
                 let memory_mb = parse_mb(&cell.memory).ok_or_else(|| {
                     format!("{}: bad stem cell memory `{}`", rt.kind, cell.memory)
                 })?;
+                let reactive = match &cell.reactive {
+                    None => None,
+                    Some(r) => Some(Reactive {
+                        min: r.min_count,
+                        max: r.max_count.max(r.min_count),
+                        ttl: parse_duration(&r.ttl)
+                            .ok_or_else(|| format!("{}: bad reactive ttl `{}`", rt.kind, r.ttl))?,
+                        threshold: r.threshold.max(1),
+                        increment: r.increment,
+                    }),
+                };
                 r.stem_cells.push(StemCell {
                     kind: rt.kind.clone(),
                     image: image.clone(),
                     memory_mb,
                     count: cell.initial_count,
+                    reactive,
                 });
             }
             r.images.insert(rt.kind, image);
@@ -164,7 +218,14 @@ mod tests {
                 kind: "nodejs:20".into(),
                 image: "openwhisk/action-nodejs-v20:nightly".into(),
                 memory_mb: 256,
-                count: 2
+                count: 2,
+                reactive: Some(Reactive {
+                    min: 1,
+                    max: 4,
+                    ttl: Duration::from_secs(120),
+                    threshold: 1,
+                    increment: 1
+                }),
             }]
         );
         assert!(r.allows_blackbox("openwhisk/dockerskeleton:nightly"));
@@ -178,5 +239,8 @@ mod tests {
         assert_eq!(parse_mb("256m"), Some(256));
         assert_eq!(parse_mb("268435456 B"), Some(256));
         assert_eq!(parse_mb("lots"), None);
+        assert_eq!(parse_duration("2 minutes"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500 ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("soon"), None);
     }
 }

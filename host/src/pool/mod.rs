@@ -217,6 +217,15 @@ impl Pool {
     }
 
     async fn create_for(&self, want: &Want) -> Result<Lease, PoolError> {
+        if !want.blackbox {
+            *self
+                .state
+                .lock()
+                .expect("pool lock")
+                .cold_starts
+                .entry((want.kind.clone(), want.memory_mb))
+                .or_default() += 1;
+        }
         let spec = self.spec(&want.kind, &want.image, want.memory_mb);
         match self.factory.create(spec).await {
             Ok(container) => {
@@ -305,12 +314,13 @@ impl Pool {
 
         let mut created = 0;
         for cell in self.config.stem_cells.clone() {
+            let target = self.prewarm_target(&cell);
             loop {
                 let reserved = {
                     let mut st = self.state.lock().expect("pool lock");
                     let have = st.prewarm_count(&cell.kind, cell.memory_mb);
                     let mem = u64::from(cell.memory_mb);
-                    if have + st.prewarm_pending(&cell.kind) >= cell.count as usize
+                    if have + st.prewarm_pending(&cell.kind) >= target as usize
                         || st.used_mb + mem > self.config.user_memory_mb
                         || st.waiting > 0
                     {
@@ -362,6 +372,38 @@ impl Pool {
         created
     }
 
+    /// How many prewarm containers a stem cell wants now. Fixed cells want their count;
+    /// reactive ones grow with recent cold starts and shrink as prewarms expire unused.
+    fn prewarm_target(&self, cell: &StemCell) -> u32 {
+        let Some(r) = &cell.reactive else {
+            return cell.count;
+        };
+        let key = (cell.kind.clone(), cell.memory_mb);
+        let mut st = self.state.lock().expect("pool lock");
+        let cold = st.cold_starts.remove(&key).unwrap_or(0);
+        let current = *st.targets.entry(key.clone()).or_insert(cell.count);
+        let mut expired = Vec::new();
+        let target = if cold >= r.threshold {
+            (current + r.increment * (cold / r.threshold)).min(r.max)
+        } else {
+            let have = st.prewarm_count(&cell.kind, cell.memory_mb) as u32;
+            let surplus = have.saturating_sub(r.min) as usize;
+            expired = st.take_expired_prewarm(&cell.kind, cell.memory_mb, r.ttl, surplus);
+            if expired.is_empty() {
+                current
+            } else {
+                (have - expired.len() as u32).max(r.min)
+            }
+        };
+        st.targets.insert(key, target);
+        drop(st);
+        if !expired.is_empty() {
+            tracing::debug!(kind = %cell.kind, expired = expired.len(), target, "prewarm containers expired");
+            self.destroy_all(expired);
+        }
+        target
+    }
+
     /// Destroys every container of the pool (on shutdown) and waits for the engine.
     pub async fn destroy_everything(&self) {
         let entries = self.state.lock().expect("pool lock").drain();
@@ -375,3 +417,6 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

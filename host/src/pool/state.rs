@@ -30,6 +30,10 @@ pub struct State {
     pub created: u64,
     /// Kinds of prewarm containers being created right now.
     pub pending_prewarm: Vec<String>,
+    /// Cold starts per (kind, memory) since the last upkeep, for reactive prewarming.
+    pub cold_starts: HashMap<(String, u32), u32>,
+    /// Prewarm count wanted per (kind, memory), for reactive stem cells.
+    pub targets: HashMap<(String, u32), u32>,
 }
 
 impl State {
@@ -140,6 +144,30 @@ impl State {
             .values()
             .filter(|e| e.phase == Phase::Prewarm && e.kind == kind && e.memory_mb == memory_mb)
             .count()
+    }
+
+    /// Removes up to `n` prewarm containers of a kind unused for longer than `ttl`.
+    pub fn take_expired_prewarm(
+        &mut self,
+        kind: &str,
+        memory_mb: u32,
+        ttl: Duration,
+        n: usize,
+    ) -> Vec<Entry> {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| {
+                e.phase == Phase::Prewarm
+                    && e.kind == kind
+                    && e.memory_mb == memory_mb
+                    && now.duration_since(e.last_used) > ttl
+            })
+            .map(|e| e.container.id.clone())
+            .take(n)
+            .collect();
+        expired.iter().filter_map(|id| self.remove(id)).collect()
     }
 
     pub fn prewarm_pending(&self, kind: &str) -> usize {

@@ -1,0 +1,160 @@
+//! The pool's policies against a native fake engine (containers are only records here; the
+//! real engines are exercised by the end-to-end tests).
+
+use super::*;
+use crate::action::Reactive;
+use crate::factory::{CallResult, ContainerState, Pairs, PluginInfo};
+use std::sync::atomic::AtomicUsize;
+
+#[derive(Debug, Default)]
+struct FakeEngine {
+    created: AtomicUsize,
+    destroyed: AtomicUsize,
+    info: std::sync::OnceLock<PluginInfo>,
+}
+
+#[async_trait::async_trait]
+impl ContainerFactory for FakeEngine {
+    fn info(&self) -> &PluginInfo {
+        self.info.get_or_init(|| PluginInfo {
+            name: "fake".into(),
+            version: "0".into(),
+            engine: "fake".into(),
+            capabilities: Default::default(),
+        })
+    }
+    async fn create(&self, spec: ContainerSpec) -> CallResult<Container> {
+        let n = self.created.fetch_add(1, Ordering::SeqCst);
+        Ok(Container {
+            id: format!("c{n}"),
+            name: spec.name,
+            address: format!("127.0.0.1:{}", 10_000 + n),
+            state: ContainerState::Running,
+            labels: spec.labels,
+            handle: String::new(),
+        })
+    }
+    async fn attach(&self, known: Container) -> CallResult<Container> {
+        Ok(known)
+    }
+    async fn list_containers(&self, _labels: Pairs) -> CallResult<Vec<Container>> {
+        Ok(Vec::new())
+    }
+    async fn pause(&self, _id: &str) -> CallResult<()> {
+        Ok(())
+    }
+    async fn resume(&self, _id: &str) -> CallResult<()> {
+        Ok(())
+    }
+    async fn destroy(&self, _id: &str) -> CallResult<()> {
+        self.destroyed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn logs(&self, _id: &str, _since: u64, _max: u32) -> CallResult<String> {
+        Ok(String::new())
+    }
+}
+
+fn want(action: &str) -> Want {
+    Want {
+        key: WarmKey {
+            namespace: "guest".into(),
+            action: action.into(),
+            revision: "1".into(),
+        },
+        kind: "shell:1".into(),
+        image: "img".into(),
+        memory_mb: 128,
+        concurrency: 1,
+        blackbox: false,
+    }
+}
+
+fn pool(user_memory_mb: u64, stem_cells: Vec<StemCell>) -> (Arc<FakeEngine>, Pool) {
+    let engine = Arc::new(FakeEngine::default());
+    let pool = Pool::new(
+        engine.clone(),
+        PoolConfig {
+            user_memory_mb,
+            idle_timeout: Duration::from_secs(600),
+            cluster: "test".into(),
+            name_prefix: "wsk0_".into(),
+            stem_cells,
+            port: 8080,
+        },
+    );
+    (engine, pool)
+}
+
+#[tokio::test]
+async fn warm_then_prewarm_then_cold() {
+    let cell = StemCell {
+        kind: "shell:1".into(),
+        image: "img".into(),
+        memory_mb: 128,
+        count: 1,
+        reactive: None,
+    };
+    let (_, pool) = pool(1024, vec![cell]);
+    assert_eq!(pool.maintain().await, 1);
+    let a = pool.acquire(&want("a")).await.unwrap();
+    assert_eq!((a.start, a.needs_init), ("prewarm", true));
+    pool.release(&a, Fate::Reuse);
+    let again = pool.acquire(&want("a")).await.unwrap();
+    assert_eq!((again.start, again.needs_init), ("warm", false));
+    let b = pool.acquire(&want("b")).await.unwrap();
+    assert_eq!(b.start, "cold");
+    assert_eq!(pool.stats().busy, 2);
+}
+
+#[tokio::test]
+async fn a_full_pool_waits_until_a_container_is_released() {
+    let (_, pool) = pool(128, Vec::new());
+    let pool = Arc::new(pool);
+    let a = pool.acquire(&want("a")).await.unwrap();
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire(&want("b")).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(pool.waiting(), 1);
+    assert!(!waiter.is_finished());
+    pool.release(&a, Fate::Reuse); // idle a is evicted for b
+    let b = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.start, "cold");
+    assert_eq!(pool.waiting(), 0);
+}
+
+#[tokio::test]
+async fn reactive_stem_cells_grow_with_cold_starts_and_expire_unused() {
+    let cell = StemCell {
+        kind: "shell:1".into(),
+        image: "img".into(),
+        memory_mb: 128,
+        count: 1,
+        reactive: Some(Reactive {
+            min: 0,
+            max: 3,
+            ttl: Duration::from_millis(100),
+            threshold: 1,
+            increment: 1,
+        }),
+    };
+    let (engine, pool) = pool(2048, vec![cell]);
+    pool.maintain().await;
+    assert_eq!(pool.stats().prewarm, 1);
+    // two activations of new actions: one takes the prewarm, one starts cold
+    let a = pool.acquire(&want("a")).await.unwrap();
+    let b = pool.acquire(&want("b")).await.unwrap();
+    assert_eq!((a.start, b.start), ("prewarm", "cold"));
+    pool.maintain().await; // one cold start: target 1 → 2
+    assert_eq!(pool.stats().prewarm, 2);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    pool.maintain().await; // unused past the ttl: down to min (0)
+    assert_eq!(pool.stats().prewarm, 0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(engine.destroyed.load(Ordering::SeqCst), 2);
+}
