@@ -4,12 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-root=$(cd "$here/.." && pwd)
-cd "$root"
-"$here/setup.sh"
-trap '"$here/tansu.sh" stop; "$here/engines.sh" stop' EXIT
-"$here/tansu.sh" start
-"$here/image.sh"
-(cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo build -q --release)
+cd "$KW_ROOT"
+bring_up
 cargo build -q --release -p keepwarm
 cargo bench -p keepwarm-tests

@@ -8,15 +8,11 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-root=$(cd "$here/.." && pwd)
-cd "$root"
+cd "$KW_ROOT"
 
-"$here/setup.sh"
-trap '"$here/engines.sh" stop' EXIT
-"$here/image.sh"
-say "building keepwarm and the plugins"
+bring_up
+say "building keepwarm"
 cargo build -q -p keepwarm
-(cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo build -q --release)
 
 kw="$CARGO_TARGET_DIR/debug/keepwarm"
 plugin="$KW_PLUGINS_TARGET/wasm32-wasip2/release/keepwarm_docker.wasm"
@@ -34,14 +30,14 @@ for _ in $(seq 100); do curl -sf "http://$addr/ping" >/dev/null && break; sleep 
 curl -sf -XPOST "http://$addr/init" -d '{"value":{"code":"#!/bin/sh\necho \"{\\\"hello\\\": $1}\""}}' >/dev/null
 echo "   run:  $(curl -sf -XPOST "http://$addr/run" -d '{"value":{"from":"A"}}')"
 t1=$(ms)
-echo "   cold start (create + init + first run): $((t1 - t0)) ms, container ${id:0:12} at $addr"
+echo "   process A, cold (plugin load + create + /init + /run): $((t1 - t0)) ms, container ${id:0:12} at $addr"
 
 echo "== process A is gone; process B (a fresh plugin instance) attaches"
 t2=$(ms)
 attached=$("$kw" plugin call "$plugin" attach "{\"id\":\"$id\"}" "${route[@]}")
 echo "   run:  $(curl -sf -XPOST "http://$(echo "$attached" | field address)/run" -d '{"value":{"from":"B"}}')"
 t3=$(ms)
-echo "   warm re-attach (attach + run, no /init): $((t3 - t2)) ms, same address $(echo "$attached" | field address)"
+echo "   process B, warm (plugin load + attach + /run, no /init): $((t3 - t2)) ms, same address $(echo "$attached" | field address)"
 
 echo "== the container is listed by its cluster label, then destroyed"
 "$kw" plugin call "$plugin" list-containers '{"keepwarm.cluster":"demo"}' "${route[@]}" | grep -c "\"$id\"" >/dev/null

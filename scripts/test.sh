@@ -4,22 +4,15 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-root=$(cd "$here/.." && pwd)
-cd "$root"
+cd "$KW_ROOT"
 
-"$here/setup.sh"
-trap '"$here/tansu.sh" stop; "$here/engines.sh" stop' EXIT
-"$here/tansu.sh" start
-"$here/image.sh"
+bring_up
 
 say "gates: cargo fmt --check, clippy -D warnings (both workspaces)"
 cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)
 cargo clippy -q --workspace --all-targets -- -D warnings
 (cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo clippy -q --workspace --all-targets -- -D warnings)
-
-say "building plugins (wasm32-wasip2)"
-(cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo build -q --release)
 
 say "running tests"
 log=$(mktemp)
