@@ -23,6 +23,16 @@ pub struct Outcome {
     pub record: WhiskActivation,
 }
 
+/// What is known about an activation so far, for its record.
+struct Ran<'a> {
+    msg: &'a ActivationMessage,
+    start: i64,
+    wait_ms: i64,
+    action: Option<Action>,
+    lease: Option<Lease>,
+    init_ms: Option<i64>,
+}
+
 /// Everything an activation needs.
 #[derive(Debug)]
 pub struct Runner {
@@ -77,7 +87,14 @@ impl Runner {
     /// Runs `msg` to completion. Never fails: every problem becomes the right error record.
     pub async fn run(&self, msg: &ActivationMessage) -> Outcome {
         let start = now_ms();
-        let wait_ms = (start - msg.transid.start_ms).max(0);
+        let mut ran = Ran {
+            msg,
+            start,
+            wait_ms: (start - msg.transid.start_ms).max(0),
+            action: None,
+            lease: None,
+            init_ms: None,
+        };
         let resolved = self
             .store
             .resolve(&msg.action, msg.revision.as_deref())
@@ -86,10 +103,14 @@ impl Runner {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(activation = %msg.activation_id, "{e}");
-                let response = ActivationResponse::whisk_error(e.to_string());
-                return self.finish(msg, None, None, start, wait_ms, None, response, Vec::new());
+                return self.finish(
+                    &ran,
+                    ActivationResponse::whisk_error(e.to_string()),
+                    Vec::new(),
+                );
             }
         };
+        ran.action = Some(action.clone());
         let lease = match self.pool.acquire(&want).await {
             Ok(l) => l,
             Err(e) => {
@@ -98,34 +119,15 @@ impl Runner {
                     "Failed to run container with image '{}': {e}",
                     want.image
                 ));
-                return self.finish(
-                    msg,
-                    None,
-                    Some(&action),
-                    start,
-                    wait_ms,
-                    None,
-                    response,
-                    Vec::new(),
-                );
+                return self.finish(&ran, response, Vec::new());
             }
         };
         let (response, init_ms, fate) = self.execute(msg, &action, &lease).await;
-        let early = msg.blocking.then(|| {
-            let record = self.record(
-                msg,
-                Some(&lease),
-                Some(&action),
-                start,
-                wait_ms,
-                init_ms,
-                response.clone(),
-                Vec::new(),
-            );
-            Acknowledgement::Result {
-                transid: msg.transid.clone(),
-                activation: record,
-            }
+        ran.lease = Some(lease.clone());
+        ran.init_ms = init_ms;
+        let early = msg.blocking.then(|| Acknowledgement::Result {
+            transid: msg.transid.clone(),
+            activation: self.record(&ran, response.clone(), Vec::new()),
         });
         let logs = if !self.collect_logs {
             Vec::new()
@@ -135,16 +137,7 @@ impl Runner {
             vec!["Logs are not collected for actions with concurrency > 1.".into()]
         };
         self.pool.release(&lease, fate);
-        let mut outcome = self.finish(
-            msg,
-            Some(&lease),
-            Some(&action),
-            start,
-            wait_ms,
-            init_ms,
-            response,
-            logs,
-        );
+        let mut outcome = self.finish(&ran, response, logs);
         if let Some(early) = early {
             outcome.last = Acknowledgement::Completion {
                 transid: msg.transid.clone(),
@@ -271,18 +264,14 @@ impl Runner {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
-        msg: &ActivationMessage,
-        lease: Option<&Lease>,
-        action: Option<&Action>,
-        start: i64,
-        wait_ms: i64,
-        init_ms: Option<i64>,
+        ran: &Ran<'_>,
         response: ActivationResponse,
         logs: Vec<String>,
     ) -> WhiskActivation {
+        let (msg, action, lease) = (ran.msg, ran.action.as_ref(), ran.lease.as_ref());
+        let (start, wait_ms, init_ms) = (ran.start, ran.wait_ms, ran.init_ms);
         let end = now_ms();
         let mut annotations = vec![
             Annotation {
@@ -339,23 +328,12 @@ impl Runner {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        msg: &ActivationMessage,
-        lease: Option<&Lease>,
-        action: Option<&Action>,
-        start: i64,
-        wait_ms: i64,
-        init_ms: Option<i64>,
-        response: ActivationResponse,
-        logs: Vec<String>,
-    ) -> Outcome {
-        let record = self.record(msg, lease, action, start, wait_ms, init_ms, response, logs);
+    fn finish(&self, ran: &Ran<'_>, response: ActivationResponse, logs: Vec<String>) -> Outcome {
+        let record = self.record(ran, response, logs);
         Outcome {
             early: None,
             last: Acknowledgement::Combined {
-                transid: msg.transid.clone(),
+                transid: ran.msg.transid.clone(),
                 activation: record.without_logs(),
                 instance: self.instance.clone(),
             },
