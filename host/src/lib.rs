@@ -4,6 +4,7 @@
 //! Data flows one way: [`feed`] → [`activation`] → [`pool`] → [`factory`] / [`plugin`].
 //!
 //! - [`config`]: the TOML config; [`invoker`]: wires one host together;
+//! - [`cluster`]: Raft over HTTP, durable storage, the replicated state with epoch fencing;
 //! - [`feed`]: Kafka consumer, acknowledgements, offsets, health pings;
 //! - [`activation`]: OpenWhisk wire formats, the action proxy client, running one activation;
 //! - [`action`]: action documents and the runtimes manifest;
@@ -15,6 +16,7 @@
 pub mod action;
 pub mod activation;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod factory;
 pub mod feed;

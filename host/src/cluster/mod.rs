@@ -1,0 +1,250 @@
+//! Cluster mode's foundation: Raft (openraft 0.9, storage-v2) over HTTP with durable storage.
+//!
+//! - [`state`]: what is replicated (claim/epoch, idle pool, offsets, completed ids, plugin
+//!   state) and the commands that change it, with epoch fencing;
+//! - [`store`]: the log, vote and snapshots in one redb file, fsynced before acknowledgement;
+//! - [`network`]: peer RPCs over HTTP, authenticated by the cluster secret;
+//! - [`Node`]: one member: starts Raft, serves peers, claims leadership, proposes commands.
+
+pub mod network;
+pub mod state;
+pub mod store;
+pub mod types;
+
+use network::{Peers, Status};
+use state::{Command, Replicated, Reply};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use store::{LogStore, StateMachine};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use types::{NodeId, Raft};
+
+/// Settings of one member.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub id: NodeId,
+    /// Every member, this one included: id → `host:port` of its Raft endpoint.
+    pub peers: BTreeMap<NodeId, String>,
+    pub secret: String,
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("raft storage {path}: {reason}")]
+    Storage { path: PathBuf, reason: String },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("this host is not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("rejected: epoch {epoch} is older than the current claim {current}")]
+    Stale { epoch: u64, current: u64 },
+}
+
+/// One cluster member.
+#[derive(Clone)]
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    state: Arc<RwLock<Replicated>>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.id).finish()
+    }
+}
+
+impl Node {
+    /// Opens storage, starts Raft and serves peers on this member's address.
+    pub async fn start(config: ClusterConfig) -> Result<Node, ClusterError> {
+        let address = config.peers.get(&config.id).cloned().ok_or_else(|| {
+            ClusterError::Raft(format!("peers do not list this host's id {}", config.id))
+        })?;
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| ClusterError::Listen { address, source })?;
+        Self::start_on(config, listener).await
+    }
+
+    /// As [`Node::start`], on a listener the caller bound.
+    pub async fn start_on(
+        config: ClusterConfig,
+        listener: TcpListener,
+    ) -> Result<Node, ClusterError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| ClusterError::Storage {
+            path: config.data_dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let path = config.data_dir.join("raft.redb");
+        let storage = |reason: String| ClusterError::Storage {
+            path: path.clone(),
+            reason,
+        };
+        let log = LogStore::open(&path).map_err(|e| storage(e.to_string()))?;
+        let sm = StateMachine::open(&log).map_err(|e| storage(e.to_string()))?;
+        let state = sm.state.clone();
+        let raft_config = openraft::Config {
+            cluster_name: "keepwarm".into(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            install_snapshot_timeout: 2_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            Peers::new(&config.secret),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+
+        let (stop, stopped) = watch::channel(false);
+        let status: Status = {
+            let (raft, state) = (raft.clone(), state.clone());
+            Arc::new(move || {
+                let m = raft.metrics().borrow().clone();
+                let s = state.read().expect("state lock");
+                serde_json::json!({
+                    "id": m.id,
+                    "state": format!("{:?}", m.state),
+                    "leader": m.current_leader,
+                    "term": m.current_term,
+                    "last_applied": m.last_applied.map(|l| l.index),
+                    "epoch": s.claim.epoch,
+                    "active": s.claim.node,
+                    "containers": s.containers.len(),
+                })
+            })
+        };
+        tokio::spawn(network::serve(
+            listener,
+            raft.clone(),
+            config.secret.clone().into(),
+            status,
+            stopped,
+        ));
+
+        // Every member may initialize with the same membership; only a fresh one does.
+        let members: BTreeMap<NodeId, openraft::BasicNode> = config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, openraft::BasicNode { addr: addr.clone() }))
+            .collect();
+        if let Err(e) = raft.initialize(members).await {
+            tracing::debug!("raft already initialized: {e}");
+        }
+        Ok(Node {
+            id: config.id,
+            raft,
+            state,
+            stop: Arc::new(stop),
+        })
+    }
+
+    /// The replicated state as this member has applied it.
+    pub fn state(&self) -> std::sync::RwLockReadGuard<'_, Replicated> {
+        self.state.read().expect("state lock")
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.id)
+    }
+
+    /// Waits until some member leads (or `within` passes).
+    pub async fn wait_for_leader(&self, within: Duration) -> Option<NodeId> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(l) = metrics.borrow().current_leader {
+                return Some(l);
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// Proposes a command through Raft and waits until it is committed and applied.
+    pub async fn propose(&self, command: Command) -> Result<Reply, ClusterError> {
+        let epoch = match &command {
+            Command::Pool { epoch, .. }
+            | Command::Offsets { epoch, .. }
+            | Command::Completed { epoch, .. }
+            | Command::PluginState { epoch, .. } => Some(*epoch),
+            Command::Claim { .. } => None,
+        };
+        match self.raft.client_write(command).await {
+            Ok(r) => match r.data {
+                Reply::StaleEpoch { current } => Err(ClusterError::Stale {
+                    epoch: epoch.unwrap_or(0),
+                    current,
+                }),
+                reply => Ok(reply),
+            },
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Err(ClusterError::NotLeader {
+                    leader: f.leader_id,
+                }),
+                None => Err(ClusterError::Raft(e.to_string())),
+            },
+        }
+    }
+
+    /// Commits a claim for this member; its log index is the new epoch.
+    pub async fn claim(&self) -> Result<u64, ClusterError> {
+        match self.propose(Command::Claim { node: self.id }).await? {
+            Reply::Claimed { epoch } => Ok(epoch),
+            other => Err(ClusterError::Raft(format!("claim answered {other:?}"))),
+        }
+    }
+
+    /// How long ago a quorum last acknowledged this leader (`None` when not leading).
+    pub fn since_quorum_ack(&self) -> Option<Duration> {
+        self.raft
+            .metrics()
+            .borrow()
+            .millis_since_quorum_ack
+            .map(Duration::from_millis)
+    }
+
+    /// The members that answer, from the leader's replication view.
+    pub fn replicating(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .replication
+            .as_ref()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops serving peers and shuts Raft down.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let _ = self.raft.shutdown().await;
+    }
+}

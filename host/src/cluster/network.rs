@@ -1,0 +1,250 @@
+//! Raft peers talk HTTP/1.1 with JSON bodies, authenticated by the cluster secret.
+//!
+//! - [`Peers`] is openraft's network factory: one pooled client for every peer;
+//! - [`serve`] answers `/raft/append`, `/raft/vote` and `/raft/snapshot` (and `/status`).
+//!
+//! A request without the secret is refused with 401 before it reaches Raft, so a host that
+//! does not know the secret cannot vote, append or join.
+
+use super::types::{NodeId, Raft, TypeConfig};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub const SECRET_HEADER: &str = "x-keepwarm-secret";
+
+/// Creates clients for peers.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    client: Client<HttpConnector, Full<Bytes>>,
+    secret: Arc<str>,
+}
+
+impl Peers {
+    pub fn new(secret: &str) -> Peers {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(std::time::Duration::from_millis(200)));
+        Peers {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            secret: secret.into(),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Peers {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            target,
+            address: node.addr.clone(),
+            peers: self.clone(),
+        }
+    }
+}
+
+/// The connection to one peer.
+#[derive(Debug)]
+pub struct PeerClient {
+    target: NodeId,
+    address: String,
+    peers: Peers,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, E>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        body: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body =
+            serde_json::to_vec(body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let request = Request::post(format!("http://{}{path}", self.address))
+            .header("content-type", "application/json")
+            .header(SECRET_HEADER, &*self.peers.secret)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let send = async {
+            let response = self
+                .peers
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((status, bytes))
+        };
+        let (status, bytes) = match tokio::time::timeout(option.hard_ttl(), send).await {
+            Err(_) => {
+                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "raft rpc timed out");
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+            Ok(Err(e)) => {
+                let e = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e);
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+            Ok(Ok(r)) => r,
+        };
+        if status != StatusCode::OK {
+            let e = std::io::Error::other(format!(
+                "peer {} answered {status}: {}",
+                self.target,
+                String::from_utf8_lossy(&bytes)
+            ));
+            return Err(RPCError::Network(NetworkError::new(&e)));
+        }
+        let answer: Result<Resp, E> =
+            serde_json::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.call("/raft/append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.call("/raft/snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.call("/raft/vote", &rpc, &option).await
+    }
+}
+
+/// Extra read-only endpoints the node serves next to Raft (status, metrics).
+pub type Status = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Serves Raft RPCs (and `GET /status`) on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    secret: Arc<str>,
+    status: Status,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("raft listener: {e}");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (raft, secret, status) = (raft.clone(), secret.clone(), status.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                handle(req, raft.clone(), secret.clone(), status.clone())
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    raft: Raft,
+    secret: Arc<str>,
+    status: Status,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let path = req.uri().path().to_owned();
+    if path == "/status" {
+        return Ok(json(StatusCode::OK, status().to_string().into_bytes()));
+    }
+    let authorized = req
+        .headers()
+        .get(SECRET_HEADER)
+        .is_some_and(|v| v.as_bytes() == secret.as_bytes());
+    if !authorized {
+        return Ok(json(
+            StatusCode::UNAUTHORIZED,
+            br#"{"error":"cluster secret required"}"#.to_vec(),
+        ));
+    }
+    let body = req.into_body().collect().await?.to_bytes();
+    fn answer<T: Serialize>(r: T) -> Response<Full<Bytes>> {
+        json(StatusCode::OK, serde_json::to_vec(&r).expect("json"))
+    }
+    fn bad(e: serde_json::Error) -> Response<Full<Bytes>> {
+        json(
+            StatusCode::BAD_REQUEST,
+            format!("{{\"error\":{:?}}}", e.to_string()).into_bytes(),
+        )
+    }
+    Ok(match path.as_str() {
+        "/raft/append" => match serde_json::from_slice(&body) {
+            Ok(rpc) => answer(raft.append_entries(rpc).await),
+            Err(e) => bad(e),
+        },
+        "/raft/vote" => match serde_json::from_slice(&body) {
+            Ok(rpc) => answer(raft.vote(rpc).await),
+            Err(e) => bad(e),
+        },
+        "/raft/snapshot" => match serde_json::from_slice(&body) {
+            Ok(rpc) => answer(raft.install_snapshot(rpc).await),
+            Err(e) => bad(e),
+        },
+        _ => json(
+            StatusCode::NOT_FOUND,
+            br#"{"error":"no such endpoint"}"#.to_vec(),
+        ),
+    })
+}

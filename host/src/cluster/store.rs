@@ -1,0 +1,345 @@
+//! Durable Raft storage in one redb file: the log, the vote, the committed id and the last
+//! snapshot. Every write is a redb transaction committed (fsynced) before it is acknowledged.
+//!
+//! The state machine lives in memory and is rebuilt on start from the last snapshot plus the
+//! log after it (openraft re-applies what `applied_state` does not cover).
+
+use super::state::{Replicated, Reply};
+use super::types::{NodeId, StorageError, TypeConfig};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader,
+    RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership, Vote,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+fn io_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
+    StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}
+
+fn store_err(e: impl std::error::Error + 'static) -> StorageError {
+    io_err(ErrorSubject::Store, ErrorVerb::Write, e)
+}
+
+/// The Raft log and vote.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl LogStore {
+    pub fn open(path: &Path) -> Result<LogStore, redb::Error> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        tx.open_table(LOG)?;
+        tx.open_table(META)?;
+        tx.commit()?;
+        Ok(LogStore { db: Arc::new(db) })
+    }
+
+    fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, StorageError> {
+        let tx = self.db.begin_read().map_err(store_err)?;
+        let table = tx.open_table(META).map_err(store_err)?;
+        let Some(v) = table.get(key).map_err(store_err)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(store_err)
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(value).map_err(store_err)?;
+        let tx = self.db.begin_write().map_err(store_err)?;
+        tx.open_table(META)
+            .map_err(store_err)?
+            .insert(key, bytes.as_slice())
+            .map_err(store_err)?;
+        tx.commit().map_err(store_err)
+    }
+
+    fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, StorageError> {
+        let tx = self.db.begin_read().map_err(store_err)?;
+        let table = tx.open_table(LOG).map_err(store_err)?;
+        let last = match table.last().map_err(store_err)? {
+            Some((_, v)) => Some(serde_json::from_slice(v.value()).map_err(store_err)?),
+            None => None,
+        };
+        Ok(last)
+    }
+
+    /// The snapshot table shares the file: the state machine keeps its snapshot here.
+    pub fn database(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let tx = self.db.begin_read().map_err(store_err)?;
+        let table = tx.open_table(LOG).map_err(store_err)?;
+        let mut out = Vec::new();
+        for item in table.range(range).map_err(store_err)? {
+            let (_, v) = item.map_err(store_err)?;
+            out.push(serde_json::from_slice(v.value()).map_err(store_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId<NodeId>> = self.meta("last_purged")?;
+        let last = self.last_entry()?.map(|e| e.log_id).or(last_purged);
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.put_meta("vote", vote)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.meta("vote")
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError> {
+        self.put_meta("committed", &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {
+        Ok(self.meta::<Option<LogId<NodeId>>>("committed")?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let tx = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut table = tx.open_table(LOG).map_err(store_err)?;
+            for entry in entries {
+                let bytes = serde_json::to_vec(&entry).map_err(store_err)?;
+                table
+                    .insert(entry.log_id.index, bytes.as_slice())
+                    .map_err(store_err)?;
+            }
+        }
+        // redb's commit is durable (fsync) by default: only then is the append acknowledged.
+        tx.commit().map_err(store_err)?;
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        let tx = self.db.begin_write().map_err(store_err)?;
+        tx.open_table(LOG)
+            .map_err(store_err)?
+            .retain_in(log_id.index.., |_, _| false)
+            .map_err(store_err)?;
+        tx.commit().map_err(store_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        self.put_meta("last_purged", &Some(log_id))?;
+        let tx = self.db.begin_write().map_err(store_err)?;
+        tx.open_table(LOG)
+            .map_err(store_err)?
+            .retain_in(..=log_id.index, |_, _| false)
+            .map_err(store_err)?;
+        tx.commit().map_err(store_err)
+    }
+}
+
+/// What a snapshot holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SnapshotDoc {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    state: Replicated,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The state machine: the replicated state, readable by the rest of the host.
+#[derive(Debug, Clone)]
+pub struct StateMachine {
+    db: Arc<Database>,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    pub state: Arc<RwLock<Replicated>>,
+}
+
+impl StateMachine {
+    /// Loads the last snapshot, if any, from the log store's file.
+    pub fn open(log: &LogStore) -> Result<StateMachine, StorageError> {
+        let db = log.database();
+        let mut sm = StateMachine {
+            db,
+            last_applied: None,
+            membership: StoredMembership::default(),
+            state: Arc::default(),
+        };
+        if let Some(snap) = sm.stored_snapshot()? {
+            let doc: SnapshotDoc = serde_json::from_slice(&snap.data).map_err(store_err)?;
+            sm.last_applied = doc.last_applied;
+            sm.membership = doc.membership;
+            *sm.state.write().expect("state lock") = doc.state;
+        }
+        Ok(sm)
+    }
+
+    fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let tx = self.db.begin_read().map_err(store_err)?;
+        let table = tx.open_table(META).map_err(store_err)?;
+        match table.get("snapshot").map_err(store_err)? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(store_err),
+            None => Ok(None),
+        }
+    }
+
+    fn save_snapshot(&self, snap: &StoredSnapshot) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(snap).map_err(store_err)?;
+        let tx = self.db.begin_write().map_err(store_err)?;
+        tx.open_table(META)
+            .map_err(store_err)?
+            .insert("snapshot", bytes.as_slice())
+            .map_err(store_err)?;
+        tx.commit().map_err(store_err)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let doc = SnapshotDoc {
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            state: self.state.read().expect("state lock").clone(),
+        };
+        let data = serde_json::to_vec(&doc).map_err(store_err)?;
+        let snapshot_id = format!(
+            "{}-{}",
+            self.last_applied.map(|l| l.leader_id.term).unwrap_or(0),
+            self.last_applied.map(|l| l.index).unwrap_or(0)
+        );
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        self.save_snapshot(&StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        })?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<
+        (
+            Option<LogId<NodeId>>,
+            StoredMembership<NodeId, openraft::BasicNode>,
+        ),
+        StorageError,
+    > {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let mut state = self.state.write().expect("state lock");
+        for entry in entries {
+            self.last_applied = Some(entry.log_id);
+            replies.push(match &entry.payload {
+                EntryPayload::Blank => Reply::Applied,
+                EntryPayload::Normal(command) => state.apply(entry.log_id.index, command),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    Reply::Applied
+                }
+            });
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let doc: SnapshotDoc = serde_json::from_slice(&data).map_err(store_err)?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        *self.state.write().expect("state lock") = doc.state;
+        self.save_snapshot(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self.stored_snapshot()?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
