@@ -4,6 +4,9 @@
 //! The state machine lives in memory and is rebuilt on start from the last snapshot plus the
 //! log after it (openraft re-applies what `applied_state` does not cover).
 
+// openraft's traits fix the error type (`StorageError`, ~224 bytes); helpers share it.
+#![allow(clippy::result_large_err)]
+
 use super::state::{Replicated, Reply};
 use super::types::{NodeId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
