@@ -14,6 +14,44 @@ pub struct Config {
     pub plugin: PluginSection,
     pub runtimes: RuntimesSection,
     pub actions: ActionsSection,
+    /// Present in cluster mode.
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
+}
+
+/// Cluster membership and timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterSection {
+    /// This host's id; a key of `peers`.
+    pub id: u64,
+    /// Every member: `"1" = "127.0.0.1:7001"`, this host included.
+    pub peers: BTreeMap<String, String>,
+    /// Shared by the members; a host without it cannot vote, append or join.
+    pub secret: String,
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_election_min")]
+    pub election_timeout_min_ms: u64,
+    #[serde(default = "default_election_max")]
+    pub election_timeout_max_ms: u64,
+    /// The active host stops consuming when a quorum has not acknowledged it for this long.
+    /// Must be shorter than the election timeout.
+    #[serde(default = "default_lease")]
+    pub lease_ms: u64,
+}
+
+fn default_heartbeat() -> u64 {
+    50
+}
+fn default_election_min() -> u64 {
+    150
+}
+fn default_election_max() -> u64 {
+    300
+}
+fn default_lease() -> u64 {
+    100
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,7 +176,9 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-const SECTIONS: &[&str] = &["invoker", "kafka", "plugin", "runtimes", "actions"];
+const SECTIONS: &[&str] = &[
+    "invoker", "kafka", "plugin", "runtimes", "actions", "cluster",
+];
 
 impl Config {
     /// Reads `path`, applies `KEEPWARM_*` overrides from `env`, validates, and makes relative
@@ -203,6 +243,30 @@ impl Config {
             .filter(|p| p.is_relative())
         {
             *p = base.join(&*p);
+        }
+        if let Some(c) = &config.cluster {
+            if !c.peers.contains_key(&c.id.to_string()) {
+                return Err(invalid(format!(
+                    "[cluster] peers has no entry for this host's id {}",
+                    c.id
+                )));
+            }
+            if let Some(bad) = c.peers.keys().find(|k| k.parse::<u64>().is_err()) {
+                return Err(invalid(format!(
+                    "[cluster] peers key `{bad}` is not a node id (a number)"
+                )));
+            }
+            if c.lease_ms >= c.election_timeout_min_ms {
+                return Err(invalid(format!(
+                    "[cluster] lease-ms ({}) must be shorter than election-timeout-min-ms ({})",
+                    c.lease_ms, c.election_timeout_min_ms
+                )));
+            }
+            if c.secret.len() < 8 {
+                return Err(invalid(
+                    "[cluster] secret must be at least 8 characters".into(),
+                ));
+            }
         }
         if config.invoker.user_memory_mb == 0 {
             return Err(invalid(

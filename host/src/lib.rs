@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: the TOML config; [`invoker`]: wires one host together;
 //! - [`cluster`]: Raft over HTTP, durable storage, the replicated state with epoch fencing;
+//! - [`failover`]: becoming active: claim, reconcile, re-attach, replicate;
 //! - [`feed`]: Kafka consumer, acknowledgements, offsets, health pings;
 //! - [`activation`]: OpenWhisk wire formats, the action proxy client, running one activation;
 //! - [`action`]: action documents and the runtimes manifest;
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod factory;
+pub mod failover;
 pub mod feed;
 pub mod invoker;
 pub mod plugin;

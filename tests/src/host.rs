@@ -33,6 +33,10 @@ pub struct HostOptions {
     pub max_in_flight: usize,
     /// `collect` or `log-driver`.
     pub log_store: &'static str,
+    /// Appended to the config (a `[cluster]` section).
+    pub extra: String,
+    /// Label shared by the hosts of one cluster (default: unique to this host).
+    pub cluster: Option<String>,
 }
 
 impl HostOptions {
@@ -43,6 +47,8 @@ impl HostOptions {
             prewarm,
             max_in_flight: 64,
             log_store: "collect",
+            extra: String::new(),
+            cluster: None,
         }
     }
 }
@@ -52,7 +58,10 @@ impl Host {
     pub fn start(opts: &HostOptions) -> Host {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
-        let cluster = format!("kwtest-{}-{}", std::process::id(), opts.instance);
+        let cluster = opts
+            .cluster
+            .clone()
+            .unwrap_or_else(|| format!("kwtest-{}-{}", std::process::id(), opts.instance));
         let runtimes = dir.join("runtimes.json");
         std::fs::write(
             &runtimes,
@@ -96,7 +105,9 @@ manifest = "{runtimes}"
 
 [actions]
 catalog = "{catalog}"
+{extra}
 "#,
+                extra = opts.extra,
                 instance = opts.instance,
                 mem = opts.user_memory_mb,
                 max_in_flight = opts.max_in_flight,

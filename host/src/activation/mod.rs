@@ -18,7 +18,7 @@ pub mod runner;
 pub use ack::{Acknowledgement, InvokerInstanceId, PingMessage};
 pub use message::{ActivationMessage, FullyQualifiedEntityName, TransactionId};
 pub use record::{ActivationResponse, StatusCode, WhiskActivation};
-pub use runner::{Outcome, Runner};
+pub use runner::{Gate, Outcome, Runner};
 
 #[cfg(test)]
 mod tests;

@@ -45,6 +45,25 @@ pub struct Runner {
     pub init_timeout: Duration,
     /// Read logs into records (`false`: the engine's log driver keeps them).
     pub collect_logs: bool,
+    /// In cluster mode: whether this host still holds its lease. Checked right before a
+    /// container is touched; a fenced activation is left for the next active host.
+    pub may_run: Option<Gate>,
+}
+
+/// A yes/no check shared between tasks (here: "this host still holds its lease").
+#[derive(Clone)]
+pub struct Gate(pub Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl Gate {
+    pub fn open(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
 }
 
 fn now_ms() -> i64 {
@@ -84,8 +103,16 @@ impl Runner {
         })
     }
 
-    /// Runs `msg` to completion. Never fails: every problem becomes the right error record.
-    pub async fn run(&self, msg: &ActivationMessage) -> Outcome {
+    fn fenced(&self) -> bool {
+        self.may_run.as_ref().is_some_and(|gate| !gate.open())
+    }
+
+    /// Runs `msg` to completion: every problem becomes the right error record. `None` only
+    /// when this host lost its lease before touching a container.
+    pub async fn run(&self, msg: &ActivationMessage) -> Option<Outcome> {
+        if self.fenced() {
+            return None;
+        }
         let start = now_ms();
         let mut ran = Ran {
             msg,
@@ -103,11 +130,11 @@ impl Runner {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(activation = %msg.activation_id, "{e}");
-                return self.finish(
+                return Some(self.finish(
                     &ran,
                     ActivationResponse::whisk_error(e.to_string()),
                     Vec::new(),
-                );
+                ));
             }
         };
         ran.action = Some(action.clone());
@@ -119,9 +146,13 @@ impl Runner {
                     "Failed to run container with image '{}': {e}",
                     want.image
                 ));
-                return self.finish(&ran, response, Vec::new());
+                return Some(self.finish(&ran, response, Vec::new()));
             }
         };
+        if self.fenced() {
+            self.pool.release(&lease, Fate::Reuse);
+            return None;
+        }
         let (response, init_ms, fate) = self.execute(msg, &action, &lease).await;
         ran.lease = Some(lease.clone());
         ran.init_ms = init_ms;
@@ -147,7 +178,7 @@ impl Runner {
             };
             outcome.early = Some(early);
         }
-        outcome
+        Some(outcome)
     }
 
     /// `/init` when needed, then `/run`. Returns the response, init time and the container's fate.

@@ -58,6 +58,8 @@ pub struct Node {
     pub raft: Raft,
     state: Arc<RwLock<Replicated>>,
     stop: Arc<watch::Sender<bool>>,
+    /// What the host adds to `/status` (consuming, last failover).
+    report: Arc<RwLock<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -116,12 +118,13 @@ impl Node {
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
 
         let (stop, stopped) = watch::channel(false);
+        let report: Arc<RwLock<serde_json::Map<String, serde_json::Value>>> = Arc::default();
         let status: Status = {
-            let (raft, state) = (raft.clone(), state.clone());
+            let (raft, state, report) = (raft.clone(), state.clone(), report.clone());
             Arc::new(move || {
                 let m = raft.metrics().borrow().clone();
                 let s = state.read().expect("state lock");
-                serde_json::json!({
+                let mut status = serde_json::json!({
                     "id": m.id,
                     "state": format!("{:?}", m.state),
                     "leader": m.current_leader,
@@ -130,7 +133,17 @@ impl Node {
                     "epoch": s.claim.epoch,
                     "active": s.claim.node,
                     "containers": s.containers.len(),
-                })
+                    "idle_containers": s.containers.values().filter(|c| !c.busy).count(),
+                    "offsets": s.offsets,
+                    "members": m.membership_config.membership().voter_ids().collect::<Vec<_>>(),
+                    "replication": m.replication.as_ref().map(|r| r.iter()
+                        .map(|(id, l)| (id.to_string(), l.map(|l| l.index)))
+                        .collect::<BTreeMap<_, _>>()),
+                });
+                for (k, v) in report.read().expect("report lock").iter() {
+                    status[k] = v.clone();
+                }
+                status
             })
         };
         tokio::spawn(network::serve(
@@ -155,6 +168,7 @@ impl Node {
             raft,
             state,
             stop: Arc::new(stop),
+            report,
         })
     }
 
@@ -240,6 +254,24 @@ impl Node {
             .as_ref()
             .map(|r| r.keys().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// Sets a field of this member's `/status`.
+    pub fn report(&self, key: &str, value: serde_json::Value) {
+        self.report
+            .write()
+            .expect("report lock")
+            .insert(key.to_owned(), value);
+    }
+
+    /// A handle to read the replicated state from other tasks.
+    pub fn shared_state(&self) -> Arc<RwLock<Replicated>> {
+        self.state.clone()
+    }
+
+    /// Confirms with a quorum that this member still leads (one heartbeat round).
+    pub async fn confirm_leadership(&self) -> bool {
+        self.raft.ensure_linearizable().await.is_ok()
     }
 
     /// Stops serving peers and shuts Raft down.

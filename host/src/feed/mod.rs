@@ -12,6 +12,7 @@ use offsets::{OffsetStore, OffsetTracker};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,9 +53,54 @@ fn kafka(context: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> FeedError 
     }
 }
 
+/// Progress the feed reports for replication.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// The next offset to consume on a partition.
+    Offset(i32, i64),
+    /// An activation whose acknowledgement is published.
+    Completed(String),
+    /// The partitions are assigned and consumption has begun.
+    Consuming,
+}
+
+type Predicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What cluster mode adds to the feed.
+#[derive(Clone, Default)]
+pub struct FeedHooks {
+    /// Start from these offsets (replicated) instead of the offsets file.
+    pub offsets: Option<BTreeMap<i32, i64>>,
+    /// Activations completed before a failover are skipped, not run twice.
+    pub already_done: Option<Predicate>,
+    /// Recorded offsets and completed activations, for replication.
+    pub progress: Option<mpsc::UnboundedSender<Progress>>,
+    /// Nothing is pulled while closed (cluster mode: the lease is not held).
+    pub may_pull: Option<crate::activation::Gate>,
+}
+
+impl std::fmt::Debug for FeedHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedHooks")
+            .field("offsets", &self.offsets)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Runs the feed until `shutdown` turns true, then drains in-flight activations.
 pub async fn run(
     config: FeedConfig,
+    runner: Arc<Runner>,
+    sink: Arc<ActivationSink>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), FeedError> {
+    run_with(config, FeedHooks::default(), runner, sink, shutdown).await
+}
+
+/// As [`run`], with cluster hooks.
+pub async fn run_with(
+    config: FeedConfig,
+    hooks: FeedHooks,
     runner: Arc<Runner>,
     sink: Arc<ActivationSink>,
     mut shutdown: watch::Receiver<bool>,
@@ -80,13 +126,20 @@ pub async fn run(
     let partitions = partitions_of(&consumer, &config).await?;
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {
-        let offset = store.get(*p).map_or(Offset::Stored, Offset::Offset);
+        let stored = match &hooks.offsets {
+            Some(replicated) => replicated.get(p).copied(),
+            None => store.get(*p),
+        };
+        let offset = stored.map_or(Offset::Stored, Offset::Offset);
         assignment
             .add_partition_offset(&config.topic, *p, offset)
             .map_err(kafka("assign"))?;
     }
     consumer.assign(&assignment).map_err(kafka("assign"))?;
     tracing::info!(topic = %config.topic, ?partitions, "feed consuming");
+    if let Some(p) = &hooks.progress {
+        let _ = p.send(Progress::Consuming);
+    }
 
     let health = tokio::spawn(ping_health(producer.clone(), runner.instance.clone()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64)>();
@@ -97,11 +150,13 @@ pub async fn run(
     let mut tracker = OffsetTracker::default();
 
     loop {
-        let can_pull = running < config.max_in_flight && runner.pool.waiting() == 0;
+        let gate_open = hooks.may_pull.as_ref().is_none_or(|g| g.open());
+        let can_pull = gate_open && running < config.max_in_flight && runner.pool.waiting() == 0;
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = tokio::time::sleep(Duration::from_millis(5)), if !gate_open => {}
             Some(()) = ran_rx.recv() => running -= 1,
-            Some((p, o)) = done_rx.recv() => record(&consumer, &config, &mut store, &mut tracker, p, o)?,
+            Some((p, o)) = done_rx.recv() => record(&consumer, &config, &hooks, &mut store, &mut tracker, p, o)?,
             received = consumer.recv(), if can_pull => {
                 let m = match received {
                     Ok(m) => m,
@@ -116,20 +171,34 @@ pub async fn run(
                 match ActivationMessage::parse(payload) {
                     Err(e) => {
                         tracing::warn!(partition, offset, "skipping a message that is not an ActivationMessage: {e}");
-                        record(&consumer, &config, &mut store, &mut tracker, partition, offset)?;
+                        record(&consumer, &config, &hooks, &mut store, &mut tracker, partition, offset)?;
+                    }
+                    Ok(msg) if hooks.already_done.as_ref().is_some_and(|done| done(&msg.activation_id)) => {
+                        tracing::info!(activation = %msg.activation_id, partition, offset, "skipping an activation completed before the failover");
+                        record(&consumer, &config, &hooks, &mut store, &mut tracker, partition, offset)?;
                     }
                     Ok(msg) => {
                         running += 1;
-                        let (runner, producer, sink, done, ran) =
-                            (runner.clone(), producer.clone(), sink.clone(), done_tx.clone(), ran_tx.clone());
+                        let (runner, producer, sink, done, ran, progress) = (
+                            runner.clone(), producer.clone(), sink.clone(), done_tx.clone(), ran_tx.clone(),
+                            hooks.progress.clone(),
+                        );
                         tokio::spawn(async move {
-                            let outcome = runner.run(&msg).await;
+                            let Some(outcome) = runner.run(&msg).await else {
+                                // Fenced: not run, not acknowledged, offset not recorded; the
+                                // next active host takes it from the replicated offset.
+                                let _ = ran.send(());
+                                return;
+                            };
                             let _ = ran.send(());
                             let topic = msg.completion_topic();
                             for ack in outcome.early.iter().chain(std::iter::once(&outcome.last)) {
                                 publish(&producer, &topic, ack).await;
                             }
                             sink.write(&outcome.record);
+                            if let Some(p) = progress {
+                                let _ = p.send(Progress::Completed(msg.activation_id.clone()));
+                            }
                             let _ = done.send((partition, offset));
                         });
                     }
@@ -142,10 +211,22 @@ pub async fn run(
         in_flight = tracker.in_flight(),
         "feed stopping: draining in-flight activations"
     );
-    while tracker.in_flight() > 0 {
-        match done_rx.recv().await {
-            Some((p, o)) => record(&consumer, &config, &mut store, &mut tracker, p, o)?,
-            None => break,
+    while tracker.in_flight() > 0 && running > 0 {
+        tokio::select! {
+            Some(()) = ran_rx.recv() => running -= 1,
+            got = done_rx.recv() => match got {
+                Some((p, o)) => record(&consumer, &config, &hooks, &mut store, &mut tracker, p, o)?,
+                None => break,
+            },
+        }
+    }
+    // acknowledgements still being published
+    while let Ok(Some((p, o))) =
+        tokio::time::timeout(Duration::from_millis(200), done_rx.recv()).await
+    {
+        record(&consumer, &config, &hooks, &mut store, &mut tracker, p, o)?;
+        if tracker.in_flight() == 0 {
+            break;
         }
     }
     health.abort();
@@ -181,6 +262,7 @@ async fn partitions_of(
 fn record(
     consumer: &StreamConsumer,
     config: &FeedConfig,
+    hooks: &FeedHooks,
     store: &mut OffsetStore,
     tracker: &mut OffsetTracker,
     partition: i32,
@@ -188,6 +270,9 @@ fn record(
 ) -> Result<(), FeedError> {
     if let Some(next) = tracker.done(partition, offset) {
         store.save(partition, next)?;
+        if let Some(p) = &hooks.progress {
+            let _ = p.send(Progress::Offset(partition, next));
+        }
         let mut tpl = TopicPartitionList::new();
         if tpl
             .add_partition_offset(&config.topic, partition, Offset::Offset(next))

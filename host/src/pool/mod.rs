@@ -193,6 +193,9 @@ impl Pool {
                         id: lease.container.id.clone(),
                         key: want.key.clone(),
                     });
+                    self.emit(PoolEvent::BecameBusy {
+                        id: lease.container.id.clone(),
+                    });
                     return Ok(lease);
                 }
                 let mem = u64::from(want.memory_mb);
@@ -251,6 +254,9 @@ impl Pool {
                     id: container.id.clone(),
                     key: want.key.clone(),
                 });
+                self.emit(PoolEvent::BecameBusy {
+                    id: container.id.clone(),
+                });
                 Ok(Lease {
                     container,
                     needs_init: true,
@@ -263,6 +269,31 @@ impl Pool {
                 Err(PoolError::Create(e))
             }
         }
+    }
+
+    /// Takes over an idle container another host created (after a failover): warm for `key`,
+    /// or a prewarm when `key` is `None`. It counts against user memory like any other.
+    pub fn adopt(
+        &self,
+        container: Container,
+        kind: &str,
+        memory_mb: u32,
+        key: Option<WarmKey>,
+        concurrency: u32,
+    ) {
+        let mut st = self.state.lock().expect("pool lock");
+        st.used_mb += u64::from(memory_mb);
+        st.insert(Entry {
+            container,
+            kind: kind.to_owned(),
+            memory_mb,
+            phase: key.map_or(Phase::Prewarm, Phase::Warm),
+            in_flight: 0,
+            concurrency: concurrency.max(1),
+            last_used: Instant::now(),
+        });
+        drop(st);
+        self.freed.notify_waiters();
     }
 
     /// Gives a leased container back.

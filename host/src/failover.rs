@@ -1,0 +1,249 @@
+//! What a host does when it becomes active: claim an epoch, reconcile the engine with the
+//! replicated pool, re-attach idle containers, and from then on replicate every pool change,
+//! offset and completion in small batches in the background.
+
+use crate::cluster::state::{Command, ContainerRecord, PoolChange, WarmRecord};
+use crate::cluster::{ClusterError, Node};
+use crate::factory::{Container, ContainerFactory};
+use crate::feed::Progress;
+use crate::pool::{Pool, PoolEvent, WarmKey};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// What a takeover did, for status and the demo.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Takeover {
+    pub epoch: u64,
+    /// Claim to pool ready (before the feed starts).
+    pub took_ms: u64,
+    pub reattached: usize,
+    /// Replicated idle containers that could not be attached (gone or unhealthy).
+    pub lost: usize,
+    /// Containers busy when the previous host died: destroyed, not reused.
+    pub busy_destroyed: usize,
+    /// Labelled containers the replicated state did not know: destroyed.
+    pub orphans_destroyed: usize,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Claims, reconciles and attaches; fills `pool` with the containers it keeps.
+pub async fn take_over(
+    node: &Node,
+    factory: &Arc<dyn ContainerFactory>,
+    cluster: &str,
+    pool: &Pool,
+) -> Result<Takeover, ClusterError> {
+    let started = Instant::now();
+    let epoch = node.claim().await?;
+    let records: BTreeMap<String, ContainerRecord> = node.state().containers.clone();
+    let labels = vec![("keepwarm.cluster".to_string(), cluster.to_string())];
+    let engine: BTreeSet<String> = match factory.list_containers(labels).await {
+        Ok(list) => list.into_iter().map(|c| c.id).collect(),
+        Err(e) => {
+            tracing::warn!("reconcile: cannot list containers ({e}); attaching what is replicated");
+            records.keys().cloned().collect()
+        }
+    };
+
+    let mut removed = Vec::new();
+    let mut destroy: Vec<String> = engine
+        .iter()
+        .filter(|id| !records.contains_key(*id))
+        .cloned()
+        .collect();
+    let orphans_destroyed = destroy.len();
+    let mut busy_destroyed = 0;
+    let mut idle = Vec::new();
+    for (id, record) in &records {
+        if !engine.contains(id) {
+            removed.push(id.clone());
+        } else if record.busy {
+            busy_destroyed += 1;
+            destroy.push(id.clone());
+            removed.push(id.clone());
+        } else {
+            idle.push(record.clone());
+        }
+    }
+
+    let attaches = idle
+        .iter()
+        .map(|r| attach_and_check(factory, r.container.clone()));
+    let results = futures::future::join_all(attaches).await;
+    let mut reattached = 0;
+    for (record, result) in idle.iter().zip(results) {
+        match result {
+            Ok(container) => {
+                reattached += 1;
+                let key = record.warm.as_ref().map(|w| WarmKey {
+                    namespace: w.namespace.clone(),
+                    action: w.action.clone(),
+                    revision: w.revision.clone(),
+                });
+                pool.adopt(container, &record.kind, record.memory_mb, key, 1);
+            }
+            Err(reason) => {
+                tracing::warn!(container = %record.container.id, "not re-attached: {reason}");
+                destroy.push(record.container.id.clone());
+                removed.push(record.container.id.clone());
+            }
+        }
+    }
+    let lost = idle.len() - reattached;
+    let destroys = destroy.iter().map(|id| factory.destroy(id));
+    for r in futures::future::join_all(destroys).await {
+        if let Err(e) = r {
+            tracing::debug!("reconcile destroy: {e}");
+        }
+    }
+    if !removed.is_empty() {
+        let changes = removed
+            .into_iter()
+            .map(|id| PoolChange::Removed { id })
+            .collect();
+        node.propose(Command::Pool { epoch, changes }).await?;
+    }
+    Ok(Takeover {
+        epoch,
+        took_ms: started.elapsed().as_millis() as u64,
+        reattached,
+        lost,
+        busy_destroyed,
+        orphans_destroyed,
+    })
+}
+
+async fn attach_and_check(
+    factory: &Arc<dyn ContainerFactory>,
+    known: Container,
+) -> Result<Container, String> {
+    let container = factory.attach(known).await.map_err(|e| e.to_string())?;
+    let probe = tokio::net::TcpStream::connect(&container.address);
+    match tokio::time::timeout(Duration::from_millis(500), probe).await {
+        Ok(Ok(_)) => Ok(container),
+        Ok(Err(e)) => Err(format!(
+            "proxy at {} refuses connections: {e}",
+            container.address
+        )),
+        Err(_) => Err(format!("proxy at {} does not answer", container.address)),
+    }
+}
+
+fn change_of(plugin: &str, event: PoolEvent) -> PoolChange {
+    match event {
+        PoolEvent::Created {
+            container,
+            kind,
+            image,
+            memory_mb,
+        } => PoolChange::Upsert(Box::new(ContainerRecord {
+            plugin: plugin.to_owned(),
+            container,
+            kind,
+            image,
+            memory_mb,
+            warm: None,
+            busy: false,
+            last_use_ms: now_ms(),
+        })),
+        PoolEvent::Initialized { id, key } => PoolChange::Warm {
+            id,
+            warm: WarmRecord {
+                namespace: key.namespace,
+                action: key.action,
+                revision: key.revision,
+            },
+        },
+        PoolEvent::BecameBusy { id } => PoolChange::Busy {
+            id,
+            busy: true,
+            at_ms: now_ms(),
+        },
+        PoolEvent::BecameIdle { id } => PoolChange::Busy {
+            id,
+            busy: false,
+            at_ms: now_ms(),
+        },
+        PoolEvent::Destroyed { id } => PoolChange::Removed { id },
+    }
+}
+
+/// Proposes pool changes, offsets and completions in batches until leadership is lost
+/// (then it signals `lost`). Nothing on the activation path waits for it.
+pub async fn replicate(
+    node: Node,
+    epoch: u64,
+    plugin: String,
+    mut events: broadcast::Receiver<PoolEvent>,
+    mut progress: mpsc::UnboundedReceiver<Progress>,
+    lost: watch::Sender<bool>,
+) {
+    loop {
+        let mut changes = Vec::new();
+        let mut offsets = BTreeMap::new();
+        let mut completed = Vec::new();
+        tokio::select! {
+            e = events.recv() => match e {
+                Ok(e) => changes.push(change_of(&plugin, e)),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("replication fell behind by {n} pool events");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            p = progress.recv() => match p {
+                Some(Progress::Offset(part, next)) => { offsets.insert(part, next); }
+                Some(Progress::Completed(id)) => completed.push(id),
+                Some(Progress::Consuming) => {
+                    node.report("consuming", serde_json::json!(true));
+                    node.report("consuming_since_ms", serde_json::json!(now_ms()));
+                }
+                None => return,
+            },
+        }
+        // a small batch: whatever else is already waiting
+        while let Ok(e) = events.try_recv() {
+            changes.push(change_of(&plugin, e));
+        }
+        while let Ok(p) = progress.try_recv() {
+            match p {
+                Progress::Offset(part, next) => {
+                    offsets.insert(part, next);
+                }
+                Progress::Completed(id) => completed.push(id),
+                Progress::Consuming => {}
+            }
+        }
+        let mut commands = Vec::new();
+        if !changes.is_empty() {
+            commands.push(Command::Pool { epoch, changes });
+        }
+        if !completed.is_empty() {
+            commands.push(Command::Completed {
+                epoch,
+                ids: completed,
+            });
+        }
+        if !offsets.is_empty() {
+            commands.push(Command::Offsets { epoch, offsets });
+        }
+        for command in commands {
+            match node.propose(command).await {
+                Ok(_) => {}
+                Err(e @ (ClusterError::Stale { .. } | ClusterError::NotLeader { .. })) => {
+                    tracing::warn!("replication stopped: {e}");
+                    let _ = lost.send(true);
+                    return;
+                }
+                Err(e) => tracing::warn!("replication: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Several real `keepwarm run` processes forming one cluster on loopback.
+
+use crate::host::{Host, HostOptions};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// A cluster of hosts with their Raft addresses.
+#[derive(Debug)]
+pub struct Cluster {
+    pub hosts: Vec<Host>,
+    pub addresses: Vec<String>,
+    pub label: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GETs a host's `/status` (None when it does not answer).
+pub fn status(address: &str) -> Option<Value> {
+    let mut s =
+        std::net::TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_millis(100))
+            .ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+    s.write_all(b"GET /status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split("\r\n\r\n").nth(1)?;
+    serde_json::from_str(body).ok()
+}
+
+impl Cluster {
+    /// Starts `n` hosts sharing invoker `instance`, the cluster label and a secret.
+    pub fn start(n: usize, instance: u32, prewarm: u32) -> Cluster {
+        let label = format!("kwcluster-{}-{instance}", std::process::id());
+        let addresses: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers: Vec<String> = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("\"{}\" = \"{a}\"", i + 1))
+            .collect();
+        let hosts = (0..n)
+            .map(|i| {
+                let mut opts = HostOptions::new(instance, prewarm, 2048);
+                opts.cluster = Some(label.clone());
+                opts.extra = format!(
+                    "[cluster]\nid = {}\npeers = {{ {} }}\nsecret = \"keepwarm-test-secret\"\n",
+                    i + 1,
+                    peers.join(", ")
+                );
+                Host::start(&opts)
+            })
+            .collect();
+        Cluster {
+            hosts,
+            addresses,
+            label,
+        }
+    }
+
+    /// The index of the host that is consuming, waiting up to `within`.
+    pub fn active(&self, within: Duration) -> Option<usize> {
+        let start = Instant::now();
+        loop {
+            for (i, a) in self.addresses.iter().enumerate() {
+                if self.hosts[i].child.is_some()
+                    && status(a).is_some_and(|s| s["consuming"] == true)
+                {
+                    return Some(i);
+                }
+            }
+            if start.elapsed() > within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn status(&self, i: usize) -> Option<Value> {
+        status(&self.addresses[i])
+    }
+}

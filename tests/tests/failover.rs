@@ -1,0 +1,159 @@
+//! Cluster mode with real processes: three `keepwarm run` hosts on loopback, tansu, Docker.
+
+use keepwarm_tests::cluster::Cluster;
+use keepwarm_tests::host::containers_of;
+use keepwarm_tests::kafka::{annotation, Controller};
+use serde_json::json;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::runtime::Runtime;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn instance(base: u32) -> u32 {
+    base * 10_000 + std::process::id() % 10_000
+}
+
+#[test]
+fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
+    let rt = Runtime::new().unwrap();
+    let n = instance(7301);
+    let mut c = rt.block_on(Controller::new(n, &format!("f{n}")));
+    let mut cluster = Cluster::start(3, n, 1);
+    let first = cluster
+        .active(Duration::from_secs(30))
+        .expect("no host became active");
+
+    // two warm containers (echo, other) and one prewarm
+    for action in ["echo", "other"] {
+        let id = rt.block_on(c.invoke("guest", action, false, json!({})));
+        c.wait_for(&id, WAIT);
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // prewarm replaced, all replicated
+    let kept_before = containers_of(&cluster.label).len();
+    assert!(
+        kept_before >= 2,
+        "{kept_before} containers\n{}",
+        cluster.hosts[first].log()
+    );
+
+    // quiet failover: every idle container is re-attached
+    let killed_at = now_ms();
+    cluster.hosts[first].kill();
+    let second = cluster
+        .active(Duration::from_secs(5))
+        .expect("no standby took over");
+    let status = cluster.status(second).unwrap();
+    let took = status["consuming_since_ms"].as_i64().unwrap() - killed_at;
+    eprintln!("failover: {took} ms; takeover {}", status["last_takeover"]);
+    assert!(took < 1000, "failover took {took} ms");
+    assert_eq!(
+        status["last_takeover"]["reattached"].as_u64().unwrap() as usize,
+        kept_before,
+        "{status}"
+    );
+    assert_eq!(status["last_takeover"]["lost"], 0);
+    // the warm action runs warm on the new host: no cold start
+    let id = rt.block_on(c.invoke("guest", "echo", false, json!({"after": "failover"})));
+    let record = Controller::record(&c.wait_for(&id, WAIT));
+    assert_eq!(
+        annotation(&record, "keepwarm").unwrap()["start"],
+        "warm",
+        "{record}"
+    );
+    assert_eq!(
+        record["response"]["result"],
+        json!({"echo": {"after": "failover"}})
+    );
+
+    // the killed host comes back (same data dir) and rejoins as a standby
+    cluster.hosts[first].spawn();
+    let start = Instant::now();
+    while !cluster
+        .status(first)
+        .is_some_and(|s| s["state"] == "Follower" && s["epoch"] == status["last_takeover"]["epoch"])
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "restarted host did not rejoin\n{}",
+            cluster.hosts[first].log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cluster.status(first).unwrap()["consuming"], false);
+
+    // failover under load: no activation is lost
+    let ids = rt.block_on(c.invoke_many("guest", "echo", 40));
+    c.poll_until(WAIT, |c| {
+        ids.iter().filter(|i| c.received.contains_key(*i)).count() >= 10
+    });
+    cluster.hosts[second].kill();
+    let third = cluster
+        .active(Duration::from_secs(5))
+        .expect("no standby took over the second time");
+    assert_ne!(third, second);
+    let all = c.poll_until(Duration::from_secs(60), |c| {
+        ids.iter().all(|i| c.received.contains_key(i))
+    });
+    let missing = ids.iter().filter(|i| !c.received.contains_key(*i)).count();
+    assert!(
+        all,
+        "{missing} activations lost\n{}",
+        cluster.hosts[third].log()
+    );
+    let duplicated = ids.iter().filter(|i| c.received[*i].len() > 1).count();
+    eprintln!("under load: 0 lost, {duplicated} acknowledged twice");
+}
+
+#[test]
+fn a_paused_active_host_never_runs_an_activation_after_the_new_claim() {
+    let rt = Runtime::new().unwrap();
+    let n = instance(7302);
+    let mut c = rt.block_on(Controller::new(n, &format!("f{n}")));
+    let cluster = Cluster::start(3, n, 0);
+    let first = cluster
+        .active(Duration::from_secs(30))
+        .expect("no host became active");
+    let id = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    c.wait_for(&id, WAIT);
+
+    cluster.hosts[first].signal("-STOP");
+    let second = cluster
+        .active(Duration::from_secs(5))
+        .expect("no standby took over");
+    assert_ne!(second, first);
+    let claimed_at = now_ms();
+    let ids = rt.block_on(c.invoke_many("guest", "echo", 10));
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.hosts[first].signal("-CONT");
+    assert!(c.poll_until(WAIT, |c| ids.iter().all(|i| c.received.contains_key(i))));
+    std::thread::sleep(Duration::from_secs(1));
+    // every activation sent after the claim ran on the new host
+    let old_records = cluster.hosts[first].records();
+    let late: Vec<_> = old_records
+        .iter()
+        .filter(|r| r["start"].as_i64().unwrap_or(0) >= claimed_at)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the paused host ran {} activations after the claim",
+        late.len()
+    );
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if cluster
+            .status(first)
+            .is_some_and(|s| s["consuming"] == false)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cluster.status(first).unwrap()["consuming"], false);
+}
