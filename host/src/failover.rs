@@ -184,13 +184,19 @@ pub async fn replicate(
     plugin: String,
     mut events: broadcast::Receiver<PoolEvent>,
     mut progress: mpsc::UnboundedReceiver<Progress>,
+    mut extra: mpsc::UnboundedReceiver<Command>,
     lost: watch::Sender<bool>,
 ) {
     loop {
         let mut changes = Vec::new();
         let mut offsets = BTreeMap::new();
         let mut completed = Vec::new();
+        let mut commands = Vec::new();
         tokio::select! {
+            c = extra.recv() => match c {
+                Some(c) => commands.push(c),
+                None => return,
+            },
             e = events.recv() => match e {
                 Ok(e) => changes.push(change_of(&plugin, e)),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -221,7 +227,9 @@ pub async fn replicate(
                 Progress::Consuming => {}
             }
         }
-        let mut commands = Vec::new();
+        while let Ok(c) = extra.try_recv() {
+            commands.push(c);
+        }
         if !changes.is_empty() {
             commands.push(Command::Pool { epoch, changes });
         }

@@ -7,6 +7,7 @@
 
 use crate::action::{CatalogDir, Runtimes};
 use crate::activation::{proxy::ProxyClient, Gate, InvokerInstanceId, Runner};
+use crate::cluster::plugin_state::ReplicatedPluginState;
 use crate::cluster::{ClusterConfig, Node};
 use crate::config::{ClusterSection, Config, LogStore};
 use crate::factory::ContainerFactory;
@@ -28,7 +29,10 @@ struct Parts {
 }
 
 impl Parts {
-    async fn load(config: Config) -> anyhow::Result<Parts> {
+    async fn load(
+        config: Config,
+        plugin_state: Option<Arc<dyn crate::plugin::PluginState>>,
+    ) -> anyhow::Result<Parts> {
         std::fs::create_dir_all(&config.invoker.data_dir)?;
         let cache = config
             .plugin
@@ -36,21 +40,21 @@ impl Parts {
             .clone()
             .unwrap_or_else(|| config.invoker.data_dir.join("plugin-cache"));
         let runtime = PluginRuntime::new(Some(cache))?;
-        let factory = WasmFactory::load(
-            &runtime,
-            PluginSpec {
-                name: config.plugin.name.clone(),
-                file: config.plugin.file.clone(),
-                routes: config.plugin.routes.clone().into_iter().collect(),
-                config: config.plugin.config.clone().into_iter().collect(),
-                limits: Limits {
-                    call_timeout: Duration::from_millis(config.plugin.call_timeout_ms),
-                    memory_mb: config.plugin.memory_mb,
-                    max_instances: config.plugin.max_instances,
-                },
+        let spec = PluginSpec {
+            name: config.plugin.name.clone(),
+            file: config.plugin.file.clone(),
+            routes: config.plugin.routes.clone().into_iter().collect(),
+            config: config.plugin.config.clone().into_iter().collect(),
+            limits: Limits {
+                call_timeout: Duration::from_millis(config.plugin.call_timeout_ms),
+                memory_mb: config.plugin.memory_mb,
+                max_instances: config.plugin.max_instances,
             },
-        )
-        .await?;
+        };
+        let factory = match plugin_state {
+            Some(state) => WasmFactory::load_with_state(&runtime, spec, state).await?,
+            None => WasmFactory::load(&runtime, spec).await?,
+        };
         factory
             .prewarm_instances(config.plugin.max_instances)
             .await?;
@@ -129,11 +133,9 @@ fn upkeep(pool: Arc<Pool>) -> tokio::task::JoinHandle<()> {
 
 /// Runs the invoker until `shutdown` turns true. In-flight activations finish first.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let cluster = config.cluster.clone();
-    let parts = Parts::load(config).await?;
-    match cluster {
-        Some(c) => run_cluster(parts, c, shutdown).await,
-        None => run_single(parts, shutdown).await,
+    match config.cluster.clone() {
+        Some(c) => run_cluster(config, c, shutdown).await,
+        None => run_single(Parts::load(config, None).await?, shutdown).await,
     }
 }
 
@@ -152,7 +154,7 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
 }
 
 async fn run_cluster(
-    parts: Parts,
+    config: Config,
     cluster: ClusterSection,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -165,7 +167,7 @@ async fn run_cluster(
         id: cluster.id,
         peers,
         secret: cluster.secret.clone(),
-        data_dir: parts.config.invoker.data_dir.join("raft"),
+        data_dir: config.invoker.data_dir.join("raft"),
         heartbeat: Duration::from_millis(cluster.heartbeat_ms),
         election_timeout: (
             Duration::from_millis(cluster.election_timeout_min_ms),
@@ -173,6 +175,8 @@ async fn run_cluster(
         ),
     })
     .await?;
+    let plugin_state = ReplicatedPluginState::new(&config.plugin.name, node.shared_state());
+    let parts = Parts::load(config, Some(plugin_state.clone())).await?;
     let lease = Duration::from_millis(cluster.lease_ms);
     tracing::info!(id = cluster.id, "cluster member started; standing by");
     node.report("consuming", serde_json::json!(false));
@@ -248,12 +252,15 @@ async fn run_cluster(
         }
 
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        plugin_state.activate(takeover.epoch, commands_tx);
         let replicator = tokio::spawn(crate::failover::replicate(
             node.clone(),
             takeover.epoch,
             parts.config.plugin.name.clone(),
             pool.subscribe(),
             progress_rx,
+            commands_rx,
             lost_tx.clone(),
         ));
         let upkeep = upkeep(pool.clone());
@@ -287,6 +294,7 @@ async fn run_cluster(
         )
         .await;
         node.report("consuming", serde_json::json!(false));
+        plugin_state.deactivate();
         for task in [fence, upkeep, stopper] {
             task.abort();
         }

@@ -7,6 +7,7 @@
 //! - [`Node`]: one member: starts Raft, serves peers, claims leadership, proposes commands.
 
 pub mod network;
+pub mod plugin_state;
 pub mod state;
 pub mod store;
 pub mod types;

@@ -1,0 +1,134 @@
+//! A plugin's `state` map kept in the replicated state, so a standby's plugin instance finds
+//! what the active one stored (e.g. a Mesos framework id).
+//!
+//! Reads come from the replicated state plus this host's writes not yet applied; writes are
+//! queued and proposed in the background under the current epoch, so a plugin call never
+//! waits for Raft. A host that is not active has no epoch and its writes stay local.
+
+use super::state::{Command, Replicated};
+use crate::plugin::PluginState;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::mpsc;
+
+#[derive(Debug)]
+pub struct ReplicatedPluginState {
+    plugin: String,
+    state: Arc<RwLock<Replicated>>,
+    /// Writes not yet seen in the replicated state (`None`: deleted).
+    pending: Mutex<BTreeMap<String, Option<Vec<u8>>>>,
+    /// The active epoch and where to send commands, while this host is active.
+    sink: Mutex<Option<(u64, mpsc::UnboundedSender<Command>)>>,
+}
+
+impl ReplicatedPluginState {
+    pub fn new(plugin: &str, state: Arc<RwLock<Replicated>>) -> Arc<ReplicatedPluginState> {
+        Arc::new(ReplicatedPluginState {
+            plugin: plugin.to_owned(),
+            state,
+            pending: Mutex::default(),
+            sink: Mutex::default(),
+        })
+    }
+
+    /// This host became active under `epoch`: writes now go to the cluster.
+    pub fn activate(&self, epoch: u64, commands: mpsc::UnboundedSender<Command>) {
+        self.pending.lock().expect("pending lock").clear();
+        *self.sink.lock().expect("sink lock") = Some((epoch, commands));
+    }
+
+    pub fn deactivate(&self) {
+        *self.sink.lock().expect("sink lock") = None;
+    }
+
+    fn write(&self, key: &str, value: Option<Vec<u8>>) {
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(key.to_owned(), value.clone());
+        if let Some((epoch, tx)) = &*self.sink.lock().expect("sink lock") {
+            let _ = tx.send(Command::PluginState {
+                epoch: *epoch,
+                plugin: self.plugin.clone(),
+                key: key.to_owned(),
+                value,
+            });
+        }
+    }
+}
+
+impl PluginState for ReplicatedPluginState {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        if let Some(v) = self.pending.lock().expect("pending lock").get(key) {
+            return v.clone();
+        }
+        self.state
+            .read()
+            .expect("state lock")
+            .plugin_state
+            .get(&self.plugin)
+            .and_then(|m| m.get(key).cloned())
+    }
+
+    fn put(&self, key: &str, value: Vec<u8>) {
+        self.write(key, Some(value));
+    }
+
+    fn delete(&self, key: &str) {
+        self.write(key, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_replicated_values_and_queues_writes_under_the_epoch() {
+        let shared: Arc<RwLock<Replicated>> = Arc::default();
+        shared
+            .write()
+            .unwrap()
+            .apply(1, &Command::Claim { node: 1 });
+        shared.write().unwrap().apply(
+            2,
+            &Command::PluginState {
+                epoch: 1,
+                plugin: "mesos".into(),
+                key: "framework".into(),
+                value: Some(b"fw-1".to_vec()),
+            },
+        );
+        let state = ReplicatedPluginState::new("mesos", shared.clone());
+        assert_eq!(state.get("framework"), Some(b"fw-1".to_vec()));
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        state.activate(7, tx);
+        state.put("framework", b"fw-2".to_vec());
+        assert_eq!(
+            state.get("framework"),
+            Some(b"fw-2".to_vec()),
+            "own writes are visible at once"
+        );
+        match rx.try_recv().unwrap() {
+            Command::PluginState {
+                epoch,
+                plugin,
+                key,
+                value,
+            } => {
+                assert_eq!(
+                    (epoch, plugin.as_str(), key.as_str()),
+                    (7, "mesos", "framework")
+                );
+                assert_eq!(value, Some(b"fw-2".to_vec()));
+            }
+            other => panic!("{other:?}"),
+        }
+        state.delete("framework");
+        assert_eq!(state.get("framework"), None);
+        state.deactivate();
+        state.put("x", vec![1]);
+        assert!(rx.try_recv().is_err(), "a standby proposes nothing");
+    }
+}
