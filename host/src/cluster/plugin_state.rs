@@ -127,6 +127,10 @@ mod tests {
         }
         state.delete("framework");
         assert_eq!(state.get("framework"), None);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Command::PluginState { value: None, .. })
+        ));
         state.deactivate();
         state.put("x", vec![1]);
         assert!(rx.try_recv().is_err(), "a standby proposes nothing");
