@@ -98,11 +98,14 @@ pub async fn take_over(
         }
     }
     let lost = idle.len() - reattached;
-    let destroys = destroy.iter().map(|id| factory.destroy(id));
-    for r in futures::future::join_all(destroys).await {
-        if let Err(e) = r {
-            tracing::debug!("reconcile destroy: {e}");
-        }
+    // Destroying does not hold up the takeover: the feed starts meanwhile.
+    for id in destroy {
+        let factory = factory.clone();
+        tokio::spawn(async move {
+            if let Err(e) = factory.destroy(&id).await {
+                tracing::debug!(container = %id, "reconcile destroy: {e}");
+            }
+        });
     }
     if !removed.is_empty() {
         let changes = removed

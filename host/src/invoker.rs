@@ -233,7 +233,12 @@ async fn run_cluster(
                     ) {
                         lease_state.confirmed(asked);
                     }
-                    if !lease_state.held() && lease_state.now_ms() > 4 * lease_state.lease_ms {
+                    let lapsed = if lease_state.ever_confirmed() {
+                        !lease_state.held()
+                    } else {
+                        lease_state.now_ms() > 4 * lease_state.lease_ms
+                    };
+                    if lapsed {
                         tracing::warn!("lease lost: no quorum acknowledgement within {lease:?}");
                         let _ = lost.send(true);
                         return;
@@ -347,6 +352,10 @@ impl Lease {
 
     fn confirmed(&self, asked_ms: u64) {
         self.confirmed_at.fetch_max(asked_ms + 1, Ordering::SeqCst);
+    }
+
+    fn ever_confirmed(&self) -> bool {
+        self.confirmed_at.load(Ordering::SeqCst) > 0
     }
 
     /// True while the last confirmation is younger than the lease. A paused process (SIGSTOP)

@@ -9,6 +9,14 @@ use tokio::runtime::Runtime;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Three hosts per test already share two cores with the broker and the engine: the tests of
+/// this file run one at a time so election timeouts measure the cluster, not the load.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -22,13 +30,23 @@ fn instance(base: u32) -> u32 {
 
 #[test]
 fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
+    let _serial = serial();
     let rt = Runtime::new().unwrap();
     let n = instance(7301);
     let mut c = rt.block_on(Controller::new(n, &format!("f{n}")));
     let mut cluster = Cluster::start(3, n, 1);
-    let first = cluster
-        .active(Duration::from_secs(30))
-        .expect("no host became active");
+    let Some(first) = cluster.active(Duration::from_secs(30)) else {
+        panic!(
+            "no host became active\n{}",
+            cluster.hosts[0]
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    };
 
     // two warm containers (echo, other) and one prewarm
     for action in ["echo", "other"] {
@@ -113,13 +131,23 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
 
 #[test]
 fn a_paused_active_host_never_runs_an_activation_after_the_new_claim() {
+    let _serial = serial();
     let rt = Runtime::new().unwrap();
     let n = instance(7302);
     let mut c = rt.block_on(Controller::new(n, &format!("f{n}")));
     let cluster = Cluster::start(3, n, 0);
-    let first = cluster
-        .active(Duration::from_secs(30))
-        .expect("no host became active");
+    let Some(first) = cluster.active(Duration::from_secs(30)) else {
+        panic!(
+            "no host became active\n{}",
+            cluster.hosts[0]
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    };
     let id = rt.block_on(c.invoke("guest", "echo", false, json!({})));
     c.wait_for(&id, WAIT);
 
@@ -156,4 +184,107 @@ fn a_paused_active_host_never_runs_an_activation_after_the_new_claim() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(cluster.status(first).unwrap()["consuming"], false);
+}
+
+#[test]
+fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
+    let _serial = serial();
+    let rt = Runtime::new().unwrap();
+    let n = instance(7303);
+    let mut c = rt.block_on(Controller::new(n, &format!("f{n}")));
+    let mut cluster = Cluster::start(3, n, 0);
+    cluster
+        .active(Duration::from_secs(30))
+        .expect("no host became active");
+    for action in ["echo", "other"] {
+        let id = rt.block_on(c.invoke("guest", action, false, json!({})));
+        c.wait_for(&id, WAIT);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let warm = containers_of(&cluster.label);
+    assert_eq!(warm.len(), 2);
+
+    // an orphan: labelled with this cluster, unknown to its state
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--label",
+            &format!("keepwarm.cluster={}", cluster.label),
+            "keepwarm/action-runtime:latest",
+        ])
+        .output()
+        .unwrap();
+    let orphan = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(!orphan.is_empty());
+
+    // the whole cluster goes down and comes back from its data dirs
+    for h in cluster.hosts.iter_mut() {
+        h.kill();
+    }
+    for h in cluster.hosts.iter_mut() {
+        h.spawn();
+    }
+    let active = cluster
+        .active(Duration::from_secs(30))
+        .expect("restarted cluster has no active host");
+    let status = cluster.status(active).unwrap();
+    assert_eq!(status["last_takeover"]["reattached"], 2, "{status}");
+    assert_eq!(status["last_takeover"]["orphans_destroyed"], 1, "{status}");
+    let start = Instant::now();
+    let orphan_gone = || {
+        !containers_of(&cluster.label)
+            .iter()
+            .any(|id| orphan.starts_with(id.as_str()))
+    };
+    while !orphan_gone() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "orphan still running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let now: Vec<String> = containers_of(&cluster.label);
+    assert!(
+        warm.iter().all(|w| now.contains(w)),
+        "warm containers were replaced"
+    );
+    let id = rt.block_on(c.invoke("guest", "other", false, json!({})));
+    let record = Controller::record(&c.wait_for(&id, WAIT));
+    assert_eq!(annotation(&record, "keepwarm").unwrap()["start"], "warm");
+
+    // a standby loses its disk and rejoins as a standby
+    let standby = (0..3).find(|i| *i != active).unwrap();
+    cluster.hosts[standby].kill();
+    std::fs::remove_dir_all(cluster.hosts[standby].dir.join("data/raft")).unwrap();
+    cluster.hosts[standby].spawn();
+    let start = Instant::now();
+    while !cluster.status(standby).is_some_and(|s| {
+        let now_active = cluster.active(Duration::from_millis(500));
+        let leader_epoch = now_active
+            .and_then(|a| cluster.status(a))
+            .map(|a| a["epoch"].clone());
+        s["state"] == "Follower" && Some(s["epoch"].clone()) == leader_epoch && s["containers"] == 2
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "wiped host did not rejoin: {:?}\nall: {:?}\n{}",
+            cluster.status(standby),
+            (0..3).map(|i| cluster.status(i)).collect::<Vec<_>>(),
+            cluster.hosts[standby]
+                .log()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("active") || l.contains("vote"))
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // exactly one host consumes, and it is not the one that rejoined
+    let consuming: Vec<usize> = (0..3)
+        .filter(|i| cluster.status(*i).is_some_and(|s| s["consuming"] == true))
+        .collect();
+    assert_eq!(consuming.len(), 1, "{consuming:?}");
+    assert_ne!(consuming[0], standby);
 }

@@ -155,13 +155,23 @@ impl Node {
             stopped,
         ));
 
-        // Every member may initialize with the same membership; only a fresh one does.
+        // A fresh cluster: every member initializes with the same membership. A member whose
+        // storage was lost rejoins instead: it waits for the leader's log rather than starting
+        // elections that would unseat a healthy leader.
         let members: BTreeMap<NodeId, openraft::BasicNode> = config
             .peers
             .iter()
             .map(|(id, addr)| (*id, openraft::BasicNode { addr: addr.clone() }))
             .collect();
-        if let Err(e) = raft.initialize(members).await {
+        let others: Vec<String> = config
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != config.id)
+            .map(|(_, a)| a.clone())
+            .collect();
+        if network::running_cluster(&others).await {
+            tracing::info!("peers already form a cluster: rejoining, not initializing");
+        } else if let Err(e) = raft.initialize(members).await {
             tracing::debug!("raft already initialized: {e}");
         }
         Ok(Node {

@@ -248,3 +248,30 @@ async fn handle(
         ),
     })
 }
+
+/// Whether any of `peers` already runs a cluster (has a term). Asked before initializing.
+pub async fn running_cluster(peers: &[String]) -> bool {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let probes = peers.iter().map(|addr| {
+        let client = client.clone();
+        let uri = format!("http://{addr}/status");
+        async move {
+            let req = Request::get(uri).body(Full::new(Bytes::new())).ok()?;
+            let call = async {
+                let resp = client.request(req).await.ok()?;
+                let body = resp.into_body().collect().await.ok()?.to_bytes();
+                serde_json::from_slice::<serde_json::Value>(&body).ok()
+            };
+            tokio::time::timeout(std::time::Duration::from_millis(300), call)
+                .await
+                .ok()
+                .flatten()
+        }
+    });
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .any(|status| status["term"].as_u64().unwrap_or(0) > 0)
+}

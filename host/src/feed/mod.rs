@@ -146,6 +146,9 @@ pub async fn run_with(
     // Activations still running (not yet publishing): what `max_in_flight` bounds. Publishing
     // an acknowledgement uses no pool capacity, so the next activation starts meanwhile.
     let (ran_tx, mut ran_rx) = mpsc::unbounded_channel::<()>();
+    // An activation dropped because the lease lapsed: stop, so the next takeover consumes it
+    // again from the replicated offset.
+    let (fenced_tx, mut fenced_rx) = mpsc::unbounded_channel::<()>();
     let mut running = 0usize;
     let mut tracker = OffsetTracker::default();
 
@@ -156,6 +159,10 @@ pub async fn run_with(
             _ = shutdown.changed() => break,
             _ = tokio::time::sleep(Duration::from_millis(5)), if !gate_open => {}
             Some(()) = ran_rx.recv() => running -= 1,
+            Some(()) = fenced_rx.recv() => {
+                tracing::warn!("an activation was fenced (lease lapsed): stopping the feed");
+                break;
+            }
             Some((p, o)) = done_rx.recv() => record(&consumer, &config, &hooks, &mut store, &mut tracker, p, o)?,
             received = consumer.recv(), if can_pull => {
                 let m = match received {
@@ -179,14 +186,15 @@ pub async fn run_with(
                     }
                     Ok(msg) => {
                         running += 1;
-                        let (runner, producer, sink, done, ran, progress) = (
+                        let (runner, producer, sink, done, ran, progress, fenced) = (
                             runner.clone(), producer.clone(), sink.clone(), done_tx.clone(), ran_tx.clone(),
-                            hooks.progress.clone(),
+                            hooks.progress.clone(), fenced_tx.clone(),
                         );
                         tokio::spawn(async move {
                             let Some(outcome) = runner.run(&msg).await else {
                                 // Fenced: not run, not acknowledged, offset not recorded; the
                                 // next active host takes it from the replicated offset.
+                                let _ = fenced.send(());
                                 let _ = ran.send(());
                                 return;
                             };
