@@ -24,6 +24,15 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Show a cluster member's view: role, leader, epoch, replicated pool, last takeover.
+    Status {
+        /// The member's Raft address (`[cluster] peers`), e.g. 127.0.0.1:7001.
+        #[arg(long)]
+        address: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Develop and check factory plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -78,6 +87,7 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config } => serve(config).await,
+        Command::Status { address, json } => status(&address, json).await,
         Command::Plugin(PluginCommand::Inspect { file, sandbox }) => inspect(file, sandbox).await,
         Command::Plugin(PluginCommand::Call {
             file,
@@ -272,4 +282,73 @@ async fn serve(path: PathBuf) -> i32 {
             1
         }
     }
+}
+
+async fn status(address: &str, raw: bool) -> i32 {
+    let fetch = async {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/status")
+            .header("host", address)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(std::io::Error::other)?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(std::io::Error::other)?;
+        use http_body_util::BodyExt;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        serde_json::from_slice::<serde_json::Value>(&body).map_err(std::io::Error::other)
+    };
+    let s = match tokio::time::timeout(std::time::Duration::from_secs(3), fetch).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            eprintln!("error: cannot read the status of {address}: {e}");
+            return 1;
+        }
+        Err(_) => {
+            eprintln!("error: {address} did not answer within 3 s");
+            return 1;
+        }
+    };
+    if raw {
+        println!("{s}");
+        return 0;
+    }
+    println!(
+        "member {}  {}  term {}  leader {}",
+        s["id"],
+        s["state"].as_str().unwrap_or("?"),
+        s["term"],
+        s["leader"]
+    );
+    println!(
+        "active host {}  epoch {}  consuming here: {}",
+        s["active"], s["epoch"], s["consuming"]
+    );
+    println!(
+        "members {}  last applied {}  replication {}",
+        s["members"], s["last_applied"], s["replication"]
+    );
+    println!(
+        "pool: {} containers ({} idle)  offsets {}",
+        s["containers"], s["idle_containers"], s["offsets"]
+    );
+    if !s["last_takeover"].is_null() {
+        let t = &s["last_takeover"];
+        println!(
+            "last takeover: epoch {}  {} ms to ready  re-attached {}  lost {}  busy destroyed {}  orphans destroyed {}",
+            t["epoch"], t["took_ms"], t["reattached"], t["lost"], t["busy_destroyed"], t["orphans_destroyed"]
+        );
+    }
+    0
 }

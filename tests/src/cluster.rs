@@ -21,18 +21,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// GETs a host's `/status` (None when it does not answer).
-pub fn status(address: &str) -> Option<Value> {
-    let mut s =
-        std::net::TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_millis(100))
-            .ok()?;
+/// GETs `path` from a host's Raft address (None when it does not answer).
+pub fn get(address: &str, path: &str) -> Option<String> {
+    let addr = address.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()?;
     s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
-    s.write_all(b"GET /status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    let body = text.split("\r\n\r\n").nth(1)?;
-    serde_json::from_str(body).ok()
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// A host's `/status` (None when it does not answer).
+pub fn status(address: &str) -> Option<Value> {
+    serde_json::from_str(&get(address, "/status")?).ok()
 }
 
 impl Cluster {

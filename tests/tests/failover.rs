@@ -77,6 +77,23 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
         "{status}"
     );
     assert_eq!(status["last_takeover"]["lost"], 0);
+    // the operator's view: `keepwarm status` and Prometheus metrics
+    let out = std::process::Command::new(keepwarm_tests::keepwarm_bin())
+        .args(["status", "--address", &cluster.addresses[second]])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && text.contains("Leader")
+            && text.contains(&format!("re-attached {kept_before}")),
+        "{text}"
+    );
+    let metrics = keepwarm_tests::cluster::get(&cluster.addresses[second], "/metrics").unwrap();
+    assert!(
+        metrics.contains("keepwarm_leader 1") && metrics.contains("keepwarm_consuming 1"),
+        "{metrics}"
+    );
     // the warm action runs warm on the new host: no cold start
     let id = rt.block_on(c.invoke("guest", "echo", false, json!({"after": "failover"})));
     let record = Controller::record(&c.wait_for(&id, WAIT));

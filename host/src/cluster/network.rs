@@ -209,6 +209,12 @@ async fn handle(
     if path == "/status" {
         return Ok(json(StatusCode::OK, status().to_string().into_bytes()));
     }
+    if path == "/metrics" {
+        return Ok(Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(prometheus(&status()))))
+            .expect("valid response"));
+    }
     let authorized = req
         .headers()
         .get(SECRET_HEADER)
@@ -274,4 +280,80 @@ pub async fn running_cluster(peers: &[String]) -> bool {
         .into_iter()
         .flatten()
         .any(|status| status["term"].as_u64().unwrap_or(0) > 0)
+}
+
+/// The status as Prometheus text exposition.
+fn prometheus(s: &serde_json::Value) -> String {
+    let n = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let b = |v: &serde_json::Value| {
+        if v.as_bool().unwrap_or(false) {
+            1.0
+        } else {
+            0.0
+        }
+    };
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: f64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    };
+    gauge(
+        "keepwarm_leader",
+        "1 when this member is the Raft leader",
+        if s["state"] == "Leader" { 1.0 } else { 0.0 },
+    );
+    gauge(
+        "keepwarm_consuming",
+        "1 while this member consumes activations",
+        b(&s["consuming"]),
+    );
+    gauge("keepwarm_term", "Raft term", n(&s["term"]));
+    gauge(
+        "keepwarm_epoch",
+        "epoch of the current claim",
+        n(&s["epoch"]),
+    );
+    gauge(
+        "keepwarm_last_applied",
+        "last applied log index",
+        n(&s["last_applied"]),
+    );
+    gauge(
+        "keepwarm_pool_containers",
+        "replicated containers",
+        n(&s["containers"]),
+    );
+    gauge(
+        "keepwarm_pool_idle_containers",
+        "replicated idle containers",
+        n(&s["idle_containers"]),
+    );
+    let t = &s["last_takeover"];
+    gauge(
+        "keepwarm_takeover_ms",
+        "last takeover: claim to pool ready",
+        n(&t["took_ms"]),
+    );
+    gauge(
+        "keepwarm_takeover_reattached",
+        "last takeover: containers re-attached",
+        n(&t["reattached"]),
+    );
+    gauge(
+        "keepwarm_takeover_lost",
+        "last takeover: idle containers lost",
+        n(&t["lost"]),
+    );
+    if let Some(rep) = s["replication"].as_object() {
+        out.push_str("# HELP keepwarm_replication_lag entries the leader has not yet replicated to a member\n# TYPE keepwarm_replication_lag gauge\n");
+        let last = n(&s["last_applied"]);
+        for (id, matched) in rep {
+            out.push_str(&format!(
+                "keepwarm_replication_lag{{member=\"{id}\"}} {}\n",
+                (last - n(matched)).max(0.0)
+            ));
+        }
+    }
+    out
 }
