@@ -33,9 +33,38 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Change cluster membership (needs `[cluster] admin-token`).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Develop and check factory plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Add a member: its config must list every member, itself included.
+    Join {
+        /// Raft address of the current leader.
+        #[arg(long)]
+        leader: String,
+        #[arg(long)]
+        id: u64,
+        /// The new member's Raft address.
+        #[arg(long)]
+        address: String,
+        #[arg(long, env = "KEEPWARM_ADMIN_TOKEN")]
+        token: String,
+    },
+    /// Remove a member.
+    Leave {
+        #[arg(long)]
+        leader: String,
+        #[arg(long)]
+        id: u64,
+        #[arg(long, env = "KEEPWARM_ADMIN_TOKEN")]
+        token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +117,25 @@ pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config } => serve(config).await,
         Command::Status { address, json } => status(&address, json).await,
+        Command::Cluster(ClusterCommand::Join {
+            leader,
+            id,
+            address,
+            token,
+        }) => {
+            let body = serde_json::json!({ "id": id, "address": address }).to_string();
+            admin(&leader, "POST", "/admin/members", &token, body).await
+        }
+        Command::Cluster(ClusterCommand::Leave { leader, id, token }) => {
+            admin(
+                &leader,
+                "DELETE",
+                &format!("/admin/members/{id}"),
+                &token,
+                String::new(),
+            )
+            .await
+        }
         Command::Plugin(PluginCommand::Inspect { file, sandbox }) => inspect(file, sandbox).await,
         Command::Plugin(PluginCommand::Call {
             file,
@@ -351,4 +399,54 @@ async fn status(address: &str, raw: bool) -> i32 {
         );
     }
     0
+}
+
+async fn admin(leader: &str, method: &str, path: &str, token: &str, body: String) -> i32 {
+    let call = async {
+        let stream = tokio::net::TcpStream::connect(leader).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", leader)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(std::io::Error::other)?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(std::io::Error::other)?;
+        let status = resp.status();
+        use http_body_util::BodyExt;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        Ok::<_, std::io::Error>((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(30), call).await {
+        Ok(Ok((status, body))) if status.is_success() => {
+            println!("{body}");
+            0
+        }
+        Ok(Ok((status, body))) => {
+            eprintln!("error: {leader} answered {status}: {body}");
+            1
+        }
+        Ok(Err(e)) => {
+            eprintln!("error: cannot reach {leader}: {e}");
+            1
+        }
+        Err(_) => {
+            eprintln!("error: {leader} did not answer within 30 s");
+            1
+        }
+    }
 }

@@ -39,6 +39,9 @@ pub struct ClusterSection {
     /// Must be shorter than the election timeout.
     #[serde(default = "default_lease")]
     pub lease_ms: u64,
+    /// Bearer token for `keepwarm cluster join/leave`; membership changes are off without it.
+    #[serde(default)]
+    pub admin_token: Option<String>,
 }
 
 fn default_heartbeat() -> u64 {

@@ -173,6 +173,7 @@ async fn run_cluster(
             Duration::from_millis(cluster.election_timeout_min_ms),
             Duration::from_millis(cluster.election_timeout_max_ms),
         ),
+        admin_token: cluster.admin_token.clone(),
     })
     .await?;
     let plugin_state = ReplicatedPluginState::new(&config.plugin.name, node.shared_state());

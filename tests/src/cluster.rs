@@ -41,6 +41,11 @@ pub fn status(address: &str) -> Option<Value> {
 impl Cluster {
     /// Starts `n` hosts sharing invoker `instance`, the cluster label and a secret.
     pub fn start(n: usize, instance: u32, prewarm: u32) -> Cluster {
+        Self::start_with(n, instance, prewarm, 2048)
+    }
+
+    /// As [`Cluster::start`], with the user memory each host has for containers.
+    pub fn start_with(n: usize, instance: u32, prewarm: u32, user_memory_mb: u64) -> Cluster {
         let label = format!("kwcluster-{}-{instance}", std::process::id());
         let addresses: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -52,7 +57,7 @@ impl Cluster {
             .collect();
         let hosts = (0..n)
             .map(|i| {
-                let mut opts = HostOptions::new(instance, prewarm, 2048);
+                let mut opts = HostOptions::new(instance, prewarm, user_memory_mb);
                 opts.cluster = Some(label.clone());
                 opts.extra = format!(
                     "[cluster]\nid = {}\npeers = {{ {} }}\nsecret = \"keepwarm-test-secret\"\n",

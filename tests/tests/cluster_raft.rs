@@ -36,6 +36,7 @@ fn config(id: u64, peers: &BTreeMap<u64, String>, dir: &Path, secret: &str) -> C
         data_dir: dir.join(format!("node{id}")),
         heartbeat: Duration::from_millis(50),
         election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
+        admin_token: Some("admin-token".into()),
     }
 }
 
@@ -271,6 +272,129 @@ async fn a_member_without_the_secret_cannot_take_part() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 401"));
     intruder.shutdown().await;
     for n in &good {
+        n.shutdown().await;
+    }
+}
+
+/// `keepwarm cluster join` / `leave` against the admin endpoint: a fourth member joins and
+/// receives the state; one leaves; a wrong token changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_and_leave_with_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let Members {
+        mut peers,
+        mut listeners,
+    } = bind(3).await;
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let l = listeners.remove(&id).unwrap();
+        nodes.push(
+            Node::start_on(config(id, &peers, dir.path(), SECRET), l)
+                .await
+                .unwrap(),
+        );
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = leader_of(&all, Duration::from_secs(5)).await;
+    let leader_node = nodes.iter().find(|n| n.id == leader).unwrap().clone();
+    let epoch = leader_node.claim().await.unwrap();
+    leader_node
+        .propose(Command::Pool {
+            epoch,
+            changes: vec![PoolChange::Upsert(record("c1"))],
+        })
+        .await
+        .unwrap();
+
+    // a fourth host starts with every member in its config, itself included
+    let l4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    peers.insert(4, l4.local_addr().unwrap().to_string());
+    let fourth = Node::start_on(config(4, &peers, dir.path(), SECRET), l4)
+        .await
+        .unwrap();
+    let join = |token: &str| {
+        let args: Vec<String> = [
+            "cluster",
+            "join",
+            "--leader",
+            &peers[&leader],
+            "--id",
+            "4",
+            "--address",
+            &peers[&4],
+            "--token",
+            token,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(keepwarm_tests::keepwarm_bin())
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let refused = join("wrong").await.unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    let ok = join("admin-token").await.unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || fourth
+            .state()
+            .containers
+            .contains_key("c1"))
+        .await
+    );
+    let voters: Vec<u64> = leader_node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    assert_eq!(voters, vec![1, 2, 3, 4]);
+
+    let leave_addr = peers[&leader].clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(keepwarm_tests::keepwarm_bin())
+            .args([
+                "cluster",
+                "leave",
+                "--leader",
+                &leave_addr,
+                "--id",
+                "4",
+                "--token",
+                "admin-token",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let voters: Vec<u64> = leader_node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    assert_eq!(voters, vec![1, 2, 3]);
+    fourth.shutdown().await;
+    for n in &nodes {
         n.shutdown().await;
     }
 }

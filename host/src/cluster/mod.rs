@@ -33,6 +33,8 @@ pub struct ClusterConfig {
     pub data_dir: PathBuf,
     pub heartbeat: Duration,
     pub election_timeout: (Duration, Duration),
+    /// Required by the membership admin endpoints; `None` disables them.
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,13 +149,13 @@ impl Node {
                 status
             })
         };
-        tokio::spawn(network::serve(
-            listener,
-            raft.clone(),
-            config.secret.clone().into(),
+        let endpoint = network::Endpoint {
+            raft: raft.clone(),
+            secret: config.secret.clone().into(),
+            admin_token: config.admin_token.clone().map(Into::into),
             status,
-            stopped,
-        ));
+        };
+        tokio::spawn(network::serve(listener, endpoint, stopped));
 
         // A fresh cluster: every member initializes with the same membership. A member whose
         // storage was lost rejoins instead: it waits for the leader's log rather than starting

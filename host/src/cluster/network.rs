@@ -159,14 +159,20 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// Extra read-only endpoints the node serves next to Raft (status, metrics).
 pub type Status = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
-/// Serves Raft RPCs (and `GET /status`) on `listener` until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    raft: Raft,
-    secret: Arc<str>,
-    status: Status,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// What the HTTP endpoint needs besides Raft.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub raft: Raft,
+    /// Peers must present it on every Raft RPC.
+    pub secret: Arc<str>,
+    /// Required (as `authorization: Bearer …`) by endpoints that change the cluster.
+    pub admin_token: Option<Arc<str>>,
+    pub status: Status,
+}
+
+/// Serves Raft RPCs, `GET /status`, `GET /metrics` and the membership admin endpoints on
+/// `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, endpoint: Endpoint, mut shutdown: watch::Receiver<bool>) {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.changed() => return,
@@ -179,11 +185,9 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (raft, secret, status) = (raft.clone(), secret.clone(), status.clone());
+        let endpoint = endpoint.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                handle(req, raft.clone(), secret.clone(), status.clone())
-            });
+            let service = hyper::service::service_fn(move |req| handle(req, endpoint.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -201,10 +205,14 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
 
 async fn handle(
     req: Request<hyper::body::Incoming>,
-    raft: Raft,
-    secret: Arc<str>,
-    status: Status,
+    endpoint: Endpoint,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let Endpoint {
+        raft,
+        secret,
+        admin_token,
+        status,
+    } = endpoint;
     let path = req.uri().path().to_owned();
     if path == "/status" {
         return Ok(json(StatusCode::OK, status().to_string().into_bytes()));
@@ -214,6 +222,9 @@ async fn handle(
             .header("content-type", "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(prometheus(&status()))))
             .expect("valid response"));
+    }
+    if path.starts_with("/admin/") {
+        return admin(req, &raft, admin_token.as_deref()).await;
     }
     let authorized = req
         .headers()
@@ -356,4 +367,98 @@ fn prometheus(s: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+/// `POST /admin/members {"id", "address"}` adds a member; `DELETE /admin/members/{id}`
+/// removes one. Both need the admin token and must reach the leader.
+async fn admin(
+    req: Request<hyper::body::Incoming>,
+    raft: &Raft,
+    token: Option<&str>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let err = |status: StatusCode, msg: String| {
+        json(
+            status,
+            serde_json::json!({ "error": msg }).to_string().into_bytes(),
+        )
+    };
+    let Some(token) = token else {
+        return Ok(err(
+            StatusCode::FORBIDDEN,
+            "membership changes are disabled: set [cluster] admin-token".into(),
+        ));
+    };
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented != Some(token) {
+        return Ok(err(
+            StatusCode::UNAUTHORIZED,
+            "admin token required (authorization: Bearer …)".into(),
+        ));
+    }
+    let metrics = raft.metrics().borrow().clone();
+    if metrics.current_leader != Some(metrics.id) {
+        return Ok(err(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("not the leader; ask member {:?}", metrics.current_leader),
+        ));
+    }
+    let mut voters: std::collections::BTreeSet<NodeId> =
+        metrics.membership_config.membership().voter_ids().collect();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let body = req.into_body().collect().await?.to_bytes();
+    let result = if method == hyper::Method::POST && path == "/admin/members" {
+        #[derive(serde::Deserialize)]
+        struct Join {
+            id: NodeId,
+            address: String,
+        }
+        let join: Join = match serde_json::from_slice(&body) {
+            Ok(j) => j,
+            Err(e) => {
+                return Ok(err(
+                    StatusCode::BAD_REQUEST,
+                    format!("expected {{\"id\", \"address\"}}: {e}"),
+                ))
+            }
+        };
+        let node = BasicNode { addr: join.address };
+        match raft.add_learner(join.id, node, true).await {
+            Err(e) => Err(e.to_string()),
+            Ok(_) => {
+                voters.insert(join.id);
+                raft.change_membership(voters.clone(), false)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    } else if method == hyper::Method::DELETE && path.starts_with("/admin/members/") {
+        let Ok(id) = path.trim_start_matches("/admin/members/").parse::<NodeId>() else {
+            return Ok(err(
+                StatusCode::BAD_REQUEST,
+                "expected /admin/members/{id}".into(),
+            ));
+        };
+        if !voters.remove(&id) {
+            return Ok(err(StatusCode::NOT_FOUND, format!("{id} is not a member")));
+        }
+        raft.change_membership(voters.clone(), false)
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        return Ok(err(StatusCode::NOT_FOUND, "no such admin endpoint".into()));
+    };
+    Ok(match result {
+        Ok(_) => json(
+            StatusCode::OK,
+            serde_json::json!({ "members": voters })
+                .to_string()
+                .into_bytes(),
+        ),
+        Err(e) => err(StatusCode::CONFLICT, e),
+    })
 }

@@ -1,0 +1,195 @@
+//! Failover benchmark with real processes: SIGKILL of the active host (of three), repeated,
+//! with 0, 10 and 100 warm containers; the takeover's re-attach time; and Raft write
+//! throughput and replication of pool events on an in-process cluster over loopback HTTP.
+
+use keepwarm::cluster::state::{Command, ContainerRecord, PoolChange};
+use keepwarm::cluster::{ClusterConfig, Node};
+use keepwarm::factory::{Container, ContainerState};
+use keepwarm_tests::cluster::Cluster;
+use keepwarm_tests::kafka::Controller;
+use keepwarm_tests::stats::summarize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn failovers(rt: &tokio::runtime::Runtime, warm: usize, kills: usize) {
+    let instance =
+        8_000_000 + (std::process::id() % 10_000) * 10 + warm as u32 % 10 + warm as u32 / 10;
+    let mut c = rt.block_on(Controller::new(instance, &format!("fb{instance}")));
+    let memory = 128 * (warm as u64 + 8);
+    let mut cluster = Cluster::start_with(3, instance, 0, memory);
+    cluster
+        .active(Duration::from_secs(60))
+        .expect("no active host");
+    if warm > 0 {
+        let ids = rt.block_on(c.invoke_many("guest", "echo", warm));
+        assert!(c.poll_until(Duration::from_secs(300), |c| ids
+            .iter()
+            .all(|i| c.received.contains_key(i))));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (mut times, mut ready, mut reattached) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..kills {
+        let active = cluster
+            .active(Duration::from_secs(30))
+            .expect("no active host");
+        let killed = now_ms();
+        cluster.hosts[active].kill();
+        let next = cluster
+            .active(Duration::from_secs(10))
+            .expect("no takeover");
+        let s = cluster.status(next).unwrap();
+        times.push(Duration::from_millis(
+            (s["consuming_since_ms"].as_i64().unwrap() - killed) as u64,
+        ));
+        ready.push(Duration::from_millis(
+            s["last_takeover"]["took_ms"].as_u64().unwrap(),
+        ));
+        reattached.push(s["last_takeover"]["reattached"].as_u64().unwrap());
+        // the killed host comes back as a standby before the next round
+        cluster.hosts[active].spawn();
+        let start = Instant::now();
+        while !cluster
+            .status(active)
+            .is_some_and(|x| x["state"] == "Follower" && x["epoch"] == s["epoch"])
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "host did not rejoin"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    println!(
+        "failover with {warm:>3} warm containers: {}",
+        summarize(times)
+    );
+    println!(
+        "  takeover (claim → re-attached, feed not yet started): {}",
+        summarize(ready)
+    );
+    println!("  re-attached per failover: {:?}", reattached);
+}
+
+async fn raft_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut peers = BTreeMap::new();
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, l.local_addr().unwrap().to_string());
+        listeners.insert(id, l);
+    }
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let config = ClusterConfig {
+            id,
+            peers: peers.clone(),
+            secret: "bench-secret".into(),
+            data_dir: dir.path().join(format!("n{id}")),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
+            admin_token: None,
+        };
+        nodes.push(
+            Node::start_on(config, listeners.remove(&id).unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let start = Instant::now();
+    let leader = loop {
+        if let Some(n) = nodes.iter().find(|n| n.is_leader()) {
+            break n.clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let epoch = leader.claim().await.unwrap();
+    let record = |i: usize| {
+        PoolChange::Upsert(Box::new(ContainerRecord {
+            plugin: "docker".into(),
+            container: Container {
+                id: format!("c{i}"),
+                name: format!("c{i}"),
+                address: "127.0.0.1:1".into(),
+                state: ContainerState::Running,
+                labels: Vec::new(),
+                handle: String::new(),
+            },
+            kind: "shell:1".into(),
+            image: "img".into(),
+            memory_mb: 128,
+            warm: None,
+            busy: false,
+            last_use_ms: 0,
+        }))
+    };
+    for (batch, writers) in [(1usize, 1usize), (1, 16), (16, 16)] {
+        let n = 2_000 / batch;
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                let leader = leader.clone();
+                tokio::spawn(async move {
+                    for i in (w..n).step_by(writers) {
+                        let changes = (0..batch).map(|j| record(i * batch + j)).collect();
+                        leader
+                            .propose(Command::Pool { epoch, changes })
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "raft writes, {writers:>2} writer(s), {batch:>2} pool events per entry: {:>6.0} entries/s, {:>7.0} pool events/s",
+            n as f64 / secs,
+            (n * batch) as f64 / secs
+        );
+    }
+    // replication lag right after a burst: how far behind the followers are
+    let last = leader
+        .raft
+        .metrics()
+        .borrow()
+        .last_applied
+        .map(|l| l.index)
+        .unwrap_or(0);
+    let lag: Vec<u64> = leader
+        .raft
+        .metrics()
+        .borrow()
+        .replication
+        .as_ref()
+        .map(|r| {
+            r.values()
+                .map(|m| last - m.map(|m| m.index).unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!("replication lag right after the burst (entries, per member): {lag:?}");
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(raft_throughput());
+    failovers(&rt, 0, 20);
+    failovers(&rt, 10, 20);
+    failovers(&rt, 100, 10);
+}
