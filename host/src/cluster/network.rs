@@ -170,6 +170,14 @@ pub struct Endpoint {
     pub status: Status,
 }
 
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("admin", &self.admin_token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Serves Raft RPCs, `GET /status`, `GET /metrics` and the membership admin endpoints on
 /// `listener` until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, endpoint: Endpoint, mut shutdown: watch::Receiver<bool>) {
