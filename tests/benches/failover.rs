@@ -8,7 +8,6 @@ use keepwarm::factory::{Container, ContainerState};
 use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::kafka::Controller;
 use keepwarm_tests::stats::summarize;
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
