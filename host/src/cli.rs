@@ -332,42 +332,68 @@ async fn serve(path: PathBuf) -> i32 {
     }
 }
 
-async fn status(address: &str, raw: bool) -> i32 {
-    let fetch = async {
+/// One HTTP/1.1 request to a member's Raft address; the answer's status and body.
+async fn ask_member(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: String,
+) -> Result<(hyper::StatusCode, String), String> {
+    use http_body_util::BodyExt;
+    let call = async {
         let stream = tokio::net::TcpStream::connect(address).await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
                 .map_err(std::io::Error::other)?;
         tokio::spawn(conn);
-        let req = hyper::Request::get("/status")
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
             .header("host", address)
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
             .map_err(std::io::Error::other)?;
         let resp = sender
             .send_request(req)
             .await
             .map_err(std::io::Error::other)?;
-        use http_body_util::BodyExt;
-        let body = resp
+        let status = resp.status();
+        let bytes = resp
             .into_body()
             .collect()
             .await
             .map_err(std::io::Error::other)?
             .to_bytes();
-        serde_json::from_slice::<serde_json::Value>(&body).map_err(std::io::Error::other)
+        Ok::<_, std::io::Error>((status, String::from_utf8_lossy(&bytes).into_owned()))
     };
-    let s = match tokio::time::timeout(std::time::Duration::from_secs(3), fetch).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            eprintln!("error: cannot read the status of {address}: {e}");
-            return 1;
-        }
-        Err(_) => {
-            eprintln!("error: {address} did not answer within 3 s");
-            return 1;
-        }
-    };
+    match tokio::time::timeout(std::time::Duration::from_secs(30), call).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(format!("cannot reach {address}: {e}")),
+        Err(_) => Err(format!("{address} did not answer within 30 s")),
+    }
+}
+
+async fn status(address: &str, raw: bool) -> i32 {
+    let s: serde_json::Value =
+        match ask_member(address, "GET", "/status", None, String::new()).await {
+            Ok((_, body)) => match serde_json::from_str(&body) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {address} answered something that is not a status: {e}");
+                    return 1;
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        };
     if raw {
         println!("{s}");
         return 0;
@@ -402,50 +428,17 @@ async fn status(address: &str, raw: bool) -> i32 {
 }
 
 async fn admin(leader: &str, method: &str, path: &str, token: &str, body: String) -> i32 {
-    let call = async {
-        let stream = tokio::net::TcpStream::connect(leader).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(std::io::Error::other)?;
-        tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", leader)
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .map_err(std::io::Error::other)?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(std::io::Error::other)?;
-        let status = resp.status();
-        use http_body_util::BodyExt;
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(std::io::Error::other)?
-            .to_bytes();
-        Ok::<_, std::io::Error>((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(30), call).await {
-        Ok(Ok((status, body))) if status.is_success() => {
+    match ask_member(leader, method, path, Some(token), body).await {
+        Ok((status, body)) if status.is_success() => {
             println!("{body}");
             0
         }
-        Ok(Ok((status, body))) => {
+        Ok((status, body)) => {
             eprintln!("error: {leader} answered {status}: {body}");
             1
         }
-        Ok(Err(e)) => {
-            eprintln!("error: cannot reach {leader}: {e}");
-            1
-        }
-        Err(_) => {
-            eprintln!("error: {leader} did not answer within 30 s");
+        Err(e) => {
+            eprintln!("error: {e}");
             1
         }
     }

@@ -60,6 +60,22 @@ fn record(id: &str) -> Box<ContainerRecord> {
     })
 }
 
+/// Three members with their storage in a fresh directory.
+async fn start_three() -> (tempfile::TempDir, BTreeMap<u64, String>, Vec<Node>) {
+    let dir = tempfile::tempdir().unwrap();
+    let Members {
+        peers,
+        mut listeners,
+    } = bind(3).await;
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let l = listeners.remove(&id).unwrap();
+        let config = config(id, &peers, dir.path(), SECRET);
+        nodes.push(Node::start_on(config, l).await.unwrap());
+    }
+    (dir, peers, nodes)
+}
+
 async fn leader_of(nodes: &[&Node], within: Duration) -> u64 {
     let start = Instant::now();
     loop {
@@ -84,20 +100,7 @@ async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elects_replicates_fences_and_fails_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let Members {
-        peers,
-        mut listeners,
-    } = bind(3).await;
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        let l = listeners.remove(&id).unwrap();
-        nodes.push(
-            Node::start_on(config(id, &peers, dir.path(), SECRET), l)
-                .await
-                .unwrap(),
-        );
-    }
+    let (_dir, _peers, nodes) = start_three().await;
     let all: Vec<&Node> = nodes.iter().collect();
     let first = leader_of(&all, Duration::from_secs(5)).await;
     let leader = nodes.iter().find(|n| n.id == first).unwrap();
@@ -167,20 +170,7 @@ async fn elects_replicates_fences_and_fails_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_cluster_recovers_its_state_from_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let Members {
-        peers,
-        mut listeners,
-    } = bind(3).await;
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        let l = listeners.remove(&id).unwrap();
-        nodes.push(
-            Node::start_on(config(id, &peers, dir.path(), SECRET), l)
-                .await
-                .unwrap(),
-        );
-    }
+    let (dir, peers, nodes) = start_three().await;
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = leader_of(&all, Duration::from_secs(5)).await;
     let leader = nodes.iter().find(|n| n.id == leader).unwrap();
@@ -280,20 +270,7 @@ async fn a_member_without_the_secret_cannot_take_part() {
 /// receives the state; one leaves; a wrong token changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_join_and_leave_with_the_admin_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let Members {
-        mut peers,
-        mut listeners,
-    } = bind(3).await;
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        let l = listeners.remove(&id).unwrap();
-        nodes.push(
-            Node::start_on(config(id, &peers, dir.path(), SECRET), l)
-                .await
-                .unwrap(),
-        );
-    }
+    let (dir, mut peers, nodes) = start_three().await;
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = leader_of(&all, Duration::from_secs(5)).await;
     let leader_node = nodes.iter().find(|n| n.id == leader).unwrap().clone();
