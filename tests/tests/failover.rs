@@ -69,7 +69,11 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
         .expect("no standby took over");
     let status = cluster.status(second).unwrap();
     let took = status["consuming_since_ms"].as_i64().unwrap() - killed_at;
-    eprintln!("failover: {took} ms; led after {} ms; takeover {}", status["led_at_ms"].as_i64().unwrap() - killed_at, status["last_takeover"]);
+    eprintln!(
+        "failover: {took} ms; led after {} ms; takeover {}",
+        status["led_at_ms"].as_i64().unwrap() - killed_at,
+        status["last_takeover"]
+    );
     assert!(took < 1000, "failover took {took} ms");
     assert_eq!(
         status["last_takeover"]["reattached"].as_u64().unwrap() as usize,
