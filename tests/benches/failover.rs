@@ -2,9 +2,8 @@
 //! with 0, 10 and 100 warm containers; the takeover's re-attach time; and Raft write
 //! throughput and replication of pool events on an in-process cluster over loopback HTTP.
 
-use keepwarm::cluster::state::{Command, ContainerRecord, PoolChange};
+use keepwarm::cluster::state::{Command, PoolChange};
 use keepwarm::cluster::{ClusterConfig, Node};
-use keepwarm::factory::{Container, ContainerState};
 use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::kafka::Controller;
 use keepwarm_tests::stats::summarize;
@@ -113,25 +112,8 @@ async fn raft_throughput() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let epoch = leader.claim().await.unwrap();
-    let record = |i: usize| {
-        PoolChange::Upsert(Box::new(ContainerRecord {
-            plugin: "docker".into(),
-            container: Container {
-                id: format!("c{i}"),
-                name: format!("c{i}"),
-                address: "127.0.0.1:1".into(),
-                state: ContainerState::Running,
-                labels: Vec::new(),
-                handle: String::new(),
-            },
-            kind: "shell:1".into(),
-            image: "img".into(),
-            memory_mb: 128,
-            warm: None,
-            busy: false,
-            last_use_ms: 0,
-        }))
-    };
+    let record =
+        |i: usize| PoolChange::Upsert(keepwarm_tests::cluster::sample_record(&format!("c{i}")));
     for (batch, writers) in [(1usize, 1usize), (1, 16), (16, 16)] {
         let n = 2_000 / batch;
         let t = Instant::now();

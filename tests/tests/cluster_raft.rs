@@ -4,7 +4,6 @@
 
 use keepwarm::cluster::state::{Command, ContainerRecord, PoolChange};
 use keepwarm::cluster::{ClusterConfig, ClusterError, Node};
-use keepwarm::factory::{Container, ContainerState};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -41,23 +40,7 @@ fn config(id: u64, peers: &BTreeMap<u64, String>, dir: &Path, secret: &str) -> C
 }
 
 fn record(id: &str) -> Box<ContainerRecord> {
-    Box::new(ContainerRecord {
-        plugin: "docker".into(),
-        container: Container {
-            id: id.into(),
-            name: id.into(),
-            address: "127.0.0.1:1".into(),
-            state: ContainerState::Running,
-            labels: Vec::new(),
-            handle: String::new(),
-        },
-        kind: "shell:1".into(),
-        image: "keepwarm/action-runtime:latest".into(),
-        memory_mb: 128,
-        warm: None,
-        busy: false,
-        last_use_ms: 0,
-    })
+    keepwarm_tests::cluster::sample_record(id)
 }
 
 /// Three members with their storage in a fresh directory.

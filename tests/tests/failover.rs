@@ -28,25 +28,24 @@ fn instance(base: u32) -> u32 {
     base * 10_000 + std::process::id() % 10_000
 }
 
+/// A controller and a three-host cluster on topics of their own; returns the active host.
+fn start(rt: &Runtime, base: u32, prewarm: u32) -> (Controller, Cluster, usize) {
+    let n = instance(base);
+    let c = rt.block_on(Controller::new(n, &format!("f{n}")));
+    let cluster = Cluster::start(3, n, prewarm);
+    let Some(active) = cluster.active(Duration::from_secs(30)) else {
+        let log = cluster.hosts[0].log();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!("no host became active\n{}", tail.join("\n"));
+    };
+    (c, cluster, active)
+}
+
 #[test]
 fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
     let _serial = serial();
     let rt = Runtime::new().unwrap();
-    let n = instance(7301);
-    let mut c = rt.block_on(Controller::new(n, &format!("f{n}")));
-    let mut cluster = Cluster::start(3, n, 1);
-    let Some(first) = cluster.active(Duration::from_secs(30)) else {
-        panic!(
-            "no host became active\n{}",
-            cluster.hosts[0]
-                .log()
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    };
+    let (mut c, mut cluster, first) = start(&rt, 7301, 1);
 
     // two warm containers (echo, other) and one prewarm
     for action in ["echo", "other"] {
@@ -154,21 +153,7 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
 fn a_paused_active_host_never_runs_an_activation_after_the_new_claim() {
     let _serial = serial();
     let rt = Runtime::new().unwrap();
-    let n = instance(7302);
-    let mut c = rt.block_on(Controller::new(n, &format!("f{n}")));
-    let cluster = Cluster::start(3, n, 0);
-    let Some(first) = cluster.active(Duration::from_secs(30)) else {
-        panic!(
-            "no host became active\n{}",
-            cluster.hosts[0]
-                .log()
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    };
+    let (mut c, cluster, first) = start(&rt, 7302, 0);
     let id = rt.block_on(c.invoke("guest", "echo", false, json!({})));
     c.wait_for(&id, WAIT);
 
@@ -211,12 +196,7 @@ fn a_paused_active_host_never_runs_an_activation_after_the_new_claim() {
 fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
     let _serial = serial();
     let rt = Runtime::new().unwrap();
-    let n = instance(7303);
-    let mut c = rt.block_on(Controller::new(n, &format!("f{n}")));
-    let mut cluster = Cluster::start(3, n, 0);
-    cluster
-        .active(Duration::from_secs(30))
-        .expect("no host became active");
+    let (mut c, mut cluster, _) = start(&rt, 7303, 0);
     for action in ["echo", "other"] {
         let id = rt.block_on(c.invoke("guest", action, false, json!({})));
         c.wait_for(&id, WAIT);

@@ -15,8 +15,8 @@ use bollard_stubs::models::{
 };
 use config::{AddressMode, Config};
 use keepwarm_plugin_sdk::engine::{
-    container_delete, container_logs, container_post, gone, label_filter, proxy_port, since_param,
-    sorted_labels, PORT_LABEL,
+    adopt, container_delete, container_logs, container_post, gone, label_filter, proxy_port,
+    since_param, sorted_labels, PORT_LABEL,
 };
 use keepwarm_plugin_sdk::{
     export, http, Capabilities, Container, ContainerSpec, ContainerState, Factory, FactoryError,
@@ -178,27 +178,9 @@ impl Factory for Docker {
     }
 
     fn attach(known: Container) -> Result<Container, FactoryError> {
-        let mut found = inspect(&known.id)?;
-        match state_of(&found) {
-            ContainerState::Running => {}
-            ContainerState::Paused => {
-                container_post(
-                    &url(&format!("/containers/{}/unpause", known.id)),
-                    &known.id,
-                    "unpause",
-                )?;
-                found = inspect(&known.id)?;
-            }
-            other => {
-                return Err(FactoryError::Conflict(format!(
-                    "container {} is {other:?}, not running",
-                    known.id
-                )))
-            }
-        }
-        let mut c = describe_container(&found)?;
-        c.handle = known.handle;
-        Ok(c)
+        let id = known.id.clone();
+        let unpause = url(&format!("/containers/{id}/unpause"));
+        adopt(known, || describe_container(&inspect(&id)?), &unpause)
     }
 
     fn list_containers(labels: Pairs) -> Result<Vec<Container>, FactoryError> {

@@ -6,8 +6,8 @@
 //! body is built as JSON because the stubs' `SpecGenerator` has ~150 fields and no `Default`.
 
 use keepwarm_plugin_sdk::engine::{
-    container_delete, container_logs, container_post, encode_query, gone, label_filter, proxy_port,
-    since_param, sorted_labels, AddressMode, EngineSettings, PORT_LABEL,
+    adopt, container_delete, container_logs, container_post, encode_query, gone, label_filter,
+    proxy_port, since_param, sorted_labels, AddressMode, EngineSettings, PORT_LABEL,
 };
 use keepwarm_plugin_sdk::{
     export, http, Capabilities, Container, ContainerSpec, ContainerState, Factory, FactoryError,
@@ -165,27 +165,9 @@ impl Factory for Podman {
     }
 
     fn attach(known: Container) -> Result<Container, FactoryError> {
-        let mut data = inspect(&known.id)?;
-        match to_container(&data)?.state {
-            ContainerState::Running => {}
-            ContainerState::Paused => {
-                container_post(
-                    &url(&format!("/containers/{}/unpause", known.id)),
-                    &known.id,
-                    "unpause",
-                )?;
-                data = inspect(&known.id)?;
-            }
-            other => {
-                return Err(FactoryError::Conflict(format!(
-                    "container {} is {other:?}, not running",
-                    known.id
-                )))
-            }
-        }
-        let mut c = to_container(&data)?;
-        c.handle = known.handle;
-        Ok(c)
+        let id = known.id.clone();
+        let unpause = url(&format!("/containers/{id}/unpause"));
+        adopt(known, || to_container(&inspect(&id)?), &unpause)
     }
 
     fn list_containers(labels: Pairs) -> Result<Vec<Container>, FactoryError> {

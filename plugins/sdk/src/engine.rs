@@ -161,3 +161,30 @@ pub fn container_logs(url: &str, id: &str, max_bytes: u32) -> Result<String, cra
     }
     Ok(demux_logs(&r.ok(&format!("logs of {id}"))?.body, max_bytes))
 }
+
+/// Adopts an existing container: `look` reads its current state from the engine; a paused one
+/// is resumed through `unpause_url`; anything not running is a `conflict`. The handle the host
+/// stored is kept.
+pub fn adopt(
+    known: crate::Container,
+    look: impl Fn() -> Result<crate::Container, crate::FactoryError>,
+    unpause_url: &str,
+) -> Result<crate::Container, crate::FactoryError> {
+    use crate::ContainerState;
+    let mut current = look()?;
+    match current.state {
+        ContainerState::Running => {}
+        ContainerState::Paused => {
+            container_post(unpause_url, &known.id, "unpause")?;
+            current = look()?;
+        }
+        other => {
+            return Err(crate::FactoryError::Conflict(format!(
+                "container {} is {other:?}, not running",
+                known.id
+            )))
+        }
+    }
+    current.handle = known.handle;
+    Ok(current)
+}
