@@ -7,6 +7,7 @@ pub mod components;
 pub mod engine;
 pub mod host;
 pub mod kafka;
+pub mod mesos;
 pub mod proxy;
 pub mod stats;
 

@@ -78,8 +78,20 @@ impl Routes {
         Ok(Routes { map })
     }
 
+    /// The endpoint for a request authority: a route name (`docker`, `mesos`), or the
+    /// `host:port` of a TCP endpoint already in the table — so a plugin can follow a redirect
+    /// (Mesos' 307 to the leading master) to an endpoint the operator allowed, and nowhere else.
     pub fn get(&self, authority: &str) -> Option<&Endpoint> {
-        self.map.get(&authority.to_ascii_lowercase())
+        let authority = authority.to_ascii_lowercase();
+        let name = authority
+            .rsplit_once(':')
+            .filter(|(_, port)| port.parse::<u16>().is_ok())
+            .map_or(authority.as_str(), |(host, _)| host);
+        self.map.get(name).or_else(|| {
+            self.map
+                .values()
+                .find(|e| matches!(e, Endpoint::Tcp(addr) if *addr == authority))
+        })
     }
 }
 
@@ -139,7 +151,7 @@ impl WasiHttpHooks for Outbound {
         let authority = request
             .uri()
             .authority()
-            .map(|a| a.host().to_owned())
+            .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
         if self.routes.get(&authority).is_none() {
             tracing::warn!(
@@ -184,7 +196,10 @@ impl tower_service::Service<http::Uri> for Connector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let endpoint = uri.host().and_then(|h| self.routes.get(h)).cloned();
+        let endpoint = uri
+            .authority()
+            .and_then(|a| self.routes.get(a.as_str()))
+            .cloned();
         Box::pin(async move {
             let stream = match endpoint {
                 Some(Endpoint::Unix(path)) => Stream::Unix(UnixStream::connect(path).await?),
@@ -290,5 +305,27 @@ mod tests {
         let routes = Routes::parse("p", &[("Docker".into(), "unix:///d.sock".into())]).unwrap();
         assert!(routes.get("docker").is_some());
         assert!(routes.get("podman").is_none());
+    }
+
+    #[test]
+    fn a_redirect_reaches_only_configured_endpoints() {
+        let routes = Routes::parse(
+            "mesos",
+            &[
+                ("mesos".into(), "http://127.0.0.1:5050".into()),
+                ("mesos-2".into(), "http://127.0.0.1:5051".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            routes.get("127.0.0.1:5051"),
+            Some(&Endpoint::Tcp("127.0.0.1:5051".into()))
+        );
+        assert_eq!(
+            routes.get("mesos:8080"),
+            Some(&Endpoint::Tcp("127.0.0.1:5050".into()))
+        );
+        assert!(routes.get("127.0.0.1:5052").is_none());
+        assert!(routes.get("127.0.0.1").is_none());
     }
 }

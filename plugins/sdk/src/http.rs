@@ -4,14 +4,18 @@
 //! the operator mapped `docker` to. Transport failures become [`FactoryError::Unavailable`];
 //! [`Response::error`] maps an engine's status code to the matching [`FactoryError`].
 
+use crate::bindings::wasi::clocks::monotonic_clock;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
+    RequestOptions, Scheme,
 };
-use crate::bindings::wasi::io::streams::StreamError;
+use crate::bindings::wasi::io::poll;
+use crate::bindings::wasi::io::streams::{InputStream, StreamError};
 use crate::FactoryError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::time::Duration;
 
 /// A complete response.
 #[derive(Debug, Clone)]
@@ -118,6 +122,126 @@ pub fn request_with_timeout(
     body: Option<&[u8]>,
     first_byte_timeout_ms: Option<u64>,
 ) -> Result<Response, FactoryError> {
+    let (authority, _) = split_url(url)?;
+    let head = send(method, url, headers, body, first_byte_timeout_ms)?;
+    let mut body = Vec::new();
+    loop {
+        match head.input.blocking_read(64 * 1024) {
+            Ok(chunk) => body.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(FactoryError::Unavailable(format!(
+                    "{authority}: reading response: {}",
+                    e.to_debug_string()
+                )))
+            }
+        }
+    }
+    Ok(Response {
+        status: head.status,
+        headers: head.headers.clone(),
+        body,
+    })
+}
+
+/// A response whose body is read as it arrives: a long-lived event stream such as Mesos'
+/// `SUBSCRIBE`. It can be kept between factory calls; bytes that arrive meanwhile wait in the
+/// connection until the next [`Streaming::read`].
+pub struct Streaming {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    // Drop order matters: the stream is a child of the body, the body of the response.
+    input: InputStream,
+    _body: IncomingBody,
+    _response: IncomingResponse,
+}
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one [`Streaming::read`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    Data(Vec<u8>),
+    /// Nothing arrived within the wait.
+    Idle,
+    /// The peer ended the stream.
+    Closed,
+}
+
+impl Streaming {
+    /// The value of a response header (first one, lossy UTF-8).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Reads what has arrived, waiting at most `wait` for the first byte.
+    pub fn read(&self, wait: Duration) -> Result<Chunk, FactoryError> {
+        {
+            let ready = self.input.subscribe();
+            let timer = monotonic_clock::subscribe_duration(wait.as_nanos() as u64);
+            poll::poll(&[&ready, &timer]);
+        }
+        match self.input.read(64 * 1024) {
+            Ok(bytes) if bytes.is_empty() => Ok(Chunk::Idle),
+            Ok(bytes) => Ok(Chunk::Data(bytes)),
+            Err(StreamError::Closed) => Ok(Chunk::Closed),
+            Err(StreamError::LastOperationFailed(e)) => Err(FactoryError::Unavailable(format!(
+                "event stream broke: {}",
+                e.to_debug_string()
+            ))),
+        }
+    }
+
+    /// The whole (short) body of a response that is not a stream, e.g. an error.
+    pub fn into_response(self) -> Result<Response, FactoryError> {
+        let mut body = Vec::new();
+        loop {
+            match self.input.blocking_read(64 * 1024) {
+                Ok(chunk) => body.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(FactoryError::Unavailable(format!(
+                        "reading response: {}",
+                        e.to_debug_string()
+                    )))
+                }
+            }
+        }
+        Ok(Response {
+            status: self.status,
+            headers: self.headers.clone(),
+            body,
+        })
+    }
+}
+
+/// Sends a request and returns as soon as the response head is in; read the body as it comes.
+pub fn open(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    first_byte_timeout_ms: Option<u64>,
+) -> Result<Streaming, FactoryError> {
+    send(method, url, headers, body, first_byte_timeout_ms)
+}
+
+fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    first_byte_timeout_ms: Option<u64>,
+) -> Result<Streaming, FactoryError> {
     let (authority, path) = split_url(url)?;
     let fields = Fields::new();
     for (name, value) in headers {
@@ -171,30 +295,18 @@ pub fn request_with_timeout(
     };
     let status = response.status();
     let headers = response.headers().entries();
-    let incoming = response
+    let body = response
         .consume()
         .map_err(|()| FactoryError::Engine("response body taken twice".into()))?;
-    let stream = incoming
+    let input = body
         .stream()
         .map_err(|()| FactoryError::Engine("response stream taken twice".into()))?;
-    let mut body = Vec::new();
-    loop {
-        match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => body.extend_from_slice(&chunk),
-            Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => {
-                return Err(FactoryError::Unavailable(format!(
-                    "{authority}: reading response: {}",
-                    e.to_debug_string()
-                )))
-            }
-        }
-    }
-    drop(stream);
-    Ok(Response {
+    Ok(Streaming {
         status,
         headers,
-        body,
+        input,
+        _body: body,
+        _response: response,
     })
 }
 
