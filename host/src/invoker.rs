@@ -58,6 +58,14 @@ impl Parts {
         factory
             .prewarm_instances(config.plugin.max_instances)
             .await?;
+        if config.invoker.log_store == LogStore::Collect && !factory.info().capabilities.logs {
+            anyhow::bail!(
+                "[invoker] log-store = \"collect\" reads each activation's logs through the \
+                 plugin, but plugin `{}` ({}) cannot read logs: set log-store = \"log-driver\"",
+                config.plugin.name,
+                factory.info().engine
+            );
+        }
         let runtimes = Runtimes::load(&config.runtimes.manifest)?;
         let store = CatalogDir::load(&config.actions.catalog)?;
         tracing::info!(actions = store.len(), plugin = %factory.name(), "invoker starting");

@@ -48,6 +48,12 @@ impl Cluster {
 
     /// As [`Cluster::start`], with the user memory each host has for containers.
     pub fn start_with(n: usize, instance: u32, prewarm: u32, user_memory_mb: u64) -> Cluster {
+        Self::start_from(n, &HostOptions::new(instance, prewarm, user_memory_mb))
+    }
+
+    /// `n` hosts with `base`'s settings, each given its cluster section.
+    pub fn start_from(n: usize, base: &HostOptions) -> Cluster {
+        let instance = base.instance;
         let label = format!("kwcluster-{}-{instance}", std::process::id());
         let addresses: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -59,7 +65,7 @@ impl Cluster {
             .collect();
         let hosts = (0..n)
             .map(|i| {
-                let mut opts = HostOptions::new(instance, prewarm, user_memory_mb);
+                let mut opts = base.clone();
                 opts.cluster = Some(label.clone());
                 opts.extra = format!(
                     "[cluster]\nid = {}\npeers = {{ {} }}\nsecret = \"keepwarm-test-secret\"\n",

@@ -37,6 +37,31 @@ pub struct HostOptions {
     pub extra: String,
     /// Label shared by the hosts of one cluster (default: unique to this host).
     pub cluster: Option<String>,
+    /// The factory plugin (default: Docker).
+    pub plugin: PluginChoice,
+}
+
+/// Which plugin a host loads and how it reaches its engine.
+#[derive(Debug, Clone)]
+pub struct PluginChoice {
+    pub name: String,
+    /// The component's file stem, e.g. `keepwarm_docker`.
+    pub stem: String,
+    /// The body of the TOML inline table `routes = { ... }`.
+    pub routes: String,
+    /// The body of the TOML inline table `config = { ... }`.
+    pub config: String,
+}
+
+impl PluginChoice {
+    pub fn docker() -> PluginChoice {
+        PluginChoice {
+            name: "docker".into(),
+            stem: "keepwarm_docker".into(),
+            routes: "docker = \"unix:///var/run/docker.sock\"".into(),
+            config: String::new(),
+        }
+    }
 }
 
 impl HostOptions {
@@ -49,6 +74,7 @@ impl HostOptions {
             log_store: "collect",
             extra: String::new(),
             cluster: None,
+            plugin: PluginChoice::docker(),
         }
     }
 }
@@ -95,9 +121,10 @@ log-store = "{log_store}"
 brokers = "{brokers}"
 
 [plugin]
-name = "docker"
+name = "{plugin_name}"
 file = "{plugin}"
-routes = {{ docker = "unix:///var/run/docker.sock" }}
+routes = {{ {routes} }}
+config = {{ {plugin_config} }}
 cache-dir = "{cache}"
 
 [runtimes]
@@ -114,7 +141,10 @@ catalog = "{catalog}"
                 log_store = opts.log_store,
                 dir = dir.display(),
                 brokers = crate::kafka::brokers(),
-                plugin = component("keepwarm_docker").display(),
+                plugin = component(&opts.plugin.stem).display(),
+                plugin_name = opts.plugin.name,
+                routes = opts.plugin.routes,
+                plugin_config = opts.plugin.config,
                 cache = std::env::temp_dir().join("keepwarm-test-cache").display(),
                 runtimes = runtimes.display(),
                 catalog = repo().join("tests/fixtures/actions").display(),

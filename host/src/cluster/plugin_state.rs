@@ -3,7 +3,10 @@
 //!
 //! Reads come from the replicated state plus this host's writes not yet applied; writes are
 //! queued and proposed in the background under the current epoch, so a plugin call never
-//! waits for Raft. A host that is not active has no epoch and its writes stay local.
+//! waits for Raft. A host that is not active has no epoch: its writes stay local until it
+//! becomes active (the plugin calls of a takeover — e.g. Mesos re-subscribing and writing its
+//! framework id — run before the new epoch is handed here) and are dropped when it stops
+//! being active.
 
 use super::state::{Command, Replicated};
 use crate::plugin::PluginState;
@@ -31,14 +34,25 @@ impl ReplicatedPluginState {
         })
     }
 
-    /// This host became active under `epoch`: writes now go to the cluster.
+    /// This host became active under `epoch`: the writes made while taking over, and every
+    /// write from now on, go to the cluster.
     pub fn activate(&self, epoch: u64, commands: mpsc::UnboundedSender<Command>) {
-        self.pending.lock().expect("pending lock").clear();
-        *self.sink.lock().expect("sink lock") = Some((epoch, commands));
+        let mut sink = self.sink.lock().expect("sink lock");
+        for (key, value) in self.pending.lock().expect("pending lock").iter() {
+            let _ = commands.send(Command::PluginState {
+                epoch,
+                plugin: self.plugin.clone(),
+                key: key.clone(),
+                value: value.clone(),
+            });
+        }
+        *sink = Some((epoch, commands));
     }
 
+    /// This host is no longer active: the replicated state is the truth again.
     pub fn deactivate(&self) {
         *self.sink.lock().expect("sink lock") = None;
+        self.pending.lock().expect("pending lock").clear();
     }
 
     fn write(&self, key: &str, value: Option<Vec<u8>>) {
@@ -102,8 +116,14 @@ mod tests {
         let state = ReplicatedPluginState::new("mesos", shared.clone());
         assert_eq!(state.get("framework"), Some(b"fw-1".to_vec()));
 
+        // written while taking over, before the epoch is known: proposed on activation
+        state.put("task/t1", b"record".to_vec());
         let (tx, mut rx) = mpsc::unbounded_channel();
         state.activate(7, tx);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Command::PluginState { epoch: 7, ref key, .. }) if key == "task/t1"
+        ));
         state.put("framework", b"fw-2".to_vec());
         assert_eq!(
             state.get("framework"),
@@ -132,6 +152,11 @@ mod tests {
             Ok(Command::PluginState { value: None, .. })
         ));
         state.deactivate();
+        assert_eq!(
+            state.get("task/t1"),
+            None,
+            "unreplicated writes die with the activity"
+        );
         state.put("x", vec![1]);
         assert!(rx.try_recv().is_err(), "a standby proposes nothing");
     }
