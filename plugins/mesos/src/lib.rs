@@ -49,7 +49,10 @@ fn with_scheduler<T>(
         let mut slot = cell.borrow_mut();
         let scheduler = slot.get_or_insert_with(|| Scheduler::new(&Settings::get().master));
         scheduler.ensure()?;
-        f(scheduler)
+        let result = f(scheduler);
+        // Declining is housekeeping: a failure here must not fail the call that succeeded.
+        let _ = scheduler.decline_stale_offers();
+        result
     })
 }
 

@@ -2,8 +2,9 @@
 //! read whenever a call needs events, and the calls sent beside it.
 //!
 //! A plugin runs only inside factory calls, so events that arrive between calls wait in the
-//! connection and are read at the start of the next call: offers are held (and declined once
-//! older than `offer-hold-ms`), status updates acknowledged, heartbeats checked. A stream that
+//! connection and are read at the start of the next call: offers are held (and declined at the
+//! end of a call once older than `offer-hold-ms`), status updates acknowledged, heartbeats
+//! checked. A stream that
 //! closed, broke, or stayed silent for three heartbeat intervals is replaced by a new
 //! subscription with the same framework id.
 
@@ -70,6 +71,8 @@ impl Scheduler {
 
     /// Reads what arrived and makes sure the subscription is alive, subscribing if not.
     pub fn ensure(&mut self) -> Result<(), FactoryError> {
+        // Ended tasks were waited for by the call that saw them end.
+        self.statuses.retain(|_, st| !st.is_terminal());
         self.pump(Duration::ZERO)?;
         if let Some(sub) = &self.subscription {
             if sub.last_data.elapsed() <= sub.heartbeat * MISSED_HEARTBEATS {
@@ -371,7 +374,7 @@ impl Scheduler {
             self.handle(&record);
         }
         self.send_follow_ups();
-        self.decline_stale_offers()
+        Ok(())
     }
 
     fn handle(&mut self, record: &[u8]) {
@@ -455,7 +458,9 @@ impl Scheduler {
         }
     }
 
-    fn decline_stale_offers(&mut self) -> Result<(), FactoryError> {
+    /// Declines the offers held longer than `offer-hold-ms`; run at the end of each call, so
+    /// an offer that waited between calls can still serve the call that comes next.
+    pub fn decline_stale_offers(&mut self) -> Result<(), FactoryError> {
         let hold = Settings::get().offer_hold;
         let stale: Vec<Id> = self
             .offers

@@ -28,6 +28,9 @@ pub(super) struct Framework {
     pub failover_timeout: Duration,
     pub connection: Option<Connection>,
     pub disconnected_at: Option<Instant>,
+    /// Events to the current stream are dropped with its connection left open (a network
+    /// partition the scheduler can only notice by the missing heartbeats).
+    pub partitioned: bool,
     filters: HashMap<String, Instant>,
     suppressed: bool,
 }
@@ -59,7 +62,7 @@ pub(super) struct Task {
     pub container: Option<String>,
     kill_requested: bool,
     /// Status updates not yet acknowledged; the front one is (re)sent until it is.
-    updates: VecDeque<Value>,
+    pub updates: VecDeque<Value>,
     front_sent: Option<Instant>,
 }
 
@@ -91,6 +94,7 @@ pub(super) struct State {
     /// By (framework id, task id).
     pub tasks: HashMap<(String, String), Task>,
     pub launched: usize,
+    pub subscriptions: usize,
     last_allocation: Option<Instant>,
     last_heartbeat: Option<Instant>,
 }
@@ -167,6 +171,7 @@ impl State {
         match self
             .frameworks
             .get(framework_id)
+            .filter(|f| !f.partitioned)
             .and_then(|f| f.connection.as_ref())
         {
             Some(c) => c.tx.send(encode(event)).is_ok(),
@@ -368,12 +373,14 @@ impl Shared {
                 failover_timeout,
                 connection: None,
                 disconnected_at: None,
+                partitioned: false,
                 filters: HashMap::new(),
                 suppressed: false,
             });
         framework.name = name;
         framework.failover_timeout = failover_timeout;
         framework.disconnected_at = None;
+        framework.partitioned = false;
         // Replacing the connection drops the old sender: the old stream ends.
         framework.connection = Some(Connection {
             stream_id: stream_id.clone(),
@@ -398,6 +405,7 @@ impl Shared {
             st.send_front(&key);
         }
         st.last_allocation = None;
+        st.subscriptions += 1;
         Ok((framework_id, stream_id))
     }
 
@@ -874,7 +882,7 @@ impl Shared {
             {
                 st.last_heartbeat = Some(now);
                 let heartbeat = encode(&json!({"type": "HEARTBEAT"}));
-                for f in st.frameworks.values() {
+                for f in st.frameworks.values().filter(|f| !f.partitioned) {
                     if let Some(c) = &f.connection {
                         let _ = c.tx.send(heartbeat.clone());
                     }

@@ -24,6 +24,7 @@
 //! the operator API, and the agents' sandbox (`/files`).
 
 mod agent;
+pub mod client;
 mod master;
 
 use bytes::Bytes;
@@ -118,6 +119,8 @@ pub struct TaskView {
     pub agent_id: String,
     pub state: String,
     pub container: Option<String>,
+    /// Status updates sent and not yet acknowledged (or waiting behind one that is not).
+    pub unacknowledged: usize,
 }
 
 impl MesosMaster {
@@ -201,6 +204,7 @@ impl MesosMaster {
                 agent_id: t.agent_id.clone(),
                 state: t.state.to_string(),
                 container: t.container.clone(),
+                unacknowledged: t.updates.len(),
             })
             .collect();
         v.sort_by(|a, b| a.task_id.cmp(&b.task_id));
@@ -228,6 +232,20 @@ impl MesosMaster {
             .filter(|a| !a.removed)
             .map(|a| a.id.clone())
             .collect()
+    }
+
+    /// Subscriptions accepted so far (first ones and re-subscriptions).
+    pub fn subscriptions(&self) -> usize {
+        self.shared.state.lock().expect("state").subscriptions
+    }
+
+    /// From now on nothing reaches the framework's current stream, which stays open: a
+    /// network partition, noticed only through the missing heartbeats.
+    pub fn partition(&self, framework_id: &str) {
+        let mut st = self.shared.state.lock().expect("state");
+        if let Some(f) = st.frameworks.get_mut(framework_id) {
+            f.partitioned = true;
+        }
     }
 
     /// Removes an agent from the cluster, as a failed health check does.
