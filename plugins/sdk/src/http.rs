@@ -272,25 +272,35 @@ fn send(
         o
     });
     let pending = outgoing_handler::handle(req, options).map_err(|e| transport(authority, &e))?;
+    // A body that cannot be written means the request failed (refused, not routed: the
+    // response error says why) or the server answered without reading it all (a redirect, an
+    // early 4xx: the answer is what counts). Either way the response decides.
+    let mut write_error = None;
     if let Some(bytes) = body {
         let stream = outgoing
             .write()
             .map_err(|()| FactoryError::Engine("request stream taken twice".into()))?;
         for chunk in bytes.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| FactoryError::Unavailable(format!("{authority}: write: {e:?}")))?;
+            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                write_error = Some(FactoryError::Unavailable(format!(
+                    "{authority}: write: {e:?}"
+                )));
+                break;
+            }
         }
         drop(stream);
     }
-    OutgoingBody::finish(outgoing, None).map_err(|e| transport(authority, &e))?;
+    if let Err(e) = OutgoingBody::finish(outgoing, None) {
+        write_error.get_or_insert(transport(authority, &e));
+    }
 
     pending.subscribe().block();
     let response = match pending.get() {
         Some(Ok(Ok(r))) => r,
         Some(Ok(Err(e))) => return Err(transport(authority, &e)),
         Some(Err(())) | None => {
-            return Err(FactoryError::Engine(format!("{authority}: response lost")))
+            return Err(write_error
+                .unwrap_or_else(|| FactoryError::Engine(format!("{authority}: response lost"))))
         }
     };
     let status = response.status();
