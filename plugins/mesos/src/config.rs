@@ -26,7 +26,7 @@ pub struct Settings {
     pub reply_timeout: Duration,
     /// Offers not used within this long are declined.
     pub offer_hold: Duration,
-    /// `refuse_seconds` of the filters sent with ACCEPT and DECLINE.
+    /// `refuse_seconds` of the filters sent with DECLINE (an ACCEPT refuses nothing).
     pub refuse_seconds: f64,
     /// Docker network mode of tasks: BRIDGE (default, the proxy port is mapped) or HOST.
     pub network: String,

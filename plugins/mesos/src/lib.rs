@@ -222,8 +222,10 @@ fn create(s: &mut Scheduler, spec: ContainerSpec) -> Result<Container, FactoryEr
                     task_infos: vec![task.clone()],
                 },
             }],
+            // The rest of the offer comes back at the next allocation: an invoker creates
+            // containers in bursts. `refuse-seconds` applies to what is declined.
             filters: Filters {
-                refuse_seconds: settings.refuse_seconds,
+                refuse_seconds: 0.0,
             },
         });
         c

@@ -104,10 +104,19 @@ impl std::fmt::Debug for MesosMaster {
 }
 
 impl Drop for MesosMaster {
+    /// Stops serving and removes every container its agents started, even when a test
+    /// panicked halfway.
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
         }
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker ps -aq --filter label=mesos-sim.master={} | xargs -r docker rm -f >/dev/null 2>&1",
+                self.shared.master_id
+            ))
+            .status();
     }
 }
 

@@ -1,0 +1,173 @@
+//! The Mesos plugin against the master simulator (its agent runs tasks as real Docker
+//! containers) compared with the Docker plugin on the same Docker, interleaved in one run:
+//! cold create-to-ready, destroy, and a standby's takeover work (a fresh plugin instance with
+//! the replicated state: list the cluster's containers, then attach each).
+
+use keepwarm::factory::{Container, ContainerFactory, ContainerSpec};
+use keepwarm::plugin::{MemoryState, WasmFactory};
+use keepwarm_tests::mesos::{MesosMaster, Options};
+use keepwarm_tests::proxy::{init_script, ProxyClient, ECHO_ACTION};
+use keepwarm_tests::stats::{ratio, summarize};
+use keepwarm_tests::{component, runtime, spec};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const READY: Duration = Duration::from_secs(20);
+const ROUNDS: usize = 12;
+const ATTACHED: usize = 30;
+
+fn container_spec(name: &str, run: &str) -> ContainerSpec {
+    ContainerSpec {
+        name: name.into(),
+        image: "keepwarm/action-runtime:latest".into(),
+        memory_mb: 128,
+        cpu_shares: None,
+        env: Vec::new(),
+        labels: vec![("keepwarm.cluster".into(), run.into())],
+        network: None,
+        port: 8080,
+    }
+}
+
+async fn load(stem: &str, route: (&str, &str), state: Arc<MemoryState>) -> Arc<WasmFactory> {
+    let s = spec(stem, component(stem), &[route]);
+    Arc::new(
+        WasmFactory::load_with_state(runtime(), s, state)
+            .await
+            .unwrap(),
+    )
+}
+
+/// A standby's part of a takeover: list the cluster's containers, attach every one.
+async fn take_over(f: &WasmFactory, run: &str, known: &[Container]) -> Duration {
+    let t = Instant::now();
+    let listed = f
+        .list_containers(vec![("keepwarm.cluster".into(), run.into())])
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), known.len());
+    for c in known {
+        f.attach(c.clone()).await.unwrap();
+    }
+    t.elapsed()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let options = Options::default();
+    println!(
+        "simulator: 1 agent, allocation interval {:?} (Mesos' default is 1 s), heartbeat {:?}",
+        options.allocation_interval, options.heartbeat
+    );
+    let master = MesosMaster::start(options).await;
+    let route = master.route();
+    let mesos_state = Arc::new(MemoryState::default());
+    let mesos = load("keepwarm_mesos", ("mesos", &route), mesos_state.clone()).await;
+    let docker_state = Arc::new(MemoryState::default());
+    let docker = load(
+        "keepwarm_docker",
+        ("docker", "unix:///var/run/docker.sock"),
+        docker_state.clone(),
+    )
+    .await;
+    let proxy = ProxyClient::default();
+    let tag = std::process::id();
+
+    // 1. cold create-to-ready and destroy, interleaved
+    let mut ready = (Vec::new(), Vec::new());
+    let mut destroy = (Vec::new(), Vec::new());
+    for i in 0..ROUNDS {
+        for (which, f) in [(0, &mesos), (1, &docker)] {
+            let t = Instant::now();
+            let c = f
+                .create(container_spec(
+                    &format!("kwbm-{which}-{tag}-{i}"),
+                    "bench-cold",
+                ))
+                .await
+                .unwrap();
+            proxy
+                .post_ready(&c.address, "/init", &init_script(ECHO_ACTION), READY)
+                .await
+                .unwrap();
+            let took = t.elapsed();
+            let t = Instant::now();
+            f.destroy(&c.id).await.unwrap();
+            let gone = t.elapsed();
+            if which == 0 {
+                ready.0.push(took);
+                destroy.0.push(gone);
+            } else {
+                ready.1.push(took);
+                destroy.1.push(gone);
+            }
+        }
+    }
+    let (m, d) = (summarize(ready.0), summarize(ready.1));
+    println!("create-to-ready, mesos plugin  {m}");
+    println!("create-to-ready, docker plugin {d}");
+    println!(
+        "mesos / docker: p50 {:.3}x, mean {:.3}x",
+        ratio(m.p50, d.p50),
+        ratio(m.mean, d.mean)
+    );
+    let (m, d) = (summarize(destroy.0), summarize(destroy.1));
+    println!("destroy, mesos plugin  {m}");
+    println!("destroy, docker plugin {d}");
+    println!("mesos / docker: p50 {:.3}x", ratio(m.p50, d.p50));
+
+    // 2. a standby takes over ATTACHED containers of each kind
+    println!("creating {ATTACHED} containers through each plugin ...");
+    // one label per plugin: the simulator's containers carry their task's labels on Docker too
+    let (run_m, run_d) = (format!("bench-m-{tag}"), format!("bench-d-{tag}"));
+    let (mut on_mesos, mut on_docker) = (Vec::new(), Vec::new());
+    for i in 0..ATTACHED {
+        on_mesos.push(
+            mesos
+                .create(container_spec(&format!("kwbm-am-{tag}-{i}"), &run_m))
+                .await
+                .unwrap(),
+        );
+        on_docker.push(
+            docker
+                .create(container_spec(&format!("kwbm-ad-{tag}-{i}"), &run_d))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut takeover = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        // a fresh instance with the same (replicated) state, as on a standby host
+        let standby = load("keepwarm_mesos", ("mesos", &route), mesos_state.clone()).await;
+        takeover
+            .0
+            .push(take_over(&standby, &run_m, &on_mesos).await);
+        let standby = load(
+            "keepwarm_docker",
+            ("docker", "unix:///var/run/docker.sock"),
+            docker_state.clone(),
+        )
+        .await;
+        takeover
+            .1
+            .push(take_over(&standby, &run_d, &on_docker).await);
+    }
+    let (m, d) = (summarize(takeover.0), summarize(takeover.1));
+    println!("standby list + attach {ATTACHED}, mesos plugin  {m}");
+    println!("standby list + attach {ATTACHED}, docker plugin {d}");
+    println!("mesos / docker: p50 {:.3}x", ratio(m.p50, d.p50));
+    println!(
+        "tasks launched by the simulator: {} (none relaunched by the takeovers)",
+        master.launched()
+    );
+
+    // the last standby holds the framework now; clean up through it
+    let last = load("keepwarm_mesos", ("mesos", &route), mesos_state).await;
+    for c in &on_mesos {
+        last.destroy(&c.id).await.unwrap();
+    }
+    for c in &on_docker {
+        docker.destroy(&c.id).await.unwrap();
+    }
+    master.shutdown().await;
+}
