@@ -17,6 +17,8 @@ cargo clippy -q --workspace --all-targets -- -D warnings
 say "running tests"
 log=$(mktemp)
 cargo test --workspace 2>&1 | tee "$log"
+# The plugins' pure parts (RecordIO, offer matching, ...) run their unit tests natively.
+(cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo test -p keepwarm-mesos --target "$(rustc -vV | sed -n 's/^host: //p')") 2>&1 | tee -a "$log"
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -134,14 +134,19 @@ pub struct TaskView {
 
 impl MesosMaster {
     pub async fn start(options: Options) -> MesosMaster {
+        Self::start_on(options, "127.0.0.1:0").await
+    }
+
+    /// As [`MesosMaster::start`], listening on `listen` (a loopback `host:port`).
+    pub async fn start_on(options: Options, listen: &str) -> MesosMaster {
         let first_port = port_block(options.ports_per_agent * options.agents as u16);
         let shared = Arc::new(Shared::new(options, agent::Engine::connect(), first_port));
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("mesos.sock");
         let unix = UnixListener::bind(&socket).expect("bind the master's socket");
-        let tcp = TcpListener::bind("127.0.0.1:0")
+        let tcp = TcpListener::bind(listen)
             .await
-            .expect("bind 127.0.0.1");
+            .unwrap_or_else(|e| panic!("bind {listen}: {e}"));
         let addr = tcp.local_addr().expect("address");
         let mut tasks = Vec::new();
         let s = shared.clone();
