@@ -12,7 +12,7 @@ use crate::cluster::{ClusterConfig, Node};
 use crate::config::{ClusterSection, Config, LogStore};
 use crate::factory::ContainerFactory;
 use crate::feed::{self, ActivationSink, FeedConfig, FeedHooks};
-use crate::plugin::{Limits, PluginRuntime, PluginSpec, WasmFactory};
+use crate::plugin::{FileState, Limits, PluginRuntime, PluginSpec, WasmFactory};
 use crate::pool::{Pool, PoolConfig};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -143,12 +143,20 @@ fn upkeep(pool: Arc<Pool>) -> tokio::task::JoinHandle<()> {
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     match config.cluster.clone() {
         Some(c) => run_cluster(config, c, shutdown).await,
-        None => run_single(Parts::load(config, None).await?, shutdown).await,
+        None => {
+            // A single host keeps its plugin's state on disk, so a restart finds e.g. its
+            // Mesos framework (and the tasks it left) again.
+            std::fs::create_dir_all(&config.invoker.data_dir)?;
+            let state = FileState::open(&config.invoker.data_dir.join("plugin-state.json"))?;
+            let parts = Parts::load(config, Some(Arc::new(state))).await?;
+            run_single(parts, shutdown).await
+        }
     }
 }
 
 async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let pool = parts.pool();
+    remove_leftovers(&parts, &pool).await;
     pool.maintain().await;
     let upkeep = upkeep(pool.clone());
     let runner = parts.runner(pool.clone(), None);
@@ -159,6 +167,42 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
     }
     tracing::info!("invoker stopped");
     Ok(result?)
+}
+
+/// Destroys the containers a previous run of this single host left behind (it was killed, or
+/// ran with `destroy-on-exit = false`): those with the cluster label and this invoker's name
+/// prefix. A single host keeps no record of its pool across restarts, so they would only
+/// hold memory (and, on Mesos, offers) forever.
+async fn remove_leftovers(parts: &Parts, pool: &Pool) {
+    let labels = vec![(
+        "keepwarm.cluster".to_string(),
+        parts.config.invoker.cluster.clone(),
+    )];
+    let prefix = pool.name_prefix().to_owned();
+    let left = match parts.factory.list_containers(labels).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!("cannot list containers left by a previous run: {e}");
+            return;
+        }
+    };
+    let mine: Vec<_> = left
+        .into_iter()
+        .filter(|c| c.name.starts_with(&prefix))
+        .collect();
+    if mine.is_empty() {
+        return;
+    }
+    tracing::info!(
+        count = mine.len(),
+        "destroying containers left by a previous run"
+    );
+    let calls = mine.iter().map(|c| parts.factory.destroy(&c.id));
+    for (c, r) in mine.iter().zip(futures::future::join_all(calls).await) {
+        if let Err(e) = r {
+            tracing::warn!(container = %c.id, "cannot destroy a leftover container: {e}");
+        }
+    }
 }
 
 async fn run_cluster(

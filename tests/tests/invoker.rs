@@ -204,12 +204,21 @@ fn sigkill_and_restart_lose_no_activation() {
         ids.iter().filter(|i| c.received.contains_key(*i)).count() >= 5
     });
     host.kill();
+    let left = containers_of(&host.cluster);
+    assert!(!left.is_empty());
     let done_before = ids.iter().filter(|i| c.received.contains_key(*i)).count();
     host.spawn();
     let all = c.poll_until(Duration::from_secs(120), |c| {
         ids.iter().all(|i| c.received.contains_key(i))
     });
     assert!(all, "activations lost after restart\n{}", host.log());
+    // what the killed run left behind was destroyed, not leaked
+    let now = containers_of(&host.cluster);
+    assert!(
+        left.iter().all(|id| !now.contains(id)),
+        "left {left:?}, now {now:?}\n{}",
+        host.log()
+    );
     let duplicated = ids.iter().filter(|i| c.received[*i].len() > 1).count();
     eprintln!("{done_before} done before the kill, {duplicated} acknowledged twice");
     assert!(duplicated <= 30 - done_before + 1);

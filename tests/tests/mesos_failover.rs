@@ -2,7 +2,7 @@
 //! plugin against the master simulator (its agent runs tasks as Docker containers), tansu.
 
 use keepwarm_tests::cluster::Cluster;
-use keepwarm_tests::host::{containers_of, HostOptions, PluginChoice};
+use keepwarm_tests::host::{containers_of, Host, HostOptions, PluginChoice};
 use keepwarm_tests::kafka::{annotation, Controller};
 use keepwarm_tests::mesos::{MesosMaster, Options};
 use serde_json::json;
@@ -198,5 +198,41 @@ fn a_late_resubscription_loses_the_tasks_and_the_pool_creates_anew() {
     assert_eq!(frameworks.len(), 1, "{frameworks:?}");
     assert_ne!(frameworks[0].0, framework_id);
     assert!(master.launched() > launched);
+    rt.block_on(master.shutdown());
+}
+
+#[test]
+fn a_restarted_single_host_keeps_its_framework_and_removes_what_it_left() {
+    let _serial = serial();
+    let rt = Runtime::new().unwrap();
+    let master = rt.block_on(MesosMaster::start(Options::default()));
+    let n = instance(7403);
+    let mut c = rt.block_on(Controller::new(n, &format!("s{n}")));
+    let mut host = Host::start(&mesos_hosts(&master, n, "60"));
+    let id = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    c.wait_for(&id, WAIT);
+    std::thread::sleep(Duration::from_millis(1000));
+    let left = running(&master);
+    assert!(left.len() >= 2, "{left:?}\n{}", host.log());
+    let (framework_id, _, _) = master.frameworks()[0].clone();
+
+    host.kill();
+    host.spawn();
+    let start = Instant::now();
+    while running(&master).iter().any(|t| left.contains(t)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the tasks of the killed run are still running\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // the framework id was kept on disk: no second framework holds resources
+    let frameworks = master.frameworks();
+    assert_eq!(frameworks.len(), 1, "{frameworks:?}");
+    assert_eq!(frameworks[0].0, framework_id);
+    let id = rt.block_on(c.invoke("guest", "echo", false, json!({"again": 1})));
+    let record = Controller::record(&c.wait_for(&id, WAIT));
+    assert_eq!(record["response"]["result"], json!({"echo": {"again": 1}}));
     rt.block_on(master.shutdown());
 }

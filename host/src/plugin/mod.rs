@@ -19,4 +19,4 @@ pub mod state;
 pub use engine::PluginRuntime;
 pub use error::PluginError;
 pub use factory::{Limits, PluginSpec, WasmFactory};
-pub use state::{MemoryState, PluginState};
+pub use state::{FileState, MemoryState, PluginState};

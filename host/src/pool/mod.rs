@@ -118,6 +118,11 @@ impl Pool {
         &self.factory
     }
 
+    /// How the names of this host's containers start (`wsk<instance>_`).
+    pub fn name_prefix(&self) -> &str {
+        &self.config.name_prefix
+    }
+
     /// Every pool change, from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<PoolEvent> {
         self.events.subscribe()
