@@ -1,11 +1,15 @@
 //! Failover benchmark with real processes: SIGKILL of the active host (of three), repeated,
-//! with 0, 10 and 100 warm containers; the takeover's re-attach time; and Raft write
-//! throughput and replication of pool events on an in-process cluster over loopback HTTP.
+//! with 0, 10 and 100 warm containers on Docker and 10 on Mesos (the master simulator, tasks
+//! as Docker containers: the standby re-subscribes as the same framework); the takeover's
+//! re-attach time; and Raft write throughput and replication of pool events on an in-process
+//! cluster over loopback HTTP.
 
 use keepwarm::cluster::state::{Command, PoolChange};
 use keepwarm::cluster::{ClusterConfig, Node};
 use keepwarm_tests::cluster::Cluster;
+use keepwarm_tests::host::{HostOptions, PluginChoice};
 use keepwarm_tests::kafka::Controller;
+use keepwarm_tests::mesos::{MesosMaster, Options};
 use keepwarm_tests::stats::summarize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,12 +21,26 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn failovers(rt: &tokio::runtime::Runtime, warm: usize, kills: usize) {
-    let instance =
-        8_000_000 + (std::process::id() % 10_000) * 10 + warm as u32 % 10 + warm as u32 / 10;
+fn failovers(rt: &tokio::runtime::Runtime, warm: usize, kills: usize, mesos: Option<&MesosMaster>) {
+    let instance = 8_000_000
+        + (std::process::id() % 10_000) * 10
+        + warm as u32 % 10
+        + warm as u32 / 10
+        + mesos.map_or(0, |_| 5);
     let mut c = rt.block_on(Controller::new(instance, &format!("fb{instance}")));
     let memory = 128 * (warm as u64 + 8);
-    let mut cluster = Cluster::start_with(3, instance, 0, memory);
+    let mut base = HostOptions::new(instance, 0, memory);
+    if let Some(master) = mesos {
+        base.log_store = "log-driver";
+        base.plugin = PluginChoice {
+            name: "mesos".into(),
+            stem: "keepwarm_mesos".into(),
+            routes: format!("mesos = \"{}\"", master.route()),
+            config: String::new(),
+        };
+    }
+    let engine = if mesos.is_some() { "mesos" } else { "docker" };
+    let mut cluster = Cluster::start_from(3, &base);
     cluster
         .active(Duration::from_secs(60))
         .expect("no active host");
@@ -67,7 +85,7 @@ fn failovers(rt: &tokio::runtime::Runtime, warm: usize, kills: usize) {
         std::thread::sleep(Duration::from_millis(300));
     }
     println!(
-        "failover with {warm:>3} warm containers: {}",
+        "failover with {warm:>3} warm containers on {engine}: {}",
         summarize(times)
     );
     println!(
@@ -170,7 +188,14 @@ async fn raft_throughput() {
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(raft_throughput());
-    failovers(&rt, 0, 20);
-    failovers(&rt, 10, 20);
-    failovers(&rt, 100, 10);
+    failovers(&rt, 0, 20, None);
+    failovers(&rt, 10, 20, None);
+    let master = rt.block_on(MesosMaster::start(Options::default()));
+    failovers(&rt, 10, 20, Some(&master));
+    println!(
+        "  tasks launched on mesos: {} (10 warm; none relaunched by the failovers)",
+        master.launched()
+    );
+    drop(master);
+    failovers(&rt, 100, 10, None);
 }

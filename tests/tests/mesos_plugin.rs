@@ -3,7 +3,7 @@
 //! (partitioned) subscription, and its settings.
 
 use keepwarm::factory::{CallError, ContainerFactory, ContainerSpec, FactoryError};
-use keepwarm::plugin::{MemoryState, WasmFactory};
+use keepwarm::plugin::{MemoryState, PluginState, WasmFactory};
 use keepwarm_tests::mesos::{MesosMaster, Options};
 use keepwarm_tests::proxy::{init_script, ProxyClient, ECHO_ACTION};
 use keepwarm_tests::{component, runtime, spec};
@@ -16,12 +16,20 @@ async fn plugin(
     routes: &[(&str, &str)],
     config: &[(&str, &str)],
 ) -> Result<WasmFactory, CallError> {
+    plugin_with(routes, config, Arc::new(MemoryState::default())).await
+}
+
+async fn plugin_with(
+    routes: &[(&str, &str)],
+    config: &[(&str, &str)],
+    state: Arc<MemoryState>,
+) -> Result<WasmFactory, CallError> {
     let mut s = spec(STEM, component(STEM), routes);
     s.config = config
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    WasmFactory::load_with_state(runtime(), s, Arc::new(MemoryState::default())).await
+    WasmFactory::load_with_state(runtime(), s, state).await
 }
 
 fn container(name: &str, memory_mb: u32) -> ContainerSpec {
@@ -192,4 +200,36 @@ async fn bad_settings_are_named_at_load() {
         factory_error(f.list_containers(Vec::new()).await),
         FactoryError::Unavailable(_)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_record_was_lost_is_attached_by_its_handle() {
+    let master = MesosMaster::start(Options::default()).await;
+    let route = master.route();
+    let first = Arc::new(MemoryState::default());
+    let f = plugin_with(&[("mesos", &route)], &[], first.clone())
+        .await
+        .unwrap();
+    let created = f.create(container("by-handle", 64)).await.unwrap();
+
+    // a state that kept the framework id but lost the task records
+    let thin = Arc::new(MemoryState::default());
+    thin.put("framework-id", first.get("framework-id").unwrap());
+    let g = plugin_with(&[("mesos", &route)], &[], thin).await.unwrap();
+    let attached = g.attach(created.clone()).await.unwrap();
+    assert_eq!(attached.address, created.address);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        master.tasks()[0].state,
+        "TASK_RUNNING",
+        "not killed as unknown"
+    );
+    let labels = vec![("keepwarm.test".to_string(), "by-handle".to_string())];
+    assert_eq!(
+        g.list_containers(labels).await.unwrap().len(),
+        1,
+        "record restored"
+    );
+    g.destroy(&created.id).await.unwrap();
+    master.shutdown().await;
 }

@@ -266,14 +266,17 @@ fn attach(s: &mut Scheduler, known: Container) -> Result<Container, FactoryError
             let h: Handle = serde_json::from_str(&known.handle).map_err(|_| {
                 FactoryError::NotFound(format!("task {} is not known to this framework", known.id))
             })?;
-            TaskRecord {
+            let record = TaskRecord {
                 task_id: known.id.clone(),
                 name: known.name.clone(),
                 agent_id: h.agent_id,
                 hostname: h.hostname,
                 host_port: h.host_port,
                 labels: known.labels.clone(),
-            }
+            };
+            // Restored before reconciling: a live task without a record would be killed.
+            tasks::put(&record);
+            record
         }
     };
     s.forget_status(&record.task_id);
@@ -285,10 +288,7 @@ fn attach(s: &mut Scheduler, known: Container) -> Result<Container, FactoryError
         s.status(&record.task_id).cloned()
     })?;
     match status {
-        Some(st) if !st.is_terminal() => {
-            tasks::put(&record);
-            Ok(container(&record, state_of(Some(&st))))
-        }
+        Some(st) if !st.is_terminal() => Ok(container(&record, state_of(Some(&st)))),
         Some(st) => {
             tasks::forget(&record.task_id);
             Err(FactoryError::NotFound(format!(
