@@ -1,7 +1,8 @@
 //! The Mesos plugin against the master simulator (its agent runs tasks as real Docker
 //! containers) compared with the Docker plugin on the same Docker, interleaved in one run:
-//! cold create-to-ready, destroy, and a standby's takeover work (a fresh plugin instance with
-//! the replicated state: list the cluster's containers, then attach each).
+//! cold create-to-ready, destroy, a burst of creates on a master allocating once a second (as
+//! Mesos does by default), and a standby's takeover work (a fresh plugin instance with the
+//! replicated state: list the cluster's containers, then attach each).
 
 use keepwarm::factory::{Container, ContainerFactory, ContainerSpec};
 use keepwarm::plugin::{MemoryState, WasmFactory};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 const READY: Duration = Duration::from_secs(20);
 const ROUNDS: usize = 12;
 const ATTACHED: usize = 30;
+const BURST: usize = 8;
 
 fn container_spec(name: &str, run: &str) -> ContainerSpec {
     ContainerSpec {
@@ -116,7 +118,62 @@ async fn main() {
     println!("destroy, docker plugin {d}");
     println!("mesos / docker: p50 {:.3}x", ratio(m.p50, d.p50));
 
-    // 2. a standby takes over ATTACHED containers of each kind
+    // 2. a burst of creates, back to back, on a master with Mesos' default allocation interval
+    {
+        let slow = MesosMaster::start(Options {
+            allocation_interval: Duration::from_secs(1),
+            ..Options::default()
+        })
+        .await;
+        let slow_route = slow.route();
+        let f = load(
+            "keepwarm_mesos",
+            ("mesos", &slow_route),
+            Arc::new(MemoryState::default()),
+        )
+        .await;
+        let (mut burst_m, mut burst_d, mut made) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..BURST {
+            let t = Instant::now();
+            made.push(
+                f.create(container_spec(
+                    &format!("kwbm-bm-{tag}-{i}"),
+                    "bench-burst-m",
+                ))
+                .await
+                .unwrap(),
+            );
+            burst_m.push(t.elapsed());
+        }
+        for i in 0..BURST {
+            let t = Instant::now();
+            let c = docker
+                .create(container_spec(
+                    &format!("kwbm-bd-{tag}-{i}"),
+                    "bench-burst-d",
+                ))
+                .await
+                .unwrap();
+            burst_d.push(t.elapsed());
+            made.push(c);
+        }
+        let (m, d) = (summarize(burst_m), summarize(burst_d));
+        println!("burst of {BURST} creates (allocation interval 1 s), mesos plugin  {m}");
+        println!("burst of {BURST} creates,                          docker plugin {d}");
+        println!(
+            "mesos / docker: p50 {:.3}x, max {:.3}x",
+            ratio(m.p50, d.p50),
+            ratio(m.max, d.max)
+        );
+        for c in &made[..BURST] {
+            f.destroy(&c.id).await.unwrap();
+        }
+        for c in &made[BURST..] {
+            docker.destroy(&c.id).await.unwrap();
+        }
+    }
+
+    // 3. a standby takes over ATTACHED containers of each kind
     println!("creating {ATTACHED} containers through each plugin ...");
     // one label per plugin: the simulator's containers carry their task's labels on Docker too
     let (run_m, run_d) = (format!("bench-m-{tag}"), format!("bench-d-{tag}"));

@@ -185,6 +185,11 @@ fn create(s: &mut Scheduler, spec: ContainerSpec) -> Result<Container, FactoryEr
         )));
     }
     let needs = needs(&spec);
+    if !s.offers().any(|o| offers::fits(o, needs).is_some()) {
+        // Nothing held fits: ask for offers now rather than at the master's next allocation
+        // (Mesos allocates once a second by default; a burst of creates would wait for it).
+        s.revive()?;
+    }
     let found = s.wait_for(settings.offer_wait, |s| {
         s.offers()
             .find_map(|o| offers::fits(o, needs).map(|port| (o.id.clone(), port)))

@@ -315,6 +315,11 @@ impl Scheduler {
         })
     }
 
+    /// Clears our filters and asks the master to allocate now.
+    pub fn revive(&mut self) -> Result<(), FactoryError> {
+        self.call(|fid| Call::new("REVIVE", Some(fid)))
+    }
+
     pub fn decline(&mut self, offer_ids: Vec<Id>) -> Result<(), FactoryError> {
         if offer_ids.is_empty() {
             return Ok(());

@@ -10,7 +10,7 @@
 //! framework whose `failover_timeout` ran out (its tasks killed then); calls without a stream
 //! id or with another → 400, from an unsubscribed framework → 403; `HEARTBEAT`s; `OFFERS` of each
 //! agent's unused cpus/mem/ports every allocation interval, filters (`refuse_seconds`, default
-//! 5 s), `REVIVE`, `SUPPRESS`; `ACCEPT` with `LAUNCH` (offers usable once and from one agent,
+//! 5 s), `REVIVE` (allocating at once, as Mesos' allocator does), `SUPPRESS`; `ACCEPT` with `LAUNCH` (offers usable once and from one agent,
 //! resources and port mappings checked: `TASK_ERROR`, invalid offers: `TASK_LOST`), `DECLINE`,
 //! `KILL`, `ACKNOWLEDGE` (status updates with a `uuid` re-sent until acknowledged, one at a
 //! time per task, as the agent's status update manager does), `RECONCILE` explicit (unknown

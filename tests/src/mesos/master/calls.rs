@@ -54,6 +54,8 @@ impl Shared {
                     f.filters.clear();
                     f.suppressed = false;
                 }
+                // As Mesos' allocator does on a revive: allocate now, not at the next interval.
+                st.allocate_now();
                 (202, String::new())
             }
             "SUPPRESS" => {

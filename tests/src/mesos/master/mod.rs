@@ -223,6 +223,11 @@ impl State {
         self.push_update(key, update);
     }
 
+    /// The next tick allocates, whatever the interval.
+    fn allocate_now(&mut self) {
+        self.last_allocation = None;
+    }
+
     fn used(&self, agent_id: &str) -> (f64, f64, HashSet<u16>) {
         let mut cpus = 0.0;
         let mut mem = 0.0;
@@ -371,7 +376,7 @@ impl Shared {
         for key in keys {
             st.send_front(&key);
         }
-        st.last_allocation = None;
+        st.allocate_now();
         st.subscriptions += 1;
         Ok((framework_id, stream_id))
     }
