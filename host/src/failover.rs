@@ -179,6 +179,26 @@ fn change_of(plugin: &str, event: PoolEvent) -> PoolChange {
     }
 }
 
+/// Adds one feed progress to the batch; "consuming" goes to `/status` at once, whichever
+/// way it was received (it may arrive in a batch behind plugin-state writes).
+fn note_progress(
+    node: &Node,
+    progress: Progress,
+    offsets: &mut BTreeMap<i32, i64>,
+    completed: &mut Vec<String>,
+) {
+    match progress {
+        Progress::Offset(part, next) => {
+            offsets.insert(part, next);
+        }
+        Progress::Completed(id) => completed.push(id),
+        Progress::Consuming => {
+            node.report("consuming", serde_json::json!(true));
+            node.report("consuming_since_ms", serde_json::json!(now_ms()));
+        }
+    }
+}
+
 /// Proposes pool changes, offsets and completions in batches until leadership is lost
 /// (then it signals `lost`). Nothing on the activation path waits for it.
 pub async fn replicate(
@@ -208,12 +228,7 @@ pub async fn replicate(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             p = progress.recv() => match p {
-                Some(Progress::Offset(part, next)) => { offsets.insert(part, next); }
-                Some(Progress::Completed(id)) => completed.push(id),
-                Some(Progress::Consuming) => {
-                    node.report("consuming", serde_json::json!(true));
-                    node.report("consuming_since_ms", serde_json::json!(now_ms()));
-                }
+                Some(p) => note_progress(&node, p, &mut offsets, &mut completed),
                 None => return,
             },
         }
@@ -222,13 +237,7 @@ pub async fn replicate(
             changes.push(change_of(&plugin, e));
         }
         while let Ok(p) = progress.try_recv() {
-            match p {
-                Progress::Offset(part, next) => {
-                    offsets.insert(part, next);
-                }
-                Progress::Completed(id) => completed.push(id),
-                Progress::Consuming => {}
-            }
+            note_progress(&node, p, &mut offsets, &mut completed);
         }
         while let Ok(c) = extra.try_recv() {
             commands.push(c);

@@ -61,6 +61,21 @@ fn running(master: &MesosMaster) -> Vec<String> {
         .collect()
 }
 
+/// Waits (up to 15 s) until at least `n` tasks run; their ids, or what ran at the deadline.
+fn wait_running(master: &MesosMaster, n: usize) -> Result<Vec<String>, Vec<String>> {
+    let start = Instant::now();
+    loop {
+        let tasks = running(master);
+        if tasks.len() >= n {
+            return Ok(tasks);
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            return Err(tasks);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Warm containers for two actions, and the prewarm one, all replicated.
 fn warm_up(
     rt: &Runtime,
@@ -73,13 +88,10 @@ fn warm_up(
         let id = rt.block_on(c.invoke("guest", action, false, json!({})));
         c.wait_for(&id, WAIT);
     }
-    std::thread::sleep(Duration::from_millis(1500));
-    let tasks = running(master);
-    assert!(
-        tasks.len() >= 3,
-        "{tasks:?}\n{}",
-        cluster.hosts[active].log()
-    );
+    // the prewarm replaced (the pool's upkeep runs each second), everything replicated
+    let tasks = wait_running(master, 3)
+        .unwrap_or_else(|t| panic!("{t:?}\n{}", cluster.hosts[active].log()));
+    std::thread::sleep(Duration::from_millis(500));
     tasks
 }
 
@@ -180,9 +192,32 @@ fn a_late_resubscription_loses_the_tasks_and_the_pool_creates_anew() {
     for h in &mut cluster.hosts {
         h.spawn();
     }
-    let active = cluster
-        .active(Duration::from_secs(30))
-        .expect("no host became active after the restart");
+    let Some(active) = cluster.active(Duration::from_secs(30)) else {
+        let statuses: Vec<_> = (0..3).map(|i| cluster.status(i)).collect();
+        let tails: Vec<String> = cluster
+            .hosts
+            .iter_mut()
+            .zip(statuses)
+            .map(|(h, status)| {
+                let exited = h.child.as_mut().map(|c| c.try_wait());
+                let log = h.log();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| !l.contains("openraft"))
+                    .rev()
+                    .take(15)
+                    .collect();
+                format!(
+                    "exited: {exited:?}\nstatus: {status:?}\n{}",
+                    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect();
+        panic!(
+            "no host became active after the restart\n{}",
+            tails.join("\n----\n")
+        );
+    };
     let status = cluster.status(active).unwrap();
     assert_eq!(status["last_takeover"]["reattached"], 0, "{status}");
 
@@ -211,9 +246,8 @@ fn a_restarted_single_host_keeps_its_framework_and_removes_what_it_left() {
     let mut host = Host::start(&mesos_hosts(&master, n, "60"));
     let id = rt.block_on(c.invoke("guest", "echo", false, json!({})));
     c.wait_for(&id, WAIT);
-    std::thread::sleep(Duration::from_millis(1000));
-    let left = running(&master);
-    assert!(left.len() >= 2, "{left:?}\n{}", host.log());
+    // the warm echo container and the prewarm that replaced the one it took
+    let left = wait_running(&master, 2).unwrap_or_else(|t| panic!("{t:?}\n{}", host.log()));
     let (framework_id, _, _) = master.frameworks()[0].clone();
 
     host.kill();
