@@ -214,3 +214,19 @@ pub fn annotation(record: &Value, key: &str) -> Option<Value> {
         .find(|a| a["key"] == key)
         .map(|a| a["value"].clone())
 }
+
+/// Runs `guest/echo` with `params` and checks that it ran in a warm container (no cold start,
+/// no prewarm taken) and answered with them.
+pub fn assert_echo_runs_warm(rt: &tokio::runtime::Runtime, c: &mut Controller, params: Value) {
+    let id = rt.block_on(c.invoke("guest", "echo", false, params.clone()));
+    let record = Controller::record(&c.wait_for(&id, Duration::from_secs(60)));
+    assert_eq!(
+        annotation(&record, "keepwarm").unwrap()["start"],
+        "warm",
+        "{record}"
+    );
+    assert_eq!(
+        record["response"]["result"],
+        serde_json::json!({ "echo": params })
+    );
+}

@@ -181,10 +181,8 @@ pub async fn lifecycle(stem: &str, route: &str, socket: &str) {
     // destroy → gone from the list, attach says not-found
     factory.destroy(&created.id).await.unwrap();
     assert!(factory.list_containers(labels).await.unwrap().is_empty());
-    assert!(matches!(
-        factory_error(standby.attach(created.clone()).await),
-        FactoryError::NotFound(_)
-    ));
+    let gone = factory_error(standby.attach(created.clone()).await);
+    assert!(matches!(gone, FactoryError::NotFound(_)), "{gone:?}");
     assert!(matches!(
         factory_error(factory.destroy(&created.id).await),
         FactoryError::NotFound(_)

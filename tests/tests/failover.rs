@@ -2,7 +2,7 @@
 
 use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::host::containers_of;
-use keepwarm_tests::kafka::{annotation, Controller};
+use keepwarm_tests::kafka::{annotation, assert_echo_runs_warm, Controller};
 use serde_json::json;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Runtime;
@@ -98,17 +98,7 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
         "{metrics}"
     );
     // the warm action runs warm on the new host: no cold start
-    let id = rt.block_on(c.invoke("guest", "echo", false, json!({"after": "failover"})));
-    let record = Controller::record(&c.wait_for(&id, WAIT));
-    assert_eq!(
-        annotation(&record, "keepwarm").unwrap()["start"],
-        "warm",
-        "{record}"
-    );
-    assert_eq!(
-        record["response"]["result"],
-        json!({"echo": {"after": "failover"}})
-    );
+    assert_echo_runs_warm(&rt, &mut c, json!({"after": "failover"}));
 
     // the killed host comes back (same data dir) and rejoins as a standby
     cluster.hosts[first].spawn();

@@ -3,7 +3,7 @@
 
 use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::host::{containers_of, Host, HostOptions, PluginChoice};
-use keepwarm_tests::kafka::{annotation, Controller};
+use keepwarm_tests::kafka::{assert_echo_runs_warm, Controller};
 use keepwarm_tests::mesos::{MesosMaster, Options};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -135,17 +135,7 @@ fn a_standby_resubscribes_as_the_same_framework_and_attaches_every_task() {
     assert_eq!(master.launched(), launched);
 
     // the warm action runs warm on the new host, in the container launched before
-    let id = rt.block_on(c.invoke("guest", "echo", false, json!({"after": "failover"})));
-    let record = Controller::record(&c.wait_for(&id, WAIT));
-    assert_eq!(
-        annotation(&record, "keepwarm").unwrap()["start"],
-        "warm",
-        "{record}"
-    );
-    assert_eq!(
-        record["response"]["result"],
-        json!({"echo": {"after": "failover"}})
-    );
+    assert_echo_runs_warm(&rt, &mut c, json!({"after": "failover"}));
     assert_eq!(master.launched(), launched);
     rt.block_on(master.shutdown());
 }

@@ -264,7 +264,8 @@ impl Scheduler {
     // ---- calls -------------------------------------------------------------------------
 
     /// Sends a call on the current subscription (subscribing first if there is none), once
-    /// more after a 403 or a redirect, which mean the master no longer knows this stream.
+    /// more after a 403, a 400 about the stream id, or a redirect, which mean the master no
+    /// longer takes this stream.
     pub fn call(&mut self, make: impl Fn(&str) -> Call) -> Result<(), FactoryError> {
         for attempt in 0..2 {
             if self.subscription.is_none() {
@@ -283,9 +284,13 @@ impl Scheduler {
                 ],
                 Some(&body),
             )?;
+            // 403: the master does not know this subscription (it failed over, or dropped
+            // us); 400 naming the stream id: another subscription of the framework replaced
+            // ours before this instance saw its stream close. Either way: subscribe, retry.
+            let replaced = r.status == 400 && r.text().to_ascii_lowercase().contains("stream id");
             match r.status {
                 200..=299 => return Ok(()),
-                307 | 403 if attempt == 0 => {
+                307 | 403 | 400 if attempt == 0 && (r.status != 400 || replaced) => {
                     if r.status == 307 {
                         let location = r
                             .headers

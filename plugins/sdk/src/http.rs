@@ -123,25 +123,12 @@ pub fn request_with_timeout(
     first_byte_timeout_ms: Option<u64>,
 ) -> Result<Response, FactoryError> {
     let (authority, _) = split_url(url)?;
-    let head = send(method, url, headers, body, first_byte_timeout_ms)?;
-    let mut body = Vec::new();
-    loop {
-        match head.input.blocking_read(64 * 1024) {
-            Ok(chunk) => body.extend_from_slice(&chunk),
-            Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => {
-                return Err(FactoryError::Unavailable(format!(
-                    "{authority}: reading response: {}",
-                    e.to_debug_string()
-                )))
-            }
-        }
-    }
-    Ok(Response {
-        status: head.status,
-        headers: head.headers.clone(),
-        body,
-    })
+    send(method, url, headers, body, first_byte_timeout_ms)?
+        .into_response()
+        .map_err(|e| match e {
+            FactoryError::Unavailable(m) => FactoryError::Unavailable(format!("{authority}: {m}")),
+            other => other,
+        })
 }
 
 /// A response whose body is read as it arrives: a long-lived event stream such as Mesos'

@@ -1,7 +1,7 @@
 //! The scheduler calls other than `SUBSCRIBE`: ACCEPT (LAUNCH), DECLINE, KILL, ACKNOWLEDGE,
 //! RECONCILE, REVIVE, SUPPRESS, TEARDOWN.
 
-use super::{status, text, Reply, Shared, State, Task, DEFAULT_REFUSE};
+use super::{text, Reply, Shared, State, Task, DEFAULT_REFUSE};
 use crate::mesos::agent::Launch;
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
@@ -145,17 +145,13 @@ impl Shared {
                         text(task, &["task_id", "value"]).unwrap_or_default(),
                     );
                     let agent = text(task, &["agent_id", "value"]).unwrap_or_default();
-                    st.send(
+                    st.tell(
                         fid,
-                        &status(
-                            &key,
-                            &agent,
-                            "TASK_LOST",
-                            "SOURCE_MASTER",
-                            Some("REASON_INVALID_OFFERS"),
-                            Some(&format!("Task launched with invalid offers: {reason}")),
-                            false,
-                        ),
+                        &key,
+                        &agent,
+                        "TASK_LOST",
+                        Some("REASON_INVALID_OFFERS"),
+                        Some(&format!("Task launched with invalid offers: {reason}")),
                     );
                 }
             }
@@ -200,17 +196,13 @@ impl Shared {
                 };
                 if let Some(message) = problem {
                     let agent = text(task, &["agent_id", "value"]).unwrap_or_default();
-                    st.send(
+                    st.tell(
                         fid,
-                        &status(
-                            &key,
-                            &agent,
-                            "TASK_ERROR",
-                            "SOURCE_MASTER",
-                            Some("REASON_TASK_INVALID"),
-                            Some(&message),
-                            false,
-                        ),
+                        &key,
+                        &agent,
+                        "TASK_ERROR",
+                        Some("REASON_TASK_INVALID"),
+                        Some(&message),
                     );
                     continue;
                 }
@@ -225,9 +217,7 @@ impl Shared {
                     });
                 if let Some((host, _)) = mapping {
                     if !need_ports.contains(&host) {
-                        st.send(fid, &status(&key, &agent_id, "TASK_ERROR", "SOURCE_MASTER",
-                            Some("REASON_TASK_INVALID"),
-                            Some(&format!("Port mapping host_port {host} is not among the task's port resources")), false));
+                        st.tell(fid, &key, &agent_id, "TASK_ERROR", Some("REASON_TASK_INVALID"), Some(&format!("Port mapping host_port {host} is not among the task's port resources")));
                         continue;
                     }
                 }
@@ -335,17 +325,13 @@ impl Shared {
         let mut st = self.lock();
         let Some(task) = st.tasks.get_mut(&key) else {
             let agent = text(kill, &["agent_id", "value"]).unwrap_or_default();
-            st.send(
+            st.tell(
                 fid,
-                &status(
-                    &key,
-                    &agent,
-                    "TASK_LOST",
-                    "SOURCE_MASTER",
-                    Some("REASON_RECONCILIATION"),
-                    Some("Attempted to kill an unknown task"),
-                    false,
-                ),
+                &key,
+                &agent,
+                "TASK_LOST",
+                Some("REASON_RECONCILIATION"),
+                Some("Attempted to kill an unknown task"),
             );
             return (202, String::new());
         };
@@ -416,38 +402,33 @@ impl Shared {
             })
             .collect();
         let reply = |key: &(String, String), t: &Task| {
-            status(
+            st.tell(
+                fid,
                 key,
                 &t.agent_id,
                 t.state,
-                "SOURCE_MASTER",
                 Some("REASON_RECONCILIATION"),
                 None,
-                false,
             )
         };
         if asked.is_empty() {
             for (key, t) in st.tasks.iter().filter(|(k, _)| k.0 == fid) {
-                st.send(fid, &reply(key, t));
+                reply(key, t);
             }
         } else {
             for (task_id, agent_id) in asked {
                 let key = (fid.to_owned(), task_id);
                 match st.tasks.get(&key) {
-                    Some(t) => st.send(fid, &reply(&key, t)),
-                    None => st.send(
+                    Some(t) => reply(&key, t),
+                    None => st.tell(
                         fid,
-                        &status(
-                            &key,
-                            &agent_id,
-                            "TASK_LOST",
-                            "SOURCE_MASTER",
-                            Some("REASON_RECONCILIATION"),
-                            Some("Reconciliation: Task is unknown"),
-                            false,
-                        ),
+                        &key,
+                        &agent_id,
+                        "TASK_LOST",
+                        Some("REASON_RECONCILIATION"),
+                        Some("Reconciliation: Task is unknown"),
                     ),
-                };
+                }
             }
         }
         (202, String::new())

@@ -1,7 +1,7 @@
 //! What happens with time and outside the frameworks' calls: heartbeats, offers each
 //! allocation interval, re-sent updates, failover timeouts, removal of frameworks and agents.
 
-use super::{encode, id, is_terminal, status, Agent, Offer, Shared, State, MIN_CPUS, MIN_MEM};
+use super::{encode, id, is_terminal, Agent, Offer, Shared, State, MIN_CPUS, MIN_MEM};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -170,17 +170,13 @@ impl Shared {
                 let t = st.tasks.remove(&key).expect("listed");
                 containers.extend(t.container);
                 if !is_terminal(t.state) {
-                    st.send(
+                    st.tell(
                         &key.0,
-                        &status(
-                            &key,
-                            agent_id,
-                            "TASK_LOST",
-                            "SOURCE_MASTER",
-                            Some("REASON_AGENT_REMOVED"),
-                            Some("Agent removed"),
-                            false,
-                        ),
+                        &key,
+                        agent_id,
+                        "TASK_LOST",
+                        Some("REASON_AGENT_REMOVED"),
+                        Some("Agent removed"),
                     );
                 }
             }

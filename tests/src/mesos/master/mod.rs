@@ -184,6 +184,29 @@ impl State {
         }
     }
 
+    /// An update the master itself generates (unknown task, invalid launch, lost agent):
+    /// sent once, without a `uuid`, so never acknowledged or re-sent.
+    fn tell(
+        &self,
+        framework_id: &str,
+        key: &(String, String),
+        agent_id: &str,
+        state: &str,
+        reason: Option<&str>,
+        message: Option<&str>,
+    ) {
+        let update = status(
+            key,
+            agent_id,
+            state,
+            "SOURCE_MASTER",
+            reason,
+            message,
+            false,
+        );
+        self.send(framework_id, &update);
+    }
+
     /// Queues a reliable update and sends it if it is the task's only pending one.
     fn push_update(&mut self, key: &(String, String), update: Value) {
         let Some(task) = self.tasks.get_mut(key) else {
