@@ -89,7 +89,7 @@ impl Settings {
             failover_timeout: Duration::from_secs_f64(number("failover-timeout-s", 604_800.0)?),
             cpus: number("cpus", 0.1)?,
             offer_wait: millis("offer-wait-ms", 5_000.0)?,
-            launch_timeout: millis("launch-timeout-ms", 20_000.0)?,
+            launch_timeout: millis("launch-timeout-ms", 15_000.0)?,
             reply_timeout: millis("reply-timeout-ms", 5_000.0)?,
             offer_hold: millis("offer-hold-ms", 2_000.0)?,
             refuse_seconds: number("refuse-seconds", 1.0)?,
