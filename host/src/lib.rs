@@ -23,5 +23,6 @@ pub mod factory;
 pub mod failover;
 pub mod feed;
 pub mod invoker;
+pub mod json_file;
 pub mod plugin;
 pub mod pool;

@@ -60,19 +60,9 @@ pub struct OffsetStore {
 
 impl OffsetStore {
     pub fn open(path: &Path) -> std::io::Result<OffsetStore> {
-        let offsets = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e),
-        };
         Ok(OffsetStore {
             path: path.to_owned(),
-            offsets,
+            offsets: crate::json_file::load(path)?,
         })
     }
 
@@ -82,14 +72,7 @@ impl OffsetStore {
 
     pub fn save(&mut self, partition: i32, next: i64) -> std::io::Result<()> {
         self.offsets.insert(partition, next);
-        let tmp = self.path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(&self.offsets).expect("offsets serialize"))?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)
+        crate::json_file::save(&self.path, &self.offsets)
     }
 }
 

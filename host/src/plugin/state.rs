@@ -51,16 +51,8 @@ impl FileState {
     /// Opens `path`, or starts empty when it does not exist; a file that does not parse is an
     /// error naming it (it is not silently replaced).
     pub fn open(path: &Path) -> std::io::Result<FileState> {
-        let entries = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("plugin state {}: {e}", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e),
-        };
+        let entries = crate::json_file::load(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("plugin state: {e}")))?;
         Ok(FileState {
             path: path.to_owned(),
             entries: Mutex::new(entries),
@@ -68,15 +60,7 @@ impl FileState {
     }
 
     fn save(&self, entries: &BTreeMap<String, Vec<u8>>) {
-        let tmp = self.path.with_extension("tmp");
-        let written = (|| {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(entries).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        })();
-        if let Err(e) = written {
+        if let Err(e) = crate::json_file::save(&self.path, entries) {
             tracing::error!(path = %self.path.display(), "cannot save plugin state: {e}");
         }
     }

@@ -123,7 +123,7 @@ pub fn request_with_timeout(
     first_byte_timeout_ms: Option<u64>,
 ) -> Result<Response, FactoryError> {
     let (authority, _) = split_url(url)?;
-    send(method, url, headers, body, first_byte_timeout_ms)?
+    open(method, url, headers, body, first_byte_timeout_ms)?
         .into_response()
         .map_err(|e| match e {
             FactoryError::Unavailable(m) => FactoryError::Unavailable(format!("{authority}: {m}")),
@@ -213,16 +213,6 @@ impl Streaming {
 
 /// Sends a request and returns as soon as the response head is in; read the body as it comes.
 pub fn open(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-    first_byte_timeout_ms: Option<u64>,
-) -> Result<Streaming, FactoryError> {
-    send(method, url, headers, body, first_byte_timeout_ms)
-}
-
-fn send(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
