@@ -8,7 +8,7 @@ use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use bollard::Docker;
 use keepwarm::factory::{Container, ContainerFactory, ContainerSpec};
 use keepwarm_tests::proxy::{init_script, ProxyClient, ECHO_ACTION};
-use keepwarm_tests::stats::{ratio, summarize};
+use keepwarm_tests::stats::{compare, ratio};
 use keepwarm_tests::{component, load_with, spec};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -116,13 +116,10 @@ async fn main() {
         via_native.push(t.elapsed());
         remove(&docker, &id).await;
     }
-    let (p, n) = (summarize(via_plugin), summarize(via_native));
-    println!("create-to-ready, docker plugin  {p}");
-    println!("create-to-ready, native bollard {n}");
-    println!(
-        "plugin / native: p50 {:.3}x, mean {:.3}x",
-        ratio(p.p50, n.p50),
-        ratio(p.mean, n.mean)
+    compare(
+        "create-to-ready",
+        ("docker plugin", via_plugin),
+        ("native bollard", via_native),
     );
 
     // 2. attach 100 existing containers

@@ -8,7 +8,7 @@ use keepwarm::factory::{Container, ContainerFactory, ContainerSpec};
 use keepwarm::plugin::{MemoryState, WasmFactory};
 use keepwarm_tests::mesos::{MesosMaster, Options};
 use keepwarm_tests::proxy::{init_script, ProxyClient, ECHO_ACTION};
-use keepwarm_tests::stats::{ratio, summarize};
+use keepwarm_tests::stats::compare;
 use keepwarm_tests::{component, runtime, spec};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,18 +105,8 @@ async fn main() {
             }
         }
     }
-    let (m, d) = (summarize(ready.0), summarize(ready.1));
-    println!("create-to-ready, mesos plugin  {m}");
-    println!("create-to-ready, docker plugin {d}");
-    println!(
-        "mesos / docker: p50 {:.3}x, mean {:.3}x",
-        ratio(m.p50, d.p50),
-        ratio(m.mean, d.mean)
-    );
-    let (m, d) = (summarize(destroy.0), summarize(destroy.1));
-    println!("destroy, mesos plugin  {m}");
-    println!("destroy, docker plugin {d}");
-    println!("mesos / docker: p50 {:.3}x", ratio(m.p50, d.p50));
+    compare("create-to-ready", ("mesos", ready.0), ("docker", ready.1));
+    compare("destroy", ("mesos", destroy.0), ("docker", destroy.1));
 
     // 2. a burst of creates, back to back, on a master with Mesos' default allocation interval
     {
@@ -157,13 +147,10 @@ async fn main() {
             burst_d.push(t.elapsed());
             made.push(c);
         }
-        let (m, d) = (summarize(burst_m), summarize(burst_d));
-        println!("burst of {BURST} creates (allocation interval 1 s), mesos plugin  {m}");
-        println!("burst of {BURST} creates,                          docker plugin {d}");
-        println!(
-            "mesos / docker: p50 {:.3}x, max {:.3}x",
-            ratio(m.p50, d.p50),
-            ratio(m.max, d.max)
+        compare(
+            &format!("burst of {BURST} creates (allocation interval 1 s)"),
+            ("mesos", burst_m),
+            ("docker", burst_d),
         );
         for c in &made[..BURST] {
             f.destroy(&c.id).await.unwrap();
@@ -209,10 +196,11 @@ async fn main() {
             .1
             .push(take_over(&standby, &run_d, &on_docker).await);
     }
-    let (m, d) = (summarize(takeover.0), summarize(takeover.1));
-    println!("standby list + attach {ATTACHED}, mesos plugin  {m}");
-    println!("standby list + attach {ATTACHED}, docker plugin {d}");
-    println!("mesos / docker: p50 {:.3}x", ratio(m.p50, d.p50));
+    compare(
+        &format!("standby list + attach {ATTACHED}"),
+        ("mesos", takeover.0),
+        ("docker", takeover.1),
+    );
     println!(
         "tasks launched by the simulator: {} (none relaunched by the takeovers)",
         master.launched()

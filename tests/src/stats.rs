@@ -40,3 +40,23 @@ impl std::fmt::Display for Summary {
 pub fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64()
 }
+
+/// Summarizes two sets of samples of the same thing, prints both and their ratios (p50, mean,
+/// max of `a / b`), and returns the summaries.
+pub fn compare(
+    what: &str,
+    (a_name, a): (&str, Vec<Duration>),
+    (b_name, b): (&str, Vec<Duration>),
+) -> (Summary, Summary) {
+    let (a, b) = (summarize(a), summarize(b));
+    let width = a_name.len().max(b_name.len());
+    println!("{what}, {a_name:<width$} {a}");
+    println!("{what}, {b_name:<width$} {b}");
+    println!(
+        "{a_name} / {b_name}: p50 {:.3}x, mean {:.3}x, max {:.3}x",
+        ratio(a.p50, b.p50),
+        ratio(a.mean, b.mean),
+        ratio(a.max, b.max)
+    );
+    (a, b)
+}

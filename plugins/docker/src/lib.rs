@@ -61,6 +61,11 @@ fn address(inspect: &ContainerInspectResponse, port: u16) -> Result<String, Fact
     }
 }
 
+/// A container name without the `/` Docker puts in front of it.
+fn plain_name(name: Option<&str>) -> String {
+    name.unwrap_or_default().trim_start_matches('/').to_owned()
+}
+
 fn state_of(inspect: &ContainerInspectResponse) -> ContainerState {
     match inspect.state.as_ref().and_then(|s| s.status) {
         Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
@@ -90,12 +95,7 @@ fn describe_container(inspect: &ContainerInspectResponse) -> Result<Container, F
     };
     Ok(Container {
         id: inspect.id.clone().unwrap_or_default(),
-        name: inspect
-            .name
-            .clone()
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_owned(),
+        name: plain_name(inspect.name.as_deref()),
         address,
         state,
         labels,
@@ -223,12 +223,7 @@ impl Factory for Docker {
                 };
                 Container {
                     id: s.id.unwrap_or_default(),
-                    name: s
-                        .names
-                        .and_then(|n| n.into_iter().next())
-                        .unwrap_or_default()
-                        .trim_start_matches('/')
-                        .to_owned(),
+                    name: plain_name(s.names.as_ref().and_then(|n| n.first()).map(String::as_str)),
                     address,
                     state,
                     labels,
