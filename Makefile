@@ -20,8 +20,10 @@ verify:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cd plugins && cargo clippy --workspace --all-targets -- -D warnings
 
+## The plugin components, into plugins/target/wasm32-wasip2/release/ (where
+## examples/single-host.toml and the tests look), or KW_PLUGINS_TARGET / $CARGO_TARGET_DIR/plugins.
 plugins:
-	cd plugins && cargo build --release
+	bash -c '. scripts/lib.sh && build_plugins'
 
 image:
 	bash scripts/image.sh

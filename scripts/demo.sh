@@ -9,6 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$KW_ROOT"
 
 bring_up
-say "building keepwarm"
-cargo build -q -p keepwarm -p keepwarm-tests --examples
+step "building keepwarm and the demo" "seconds; 6-10 min the first time" \
+  cargo build -q -p keepwarm --bin keepwarm -p keepwarm-tests --example failover_demo
+say "running the demo (about a minute)"
 cargo run -q -p keepwarm-tests --example failover_demo

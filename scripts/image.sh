@@ -6,7 +6,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 IMAGE=${IMAGE:-keepwarm/action-runtime:latest}
 root=$(cd "$here/.." && pwd)
-target=$KW_STATE/runtime-target
+target=$KW_HOST_TARGET/runtime-static
 say "building the action runtime (static)"
 RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$target \
   cargo build -q --release -p action-runtime --target x86_64-unknown-linux-gnu

@@ -13,8 +13,9 @@ install() {
   if command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
     return
   fi
-  say "installing tansu $TANSU_VERSION (cargo install, 8-15 minutes the first time)"
-  cargo install --locked tansu --version "$TANSU_VERSION" --features libsql
+  say "installing tansu $TANSU_VERSION (cargo install, 8-15 minutes, once per machine)"
+  with_heartbeat "building tansu" "$KW_RUN/tansu-install.log" \
+    cargo install --locked tansu --version "$TANSU_VERSION" --features libsql
 }
 
 up() { (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; }

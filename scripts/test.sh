@@ -8,13 +8,19 @@ cd "$KW_ROOT"
 
 bring_up
 
-say "gates: cargo fmt --check, clippy -D warnings (both workspaces)"
-cargo fmt --all -- --check
-(cd plugins && cargo fmt --all -- --check)
-cargo clippy -q --workspace --all-targets -- -D warnings
-(cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo clippy -q --workspace --all-targets -- -D warnings)
+gates() {
+  cargo fmt --all -- --check
+  (cd plugins && cargo fmt --all -- --check)
+  cargo clippy -q --workspace --all-targets -- -D warnings
+  (cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo clippy -q --workspace --all-targets -- -D warnings)
+}
+step "gates: fmt, clippy -D warnings (both workspaces)" "1 min; 5-8 min the first time" gates
+# The tests start the keepwarm binary: build it (and the tests) from this source first.
+step "building keepwarm and the tests" "seconds; 6-10 min the first time" \
+  cargo test -q --workspace --no-run
+step "building the keepwarm binary" "seconds" cargo build -q -p keepwarm --bin keepwarm
 
-say "running tests"
+say "running tests (about 5 minutes)"
 log=$(mktemp)
 cargo test --workspace 2>&1 | tee "$log"
 # The plugins' pure parts (RecordIO, offer matching, ...) run their unit tests natively.

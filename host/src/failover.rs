@@ -19,6 +19,9 @@ pub struct Takeover {
     /// Claim to pool ready (before the feed starts).
     pub took_ms: u64,
     pub reattached: usize,
+    /// The actions (`namespace/action`) with at least one re-attached warm container: their
+    /// next activation should run warm.
+    pub warm_actions: BTreeSet<String>,
     /// Replicated idle containers that could not be attached (gone or unhealthy).
     pub lost: usize,
     /// Containers busy when the previous host died: destroyed, not reused.
@@ -79,10 +82,14 @@ pub async fn take_over(
         .map(|r| attach_and_check(factory, r.container.clone()));
     let results = futures::future::join_all(attaches).await;
     let mut reattached = 0;
+    let mut warm_actions = BTreeSet::new();
     for (record, result) in idle.iter().zip(results) {
         match result {
             Ok(container) => {
                 reattached += 1;
+                if let Some(w) = &record.warm {
+                    warm_actions.insert(format!("{}/{}", w.namespace, w.action));
+                }
                 let key = record.warm.as_ref().map(|w| WarmKey {
                     namespace: w.namespace.clone(),
                     action: w.action.clone(),
@@ -118,6 +125,7 @@ pub async fn take_over(
         epoch,
         took_ms: started.elapsed().as_millis() as u64,
         reattached,
+        warm_actions,
         lost,
         busy_destroyed,
         orphans_destroyed,

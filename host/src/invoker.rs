@@ -10,6 +10,7 @@ use crate::activation::{proxy::ProxyClient, Gate, InvokerInstanceId, Runner};
 use crate::cluster::plugin_state::ReplicatedPluginState;
 use crate::cluster::{ClusterConfig, Node};
 use crate::config::{ClusterSection, Config, LogStore};
+use crate::data_dir::DataDirLock;
 use crate::factory::ContainerFactory;
 use crate::feed::{self, ActivationSink, FeedConfig, FeedHooks};
 use crate::plugin::{FileState, Limits, PluginRuntime, PluginSpec, WasmFactory};
@@ -128,19 +129,26 @@ impl Parts {
     }
 }
 
-/// Keeps prewarms topped up and idle containers timed out, every second.
-fn upkeep(pool: Arc<Pool>) -> tokio::task::JoinHandle<()> {
+/// Keeps prewarms topped up and idle containers timed out, every second; in cluster mode
+/// also puts the pool's counts (and why containers came and went) on the member's `/status`.
+fn upkeep(pool: Arc<Pool>, node: Option<Node>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
             pool.maintain().await;
+            if let Some(node) = &node {
+                if let Ok(stats) = serde_json::to_value(pool.stats()) {
+                    node.report("pool", stats);
+                }
+            }
         }
     })
 }
 
 /// Runs the invoker until `shutdown` turns true. In-flight activations finish first.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let _lock = DataDirLock::acquire(&config.invoker.data_dir)?;
     match config.cluster.clone() {
         Some(c) => run_cluster(config, c, shutdown).await,
         None => {
@@ -158,7 +166,7 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
     let pool = parts.pool();
     remove_leftovers(&parts, &pool).await;
     pool.maintain().await;
-    let upkeep = upkeep(pool.clone());
+    let upkeep = upkeep(pool.clone(), None);
     let runner = parts.runner(pool.clone(), None);
     let result = feed::run(parts.feed_config(), runner, parts.sink.clone(), shutdown).await;
     upkeep.abort();
@@ -321,7 +329,7 @@ async fn run_cluster(
             commands_rx,
             lost_tx.clone(),
         ));
-        let upkeep = upkeep(pool.clone());
+        let upkeep = upkeep(pool.clone(), Some(node.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopper = {
             let mut shutdown = shutdown.clone();

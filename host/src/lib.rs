@@ -3,7 +3,8 @@
 //!
 //! Data flows one way: [`feed`] → [`activation`] → [`pool`] → [`factory`] / [`plugin`].
 //!
-//! - [`config`]: the TOML config; [`invoker`]: wires one host together;
+//! - [`config`]: the TOML config; [`invoker`]: wires one host together; [`data_dir`]: one
+//!   process per data directory;
 //! - [`cluster`]: Raft over HTTP, durable storage, the replicated state with epoch fencing;
 //! - [`failover`]: becoming active: claim, reconcile, re-attach, replicate;
 //! - [`feed`]: Kafka consumer, acknowledgements, offsets, health pings;
@@ -19,6 +20,7 @@ pub mod activation;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod data_dir;
 pub mod factory;
 pub mod failover;
 pub mod feed;

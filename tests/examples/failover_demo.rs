@@ -1,19 +1,43 @@
 //! The main job, as a demo: three keepwarm hosts (Docker plugin) form a cluster; a stand-in
 //! OpenWhisk controller sends a stream of activations; the active host is killed with SIGKILL
 //! mid-stream; a standby takes over. Prints the failover time, warm containers kept vs lost,
-//! and activations lost and duplicated.
+//! activations lost and duplicated, whether each action that had a warm container re-attached
+//! ran **warm** first thing on the new host, and why containers came or went afterwards.
+//! Exits non-zero when an activation is lost or a re-attached warm container was not reused.
 
 use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::host::containers_of;
 use keepwarm_tests::kafka::{annotation, Controller};
-use serde_json::json;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const STREAMED: [&str; 3] = ["echo", "other", "third"];
+const WARMED: [&str; 4] = ["echo", "other", "third", "failing"];
 
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// The record an activation's acknowledgements carry, when one was run at or after `since_ms`
+/// (by the new host: the old one was dead by then).
+fn record_since(acks: &[Value], since_ms: i64) -> Option<Value> {
+    acks.iter()
+        .filter_map(|a| a.get("response").filter(|r| r.is_object()))
+        .find(|r| r["start"].as_i64().is_some_and(|s| s >= since_ms))
+        .cloned()
+}
+
+/// `warm`, `prewarm` or `cold`, and the container, from keepwarm's annotation.
+fn start_of(record: &Value) -> (String, String) {
+    let k = annotation(record, "keepwarm").unwrap_or(Value::Null);
+    (
+        k["start"].as_str().unwrap_or("?").to_owned(),
+        k["container"].as_str().unwrap_or("?").to_owned(),
+    )
 }
 
 fn main() {
@@ -37,9 +61,11 @@ fn main() {
     );
 
     println!("== warming up: four actions, each leaves a warm container (plus 2 prewarmed)");
-    for action in ["echo", "other", "third", "failing"] {
+    let mut warm_before: BTreeMap<&str, String> = BTreeMap::new();
+    for action in WARMED {
         let id = rt.block_on(controller.invoke("guest", action, false, json!({})));
-        controller.wait_for(&id, Duration::from_secs(60));
+        let record = Controller::record(&controller.wait_for(&id, Duration::from_secs(60)));
+        warm_before.insert(action, start_of(&record).1);
     }
     std::thread::sleep(Duration::from_millis(1500));
     let before = containers_of(&cluster.label).len();
@@ -52,8 +78,9 @@ fn main() {
     let mut ids = Vec::new();
     let mut killed_at = 0;
     for i in 0..200 {
-        let action = ["echo", "other", "third"][i % 3];
-        ids.push(rt.block_on(controller.invoke("guest", action, false, json!({ "i": i }))));
+        let action = STREAMED[i % 3];
+        let id = rt.block_on(controller.invoke("guest", action, false, json!({ "i": i })));
+        ids.push((action, id));
         if i == 99 {
             killed_at = now_ms();
             cluster.hosts[active].kill();
@@ -64,22 +91,55 @@ fn main() {
         .active(Duration::from_secs(10))
         .expect("no standby took over");
     let status = cluster.status(next).unwrap();
-    let failover_ms = status["consuming_since_ms"].as_i64().unwrap() - killed_at;
-    let takeover = &status["last_takeover"];
+    let consuming_since = status["consuming_since_ms"].as_i64().unwrap();
+    let failover_ms = consuming_since - killed_at;
+    let takeover = status["last_takeover"].clone();
+    let warm_actions: BTreeSet<String> = takeover["warm_actions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
 
     let all = controller.poll_until(Duration::from_secs(120), |c| {
-        ids.iter().all(|i| c.received.contains_key(i))
+        ids.iter().all(|(_, i)| c.received.contains_key(i))
     });
     let lost = ids
         .iter()
-        .filter(|i| !controller.received.contains_key(*i))
+        .filter(|(_, i)| !controller.received.contains_key(i))
         .count();
     let duplicated = ids
         .iter()
-        .filter(|i| controller.received.get(*i).is_some_and(|a| a.len() > 1))
+        .filter(|(_, i)| controller.received.get(i).is_some_and(|a| a.len() > 1))
         .count();
-    let id = rt.block_on(controller.invoke("guest", "other", false, json!({})));
-    let record = Controller::record(&controller.wait_for(&id, Duration::from_secs(60)));
+
+    // The first activation of each action that the new host ran, in the order the controller
+    // sent them (the order the new host read its backlog in). An action the stream did not
+    // touch ("failing") gets one now.
+    let mut first: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (action, id) in &ids {
+        let path = format!("guest/{action}");
+        if first.contains_key(&path) {
+            continue;
+        }
+        let acks = controller.received.get(id).cloned().unwrap_or_default();
+        if let Some(record) = record_since(&acks, consuming_since) {
+            first.insert(path, start_of(&record));
+        }
+    }
+    for action in WARMED {
+        first.entry(format!("guest/{action}")).or_insert_with(|| {
+            let id = rt.block_on(controller.invoke("guest", action, false, json!({})));
+            start_of(&Controller::record(
+                &controller.wait_for(&id, Duration::from_secs(60)),
+            ))
+        });
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // one upkeep round: /status has the pool
+    let pool = cluster.status(next).unwrap()["pool"].clone();
+    let churn = &pool["churn"];
 
     println!();
     println!("== result");
@@ -88,20 +148,67 @@ fn main() {
         next + 1
     );
     println!(
-        "   containers kept: {} re-attached, {} lost; {} busy at the kill destroyed (not reused)",
-        takeover["reattached"], takeover["lost"], takeover["busy_destroyed"]
+        "   containers kept: {} re-attached (warm ones for {}), {} lost; \
+         {} busy at the kill destroyed (an activation was running in them: not reused)",
+        takeover["reattached"],
+        warm_actions.iter().cloned().collect::<Vec<_>>().join(", "),
+        takeover["lost"],
+        takeover["busy_destroyed"]
     );
     println!("   activations: 200 sent, {lost} lost, {duplicated} acknowledged twice (in flight at the kill)");
+
+    let mut not_reused = Vec::new();
+    for path in &warm_actions {
+        match first.get(path) {
+            Some((start, _)) if start == "warm" => {}
+            Some((start, container)) => {
+                not_reused.push(format!("{path} ran {start} in {container}"))
+            }
+            None => not_reused.push(format!("{path} never ran on the new host")),
+        }
+    }
     println!(
-        "   containers now: {} (were {before})",
+        "   warm after failover: {} of {} actions (the first activation of each action whose \
+         warm container was re-attached ran warm in it)",
+        warm_actions.len() - not_reused.len(),
+        warm_actions.len()
+    );
+    for action in WARMED {
+        let path = format!("guest/{action}");
+        if !warm_actions.contains(&path) {
+            println!(
+                "     {path}: its warm container ({}) was busy at the kill, so it was destroyed; \
+                 its first activation ran {}",
+                &warm_before[action][..12.min(warm_before[action].len())],
+                first.get(&path).map_or("?", |(s, _)| s.as_str())
+            );
+        }
+    }
+    println!(
+        "   containers: {before} before the kill, {} now (engine: {})",
+        pool["prewarm"].as_u64().unwrap_or(0)
+            + pool["warm_idle"].as_u64().unwrap_or(0)
+            + pool["busy"].as_u64().unwrap_or(0),
         containers_of(&cluster.label).len()
     );
-    match annotation(&record, "keepwarm") {
-        Some(k) => println!(
-            "   an action warm before the kill ran {} on the new host",
-            k["start"].as_str().unwrap_or("?")
-        ),
-        None => println!("   the follow-up activation: {}", record["response"]),
-    }
+    println!(
+        "     since the takeover, created: {} prewarm (stem cells topped up to 2 again), \
+         {} cold (a burst needed more containers than were idle)",
+        churn["created_prewarm"], churn["created_cold"]
+    );
+    println!(
+        "     since the takeover, destroyed: {} busy at the kill, {} evicted (memory), {} idle \
+         timeout, {} expired prewarm, {} failed",
+        takeover["busy_destroyed"],
+        churn["destroyed_evicted"],
+        churn["destroyed_idle"],
+        churn["destroyed_prewarm_expired"],
+        churn["destroyed_failed"]
+    );
     assert!(all && lost == 0, "activations were lost");
+    assert!(
+        not_reused.is_empty(),
+        "a re-attached warm container was not reused when it could have been: {}",
+        not_reused.join("; ")
+    );
 }

@@ -1,4 +1,6 @@
-//! Builds the plugins workspace once per test process and finds its components.
+//! Builds what the tests run from the current source, once per test process: the plugins
+//! workspace (its components) and the `keepwarm` binary. Nothing is taken from an earlier
+//! run's build output without cargo checking it is up to date.
 
 use keepwarm::plugin::{Limits, PluginRuntime, PluginSpec, WasmFactory};
 use std::path::{Path, PathBuf};
@@ -12,10 +14,17 @@ fn repo_root() -> PathBuf {
         .to_owned()
 }
 
-fn plugins_target() -> PathBuf {
-    std::env::var_os("KW_PLUGINS_TARGET")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/keepwarm/plugins-target"))
+/// Where the plugins workspace builds: `KW_PLUGINS_TARGET`, else `plugins` under
+/// `CARGO_TARGET_DIR`, else the workspace's own `plugins/target` (as `make plugins` and the
+/// example configs expect). `scripts/lib.sh` picks the same.
+pub fn plugins_target() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KW_PLUGINS_TARGET") {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("plugins"),
+        None => repo_root().join("plugins/target"),
+    }
 }
 
 /// Path of a built component, e.g. `component("keepwarm_docker")`. The first call builds the
@@ -23,7 +32,7 @@ fn plugins_target() -> PathBuf {
 pub fn component(crate_file_stem: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let status = Command::new("cargo")
+        let status = Command::new(env!("CARGO"))
             .args(["build", "--release", "--quiet"])
             .current_dir(repo_root().join("plugins"))
             .env("CARGO_TARGET_DIR", plugins_target())
@@ -74,15 +83,35 @@ pub async fn load_with(spec: PluginSpec) -> Arc<WasmFactory> {
     )
 }
 
-/// The `keepwarm` binary built next to this test executable.
+/// The `keepwarm` binary, built from the current source by the first call in this process
+/// (`cargo build -p keepwarm --bin keepwarm`, a no-op when up to date) into the target
+/// directory and profile this executable was built in. `cargo test` builds only the
+/// packages' own binaries, never another package's, so nothing else guarantees it.
 pub fn keepwarm_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("keepwarm");
-    assert!(
-        bin.exists(),
-        "{} missing: run cargo build first",
-        bin.display()
-    );
-    bin
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("current exe");
+            // <target>/<profile>/{deps,examples}/<exe>
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("the executable lies in <target>/<profile>/<dir>");
+            let target = profile_dir.parent().expect("target dir");
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo
+                .args(["build", "--quiet", "-p", "keepwarm", "--bin", "keepwarm"])
+                .current_dir(repo_root())
+                .env("CARGO_TARGET_DIR", target);
+            if release {
+                cargo.arg("--release");
+            }
+            let status = cargo.status().expect("run cargo to build keepwarm");
+            assert!(status.success(), "building the keepwarm binary failed");
+            let bin = profile_dir.join("keepwarm");
+            assert!(bin.exists(), "{} was not built", bin.display());
+            bin
+        })
+        .clone()
 }

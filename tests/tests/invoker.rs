@@ -242,3 +242,27 @@ fn sigterm_drains_in_flight_activations_then_exits() {
     assert!(processed >= 1);
     assert!(containers_of(&host.cluster).len() <= 1);
 }
+
+#[test]
+fn a_second_host_on_the_same_data_dir_is_refused_naming_the_first() {
+    let rt = Runtime::new().unwrap();
+    let (host, mut c) = start(&rt, opts(7109, 0, 1024));
+    let id = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    c.wait_for(&id, WAIT);
+    let first = host.child.as_ref().unwrap().id();
+    let second = std::process::Command::new(keepwarm_tests::keepwarm_bin())
+        .args(["run", "--config"])
+        .arg(&host.config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("in use by another keepwarm process (pid {first}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("keepwarm.lock"), "{stderr}");
+    // the first one is untouched and still serves
+    let id = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    c.wait_for(&id, WAIT);
+}

@@ -63,6 +63,11 @@ pub struct Node {
     stop: Arc<watch::Sender<bool>>,
     /// What the host adds to `/status` (consuming, last failover).
     report: Arc<RwLock<serde_json::Map<String, serde_json::Value>>>,
+    /// The storage, not kept alive by this handle: [`Node::shutdown`] waits until every
+    /// task that held it is gone, so the file is unlocked when it returns.
+    db: std::sync::Weak<redb::Database>,
+    db_path: PathBuf,
+    server: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -97,7 +102,15 @@ impl Node {
             path: path.clone(),
             reason,
         };
-        let log = LogStore::open(&path).map_err(|e| storage(e.to_string()))?;
+        let log = LogStore::open(&path).map_err(|e| match e {
+            redb::Error::DatabaseAlreadyOpen => storage(
+                "already open: another keepwarm process (or another member in this process) \
+                 uses this data-dir"
+                    .into(),
+            ),
+            e => storage(e.to_string()),
+        })?;
+        let db = Arc::downgrade(&log.database());
         let sm = StateMachine::open(&log).map_err(|e| storage(e.to_string()))?;
         let state = sm.state.clone();
         let raft_config = openraft::Config {
@@ -155,7 +168,7 @@ impl Node {
             admin_token: config.admin_token.clone().map(Into::into),
             status,
         };
-        tokio::spawn(network::serve(listener, endpoint, stopped));
+        let server = tokio::spawn(network::serve(listener, endpoint, stopped));
 
         // A fresh cluster: every member initializes with the same membership. A member whose
         // storage was lost rejoins instead: it waits for the leader's log rather than starting
@@ -182,6 +195,9 @@ impl Node {
             state,
             stop: Arc::new(stop),
             report,
+            db,
+            db_path: path,
+            server: Arc::new(tokio::sync::Mutex::new(Some(server))),
         })
     }
 
@@ -287,9 +303,26 @@ impl Node {
         self.raft.ensure_linearizable().await.is_ok()
     }
 
-    /// Stops serving peers and shuts Raft down.
+    /// Stops serving peers, shuts Raft down and returns once the storage file is closed
+    /// (openraft's state-machine worker and replication tasks end after its core does, each
+    /// holding the database until then), so the same data-dir can be opened again at once.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         let _ = self.raft.shutdown().await;
+        if let Some(server) = self.server.lock().await.take() {
+            let _ = server.await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.db.strong_count() > 0 {
+            if tokio::time::Instant::now() > deadline {
+                tracing::error!(
+                    path = %self.db_path.display(),
+                    holders = self.db.strong_count(),
+                    "raft storage still open 10 s after shutdown"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }

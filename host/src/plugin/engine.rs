@@ -133,9 +133,17 @@ fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    // Written whole and fsynced before the rename: a crash leaves the old entry or the new
+    // one, never a torn file that a later start would try to load.
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, component.serialize()?)?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&component.serialize()?)?;
+        f.sync_all()?;
+    }
     std::fs::rename(tmp, path)?;
+    crate::json_file::sync_dir(path)?;
     Ok(())
 }
 

@@ -9,9 +9,11 @@
 //! Prewarm stem cells are kept topped up and idle warm containers are destroyed after a
 //! timeout by [`Pool::maintain`]. Every change is published as a [`PoolEvent`].
 
+mod churn;
 mod event;
 mod state;
 
+pub use churn::Churn;
 pub use event::PoolEvent;
 
 use crate::action::StemCell;
@@ -82,13 +84,14 @@ pub enum PoolError {
 }
 
 /// Counts by state, for status and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PoolStats {
     pub prewarm: usize,
     pub warm_idle: usize,
     pub busy: usize,
     pub used_mb: u64,
     pub created: u64,
+    pub churn: Churn,
 }
 
 /// The pool of one invoker.
@@ -205,6 +208,7 @@ impl Pool {
                 }
                 let mem = u64::from(want.memory_mb);
                 let victims = st.evict_for(mem, self.config.user_memory_mb);
+                st.churn.destroyed_evicted += victims.len() as u64;
                 if st.used_mb + mem <= self.config.user_memory_mb {
                     st.used_mb += mem;
                     Some(victims)
@@ -239,6 +243,7 @@ impl Pool {
             Ok(container) => {
                 let mut st = self.state.lock().expect("pool lock");
                 st.created += 1;
+                st.churn.created_cold += 1;
                 st.insert(Entry {
                     container: container.clone(),
                     kind: want.kind.clone(),
@@ -314,7 +319,10 @@ impl Pool {
                     }
                     None
                 }
-                Fate::Destroy => st.remove(&lease.container.id),
+                Fate::Destroy => {
+                    st.churn.destroyed_failed += 1;
+                    st.remove(&lease.container.id)
+                }
             }
         };
         if let Some(entry) = gone {
@@ -340,11 +348,12 @@ impl Pool {
     /// Tops prewarm stem cells up and destroys warm containers idle past the timeout.
     /// Returns how many containers it created.
     pub async fn maintain(&self) -> usize {
-        let expired = self
-            .state
-            .lock()
-            .expect("pool lock")
-            .take_idle_older_than(self.config.idle_timeout);
+        let expired = {
+            let mut st = self.state.lock().expect("pool lock");
+            let expired = st.take_idle_older_than(self.config.idle_timeout);
+            st.churn.destroyed_idle += expired.len() as u64;
+            expired
+        };
         self.destroy_all(expired);
         self.freed.notify_waiters();
 
@@ -379,6 +388,7 @@ impl Pool {
                 match result {
                     Ok(container) => {
                         st.created += 1;
+                        st.churn.created_prewarm += 1;
                         st.insert(Entry {
                             container: container.clone(),
                             kind: cell.kind.clone(),
@@ -425,6 +435,7 @@ impl Pool {
             let have = st.prewarm_count(&cell.kind, cell.memory_mb) as u32;
             let surplus = have.saturating_sub(r.min) as usize;
             expired = st.take_expired_prewarm(&cell.kind, cell.memory_mb, r.ttl, surplus);
+            st.churn.destroyed_prewarm_expired += expired.len() as u64;
             if expired.is_empty() {
                 current
             } else {

@@ -1,6 +1,6 @@
 //! The pool's bookkeeping, behind one lock and free of I/O.
 
-use super::{Lease, PoolStats, Want, WarmKey};
+use super::{Churn, Lease, PoolStats, Want, WarmKey};
 use crate::factory::Container;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ pub struct State {
     pub used_mb: u64,
     pub waiting: usize,
     pub created: u64,
+    pub churn: Churn,
     /// Kinds of prewarm containers being created right now.
     pub pending_prewarm: Vec<String>,
     /// Cold starts per (kind, memory) since the last upkeep, for reactive prewarming.
@@ -85,25 +86,34 @@ impl State {
         })
     }
 
-    /// Removes idle warm containers, least recently used first, until `need` fits under `cap`.
-    /// Removes nothing when evicting every idle one would still not make room.
+    /// Removes idle containers until `need` fits under `cap`: idle warm ones first, least
+    /// recently used first, then prewarms, oldest first (a prewarm held memory an activation
+    /// needs would otherwise leave it waiting forever). Removes nothing when evicting every
+    /// idle one would still not make room.
     pub fn evict_for(&mut self, need: u64, cap: u64) -> Vec<Entry> {
         if self.used_mb + need <= cap {
             return Vec::new();
         }
-        let mut idle: Vec<(Instant, String, u64)> = self
+        let mut idle: Vec<(bool, Instant, String, u64)> = self
             .entries
             .values()
-            .filter(|e| matches!(e.phase, Phase::Warm(_)) && e.in_flight == 0)
-            .map(|e| (e.last_used, e.container.id.clone(), u64::from(e.memory_mb)))
+            .filter(|e| e.in_flight == 0)
+            .map(|e| {
+                (
+                    e.phase == Phase::Prewarm,
+                    e.last_used,
+                    e.container.id.clone(),
+                    u64::from(e.memory_mb),
+                )
+            })
             .collect();
-        let reclaimable: u64 = idle.iter().map(|(_, _, m)| m).sum();
+        let reclaimable: u64 = idle.iter().map(|(_, _, _, m)| m).sum();
         if self.used_mb - reclaimable + need > cap {
             return Vec::new();
         }
         idle.sort();
         let mut out = Vec::new();
-        for (_, id, _) in idle {
+        for (_, _, id, _) in idle {
             if self.used_mb + need <= cap {
                 break;
             }
@@ -178,6 +188,7 @@ impl State {
         let mut s = PoolStats {
             used_mb: self.used_mb,
             created: self.created,
+            churn: self.churn,
             ..Default::default()
         };
         for e in self.entries.values() {

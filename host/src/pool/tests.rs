@@ -158,3 +158,59 @@ async fn reactive_stem_cells_grow_with_cold_starts_and_expire_unused() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(engine.destroyed.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn prewarms_holding_the_memory_are_evicted_for_an_activation_of_another_kind() {
+    // Two prewarms of a kind this action cannot use fill user memory: before, the
+    // activation waited forever (eviction looked only at idle warm containers).
+    let cell = StemCell {
+        kind: "nodejs:20".into(),
+        image: "node".into(),
+        memory_mb: 128,
+        count: 2,
+        reactive: None,
+    };
+    let (engine, pool) = pool(256, vec![cell]);
+    assert_eq!(pool.maintain().await, 2);
+    let a = tokio::time::timeout(Duration::from_secs(2), pool.acquire(&want("a")))
+        .await
+        .expect("the activation does not wait behind prewarms")
+        .unwrap();
+    assert_eq!(a.start, "cold");
+    let stats = pool.stats();
+    assert_eq!((stats.prewarm, stats.busy), (1, 1));
+    assert_eq!(stats.churn.destroyed_evicted, 1);
+    assert_eq!(
+        (stats.churn.created_prewarm, stats.churn.created_cold),
+        (2, 1)
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(engine.destroyed.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn idle_warm_containers_are_evicted_before_prewarms() {
+    let cell = StemCell {
+        kind: "nodejs:20".into(),
+        image: "node".into(),
+        memory_mb: 128,
+        count: 1,
+        reactive: None,
+    };
+    let (_, pool) = pool(256, vec![cell]);
+    pool.maintain().await;
+    let a = pool.acquire(&want("a")).await.unwrap();
+    pool.release(&a, Fate::Reuse);
+    let b = pool.acquire(&want("b")).await.unwrap();
+    assert_eq!(b.start, "cold");
+    let stats = pool.stats();
+    assert_eq!((stats.prewarm, stats.warm_idle, stats.busy), (1, 0, 1));
+}
+
+#[tokio::test]
+async fn churn_counts_failed_containers() {
+    let (_, pool) = pool(1024, Vec::new());
+    let a = pool.acquire(&want("a")).await.unwrap();
+    pool.release(&a, Fate::Destroy);
+    assert_eq!(pool.stats().churn.destroyed_failed, 1);
+}

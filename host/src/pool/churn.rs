@@ -1,0 +1,20 @@
+//! Why containers came and went: counted by cause, so an operator (and the demo) can tell a
+//! burst from an eviction from an idle timeout.
+
+/// Containers created and destroyed since the pool started, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Churn {
+    /// Prewarm containers created to keep the stem cells topped up.
+    pub created_prewarm: u64,
+    /// Containers created for an activation that found no warm container with spare
+    /// concurrency and no prewarm of its kind: a burst, or a new action.
+    pub created_cold: u64,
+    /// Idle warm containers destroyed to make room for another action (LRU).
+    pub destroyed_evicted: u64,
+    /// Warm containers idle past the idle timeout.
+    pub destroyed_idle: u64,
+    /// Surplus prewarms of a reactive stem cell that were not used within its TTL.
+    pub destroyed_prewarm_expired: u64,
+    /// Containers that failed `/init`, timed out or died: never reused.
+    pub destroyed_failed: u64,
+}
