@@ -183,7 +183,7 @@ fn report(err: CallError) -> i32 {
             println!("{}", serde_json::json!({ "error": error }));
             1
         }
-        CallError::Plugin(_) => 2,
+        CallError::Plugin(_) | CallError::Fenced { .. } => 2,
     }
 }
 
@@ -316,12 +316,19 @@ async fn serve(path: PathBuf) -> i32 {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         tokio::select! {
             _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
         }
-        tracing::info!("signal received: draining");
+        tracing::info!("signal received: draining (a second SIGTERM exits at once)");
         let _ = stop.send(true);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting without draining");
+        std::process::exit(130);
     });
     match crate::invoker::run(config, stopped).await {
         Ok(()) => 0,

@@ -86,6 +86,11 @@ pub struct InvokerSection {
     /// Destroy the pool's containers on shutdown (OpenWhisk's behaviour).
     #[serde(default = "yes")]
     pub destroy_on_exit: bool,
+    /// On SIGTERM, how long running activations and their acknowledgements may take before
+    /// the host exits anyway (what is left unacknowledged is re-read from its offset on the
+    /// next start). A second SIGTERM exits at once.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_s: u64,
 }
 
 /// Where activation logs go.
@@ -148,6 +153,9 @@ fn default_max_in_flight() -> usize {
 }
 fn default_cluster() -> String {
     "keepwarm".into()
+}
+fn default_drain_timeout() -> u64 {
+    60
 }
 fn default_max_response() -> usize {
     1 << 20

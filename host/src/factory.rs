@@ -113,6 +113,9 @@ pub enum CallError {
     },
     #[error(transparent)]
     Plugin(#[from] crate::plugin::PluginError),
+    /// This host's lease lapsed: the call was refused before it reached the engine.
+    #[error("{operation} refused: this host no longer holds the lease")]
+    Fenced { operation: &'static str },
 }
 
 impl CallError {
@@ -120,7 +123,7 @@ impl CallError {
     pub fn factory_error(&self) -> Option<&FactoryError> {
         match self {
             CallError::Factory { error, .. } => Some(error),
-            CallError::Plugin(_) => None,
+            CallError::Plugin(_) | CallError::Fenced { .. } => None,
         }
     }
 }

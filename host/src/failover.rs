@@ -19,7 +19,7 @@ pub struct Takeover {
     /// Claim to pool ready (before the feed starts).
     pub took_ms: u64,
     pub reattached: usize,
-    /// The actions (`namespace/action`) with at least one re-attached warm container: their
+    /// The actions (`namespace/[package/]name`) with at least one re-attached warm container: their
     /// next activation should run warm.
     pub warm_actions: BTreeSet<String>,
     /// Replicated idle containers that could not be attached (gone or unhealthy).
@@ -37,15 +37,16 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Claims, reconciles and attaches; fills `pool` with the containers it keeps.
+/// Reconciles the engine with the replicated pool under the committed claim `epoch` and
+/// attaches; fills `pool` with the containers it keeps.
 pub async fn take_over(
     node: &Node,
+    epoch: u64,
     factory: &Arc<dyn ContainerFactory>,
     cluster: &str,
     pool: &Pool,
 ) -> Result<Takeover, ClusterError> {
     let started = Instant::now();
-    let epoch = node.claim().await?;
     let records: BTreeMap<String, ContainerRecord> = node.state().containers.clone();
     let labels = vec![("keepwarm.cluster".to_string(), cluster.to_string())];
     let engine: BTreeSet<String> = match factory.list_containers(labels).await {
@@ -88,14 +89,15 @@ pub async fn take_over(
             Ok(container) => {
                 reattached += 1;
                 if let Some(w) = &record.warm {
-                    warm_actions.insert(format!("{}/{}", w.namespace, w.action));
+                    warm_actions.insert(w.action.clone());
                 }
                 let key = record.warm.as_ref().map(|w| WarmKey {
                     namespace: w.namespace.clone(),
                     action: w.action.clone(),
                     revision: w.revision.clone(),
                 });
-                pool.adopt(container, &record.kind, record.memory_mb, key, 1);
+                let held = record.held_ms.map(Duration::from_millis);
+                pool.adopt(container, &record.kind, record.memory_mb, key, 1, held);
             }
             Err(reason) => {
                 tracing::warn!(container = %record.container.id, "not re-attached: {reason}");
@@ -164,6 +166,7 @@ fn change_of(plugin: &str, event: PoolEvent) -> PoolChange {
             warm: None,
             busy: false,
             last_use_ms: now_ms(),
+            held_ms: None,
         })),
         PoolEvent::Initialized { id, key } => PoolChange::Warm {
             id,

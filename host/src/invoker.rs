@@ -7,30 +7,28 @@
 
 use crate::action::{CatalogDir, Runtimes};
 use crate::activation::{proxy::ProxyClient, Gate, InvokerInstanceId, Runner};
-use crate::cluster::plugin_state::ReplicatedPluginState;
-use crate::cluster::{ClusterConfig, Node};
-use crate::config::{ClusterSection, Config, LogStore};
+use crate::cluster::Node;
+use crate::config::{Config, LogStore};
 use crate::data_dir::DataDirLock;
 use crate::factory::ContainerFactory;
-use crate::feed::{self, ActivationSink, FeedConfig, FeedHooks};
+use crate::feed::{self, ActivationSink, FeedConfig};
 use crate::plugin::{FileState, Limits, PluginRuntime, PluginSpec, WasmFactory};
 use crate::pool::{Pool, PoolConfig};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// What a host loads once and reuses across leadership changes.
-struct Parts {
-    config: Config,
-    factory: Arc<dyn ContainerFactory>,
+pub(crate) struct Parts {
+    pub(crate) config: Config,
+    pub(crate) factory: Arc<dyn ContainerFactory>,
     runtimes: Runtimes,
     store: Arc<CatalogDir>,
-    sink: Arc<ActivationSink>,
+    pub(crate) sink: Arc<ActivationSink>,
 }
 
 impl Parts {
-    async fn load(
+    pub(crate) async fn load(
         config: Config,
         plugin_state: Option<Arc<dyn crate::plugin::PluginState>>,
     ) -> anyhow::Result<Parts> {
@@ -86,28 +84,37 @@ impl Parts {
         self.config.invoker.instance
     }
 
-    fn pool(&self) -> Arc<Pool> {
+    /// A pool on `factory` (in cluster mode: the lease-fenced one) for `epoch`.
+    pub(crate) fn pool(&self, factory: Arc<dyn ContainerFactory>, epoch: u64) -> Arc<Pool> {
         let c = &self.config;
         Arc::new(Pool::new(
-            self.factory.clone(),
+            factory,
             PoolConfig {
                 user_memory_mb: c.invoker.user_memory_mb,
                 idle_timeout: Duration::from_secs(c.invoker.idle_timeout_s),
                 cluster: c.invoker.cluster.clone(),
                 name_prefix: format!("wsk{}_", self.instance()),
+                epoch,
                 stem_cells: self.runtimes.stem_cells().to_vec(),
                 port: 8080,
             },
         ))
     }
 
-    fn runner(&self, pool: Arc<Pool>, may_run: Option<Gate>) -> Arc<Runner> {
+    /// The runner; with a gate (cluster mode) its proxy client refuses `/init` and `/run`
+    /// while the gate is closed.
+    pub(crate) fn runner(&self, pool: Arc<Pool>, may_run: Option<Gate>) -> Arc<Runner> {
         let c = &self.config;
+        let proxy = ProxyClient::new(c.invoker.max_response_bytes);
+        let proxy = match &may_run {
+            Some(gate) => proxy.fenced(gate.clone()),
+            None => proxy,
+        };
         Arc::new(Runner {
             store: self.store.clone(),
             runtimes: self.runtimes.clone(),
             pool,
-            proxy: ProxyClient::new(c.invoker.max_response_bytes),
+            proxy,
             instance: InvokerInstanceId::new(self.instance(), c.invoker.user_memory_mb, None),
             init_timeout: Duration::from_secs(60),
             collect_logs: c.invoker.log_store == LogStore::Collect,
@@ -115,7 +122,7 @@ impl Parts {
         })
     }
 
-    fn feed_config(&self) -> FeedConfig {
+    pub(crate) fn feed_config(&self) -> FeedConfig {
         let c = &self.config;
         FeedConfig {
             brokers: c.kafka.brokers.clone(),
@@ -124,6 +131,7 @@ impl Parts {
             fetch_wait_max_ms: c.kafka.fetch_wait_max_ms,
             linger_ms: c.kafka.linger_ms,
             max_in_flight: c.invoker.max_in_flight,
+            drain_timeout: Duration::from_secs(c.invoker.drain_timeout_s),
             offsets_file: c.invoker.data_dir.join("offsets.json"),
         }
     }
@@ -131,7 +139,7 @@ impl Parts {
 
 /// Keeps prewarms topped up and idle containers timed out, every second; in cluster mode
 /// also puts the pool's counts (and why containers came and went) on the member's `/status`.
-fn upkeep(pool: Arc<Pool>, node: Option<Node>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn upkeep(pool: Arc<Pool>, node: Option<Node>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -150,7 +158,7 @@ fn upkeep(pool: Arc<Pool>, node: Option<Node>) -> tokio::task::JoinHandle<()> {
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let _lock = DataDirLock::acquire(&config.invoker.data_dir)?;
     match config.cluster.clone() {
-        Some(c) => run_cluster(config, c, shutdown).await,
+        Some(c) => crate::role::run_cluster(config, c, shutdown).await,
         None => {
             // A single host keeps its plugin's state on disk, so a restart finds e.g. its
             // Mesos framework (and the tasks it left) again.
@@ -163,7 +171,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 }
 
 async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let pool = parts.pool();
+    let pool = parts.pool(parts.factory.clone(), 0);
     remove_leftovers(&parts, &pool).await;
     pool.maintain().await;
     let upkeep = upkeep(pool.clone(), None);
@@ -209,222 +217,6 @@ async fn remove_leftovers(parts: &Parts, pool: &Pool) {
     for (c, r) in mine.iter().zip(futures::future::join_all(calls).await) {
         if let Err(e) = r {
             tracing::warn!(container = %c.id, "cannot destroy a leftover container: {e}");
-        }
-    }
-}
-
-async fn run_cluster(
-    config: Config,
-    cluster: ClusterSection,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let peers = cluster
-        .peers
-        .iter()
-        .map(|(id, addr)| Ok((id.parse::<u64>()?, addr.clone())))
-        .collect::<Result<_, std::num::ParseIntError>>()?;
-    let node = Node::start(ClusterConfig {
-        id: cluster.id,
-        peers,
-        secret: cluster.secret.clone(),
-        data_dir: config.invoker.data_dir.join("raft"),
-        heartbeat: Duration::from_millis(cluster.heartbeat_ms),
-        election_timeout: (
-            Duration::from_millis(cluster.election_timeout_min_ms),
-            Duration::from_millis(cluster.election_timeout_max_ms),
-        ),
-        admin_token: cluster.admin_token.clone(),
-    })
-    .await?;
-    let plugin_state = ReplicatedPluginState::new(&config.plugin.name, node.shared_state());
-    let parts = Parts::load(config, Some(plugin_state.clone())).await?;
-    let lease = Duration::from_millis(cluster.lease_ms);
-    tracing::info!(id = cluster.id, "cluster member started; standing by");
-    node.report("consuming", serde_json::json!(false));
-
-    loop {
-        // Standby: hold the replicated pool, touch nothing, until this host leads.
-        let mut metrics = node.raft.metrics();
-        while !node.is_leader() {
-            tokio::select! {
-                _ = shutdown.changed() => {}
-                _ = metrics.changed() => {}
-            }
-            if *shutdown.borrow() {
-                node.shutdown().await;
-                return Ok(());
-            }
-        }
-        let led_at = Instant::now();
-        let pool = parts.pool();
-        let takeover = match crate::failover::take_over(
-            &node,
-            &parts.factory,
-            &parts.config.invoker.cluster,
-            &pool,
-        )
-        .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!("takeover failed: {e}; standing by");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        tracing::info!(?takeover, "active");
-        node.report("last_takeover", serde_json::to_value(&takeover)?);
-        node.report(
-            "led_at_ms",
-            serde_json::json!(crate::failover::now_ms() - led_at.elapsed().as_millis() as i64),
-        );
-
-        // The lease: a quorum must confirm this leader at least every `lease`, or the feed
-        // stops and no further activation touches a container.
-        let (lost_tx, mut lost_rx) = watch::channel(false);
-        let lease_state = Lease::new(lease);
-        let fence = {
-            let (node, lease_state, lost) = (node.clone(), lease_state.clone(), lost_tx.clone());
-            tokio::spawn(async move {
-                loop {
-                    let asked = lease_state.now_ms();
-                    if matches!(
-                        tokio::time::timeout(lease, node.confirm_leadership()).await,
-                        Ok(true)
-                    ) {
-                        lease_state.confirmed(asked);
-                    }
-                    let lapsed = if lease_state.ever_confirmed() {
-                        !lease_state.held()
-                    } else {
-                        lease_state.now_ms() > 4 * lease_state.lease_ms
-                    };
-                    if lapsed {
-                        tracing::warn!("lease lost: no quorum acknowledgement within {lease:?}");
-                        let _ = lost.send(true);
-                        return;
-                    }
-                    tokio::time::sleep(lease / 4).await;
-                }
-            })
-        };
-        let gate = {
-            let lease_state = lease_state.clone();
-            Gate(Arc::new(move || lease_state.held()))
-        };
-        let confirm_by = Instant::now() + lease * 4;
-        while !gate.open() && Instant::now() < confirm_by {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-
-        let (progress_tx, progress_rx) = mpsc::unbounded_channel();
-        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-        plugin_state.activate(takeover.epoch, commands_tx);
-        let replicator = tokio::spawn(crate::failover::replicate(
-            node.clone(),
-            takeover.epoch,
-            parts.config.plugin.name.clone(),
-            pool.subscribe(),
-            progress_rx,
-            commands_rx,
-            lost_tx.clone(),
-        ));
-        let upkeep = upkeep(pool.clone(), Some(node.clone()));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stopper = {
-            let mut shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = shutdown.changed() => {}
-                    _ = lost_rx.changed() => {}
-                }
-                let _ = stop_tx.send(true);
-            })
-        };
-        let state = node.shared_state();
-        let hooks = FeedHooks {
-            offsets: Some(node.state().offsets.clone()),
-            already_done: Some(Arc::new(move |id: &str| {
-                state.read().expect("state lock").is_completed(id)
-            })),
-            progress: Some(progress_tx),
-            may_pull: Some(gate.clone()),
-        };
-        let runner = parts.runner(pool.clone(), Some(gate));
-        let result = feed::run_with(
-            parts.feed_config(),
-            hooks,
-            runner,
-            parts.sink.clone(),
-            stop_rx,
-        )
-        .await;
-        node.report("consuming", serde_json::json!(false));
-        plugin_state.deactivate();
-        for task in [fence, upkeep, stopper] {
-            task.abort();
-        }
-        // Let the last progress reach the log before stepping down.
-        let mut replicator = replicator;
-        if tokio::time::timeout(Duration::from_millis(500), &mut replicator)
-            .await
-            .is_err()
-        {
-            replicator.abort();
-        }
-        if let Err(e) = result {
-            tracing::warn!("feed stopped: {e}");
-        }
-        if *shutdown.borrow() {
-            node.shutdown().await;
-            tracing::info!("cluster member stopped");
-            return Ok(());
-        }
-        tracing::warn!(
-            "no longer active: standing by; this host's containers are left to the new active host"
-        );
-        // Wait for the leadership to settle elsewhere (or come back) before looping.
-        tokio::time::sleep(Duration::from_millis(cluster.election_timeout_min_ms)).await;
-    }
-}
-
-/// When a quorum last confirmed this leader, on a monotonic clock.
-#[derive(Debug, Clone)]
-struct Lease {
-    clock: Instant,
-    lease_ms: u64,
-    /// Milliseconds on `clock` at which the last confirmed round was asked, plus one
-    /// (0: never confirmed).
-    confirmed_at: Arc<AtomicU64>,
-}
-
-impl Lease {
-    fn new(lease: Duration) -> Lease {
-        Lease {
-            clock: Instant::now(),
-            lease_ms: lease.as_millis() as u64,
-            confirmed_at: Arc::default(),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.clock.elapsed().as_millis() as u64
-    }
-
-    fn confirmed(&self, asked_ms: u64) {
-        self.confirmed_at.fetch_max(asked_ms + 1, Ordering::SeqCst);
-    }
-
-    fn ever_confirmed(&self) -> bool {
-        self.confirmed_at.load(Ordering::SeqCst) > 0
-    }
-
-    /// True while the last confirmation is younger than the lease. A paused process (SIGSTOP)
-    /// wakes up with an old confirmation and so never runs another activation.
-    fn held(&self) -> bool {
-        match self.confirmed_at.load(Ordering::SeqCst) {
-            0 => false,
-            at => self.now_ms() < at - 1 + self.lease_ms,
         }
     }
 }

@@ -3,10 +3,12 @@
 //!
 //! Data flows one way: [`feed`] → [`activation`] → [`pool`] → [`factory`] / [`plugin`].
 //!
-//! - [`config`]: the TOML config; [`invoker`]: wires one host together; [`data_dir`]: one
+//! - [`config`]: the TOML config; [`invoker`]: wires one host together; [`role`]: a cluster
+//!   member's roles (standby, takeover, active, stepping down); [`lease`]: the active host's lease; [`data_dir`]: one
 //!   process per data directory;
 //! - [`cluster`]: Raft over HTTP, durable storage, the replicated state with epoch fencing;
 //! - [`failover`]: becoming active: claim, reconcile, re-attach, replicate;
+//! - [`fence`]: the lease enforced at the engine boundary and the action proxy;
 //! - [`feed`]: Kafka consumer, acknowledgements, offsets, health pings;
 //! - [`activation`]: OpenWhisk wire formats, the action proxy client, running one activation;
 //! - [`action`]: action documents and the runtimes manifest;
@@ -24,7 +26,10 @@ pub mod data_dir;
 pub mod factory;
 pub mod failover;
 pub mod feed;
+pub mod fence;
 pub mod invoker;
 pub mod json_file;
+pub mod lease;
 pub mod plugin;
 pub mod pool;
+pub mod role;

@@ -72,18 +72,25 @@ fn main() {
     println!("   {before} idle containers, replicated to the standbys");
 
     println!(
-        "== sending 200 activations at ~50/s; killing host {} (SIGKILL) after the 100th",
-        active + 1
+        "== sending 200 activations at ~50/s; killing the active host (SIGKILL) after the 100th"
     );
     let mut ids = Vec::new();
     let mut killed_at = 0;
+    let mut victim = active;
     for i in 0..200 {
         let action = STREAMED[i % 3];
         let id = rt.block_on(controller.invoke("guest", action, false, json!({ "i": i })));
         ids.push((action, id));
         if i == 99 {
+            victim = cluster
+                .active(Duration::from_secs(5))
+                .expect("no host is active before the kill");
+            if victim != active {
+                println!("   (leadership had moved to host {} meanwhile)", victim + 1);
+            }
             killed_at = now_ms();
-            cluster.hosts[active].kill();
+            cluster.hosts[victim].kill();
+            println!("   killed host {}", victim + 1);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -91,6 +98,7 @@ fn main() {
         .active(Duration::from_secs(10))
         .expect("no standby took over");
     let status = cluster.status(next).unwrap();
+    assert_ne!(next, victim, "the killed host cannot be active");
     let consuming_since = status["consuming_since_ms"].as_i64().unwrap();
     let failover_ms = consuming_since - killed_at;
     let takeover = status["last_takeover"].clone();
@@ -115,27 +123,53 @@ fn main() {
         .filter(|(_, i)| controller.received.get(i).is_some_and(|a| a.len() > 1))
         .count();
 
-    // The first activation of each action that the new host ran, in the order the controller
-    // sent them (the order the new host read its backlog in). An action the stream did not
-    // touch ("failing") gets one now.
-    let mut first: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for (action, id) in &ids {
-        let path = format!("guest/{action}");
-        if first.contains_key(&path) {
-            continue;
-        }
-        let acks = controller.received.get(id).cloned().unwrap_or_default();
-        if let Some(record) = record_since(&acks, consuming_since) {
-            first.insert(path, start_of(&record));
+    // What the new host ran, per action, in the order it started them (start time on this
+    // machine's clock; activations of the backlog start concurrently, so the order they were
+    // sent in says little). An action the stream did not touch ("failing") gets one now.
+    let mut ran_new: BTreeMap<String, Vec<(i64, String, String)>> = BTreeMap::new();
+    let mut durations: Vec<i64> = ids
+        .iter()
+        .filter_map(|(_, id)| controller.received.get(id))
+        .filter_map(|acks| record_since(acks, consuming_since))
+        .filter_map(|r| r["duration"].as_i64())
+        .collect();
+    durations.sort();
+    let mut before_kill: Vec<i64> = ids
+        .iter()
+        .filter_map(|(_, id)| controller.received.get(id))
+        .map(|acks| Controller::record(acks))
+        .filter(|r| r["start"].as_i64().is_some_and(|s| s < killed_at))
+        .filter_map(|r| r["duration"].as_i64())
+        .collect();
+    before_kill.sort();
+    fn note(
+        ran_new: &mut BTreeMap<String, Vec<(i64, String, String)>>,
+        acks: &[Value],
+        consuming_since: i64,
+    ) {
+        if let Some(record) = record_since(acks, consuming_since) {
+            let (start, container) = start_of(&record);
+            let path = format!("guest/{}", record["name"].as_str().unwrap_or("?"));
+            let at = record["start"].as_i64().unwrap_or(0);
+            ran_new
+                .entry(path)
+                .or_default()
+                .push((at, start, container));
         }
     }
+    for (_, id) in &ids {
+        let acks = controller.received.get(id).cloned().unwrap_or_default();
+        note(&mut ran_new, &acks, consuming_since);
+    }
     for action in WARMED {
-        first.entry(format!("guest/{action}")).or_insert_with(|| {
+        if !ran_new.contains_key(&format!("guest/{action}")) {
             let id = rt.block_on(controller.invoke("guest", action, false, json!({})));
-            start_of(&Controller::record(
-                &controller.wait_for(&id, Duration::from_secs(60)),
-            ))
-        });
+            let acks = controller.wait_for(&id, Duration::from_secs(60));
+            note(&mut ran_new, &acks, consuming_since);
+        }
+    }
+    for runs in ran_new.values_mut() {
+        runs.sort();
     }
     std::thread::sleep(Duration::from_millis(1500)); // one upkeep round: /status has the pool
     let pool = cluster.status(next).unwrap()["pool"].clone();
@@ -156,15 +190,47 @@ fn main() {
         takeover["busy_destroyed"]
     );
     println!("   activations: 200 sent, {lost} lost, {duplicated} acknowledged twice (in flight at the kill)");
+    if !before_kill.is_empty() {
+        println!(
+            "   on the old host: {} activations, duration p50 {} ms, max {} ms",
+            before_kill.len(),
+            before_kill[before_kill.len() / 2],
+            before_kill[before_kill.len() - 1]
+        );
+    }
+    if !durations.is_empty() {
+        println!(
+            "   on the new host: {} activations, duration p50 {} ms, max {} ms",
+            durations.len(),
+            durations[durations.len() / 2],
+            durations[durations.len() - 1]
+        );
+    }
 
+    // The promise: the action's re-attached warm container served it, warm, before any
+    // activation of it had to start a container (ties at the same millisecond count as first).
     let mut not_reused = Vec::new();
     for path in &warm_actions {
-        match first.get(path) {
-            Some((start, _)) if start == "warm" => {}
-            Some((start, container)) => {
-                not_reused.push(format!("{path} ran {start} in {container}"))
+        let action = path.trim_start_matches("guest/");
+        let kept = warm_before.get(action).cloned().unwrap_or_default();
+        let runs = ran_new.get(path).cloned().unwrap_or_default();
+        let first_warm = runs
+            .iter()
+            .find(|(_, start, container)| start == "warm" && *container == kept)
+            .map(|(at, _, _)| *at);
+        match first_warm {
+            None => not_reused.push(format!(
+                "{path}: its re-attached container {} never served it; its runs: {:?}",
+                &kept[..12.min(kept.len())],
+                runs.iter().map(|(_, s, _)| s.as_str()).collect::<Vec<_>>()
+            )),
+            Some(at) => {
+                if let Some((_, start, _)) = runs.iter().find(|(t, s, _)| *t < at && s != "warm") {
+                    not_reused.push(format!(
+                        "{path}: an activation ran {start} before its re-attached container was used"
+                    ));
+                }
             }
-            None => not_reused.push(format!("{path} never ran on the new host")),
         }
     }
     println!(
@@ -180,7 +246,10 @@ fn main() {
                 "     {path}: its warm container ({}) was busy at the kill, so it was destroyed; \
                  its first activation ran {}",
                 &warm_before[action][..12.min(warm_before[action].len())],
-                first.get(&path).map_or("?", |(s, _)| s.as_str())
+                ran_new
+                    .get(&path)
+                    .and_then(|r| r.first())
+                    .map_or("?", |(_, s, _)| s.as_str())
             );
         }
     }

@@ -123,5 +123,6 @@ pub fn sample_record(id: &str) -> Box<ContainerRecord> {
         warm: None,
         busy: false,
         last_use_ms: 0,
+        held_ms: None,
     })
 }

@@ -84,6 +84,13 @@ impl Host {
     pub fn start(opts: &HostOptions) -> Host {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
+        // KW_KEEP_HOST_DIRS=1 keeps each host's config, data and log for a post-mortem.
+        let tmp = if std::env::var_os("KW_KEEP_HOST_DIRS").is_some() {
+            eprintln!("keeping host directory {}", tmp.keep().display());
+            None
+        } else {
+            Some(tmp)
+        };
         let cluster = opts
             .cluster
             .clone()
@@ -157,7 +164,7 @@ catalog = "{catalog}"
             config,
             cluster,
             instance: opts.instance,
-            _tmp: Some(tmp),
+            _tmp: tmp,
         };
         host.spawn();
         host

@@ -100,6 +100,29 @@ impl Acknowledgement {
         }
     }
 
+    /// The message in its compact form, as upstream's `AcknowledegmentMessage.shrink`: the
+    /// activation record replaced by its id (sent when the whole record is too large for
+    /// the broker). A completion is already compact.
+    pub fn shrunk_json(&self) -> Value {
+        match self {
+            Acknowledgement::Combined {
+                transid,
+                activation,
+                instance,
+            } => json!({
+                "transid": transid,
+                "response": activation.activation_id,
+                "isSystemError": activation.response.is_whisk_error(),
+                "instance": instance,
+            }),
+            Acknowledgement::Result {
+                transid,
+                activation,
+            } => json!({ "transid": transid, "response": activation.activation_id }),
+            Acknowledgement::Completion { .. } => self.to_json(),
+        }
+    }
+
     /// Reads any of the three, as the controller does: `instance` + `response` is combined,
     /// `instance` alone a completion, else a result.
     pub fn parse(bytes: &[u8]) -> Result<Acknowledgement, serde_json::Error> {

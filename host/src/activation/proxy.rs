@@ -16,6 +16,9 @@ pub enum ProxyError {
     Connect { address: String, reason: String },
     #[error("the action's response is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// The host's lease lapsed: nothing was sent.
+    #[error("refused: this host no longer holds the lease")]
+    Fenced,
 }
 
 /// An HTTP answer from the proxy.
@@ -30,6 +33,8 @@ pub struct ProxyResponse {
 pub struct ProxyClient {
     client: Client<HttpConnector, Full<Bytes>>,
     max_response: usize,
+    /// In cluster mode, the lease: checked immediately before every request.
+    gate: Option<crate::fence::Gate>,
 }
 
 impl ProxyClient {
@@ -42,7 +47,14 @@ impl ProxyClient {
                 .pool_idle_timeout(Duration::from_secs(90))
                 .build(connector),
             max_response: max_response_bytes,
+            gate: None,
         }
+    }
+
+    /// The same client, refusing every request while `gate` is closed.
+    pub fn fenced(mut self, gate: crate::fence::Gate) -> ProxyClient {
+        self.gate = Some(gate);
+        self
     }
 
     /// POSTs `body` to `http://{address}{path}` and reads the answer within `limit`.
@@ -53,6 +65,9 @@ impl ProxyClient {
         body: &Value,
         limit: Duration,
     ) -> Result<ProxyResponse, ProxyError> {
+        if self.gate.as_ref().is_some_and(|g| !g.open()) {
+            return Err(ProxyError::Fenced);
+        }
         let request = hyper::Request::post(format!("http://{address}{path}"))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_string())))

@@ -6,7 +6,8 @@ use super::message::ActivationMessage;
 use super::proxy::{ProxyClient, ProxyError};
 use super::record::{ActivationResponse, Annotation, WhiskActivation};
 use crate::action::{Action, ActionError, ActionStore, Runtimes};
-use crate::pool::{Fate, Lease, Pool, Want, WarmKey};
+use crate::factory::CallError;
+use crate::pool::{Fate, Lease, Pool, PoolError, Want, WarmKey};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,21 +51,7 @@ pub struct Runner {
     pub may_run: Option<Gate>,
 }
 
-/// A yes/no check shared between tasks (here: "this host still holds its lease").
-#[derive(Clone)]
-pub struct Gate(pub Arc<dyn Fn() -> bool + Send + Sync>);
-
-impl Gate {
-    pub fn open(&self) -> bool {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for Gate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Gate")
-    }
-}
+pub use crate::fence::Gate;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -117,7 +104,7 @@ impl Runner {
         let mut ran = Ran {
             msg,
             start,
-            wait_ms: (start - msg.transid.start_ms).max(0),
+            wait_ms: start.saturating_sub(msg.transid.start_ms).max(0),
             action: None,
             lease: None,
             init_ms: None,
@@ -138,8 +125,10 @@ impl Runner {
             }
         };
         ran.action = Some(action.clone());
+        let clock = std::time::Instant::now();
         let lease = match self.pool.acquire(&want).await {
             Ok(l) => l,
+            Err(PoolError::Create(CallError::Fenced { .. })) => return None,
             Err(e) => {
                 tracing::warn!(activation = %msg.activation_id, "{e}");
                 let response = ActivationResponse::whisk_error(format!(
@@ -150,10 +139,22 @@ impl Runner {
             }
         };
         if self.fenced() {
-            self.pool.release(&lease, Fate::Reuse);
+            self.pool.release(&lease, untouched(&lease));
             return None;
         }
-        let (response, init_ms, fate) = self.execute(msg, &action, &lease).await;
+        let acquired = clock.elapsed();
+        let (response, init_ms, fate) = match self.execute(msg, &action, &want.key, &lease).await {
+            Ok(done) => done,
+            Err(Fenced { initialized }) => {
+                let fate = if initialized {
+                    Fate::Reuse
+                } else {
+                    untouched(&lease)
+                };
+                self.pool.release(&lease, fate);
+                return None;
+            }
+        };
         ran.lease = Some(lease.clone());
         ran.init_ms = init_ms;
         let early = msg.blocking.then(|| Acknowledgement::Result {
@@ -168,6 +169,14 @@ impl Runner {
             vec!["Logs are not collected for actions with concurrency > 1.".into()]
         };
         self.pool.release(&lease, fate);
+        tracing::debug!(
+            activation = %msg.activation_id,
+            start = lease.start,
+            acquire_ms = acquired.as_millis() as u64,
+            init_ms = init_ms.unwrap_or(0),
+            total_ms = clock.elapsed().as_millis() as u64,
+            "activation ran"
+        );
         let mut outcome = self.finish(&ran, response, logs);
         if let Some(early) = early {
             outcome.last = Acknowledgement::Completion {
@@ -181,13 +190,15 @@ impl Runner {
         Some(outcome)
     }
 
-    /// `/init` when needed, then `/run`. Returns the response, init time and the container's fate.
+    /// `/init` when needed, then `/run`. Returns the response, init time and the container's
+    /// fate, or that the lease lapsed before `/init` or `/run` was sent.
     async fn execute(
         &self,
         msg: &ActivationMessage,
         action: &Action,
+        key: &WarmKey,
         lease: &Lease,
-    ) -> (ActivationResponse, Option<i64>, Fate) {
+    ) -> Result<(ActivationResponse, Option<i64>, Fate), Fenced> {
         let address = &lease.container.address;
         let mut init_ms = None;
         if lease.needs_init {
@@ -203,20 +214,24 @@ impl Runner {
                 .init_timeout
                 .min(Duration::from_millis(action.limits.timeout));
             match self.proxy.init(address, &body, limit).await {
-                Ok(r) if r.status == 200 => init_ms = Some(now_ms() - t),
+                Ok(r) if r.status == 200 => {
+                    init_ms = Some(now_ms() - t);
+                    self.pool.initialized(lease, key);
+                }
                 Ok(r) => {
-                    return (
+                    return Ok((
                         ActivationResponse::from_failed_init(&r.body),
                         None,
                         Fate::Destroy,
-                    )
+                    ))
                 }
+                Err(ProxyError::Fenced) => return Err(Fenced { initialized: false }),
                 Err(e) => {
-                    return (
+                    return Ok((
                         proxy_failure(&e, action, "initialization"),
                         None,
                         Fate::Destroy,
-                    )
+                    ))
                 }
             }
         }
@@ -239,9 +254,10 @@ impl Runner {
                 } else {
                     Fate::Destroy
                 };
-                (response, init_ms, fate)
+                Ok((response, init_ms, fate))
             }
-            Err(e) => (proxy_failure(&e, action, "run"), init_ms, Fate::Destroy),
+            Err(ProxyError::Fenced) => Err(Fenced { initialized: true }),
+            Err(e) => Ok((proxy_failure(&e, action, "run"), init_ms, Fate::Destroy)),
         }
     }
 
@@ -266,7 +282,8 @@ impl Runner {
         let factory = self.pool.factory();
         let max = limit_kb.saturating_mul(1024);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        let since = u64::try_from(start_ms - 5).unwrap_or(0);
+        let since = u64::try_from(start_ms.saturating_sub(5)).unwrap_or(0);
+        let mut poll = Duration::from_millis(1);
         loop {
             let text = match factory
                 .logs(&lease.container.id, since, max.saturating_add(4096))
@@ -291,7 +308,10 @@ impl Runner {
                 }
                 return lines;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            // the sentinels usually follow within milliseconds; back off so that many
+            // activations waiting for their logs do not keep the engine (and a core) busy
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_millis(20));
         }
     }
 
@@ -359,6 +379,27 @@ impl Runner {
         }
     }
 
+    /// The outcome of an activation whose run failed inside keepwarm itself (a panic): a
+    /// whisk error, so the controller hears of it and the slot is freed.
+    pub fn internal_error(&self, msg: &ActivationMessage, reason: &str) -> Outcome {
+        let start = now_ms();
+        let ran = Ran {
+            msg,
+            start,
+            wait_ms: start.saturating_sub(msg.transid.start_ms).max(0),
+            action: None,
+            lease: None,
+            init_ms: None,
+        };
+        self.finish(
+            &ran,
+            ActivationResponse::whisk_error(format!(
+                "The invoker failed while running this activation: {reason}"
+            )),
+            Vec::new(),
+        )
+    }
+
     fn finish(&self, ran: &Ran<'_>, response: ActivationResponse, logs: Vec<String>) -> Outcome {
         let record = self.record(ran, response, logs);
         Outcome {
@@ -373,6 +414,20 @@ impl Runner {
     }
 }
 
+/// The lease lapsed before `/init` (`initialized: false`) or `/run` was sent.
+struct Fenced {
+    initialized: bool,
+}
+
+/// How to give back a container no request was sent to.
+fn untouched(lease: &Lease) -> Fate {
+    if lease.needs_init {
+        Fate::Uninitialized
+    } else {
+        Fate::Reuse
+    }
+}
+
 fn proxy_failure(e: &ProxyError, action: &Action, phase: &str) -> ActivationResponse {
     match e {
         ProxyError::Timeout { .. } => ActivationResponse::developer_error(format!(
@@ -383,7 +438,7 @@ fn proxy_failure(e: &ProxyError, action: &Action, phase: &str) -> ActivationResp
         ProxyError::TooLarge { limit } => ActivationResponse::developer_error(format!(
             "The action produced a response that exceeded the allowed length: {limit} bytes."
         )),
-        ProxyError::Connect { .. } => ActivationResponse::developer_error(format!(
+        ProxyError::Connect { .. } | ProxyError::Fenced => ActivationResponse::developer_error(format!(
             "The action did not initialize or run as expected. Log data might be missing. ({phase}: {e})"
         )),
     }

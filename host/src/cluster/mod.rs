@@ -4,8 +4,10 @@
 //!   state) and the commands that change it, with epoch fencing;
 //! - [`store`]: the log, vote and snapshots in one redb file, fsynced before acknowledgement;
 //! - [`network`]: peer RPCs over HTTP, authenticated by the cluster secret;
+//! - [`campaign`]: a member that cannot reach a quorum does not start elections;
 //! - [`Node`]: one member: starts Raft, serves peers, claims leadership, proposes commands.
 
+pub mod campaign;
 pub mod network;
 pub mod plugin_state;
 pub mod state;
@@ -86,6 +88,36 @@ impl Node {
             .await
             .map_err(|source| ClusterError::Listen { address, source })?;
         Self::start_on(config, listener).await
+    }
+
+    /// As [`Node::start`], with Raft (its core, its peers' server, the campaign guard) on a
+    /// runtime of its own in a thread of its own, so heartbeats and votes are never queued
+    /// behind activation work on the host's runtime. The host calls the node from its own
+    /// runtime as usual (channels and watches cross runtimes).
+    pub async fn start_dedicated(config: ClusterConfig) -> Result<Node, ClusterError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("keepwarm-raft".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(ClusterError::Raft(format!("raft runtime: {e}"))));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let _ = tx.send(Node::start(config).await);
+                    // the node's tasks live on this runtime for the rest of the process
+                    std::future::pending::<()>().await;
+                });
+            })
+            .map_err(|e| ClusterError::Raft(format!("raft thread: {e}")))?;
+        rx.await
+            .map_err(|_| ClusterError::Raft("the raft thread ended while starting".into()))?
     }
 
     /// As [`Node::start`], on a listener the caller bound.
@@ -184,6 +216,13 @@ impl Node {
             .filter(|(id, _)| **id != config.id)
             .map(|(_, a)| a.clone())
             .collect();
+        tokio::spawn(campaign::guard(
+            raft.clone(),
+            others.clone(),
+            config.secret.clone(),
+            config.heartbeat,
+            stop.subscribe(),
+        ));
         if network::running_cluster(&others).await {
             tracing::info!("peers already form a cluster: rejoining, not initializing");
         } else if let Err(e) = raft.initialize(members).await {

@@ -263,6 +263,8 @@ async fn handle(
             Ok(rpc) => answer(raft.vote(rpc).await),
             Err(e) => bad(e),
         },
+        // A member checking it can reach a quorum before it may campaign.
+        "/raft/ping" => json(StatusCode::OK, b"{}".to_vec()),
         "/raft/snapshot" => match serde_json::from_slice(&body) {
             Ok(rpc) => answer(raft.install_snapshot(rpc).await),
             Err(e) => bad(e),
@@ -272,6 +274,35 @@ async fn handle(
             br#"{"error":"no such endpoint"}"#.to_vec(),
         ),
     })
+}
+
+/// How many of `peers` answer an authenticated ping within `limit`.
+pub async fn reachable(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    peers: &[String],
+    secret: &str,
+    limit: std::time::Duration,
+) -> usize {
+    let probes = peers.iter().map(|addr| {
+        let client = client.clone();
+        let req = Request::post(format!("http://{addr}/raft/ping"))
+            .header(SECRET_HEADER, secret)
+            .body(Full::new(Bytes::new()));
+        async move {
+            let req = req.ok()?;
+            let call = async { client.request(req).await.ok().map(|r| r.status()) };
+            tokio::time::timeout(limit, call)
+                .await
+                .ok()
+                .flatten()
+                .filter(|s| s.is_success())
+        }
+    });
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .count()
 }
 
 /// Whether any of `peers` already runs a cluster (has a term). Asked before initializing.

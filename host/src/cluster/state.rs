@@ -25,6 +25,11 @@ pub struct ContainerRecord {
     pub busy: bool,
     /// Epoch millis of the last use.
     pub last_use_ms: i64,
+    /// How long an activation usually holds this (warm) container, in milliseconds: learned
+    /// from its busy → idle changes, so a new active host knows whether waiting for it beats
+    /// a cold start.
+    #[serde(default)]
+    pub held_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +164,13 @@ impl Replicated {
             }
             PoolChange::Busy { id, busy, at_ms } => {
                 if let Some(c) = self.containers.get_mut(id) {
+                    if c.busy && !*busy {
+                        let held = u64::try_from(at_ms.saturating_sub(c.last_use_ms)).unwrap_or(0);
+                        c.held_ms = Some(match c.held_ms {
+                            None => held,
+                            Some(old) => (old * 3 + held) / 4,
+                        });
+                    }
                     c.busy = *busy;
                     c.last_use_ms = *at_ms;
                 }
@@ -201,7 +213,35 @@ mod tests {
             warm: None,
             busy: false,
             last_use_ms: 0,
+            held_ms: None,
         }
+    }
+
+    #[test]
+    fn how_long_a_container_is_held_is_learned_from_busy_and_idle() {
+        let mut s = Replicated::default();
+        s.apply(1, &Command::Claim { node: 1 });
+        let busy = |busy, at_ms| Command::Pool {
+            epoch: 1,
+            changes: vec![PoolChange::Busy {
+                id: "a".into(),
+                busy,
+                at_ms,
+            }],
+        };
+        s.apply(
+            2,
+            &Command::Pool {
+                epoch: 1,
+                changes: vec![PoolChange::Upsert(Box::new(record("a")))],
+            },
+        );
+        s.apply(3, &busy(true, 1_000));
+        s.apply(4, &busy(false, 1_040));
+        assert_eq!(s.containers["a"].held_ms, Some(40));
+        s.apply(5, &busy(true, 2_000));
+        s.apply(6, &busy(false, 2_080));
+        assert_eq!(s.containers["a"].held_ms, Some(50), "(3 × 40 + 80) / 4");
     }
 
     #[test]

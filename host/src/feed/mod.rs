@@ -8,11 +8,14 @@ mod sink;
 pub use sink::ActivationSink;
 
 use crate::activation::{Acknowledgement, ActivationMessage, PingMessage, Runner};
+use futures::FutureExt;
 use offsets::{OffsetStore, OffsetTracker};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +33,8 @@ pub struct FeedConfig {
     pub linger_ms: u32,
     /// Activations running at once; the feed stops pulling at this many.
     pub max_in_flight: usize,
+    /// How long stopping may wait for running activations and their acknowledgements.
+    pub drain_timeout: Duration,
     pub offsets_file: PathBuf,
 }
 
@@ -52,6 +57,9 @@ fn kafka(context: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> FeedError 
         source,
     }
 }
+
+/// The largest message the producer sends (librdkafka's and the Kafka broker's default).
+pub const MAX_MESSAGE_BYTES: usize = 1_000_000;
 
 /// Progress the feed reports for replication.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +116,9 @@ pub async fn run_with(
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
         .set("linger.ms", config.linger_ms.to_string())
+        // Kafka's default broker limit. A result near `max-response-bytes` (1 MiB) makes a
+        // larger acknowledgement, which goes out shrunk, as upstream's does.
+        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         .set("acks", "all")
         .create()
         .map_err(kafka("producer"))?;
@@ -146,9 +157,6 @@ pub async fn run_with(
     // Activations still running (not yet publishing): what `max_in_flight` bounds. Publishing
     // an acknowledgement uses no pool capacity, so the next activation starts meanwhile.
     let (ran_tx, mut ran_rx) = mpsc::unbounded_channel::<()>();
-    // An activation dropped because the lease lapsed: stop, so the next takeover consumes it
-    // again from the replicated offset.
-    let (fenced_tx, mut fenced_rx) = mpsc::unbounded_channel::<()>();
     let mut running = 0usize;
     let mut tracker = OffsetTracker::default();
 
@@ -159,10 +167,6 @@ pub async fn run_with(
             _ = shutdown.changed() => break,
             _ = tokio::time::sleep(Duration::from_millis(5)), if !gate_open => {}
             Some(()) = ran_rx.recv() => running -= 1,
-            Some(()) = fenced_rx.recv() => {
-                tracing::warn!("an activation was fenced (lease lapsed): stopping the feed");
-                break;
-            }
             Some((p, o)) = done_rx.recv() => record(&consumer, &config, &hooks, &mut store, &mut tracker, p, o)?,
             received = consumer.recv(), if can_pull => {
                 let m = match received {
@@ -186,17 +190,38 @@ pub async fn run_with(
                     }
                     Ok(msg) => {
                         running += 1;
-                        let (runner, producer, sink, done, ran, progress, fenced) = (
+                        let (runner, producer, sink, done, ran, progress, gate, stop) = (
                             runner.clone(), producer.clone(), sink.clone(), done_tx.clone(), ran_tx.clone(),
-                            hooks.progress.clone(), fenced_tx.clone(),
+                            hooks.progress.clone(), hooks.may_pull.clone(), shutdown.clone(),
                         );
                         tokio::spawn(async move {
-                            let Some(outcome) = runner.run(&msg).await else {
-                                // Fenced: not run, not acknowledged, offset not recorded; the
-                                // next active host takes it from the replicated offset.
-                                let _ = fenced.send(());
-                                let _ = ran.send(());
-                                return;
+                            let outcome = loop {
+                                match AssertUnwindSafe(runner.run(&msg)).catch_unwind().await {
+                                    Ok(Some(outcome)) => break outcome,
+                                    Ok(None) => {}
+                                    Err(panic) => {
+                                        let reason = panic_text(&panic);
+                                        tracing::error!(activation = %msg.activation_id, partition, offset, "running the activation panicked: {reason}");
+                                        match std::panic::catch_unwind(AssertUnwindSafe(|| runner.internal_error(&msg, &reason))) {
+                                            Ok(outcome) => break outcome,
+                                            Err(_) => {
+                                                // Not even an error record can be built: give
+                                                // its slot and offset back, never acknowledged.
+                                                let _ = ran.send(());
+                                                let _ = done.send((partition, offset));
+                                                return;
+                                            }
+                                        }
+                                    }
+                                }
+                                // Fenced before anything ran: run it once the lease is
+                                // confirmed again. If the role ends first it stays
+                                // unacknowledged and its offset unrecorded: the next active
+                                // host runs it from the replicated offset.
+                                if !lease_regained(gate.as_ref(), stop.clone()).await {
+                                    let _ = ran.send(());
+                                    return;
+                                }
                             };
                             let _ = ran.send(());
                             let topic = msg.completion_topic();
@@ -217,28 +242,64 @@ pub async fn run_with(
 
     tracing::info!(
         in_flight = tracker.in_flight(),
+        running,
+        timeout = ?config.drain_timeout,
         "feed stopping: draining in-flight activations"
     );
-    while tracker.in_flight() > 0 && running > 0 {
+    // Every activation taken from Kafka finishes and its acknowledgement is published (or the
+    // drain timeout passes). Fenced ones give up at once: they are the next host's.
+    let deadline = tokio::time::Instant::now() + config.drain_timeout;
+    // Only the activations' tasks hold senders now: `None` means every one of them ended.
+    drop((done_tx, ran_tx, ran_rx));
+    while tracker.in_flight() > 0 {
         tokio::select! {
-            Some(()) = ran_rx.recv() => running -= 1,
             got = done_rx.recv() => match got {
                 Some((p, o)) => record(&consumer, &config, &hooks, &mut store, &mut tracker, p, o)?,
-                None => break,
+                None => break, // the rest were fenced: the next active host runs them
             },
-        }
-    }
-    // acknowledgements still being published
-    while let Ok(Some((p, o))) =
-        tokio::time::timeout(Duration::from_millis(200), done_rx.recv()).await
-    {
-        record(&consumer, &config, &hooks, &mut store, &mut tracker, p, o)?;
-        if tracker.in_flight() == 0 {
-            break;
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(
+                    in_flight = tracker.in_flight(),
+                    "drain timeout: exiting with activations unacknowledged (they are re-read from their offsets)"
+                );
+                break;
+            }
         }
     }
     health.abort();
     Ok(())
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Waits until `gate` opens again (true) or the feed is told to stop (false).
+async fn lease_regained(
+    gate: Option<&crate::activation::Gate>,
+    mut stop: watch::Receiver<bool>,
+) -> bool {
+    let Some(gate) = gate else {
+        return !*stop.borrow();
+    };
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        if gate.open() {
+            return true;
+        }
+        tokio::select! {
+            changed = stop.changed() => if changed.is_err() {
+                return false;
+            },
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
 }
 
 async fn partitions_of(
@@ -294,20 +355,60 @@ fn record(
     Ok(())
 }
 
+/// Whether Kafka could ever accept `topic`: legal characters and length (Kafka's own rule).
+/// A malformed `rootControllerIndex` makes a completion topic that can never exist.
+pub fn legal_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Publishes one acknowledgement; returns only once it is published or can never be.
+/// - too large for the broker: sent again shrunk (the record replaced by its activation id),
+///   as upstream's `MessagingActiveAck` does on `RecordTooLargeException`;
+/// - a topic that cannot exist: logged with the activation id and dropped;
+/// - anything else (broker down, leader moving): retried with backoff, counted.
 async fn publish(producer: &FutureProducer, topic: &str, ack: &Acknowledgement) {
-    let payload = ack.to_json().to_string();
     let key = ack.activation_id().to_owned();
+    if !legal_topic(topic) {
+        tracing::error!(%topic, activation = %key, "the completion topic is not a legal Kafka topic name: acknowledgement dropped");
+        return;
+    }
+    let mut payload = ack.to_json().to_string();
+    let mut shrunk = false;
+    let mut backoff = Duration::from_millis(50);
     loop {
-        let record = FutureRecord::to(topic).payload(&payload).key(&key);
-        match producer.send(record, Duration::from_secs(10)).await {
+        let record = FutureRecord::<(), _>::to(topic).payload(&payload);
+        let error = match producer.send(record, Duration::from_secs(10)).await {
             Ok(_) => return,
-            Err((e, _)) => {
-                tracing::warn!(%topic, activation = %key, "publishing the acknowledgement failed, retrying: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            Err((e, _)) => e,
+        };
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::MessageSizeTooLarge) if !shrunk => {
+                tracing::warn!(%topic, activation = %key, bytes = payload.len(), "acknowledgement too large for the broker: sending it shrunk (the record replaced by its id)");
+                payload = ack.shrunk_json().to_string();
+                shrunk = true;
+                continue;
             }
+            Some(RDKafkaErrorCode::InvalidTopic) => {
+                tracing::error!(%topic, activation = %key, "the broker says the completion topic is invalid: acknowledgement dropped");
+                return;
+            }
+            _ => {}
         }
+        PUBLISH_RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%topic, activation = %key, retry_in = ?backoff, "publishing the acknowledgement failed, retrying: {error}");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
+
+/// Acknowledgements that had to be sent again (broker unreachable, leader moving, ...).
+pub static PUBLISH_RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn ping_health(producer: FutureProducer, instance: crate::activation::InvokerInstanceId) {
     let ping = serde_json::to_string(&PingMessage { name: instance }).expect("ping json");

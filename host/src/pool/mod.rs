@@ -12,6 +12,7 @@
 mod churn;
 mod event;
 mod state;
+mod timing;
 
 pub use churn::Churn;
 pub use event::PoolEvent;
@@ -52,12 +53,17 @@ pub struct Lease {
     pub needs_init: bool,
     /// How the container was found: `warm`, `prewarm` or `cold`.
     pub start: &'static str,
+    /// When it was handed out.
+    pub taken: Instant,
 }
 
 /// What happens to a leased container afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
     Reuse,
+    /// It was never initialized (the activation was fenced before `/init`): back to prewarm,
+    /// never handed out as warm.
+    Uninitialized,
     /// It failed `/init`, timed out or died: never reuse it.
     Destroy,
 }
@@ -71,6 +77,10 @@ pub struct PoolConfig {
     pub cluster: String,
     /// Prefix of container names (`wsk0_` for invoker 0, as OpenWhisk names them).
     pub name_prefix: String,
+    /// The epoch this pool serves (0 on a single host): part of every container name, with
+    /// the process id and a per-process sequence, so names never repeat across claims or
+    /// restarts.
+    pub epoch: u64,
     pub stem_cells: Vec<StemCell>,
     pub port: u16,
 }
@@ -102,8 +112,25 @@ pub struct Pool {
     state: Mutex<State>,
     freed: Notify,
     events: broadcast::Sender<PoolEvent>,
-    seq: AtomicU64,
 }
+
+/// How long an idle container is safe from eviction while an activation of another action
+/// waits (see [`Pool::acquire`]).
+pub const EVICTION_GRACE: Duration = Duration::from_millis(500);
+
+/// What [`Pool::acquire`] does next.
+enum Step {
+    Leased(Lease),
+    /// Create a container after destroying these (evicted) ones.
+    Create(Vec<Entry>),
+    /// Wait (about this long) for a busy warm container of the action.
+    AwaitWarm(Duration),
+    /// Wait for capacity; the feed stops pulling meanwhile.
+    AwaitCapacity,
+}
+
+/// Container sequence numbers, shared by every pool this process makes.
+static SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Pool {
     pub fn new(factory: Arc<dyn ContainerFactory>, config: PoolConfig) -> Pool {
@@ -113,7 +140,6 @@ impl Pool {
             state: Mutex::new(State::default()),
             freed: Notify::new(),
             events: broadcast::channel(4096).0,
-            seq: AtomicU64::new(0),
         }
     }
 
@@ -145,15 +171,16 @@ impl Pool {
     }
 
     fn spec(&self, kind: &str, image: &str, memory_mb: u32) -> ContainerSpec {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let safe_kind: String = kind
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
         ContainerSpec {
             name: format!(
-                "{}{}_{}_{}",
+                "{}e{}_{}_{}_{}",
                 self.config.name_prefix,
+                self.config.epoch,
                 std::process::id(),
                 n,
                 safe_kind
@@ -172,7 +199,10 @@ impl Pool {
         }
     }
 
-    /// Finds or makes a container for `want`, waiting while the pool is full.
+    /// Finds or makes a container for `want`, waiting while the pool is full. When the pool
+    /// is full, idle containers used within [`EVICTION_GRACE`] are evicted only once this
+    /// activation has waited that long: after a burst (a failover's backlog) the containers
+    /// just used are about to be reused, and evicting them for each other only churns.
     pub async fn acquire(&self, want: &Want) -> Result<Lease, PoolError> {
         if u64::from(want.memory_mb) > self.config.user_memory_mb {
             return Err(PoolError::TooBig {
@@ -181,50 +211,85 @@ impl Pool {
             });
         }
         let mut waited = false;
+        let asked = Instant::now();
         loop {
+            let grace = EVICTION_GRACE.saturating_sub(asked.elapsed());
             let notified = self.freed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let victims = {
+            let next = {
                 let mut st = self.state.lock().expect("pool lock");
                 if waited {
                     st.waiting -= 1;
+                    waited = false;
                 }
-                if let Some(lease) = st.take_warm(want) {
-                    self.emit(PoolEvent::BecameBusy {
-                        id: lease.container.id.clone(),
-                    });
-                    return Ok(lease);
-                }
-                if let Some(lease) = st.take_prewarm(want) {
-                    self.emit(PoolEvent::Initialized {
-                        id: lease.container.id.clone(),
-                        key: want.key.clone(),
-                    });
-                    self.emit(PoolEvent::BecameBusy {
-                        id: lease.container.id.clone(),
-                    });
-                    return Ok(lease);
-                }
-                let mem = u64::from(want.memory_mb);
-                let victims = st.evict_for(mem, self.config.user_memory_mb);
-                st.churn.destroyed_evicted += victims.len() as u64;
-                if st.used_mb + mem <= self.config.user_memory_mb {
-                    st.used_mb += mem;
-                    Some(victims)
-                } else {
-                    st.waiting += 1;
-                    waited = true;
-                    None
-                }
+                self.next_step(&mut st, want, asked, grace)
             };
-            match victims {
-                Some(victims) => {
+            match next {
+                Step::Leased(lease) => {
+                    self.emit(PoolEvent::BecameBusy {
+                        id: lease.container.id.clone(),
+                    });
+                    return Ok(lease);
+                }
+                Step::Create(victims) => {
                     self.destroy_all(victims);
                     return self.create_for(want).await;
                 }
-                None => notified.await,
+                Step::AwaitWarm(wait) => {
+                    let limit = (wait * 2).max(Duration::from_millis(5));
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep(limit) => {}
+                    }
+                    let mut st = self.state.lock().expect("pool lock");
+                    if let Some(n) = st.queued.get_mut(&want.key) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                Step::AwaitCapacity => {
+                    waited = true;
+                    if grace.is_zero() {
+                        notified.await;
+                    } else {
+                        tokio::select! {
+                            _ = notified => {}
+                            _ = tokio::time::sleep(grace) => {}
+                        }
+                    }
+                }
             }
+        }
+    }
+
+    /// One decision of [`Pool::acquire`], under the lock.
+    fn next_step(&self, st: &mut State, want: &Want, asked: Instant, grace: Duration) -> Step {
+        if let Some(lease) = st.take_warm(want) {
+            return Step::Leased(lease);
+        }
+        if let Some(lease) = st.take_prewarm(want) {
+            return Step::Leased(lease);
+        }
+        // Every warm container of this action is busy: wait for one when that is expected
+        // to be quicker than a cold start (and never longer than one in all).
+        let queued = st.queued.get(&want.key).copied().unwrap_or(0);
+        let wait = st
+            .timing
+            .wait_for_warm(&want.key, st.busy_warm(&want.key), queued)
+            .filter(|_| asked.elapsed() < st.timing.cold_start());
+        if let Some(wait) = wait {
+            *st.queued.entry(want.key.clone()).or_default() += 1;
+            return Step::AwaitWarm(wait);
+        }
+        let mem = u64::from(want.memory_mb);
+        let victims = st.evict_for(mem, self.config.user_memory_mb, grace);
+        st.churn.destroyed_evicted += victims.len() as u64;
+        if st.used_mb + mem <= self.config.user_memory_mb {
+            st.used_mb += mem;
+            Step::Create(victims)
+        } else {
+            st.waiting += 1;
+            Step::AwaitCapacity
         }
     }
 
@@ -239,9 +304,11 @@ impl Pool {
                 .or_default() += 1;
         }
         let spec = self.spec(&want.kind, &want.image, want.memory_mb);
+        let started = Instant::now();
         match self.factory.create(spec).await {
             Ok(container) => {
                 let mut st = self.state.lock().expect("pool lock");
+                st.timing.cold(started.elapsed());
                 st.created += 1;
                 st.churn.created_cold += 1;
                 st.insert(Entry {
@@ -260,10 +327,6 @@ impl Pool {
                     image: want.image.clone(),
                     memory_mb: want.memory_mb,
                 });
-                self.emit(PoolEvent::Initialized {
-                    id: container.id.clone(),
-                    key: want.key.clone(),
-                });
                 self.emit(PoolEvent::BecameBusy {
                     id: container.id.clone(),
                 });
@@ -271,6 +334,7 @@ impl Pool {
                     container,
                     needs_init: true,
                     start: "cold",
+                    taken: Instant::now(),
                 })
             }
             Err(e) => {
@@ -290,8 +354,12 @@ impl Pool {
         memory_mb: u32,
         key: Option<WarmKey>,
         concurrency: u32,
+        held: Option<Duration>,
     ) {
         let mut st = self.state.lock().expect("pool lock");
+        if let (Some(key), Some(held)) = (&key, held) {
+            st.timing.held(key, held);
+        }
         st.used_mb += u64::from(memory_mb);
         st.insert(Entry {
             container,
@@ -306,12 +374,34 @@ impl Pool {
         self.freed.notify_waiters();
     }
 
+    /// The container's `/init` succeeded: from now on it is warm for `key`, here and in the
+    /// replicated state (a takeover never adopts an uninitialized container as warm).
+    pub fn initialized(&self, lease: &Lease, key: &WarmKey) {
+        self.emit(PoolEvent::Initialized {
+            id: lease.container.id.clone(),
+            key: key.clone(),
+        });
+    }
+
     /// Gives a leased container back.
     pub fn release(&self, lease: &Lease, fate: Fate) {
         let gone = {
             let mut st = self.state.lock().expect("pool lock");
             match fate {
+                Fate::Uninitialized => {
+                    if st.back_to_prewarm(&lease.container.id) {
+                        self.emit(PoolEvent::BecameIdle {
+                            id: lease.container.id.clone(),
+                        });
+                    }
+                    None
+                }
                 Fate::Reuse => {
+                    if let Some(key) = st.warm_key(&lease.container.id) {
+                        if lease.start == "warm" {
+                            st.timing.held(&key, lease.taken.elapsed());
+                        }
+                    }
                     if st.release(&lease.container.id) {
                         self.emit(PoolEvent::BecameIdle {
                             id: lease.container.id.clone(),
@@ -337,8 +427,14 @@ impl Pool {
             let events = self.events.clone();
             let id = entry.container.id.clone();
             tokio::spawn(async move {
-                if let Err(e) = factory.destroy(&id).await {
-                    tracing::warn!(container = %id, "destroy failed: {e}");
+                match factory.destroy(&id).await {
+                    // The replicated record stays: the next active host reconciles it.
+                    Err(e @ CallError::Fenced { .. }) => {
+                        tracing::info!(container = %id, "not destroyed: {e}");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(container = %id, "destroy failed: {e}"),
+                    Ok(()) => {}
                 }
                 let _ = events.send(PoolEvent::Destroyed { id });
             });

@@ -1,5 +1,6 @@
 //! The pool's bookkeeping, behind one lock and free of I/O.
 
+use super::timing::Timing;
 use super::{Churn, Lease, PoolStats, Want, WarmKey};
 use crate::factory::Container;
 use std::collections::HashMap;
@@ -35,6 +36,9 @@ pub struct State {
     pub cold_starts: HashMap<(String, u32), u32>,
     /// Prewarm count wanted per (kind, memory), for reactive stem cells.
     pub targets: HashMap<(String, u32), u32>,
+    /// Activations waiting for a busy warm container of their action.
+    pub queued: HashMap<WarmKey, usize>,
+    pub timing: Timing,
 }
 
 impl State {
@@ -65,6 +69,7 @@ impl State {
             container: e.container.clone(),
             needs_init: false,
             start: "warm",
+            taken: Instant::now(),
         })
     }
 
@@ -83,6 +88,7 @@ impl State {
             container: e.container.clone(),
             needs_init: true,
             start: "prewarm",
+            taken: Instant::now(),
         })
     }
 
@@ -90,14 +96,16 @@ impl State {
     /// recently used first, then prewarms, oldest first (a prewarm held memory an activation
     /// needs would otherwise leave it waiting forever). Removes nothing when evicting every
     /// idle one would still not make room.
-    pub fn evict_for(&mut self, need: u64, cap: u64) -> Vec<Entry> {
+    /// Only containers idle for at least `min_idle` are candidates.
+    pub fn evict_for(&mut self, need: u64, cap: u64, min_idle: Duration) -> Vec<Entry> {
         if self.used_mb + need <= cap {
             return Vec::new();
         }
+        let now = Instant::now();
         let mut idle: Vec<(bool, Instant, String, u64)> = self
             .entries
             .values()
-            .filter(|e| e.in_flight == 0)
+            .filter(|e| e.in_flight == 0 && now.duration_since(e.last_used) >= min_idle)
             .map(|e| {
                 (
                     e.phase == Phase::Prewarm,
@@ -120,6 +128,37 @@ impl State {
             out.extend(self.remove(&id));
         }
         out
+    }
+
+    /// The action a warm container holds.
+    pub fn warm_key(&self, id: &str) -> Option<WarmKey> {
+        match &self.entries.get(id)?.phase {
+            Phase::Warm(k) => Some(k.clone()),
+            Phase::Prewarm => None,
+        }
+    }
+
+    /// Warm containers of `key` that are busy to their concurrency limit.
+    pub fn busy_warm(&self, key: &WarmKey) -> usize {
+        let phase = Phase::Warm(key.clone());
+        self.entries
+            .values()
+            .filter(|e| e.phase == phase && e.in_flight >= e.concurrency)
+            .count()
+    }
+
+    /// An uninitialized container goes back to being a prewarm; true when it became idle.
+    pub fn back_to_prewarm(&mut self, id: &str) -> bool {
+        match self.entries.get_mut(id) {
+            Some(e) => {
+                e.phase = Phase::Prewarm;
+                e.in_flight = 0;
+                e.concurrency = 1;
+                e.last_used = Instant::now();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Marks one activation done; true when the container became idle.

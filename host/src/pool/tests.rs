@@ -79,6 +79,7 @@ fn pool(user_memory_mb: u64, stem_cells: Vec<StemCell>) -> (Arc<FakeEngine>, Poo
             idle_timeout: Duration::from_secs(600),
             cluster: "test".into(),
             name_prefix: "wsk0_".into(),
+            epoch: 0,
             stem_cells,
             port: 8080,
         },

@@ -1,0 +1,71 @@
+//! A member that cannot reach a quorum does not campaign. openraft 0.9 has no pre-vote: a
+//! member cut off from the others times out, starts elections nobody answers and raises its
+//! term again and again; when the partition heals, its high term reaches the healthy leader
+//! (in an append-entries reply) and deposes it. So every member checks, each heartbeat
+//! interval, which peers answer an authenticated ping; while fewer than a quorum (itself
+//! included) do, its elections are switched off (`runtime_config().elect(false)`), so its term
+//! stays where it was and it rejoins as a follower. It changes nothing for a leader.
+
+use super::network;
+use super::types::Raft;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Whether `reachable` peers plus this member make a quorum of `members`.
+pub fn may_campaign(reachable: usize, members: usize) -> bool {
+    reachable + 1 > members / 2
+}
+
+/// Runs until `stop` turns true.
+pub async fn guard(
+    raft: Raft,
+    others: Vec<String>,
+    secret: String,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let members = others.len() + 1;
+    let limit = every.max(Duration::from_millis(100));
+    let mut allowed = true;
+    loop {
+        let n = network::reachable(&client, &others, &secret, limit).await;
+        let ok = may_campaign(n, members);
+        if ok != allowed {
+            allowed = ok;
+            raft.runtime_config().elect(ok);
+            if ok {
+                tracing::info!(reachable = n, "a quorum is reachable again: may campaign");
+            } else {
+                tracing::warn!(
+                    reachable = n,
+                    members,
+                    "cannot reach a quorum: not campaigning (keeps the term; rejoins as a follower)"
+                );
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_campaign;
+
+    #[test]
+    fn a_quorum_counts_this_member() {
+        assert!(may_campaign(1, 3));
+        assert!(!may_campaign(0, 3));
+        assert!(may_campaign(2, 5));
+        assert!(!may_campaign(1, 5));
+        assert!(may_campaign(0, 1));
+    }
+}

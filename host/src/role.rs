@@ -1,0 +1,284 @@
+//! A cluster member's roles: **standby** (follow the log, touch nothing) → **takeover**
+//! (claim an epoch, reconcile, re-attach) → **active** (consume behind the lease) →
+//! **stepping down** (stop taking work, leave the containers to the next active host) →
+//! standby again. See `docs/architecture.md` for the rules and why they are safe.
+
+use crate::cluster::plugin_state::ReplicatedPluginState;
+use crate::cluster::{ClusterConfig, ClusterError, Node};
+use crate::config::{ClusterSection, Config};
+use crate::factory::ContainerFactory;
+use crate::failover::{self, Takeover};
+use crate::feed::{self, FeedHooks};
+use crate::fence::FencedFactory;
+use crate::invoker::{upkeep, Parts};
+use crate::lease::{self, Lease};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Runs a cluster member until `shutdown` turns true.
+pub async fn run_cluster(
+    config: Config,
+    cluster: ClusterSection,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let peers = cluster
+        .peers
+        .iter()
+        .map(|(id, addr)| Ok((id.parse::<u64>()?, addr.clone())))
+        .collect::<Result<_, std::num::ParseIntError>>()?;
+    let node = Node::start_dedicated(ClusterConfig {
+        id: cluster.id,
+        peers,
+        secret: cluster.secret.clone(),
+        data_dir: config.invoker.data_dir.join("raft"),
+        heartbeat: Duration::from_millis(cluster.heartbeat_ms),
+        election_timeout: (
+            Duration::from_millis(cluster.election_timeout_min_ms),
+            Duration::from_millis(cluster.election_timeout_max_ms),
+        ),
+        admin_token: cluster.admin_token.clone(),
+    })
+    .await?;
+    let plugin_state = ReplicatedPluginState::new(&config.plugin.name, node.shared_state());
+    let parts = Parts::load(config, Some(plugin_state.clone())).await?;
+    let member = Member {
+        node,
+        parts,
+        plugin_state,
+        lease: Duration::from_millis(cluster.lease_ms),
+    };
+    tracing::info!(id = cluster.id, "cluster member started; standing by");
+    member.node.report("consuming", serde_json::json!(false));
+
+    // Feeds of earlier terms finishing activations that were already running.
+    let mut draining: Vec<JoinHandle<()>> = Vec::new();
+    let mut failed_takeovers = 0;
+    while let Some(term) = member.standby(&mut shutdown).await {
+        draining.retain(|feed| !feed.is_finished());
+        match member.active(term, shutdown.clone()).await {
+            Ok(Ended::Shutdown(feed)) => {
+                let _ = feed.await;
+                break;
+            }
+            Ok(Ended::SteppedDown(feed)) => {
+                failed_takeovers = 0;
+                tracing::warn!(
+                    "no longer active: standing by; this host's containers are left to the new \
+                     active host"
+                );
+                draining.push(feed);
+            }
+            Ok(Ended::CannotServe) => {
+                failed_takeovers = 0;
+                member.hand_over(&cluster).await;
+            }
+            Err(e) => {
+                failed_takeovers += 1;
+                tracing::warn!(attempt = failed_takeovers, "takeover failed: {e}");
+                if failed_takeovers >= 3 {
+                    failed_takeovers = 0;
+                    member.hand_over(&cluster).await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    for feed in draining {
+        let _ = feed.await;
+    }
+    member.node.shutdown().await;
+    tracing::info!("cluster member stopped");
+    Ok(())
+}
+
+/// How an active term ended; the feed may still be finishing activations that were running.
+enum Ended {
+    Shutdown(JoinHandle<()>),
+    SteppedDown(JoinHandle<()>),
+    /// The feed failed (Kafka unreachable, offsets unwritable) while this host still leads:
+    /// nothing is running any more, and another member should lead.
+    CannotServe,
+}
+
+struct Member {
+    node: Node,
+    parts: Parts,
+    plugin_state: Arc<ReplicatedPluginState>,
+    lease: Duration,
+}
+
+impl Member {
+    /// Holds the replicated pool and touches nothing until this member leads; its term, or
+    /// `None` on shutdown.
+    async fn standby(&self, shutdown: &mut watch::Receiver<bool>) -> Option<u64> {
+        let mut metrics = self.node.raft.metrics();
+        loop {
+            if *shutdown.borrow() {
+                return None;
+            }
+            {
+                let m = metrics.borrow_and_update();
+                if m.current_leader == Some(self.node.id) {
+                    return Some(m.current_term);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = metrics.changed() => {}
+            }
+        }
+    }
+
+    /// One term as the active host: takeover, then the feed behind the lease, until the
+    /// leadership of `term` ends or the host shuts down.
+    async fn active(
+        &self,
+        term: u64,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Ended, ClusterError> {
+        let node = &self.node;
+        let led_at = Instant::now();
+        let lease = Lease::new(self.lease);
+        let (lost_tx, mut lost_rx) = watch::channel(false);
+        let watcher = lease::watch_leadership(node, term, lease.clone(), lost_tx.clone());
+        let gate = lease.gate();
+        let factory: Arc<dyn ContainerFactory> =
+            Arc::new(FencedFactory::new(self.parts.factory.clone(), gate.clone()));
+
+        // Takeover. The claim's commit is itself a quorum acknowledgement, so the lease is
+        // held right after it.
+        let takeover = async {
+            let epoch = node.claim().await?;
+            let confirm_by = Instant::now() + self.lease * 4;
+            while !gate.open() && Instant::now() < confirm_by {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let pool = self.parts.pool(factory.clone(), epoch);
+            let takeover = failover::take_over(
+                node,
+                epoch,
+                &factory,
+                &self.parts.config.invoker.cluster,
+                &pool,
+            )
+            .await?;
+            Ok::<_, ClusterError>((pool, takeover))
+        };
+        let (pool, takeover) = match takeover.await {
+            Ok(t) => t,
+            Err(e) => {
+                watcher.abort();
+                return Err(e);
+            }
+        };
+        self.report_takeover(&takeover, led_at);
+
+        let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        self.plugin_state.activate(takeover.epoch, commands_tx);
+        let replicator = tokio::spawn(failover::replicate(
+            node.clone(),
+            takeover.epoch,
+            self.parts.config.plugin.name.clone(),
+            pool.subscribe(),
+            progress_rx,
+            commands_rx,
+            lost_tx.clone(),
+        ));
+        let upkeep = upkeep(pool.clone(), Some(node.clone()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let state = node.shared_state();
+        let hooks = FeedHooks {
+            offsets: Some(node.state().offsets.clone()),
+            already_done: Some(Arc::new(move |id: &str| {
+                state.read().expect("state lock").is_completed(id)
+            })),
+            progress: Some(progress_tx),
+            may_pull: Some(gate.clone()),
+        };
+        let runner = self.parts.runner(pool, Some(gate));
+        let mut feed = {
+            let (config, sink) = (self.parts.feed_config(), self.parts.sink.clone());
+            tokio::spawn(async move {
+                if let Err(e) = feed::run_with(config, hooks, runner, sink, stop_rx).await {
+                    tracing::warn!("feed stopped: {e}");
+                }
+            })
+        };
+
+        // Active until leadership of this term ends, the host shuts down, or the feed fails.
+        let mut shutdown = shutdown;
+        let (shutting_down, feed_failed) = loop {
+            tokio::select! {
+                _ = shutdown.changed() => if *shutdown.borrow() { break (true, false) },
+                _ = lost_rx.changed() => break (false, false),
+                _ = &mut feed => break (false, true),
+            }
+        };
+
+        // Stepping down: take no further work; what runs finishes in the background.
+        let _ = stop_tx.send(true);
+        node.report("consuming", serde_json::json!(false));
+        self.plugin_state.deactivate();
+        upkeep.abort();
+        watcher.abort();
+        if shutting_down || feed_failed {
+            // Still the leader: let the last progress reach the log.
+            let mut replicator = replicator;
+            if tokio::time::timeout(Duration::from_millis(500), &mut replicator)
+                .await
+                .is_err()
+            {
+                replicator.abort();
+            }
+        } else {
+            // A new term: anything still proposed under this epoch would be rejected.
+            replicator.abort();
+        }
+        if feed_failed {
+            return Ok(Ended::CannotServe);
+        }
+        let feed = tokio::spawn(async move {
+            let _ = feed.await;
+        });
+        Ok(if shutting_down {
+            Ended::Shutdown(feed)
+        } else {
+            Ended::SteppedDown(feed)
+        })
+    }
+
+    /// Hands leadership to another member (openraft 0.9 has no leadership transfer): stop
+    /// heartbeats and elections here, so a follower's election timer fires and it takes a
+    /// new term; wait (bounded) until this member follows, then heartbeat again and, after
+    /// one more election timeout, campaign again.
+    async fn hand_over(&self, cluster: &ClusterSection) {
+        let timeout = Duration::from_millis(cluster.election_timeout_max_ms);
+        let config = self.node.raft.runtime_config();
+        tracing::warn!("this host cannot serve as the active host: handing leadership over");
+        config.elect(false);
+        config.heartbeat(false);
+        let deadline = Instant::now() + timeout * 10;
+        while self.node.is_leader() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        config.heartbeat(true);
+        tokio::time::sleep(timeout).await;
+        config.elect(true);
+        tracing::info!(leader = ?self.node.leader(), "leadership handed over");
+    }
+
+    fn report_takeover(&self, takeover: &Takeover, led_at: Instant) {
+        tracing::info!(?takeover, "active");
+        if let Ok(t) = serde_json::to_value(takeover) {
+            self.node.report("last_takeover", t);
+        }
+        self.node.report(
+            "led_at_ms",
+            serde_json::json!(failover::now_ms() - led_at.elapsed().as_millis() as i64),
+        );
+    }
+}
