@@ -1,5 +1,5 @@
 # keepwarm — one target for each thing a developer does.
-.PHONY: test demo bench verify plugins image
+.PHONY: test demo bench chaos verify plugins image
 
 ## Install and start everything the tests need, run the gates and all tests, stop what started.
 test:
@@ -12,6 +12,13 @@ demo:
 ## Benchmarks (not part of the tests: run on a quiet machine, read the ratios).
 bench:
 	bash scripts/bench.sh
+
+## A long seeded chaos run (not part of the tests): make chaos SEED=7 DURATION=1800 RATE=30
+SEED ?= 1
+DURATION ?= 1800
+RATE ?= 30
+chaos:
+	bash scripts/chaos.sh $(SEED) $(DURATION) $(RATE)
 
 ## fmt + clippy on both workspaces.
 verify:

@@ -16,6 +16,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Takeover {
     pub epoch: u64,
+    /// Wall-clock millis when the claim was committed.
+    pub claimed_at_ms: i64,
     /// Claim to pool ready (before the feed starts).
     pub took_ms: u64,
     pub reattached: usize,
@@ -125,6 +127,7 @@ pub async fn take_over(
     }
     Ok(Takeover {
         epoch,
+        claimed_at_ms: 0,
         took_ms: started.elapsed().as_millis() as u64,
         reattached,
         warm_actions,

@@ -138,14 +138,21 @@ impl Parts {
 }
 
 /// Keeps prewarms topped up and idle containers timed out, every second; in cluster mode
-/// also puts the pool's counts (and why containers came and went) on the member's `/status`.
+/// also puts the pool's counts (and why containers came and went) on the member's `/status`
+/// and destroys orphans every 10 s.
 pub(crate) fn upkeep(pool: Arc<Pool>, node: Option<Node>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
         loop {
             tick.tick().await;
             pool.maintain().await;
+            n += 1;
             if let Some(node) = &node {
+                // The active host reconciles the engine with its pool every 10 s.
+                if n.is_multiple_of(10) {
+                    pool.destroy_orphans().await;
+                }
                 if let Ok(stats) = serde_json::to_value(pool.stats()) {
                     node.report("pool", stats);
                 }

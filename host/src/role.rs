@@ -152,6 +152,7 @@ impl Member {
         // held right after it.
         let takeover = async {
             let epoch = node.claim().await?;
+            let claimed_at_ms = failover::now_ms();
             let confirm_by = Instant::now() + self.lease * 4;
             while !gate.open() && Instant::now() < confirm_by {
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -165,6 +166,10 @@ impl Member {
                 &pool,
             )
             .await?;
+            let takeover = Takeover {
+                claimed_at_ms,
+                ..takeover
+            };
             Ok::<_, ClusterError>((pool, takeover))
         };
         let (pool, takeover) = match takeover.await {

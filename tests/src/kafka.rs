@@ -172,8 +172,10 @@ impl Controller {
                     .payload()
                     .and_then(|p| serde_json::from_slice::<Value>(p).ok())
                 {
+                    // a record, a shrunk response (the activation id alone), or a completion
                     let id = v["response"]["activationId"]
                         .as_str()
+                        .or_else(|| v["response"].as_str())
                         .or_else(|| v["activationId"].as_str())
                         .unwrap_or_default()
                         .to_owned();

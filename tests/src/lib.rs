@@ -2,6 +2,7 @@
 //! plugin components, loading them, a tiny HTTP client for action proxies, and fake engine
 //! endpoints on unix sockets.
 
+pub mod chaos;
 pub mod cluster;
 pub mod components;
 pub mod engine;

@@ -226,6 +226,9 @@ impl Runner {
                     ))
                 }
                 Err(ProxyError::Fenced) => return Err(Fenced { initialized: false }),
+                // The lease lapsed meanwhile: the next active host may have destroyed this
+                // container as busy. Not this activation's fault: it is the next host's.
+                Err(_) if self.fenced() => return Err(Fenced { initialized: false }),
                 Err(e) => {
                     return Ok((
                         proxy_failure(&e, action, "initialization"),
@@ -257,6 +260,7 @@ impl Runner {
                 Ok((response, init_ms, fate))
             }
             Err(ProxyError::Fenced) => Err(Fenced { initialized: true }),
+            Err(_) if self.fenced() => Err(Fenced { initialized: true }),
             Err(e) => Ok((proxy_failure(&e, action, "run"), init_ms, Fate::Destroy)),
         }
     }
@@ -354,10 +358,16 @@ impl Runner {
             });
         }
         if let Some(l) = lease {
-            // keepwarm's own: where the activation ran (`warm`, `prewarm` or `cold`).
+            // keepwarm's own: where the activation ran (`warm`, `prewarm` or `cold`), and
+            // under which claim (0 on a single host).
             annotations.push(Annotation {
                 key: "keepwarm".into(),
-                value: json!({ "start": l.start, "container": l.container.id, "address": l.container.address }),
+                value: json!({
+                    "start": l.start,
+                    "container": l.container.id,
+                    "address": l.container.address,
+                    "epoch": self.pool.epoch(),
+                }),
             });
         }
         WhiskActivation {

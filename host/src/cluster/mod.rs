@@ -158,7 +158,15 @@ impl Node {
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            Peers::new(&config.secret),
+            Peers::with_routes(
+                &config.secret,
+                config
+                    .peers
+                    .iter()
+                    .filter(|(id, _)| **id != config.id)
+                    .map(|(id, a)| (*id, a.clone()))
+                    .collect(),
+            ),
             log,
             sm,
         )

@@ -34,16 +34,25 @@ pub const SECRET_HEADER: &str = "x-keepwarm-secret";
 pub struct Peers {
     client: Client<HttpConnector, Full<Bytes>>,
     secret: Arc<str>,
+    /// How this member reaches each peer (its `[cluster] peers`). The membership in the log
+    /// holds the addresses of whichever member initialized it; this member's own view wins,
+    /// so each member may reach the others by its own route (NAT, proxies, other names).
+    routes: Arc<std::collections::BTreeMap<NodeId, String>>,
 }
 
 impl Peers {
     pub fn new(secret: &str) -> Peers {
+        Self::with_routes(secret, Default::default())
+    }
+
+    pub fn with_routes(secret: &str, routes: std::collections::BTreeMap<NodeId, String>) -> Peers {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(std::time::Duration::from_millis(200)));
         Peers {
             client: Client::builder(TokioExecutor::new()).build(connector),
             secret: secret.into(),
+            routes: Arc::new(routes),
         }
     }
 }
@@ -54,7 +63,11 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
         PeerClient {
             target,
-            address: node.addr.clone(),
+            address: self
+                .routes
+                .get(&target)
+                .cloned()
+                .unwrap_or_else(|| node.addr.clone()),
             peers: self.clone(),
         }
     }

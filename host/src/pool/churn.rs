@@ -17,4 +17,6 @@ pub struct Churn {
     pub destroyed_prewarm_expired: u64,
     /// Containers that failed `/init`, timed out or died: never reused.
     pub destroyed_failed: u64,
+    /// Labelled containers the pool did not know (found by the periodic reconcile).
+    pub destroyed_orphans: u64,
 }

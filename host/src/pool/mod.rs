@@ -147,6 +147,11 @@ impl Pool {
         &self.factory
     }
 
+    /// The epoch this pool serves (0 on a single host).
+    pub fn epoch(&self) -> u64 {
+        self.config.epoch
+    }
+
     /// How the names of this host's containers start (`wsk<instance>_`).
     pub fn name_prefix(&self) -> &str {
         &self.config.name_prefix
@@ -293,6 +298,51 @@ impl Pool {
         }
     }
 
+    /// Creates through the engine, remembering the name while the call runs (so a reconcile
+    /// meanwhile does not take the new container for an orphan).
+    async fn create(&self, spec: ContainerSpec) -> Result<Container, CallError> {
+        let name = spec.name.clone();
+        self.state
+            .lock()
+            .expect("pool lock")
+            .creating
+            .insert(name.clone());
+        let result = self.factory.create(spec).await;
+        self.state.lock().expect("pool lock").creating.remove(&name);
+        result
+    }
+
+    /// Reconciles the pool with what the engine lists under this pool's label: containers
+    /// the pool neither holds nor is creating are orphans (e.g. created by a host that lost
+    /// its lease while the call was in the engine) and are destroyed. Returns how many.
+    pub async fn destroy_orphans(&self) -> usize {
+        let labels = vec![("keepwarm.cluster".to_string(), self.config.cluster.clone())];
+        let listed = match self.factory.list_containers(labels).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!("reconcile: cannot list containers: {e}");
+                return 0;
+            }
+        };
+        let orphans: Vec<String> = {
+            let mut st = self.state.lock().expect("pool lock");
+            let orphans: Vec<String> = listed
+                .into_iter()
+                .filter(|c| !st.holds(&c.id) && !st.creating.contains(&c.name))
+                .map(|c| c.id)
+                .collect();
+            st.churn.destroyed_orphans += orphans.len() as u64;
+            orphans
+        };
+        for id in &orphans {
+            tracing::info!(container = %id, "reconcile: destroying a container the pool does not know");
+            if let Err(e) = self.factory.destroy(id).await {
+                tracing::debug!(container = %id, "reconcile destroy: {e}");
+            }
+        }
+        orphans.len()
+    }
+
     async fn create_for(&self, want: &Want) -> Result<Lease, PoolError> {
         if !want.blackbox {
             *self
@@ -305,7 +355,7 @@ impl Pool {
         }
         let spec = self.spec(&want.kind, &want.image, want.memory_mb);
         let started = Instant::now();
-        match self.factory.create(spec).await {
+        match self.create(spec).await {
             Ok(container) => {
                 let mut st = self.state.lock().expect("pool lock");
                 st.timing.cold(started.elapsed());
@@ -476,7 +526,7 @@ impl Pool {
                     break;
                 }
                 let spec = self.spec(&cell.kind, &cell.image, cell.memory_mb);
-                let result = self.factory.create(spec).await;
+                let result = self.create(spec).await;
                 let mut st = self.state.lock().expect("pool lock");
                 if let Some(i) = st.pending_prewarm.iter().position(|k| *k == cell.kind) {
                     st.pending_prewarm.remove(i);

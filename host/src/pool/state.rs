@@ -36,6 +36,8 @@ pub struct State {
     pub cold_starts: HashMap<(String, u32), u32>,
     /// Prewarm count wanted per (kind, memory), for reactive stem cells.
     pub targets: HashMap<(String, u32), u32>,
+    /// Names of containers being created right now.
+    pub creating: std::collections::HashSet<String>,
     /// Activations waiting for a busy warm container of their action.
     pub queued: HashMap<WarmKey, usize>,
     pub timing: Timing,
@@ -128,6 +130,10 @@ impl State {
             out.extend(self.remove(&id));
         }
         out
+    }
+
+    pub fn holds(&self, id: &str) -> bool {
+        self.entries.contains_key(id)
     }
 
     /// The action a warm container holds.

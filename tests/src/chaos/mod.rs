@@ -1,0 +1,514 @@
+//! A Jepsen-style chaos run of the project's own: three real `keepwarm run` processes, tansu
+//! and Docker under a steady load of `guest/echo`, with faults from a seeded schedule:
+//!
+//! - SIGKILL of the active host, restarted 3 s later;
+//! - SIGSTOP of the active host for 3 s;
+//! - a partition of the active host's Raft links for 4 s (it still reaches Kafka and Docker:
+//!   the dangerous case, a deposed leader that could still consume);
+//! - a partition of a standby's Raft links for 4 s.
+//!
+//! Every Raft link goes through a [`proxy::LinkProxy`] per direction, so a partition cuts
+//! only Raft. Afterwards it checks, from the acknowledgements, each host's activation log and
+//! log, and the engine: **lost** (sent, never acknowledged), **stale runs** (an activation a
+//! host started after another host's newer claim), **leaked** containers (labelled in the
+//! engine, not in the replicated pool), **duplicates**, errors keepwarm caused (echo never
+//! fails on its own), claims not caused by a fault, and the failover time per fault.
+//! Not included: restarting the Docker daemon or the broker (both are shared with the other
+//! tests here).
+
+pub mod proxy;
+
+use crate::cluster::Cluster;
+use crate::host::{containers_of, Host, HostOptions};
+use crate::kafka::{annotation, Controller};
+use proxy::LinkProxy;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How a run is shaped.
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    pub seed: u64,
+    pub load: Duration,
+    /// Activations per second.
+    pub rate: u32,
+    /// Time between the starts of two faults.
+    pub fault_every: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    KillActive,
+    PauseActive,
+    PartitionActive,
+    PartitionStandby,
+}
+
+impl Fault {
+    const ALL: [Fault; 4] = [
+        Fault::KillActive,
+        Fault::PauseActive,
+        Fault::PartitionActive,
+        Fault::PartitionStandby,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::KillActive => "SIGKILL active + restart",
+            Fault::PauseActive => "SIGSTOP active 3 s",
+            Fault::PartitionActive => "partition active 4 s",
+            Fault::PartitionStandby => "partition standby 4 s",
+        }
+    }
+
+    /// Whether the fault should move the active role.
+    fn moves_leadership(self) -> bool {
+        self != Fault::PartitionStandby
+    }
+}
+
+/// One fault as it happened.
+#[derive(Debug, Clone)]
+pub struct Injected {
+    pub fault: Fault,
+    pub host: usize,
+    pub at_ms: i64,
+    /// From the fault to the next claim by another host.
+    pub failover_ms: Option<i64>,
+}
+
+/// One committed claim, from a host's log.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub host: usize,
+    pub epoch: u64,
+    pub at_ms: i64,
+}
+
+/// What a run found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub sent: usize,
+    pub lost: usize,
+    pub duplicates: usize,
+    pub stale_runs: usize,
+    pub leaked: usize,
+    pub keepwarm_errors: usize,
+    pub claims: Vec<Claim>,
+    /// Claims not within 10 s after a fault that moves leadership.
+    pub unprovoked_claims: usize,
+    pub faults: Vec<Injected>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// xorshift64*: a seeded, dependency-free schedule.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `epoch: N, claimed_at_ms: T` from each "active" line of a host's log.
+fn claims_in(log: &str, host: usize) -> Vec<Claim> {
+    let number_after = |line: &str, key: &str| -> Option<i64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .find(|s| !s.is_empty())?
+            .parse()
+            .ok()
+    };
+    strip_ansi(log)
+        .lines()
+        .filter(|l| l.contains("takeover=Takeover {"))
+        .filter_map(|l| {
+            Some(Claim {
+                host,
+                epoch: number_after(l, "epoch: ")? as u64,
+                at_ms: number_after(l, "claimed_at_ms: ")?,
+            })
+        })
+        .collect()
+}
+
+/// Three hosts whose Raft links each go through a cuttable proxy.
+struct Bed {
+    cluster: Cluster,
+    /// `links[i][j]`: how host i reaches host j.
+    links: Vec<Vec<Option<LinkProxy>>>,
+}
+
+impl Bed {
+    fn start(rt: &tokio::runtime::Runtime, instance: u32) -> Bed {
+        let n = 3;
+        let label = format!("kwchaos-{}-{instance}", std::process::id());
+        let real: Vec<String> = (0..n)
+            .map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().to_string()
+            })
+            .collect();
+        let links: Vec<Vec<Option<LinkProxy>>> = (0..n)
+            .map(|i| {
+                (0..n)
+                    .map(|j| (i != j).then(|| rt.block_on(LinkProxy::start(real[j].clone()))))
+                    .collect()
+            })
+            .collect();
+        let hosts = (0..n)
+            .map(|i| {
+                let peers: Vec<String> = (0..n)
+                    .map(|j| {
+                        let address = match &links[i][j] {
+                            Some(p) => p.address.clone(),
+                            None => real[i].clone(),
+                        };
+                        format!("\"{}\" = \"{address}\"", j + 1)
+                    })
+                    .collect();
+                let mut opts = HostOptions::new(instance, 2, 2048);
+                opts.cluster = Some(label.clone());
+                opts.extra = format!(
+                    "[cluster]\nid = {}\npeers = {{ {} }}\nsecret = \"keepwarm-chaos-secret\"\n",
+                    i + 1,
+                    peers.join(", ")
+                );
+                Host::start(&opts)
+            })
+            .collect();
+        Bed {
+            cluster: Cluster {
+                hosts,
+                addresses: real,
+                label,
+            },
+            links,
+        }
+    }
+
+    fn partition(&self, host: usize, cut: bool) {
+        for (i, row) in self.links.iter().enumerate() {
+            for (j, link) in row.iter().enumerate() {
+                if let Some(link) = link.as_ref().filter(|_| i == host || j == host) {
+                    if cut {
+                        link.cut()
+                    } else {
+                        link.heal()
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Something to undo later.
+enum Undo {
+    Restart(usize),
+    Continue(usize),
+    Heal(usize),
+}
+
+/// Runs the load and the faults, then checks. Prints a progress line per fault.
+pub fn run(config: &ChaosConfig) -> Report {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let instance = 8_000_000 + std::process::id() % 100_000 + (config.seed % 1000) as u32 * 100;
+    let mut controller = rt.block_on(Controller::new(instance, &format!("chaos{instance}")));
+    let mut bed = Bed::start(&rt, instance);
+    bed.cluster
+        .active(Duration::from_secs(60))
+        .expect("no host became active");
+    let warm = rt.block_on(controller.invoke("guest", "echo", false, json!({})));
+    controller.wait_for(&warm, Duration::from_secs(60));
+
+    let mut rng = Rng(config.seed.max(1));
+    // every fault type once in each round of four, in a seeded order
+    let mut order = Fault::ALL;
+    let mut round = 0usize;
+    let mut report = Report::default();
+    let mut ids = Vec::new();
+    let mut undo: Vec<(Instant, Undo)> = Vec::new();
+    let start = Instant::now();
+    let tick = Duration::from_secs(1) / config.rate.max(1);
+    let mut next_fault = start + config.fault_every;
+    let mut i = 0u64;
+    while start.elapsed() < config.load {
+        let id = rt.block_on(controller.invoke("guest", "echo", false, json!({ "i": i })));
+        ids.push(id);
+        i += 1;
+        let now = Instant::now();
+        undo.retain(|(due, what)| {
+            if *due > now {
+                return true;
+            }
+            match what {
+                Undo::Restart(h) => bed.cluster.hosts[*h].spawn(),
+                Undo::Continue(h) => bed.cluster.hosts[*h].signal("-CONT"),
+                Undo::Heal(h) => bed.partition(*h, false),
+            }
+            false
+        });
+        if now >= next_fault && undo.is_empty() {
+            next_fault = now + config.fault_every;
+            if round.is_multiple_of(order.len()) {
+                for k in (1..order.len()).rev() {
+                    order.swap(k, rng.below(k + 1));
+                }
+            }
+            let fault = order[round % order.len()];
+            round += 1;
+            let Some(active) = bed.cluster.active(Duration::from_secs(2)) else {
+                eprintln!("[chaos] no active host right now: fault skipped");
+                continue;
+            };
+            let host = if fault == Fault::PartitionStandby {
+                let standbys: Vec<usize> = (0..3).filter(|h| *h != active).collect();
+                standbys[rng.below(standbys.len())]
+            } else {
+                active
+            };
+            let at_ms = now_ms();
+            match fault {
+                Fault::KillActive => {
+                    bed.cluster.hosts[host].kill();
+                    undo.push((now + Duration::from_secs(3), Undo::Restart(host)));
+                }
+                Fault::PauseActive => {
+                    bed.cluster.hosts[host].signal("-STOP");
+                    undo.push((now + Duration::from_secs(3), Undo::Continue(host)));
+                }
+                Fault::PartitionActive | Fault::PartitionStandby => {
+                    bed.partition(host, true);
+                    undo.push((now + Duration::from_secs(4), Undo::Heal(host)));
+                }
+            }
+            eprintln!(
+                "[chaos] {:>5.1} s: {} (host {})",
+                start.elapsed().as_secs_f64(),
+                fault.name(),
+                host + 1
+            );
+            report.faults.push(Injected {
+                fault,
+                host,
+                at_ms,
+                failover_ms: None,
+            });
+        }
+        std::thread::sleep(tick.saturating_sub(now.elapsed()));
+    }
+    for (_, what) in undo.drain(..) {
+        match what {
+            Undo::Restart(h) => bed.cluster.hosts[h].spawn(),
+            Undo::Continue(h) => bed.cluster.hosts[h].signal("-CONT"),
+            Undo::Heal(h) => bed.partition(h, false),
+        }
+    }
+    report.sent = ids.len();
+    eprintln!(
+        "[chaos] load done: {} sent; waiting for the backlog",
+        ids.len()
+    );
+    controller.poll_until(Duration::from_secs(60), |c| {
+        ids.iter().all(|i| c.received.contains_key(i))
+    });
+    // one reconcile round of the active host (every 10 s), and destroys finishing
+    std::thread::sleep(Duration::from_secs(12));
+    controller.poll_until(Duration::from_secs(1), |_| false);
+
+    check(&mut report, &bed, &controller, &ids);
+    drop(bed.links.drain(..));
+    report
+}
+
+fn check(report: &mut Report, bed: &Bed, controller: &Controller, ids: &[String]) {
+    report.lost = ids
+        .iter()
+        .filter(|i| !controller.received.contains_key(*i))
+        .count();
+    report.duplicates = ids
+        .iter()
+        .filter(|i| controller.received.get(*i).is_some_and(|a| a.len() > 1))
+        .count();
+    report.keepwarm_errors = ids
+        .iter()
+        .filter_map(|i| controller.received.get(i))
+        .flatten()
+        .filter_map(|a| a.get("response").filter(|r| r.is_object()))
+        .filter(|r| r["response"]["statusCode"].as_i64().unwrap_or(0) != 0)
+        .count();
+
+    let mut claims: Vec<Claim> = bed
+        .cluster
+        .hosts
+        .iter()
+        .enumerate()
+        .flat_map(|(h, host)| claims_in(&host.log(), h))
+        .collect();
+    claims.sort_by_key(|c| c.at_ms);
+    // stale: started under epoch E after a claim with a higher epoch was committed
+    for host in &bed.cluster.hosts {
+        for record in host.records() {
+            let epoch = annotation(&record, "keepwarm")
+                .and_then(|k| k["epoch"].as_u64())
+                .unwrap_or(0);
+            let start = record["start"].as_i64().unwrap_or(0);
+            if let Some(c) = claims.iter().find(|c| c.epoch > epoch && c.at_ms < start) {
+                report.stale_runs += 1;
+                eprintln!(
+                    "[chaos] stale run: {} started at {start} under epoch {epoch}, after host {}'s claim of epoch {} at {}",
+                    record["activationId"], c.host + 1, c.epoch, c.at_ms
+                );
+            }
+        }
+    }
+    for f in &mut report.faults {
+        if f.fault.moves_leadership() {
+            f.failover_ms = claims
+                .iter()
+                .find(|c| c.at_ms > f.at_ms && c.host != f.host)
+                .map(|c| c.at_ms - f.at_ms);
+        }
+    }
+    report.unprovoked_claims = claims
+        .iter()
+        .skip(1)
+        .filter(|c| {
+            !report.faults.iter().any(|f| {
+                f.fault.moves_leadership() && c.at_ms >= f.at_ms && c.at_ms - f.at_ms < 10_000
+            })
+        })
+        .count();
+    report.claims = claims;
+
+    let engine = containers_of(&bed.cluster.label).len();
+    let replicated = bed
+        .cluster
+        .active(Duration::from_secs(5))
+        .and_then(|a| bed.cluster.status(a))
+        .and_then(|s| s["containers"].as_u64())
+        .unwrap_or(0) as usize;
+    report.leaked = engine.saturating_sub(replicated);
+    if report.leaked > 0 {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-a", "--format", "{{.Names}} {{.Status}}", "--filter"])
+            .arg(format!("label=keepwarm.cluster={}", bed.cluster.label))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        eprintln!("[chaos] engine: {engine} containers, replicated: {replicated}\n{out}");
+    }
+}
+
+fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    Some(sorted[i])
+}
+
+impl Report {
+    /// Whether the run kept every promise.
+    pub fn clean(&self) -> bool {
+        self.lost == 0 && self.stale_runs == 0 && self.leaked == 0 && self.keepwarm_errors == 0
+    }
+
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "| fault | count | failover p50 | failover p99 |");
+        let _ = writeln!(t, "|---|---|---|---|");
+        let mut by: BTreeMap<Fault, Vec<Option<i64>>> = BTreeMap::new();
+        for f in &self.faults {
+            by.entry(f.fault).or_default().push(f.failover_ms);
+        }
+        for (fault, times) in by {
+            let mut ms: Vec<i64> = times.iter().flatten().copied().collect();
+            ms.sort();
+            let show = |v: Option<i64>| v.map_or("—".to_string(), |v| format!("{v} ms"));
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} |",
+                fault.name(),
+                times.len(),
+                show(percentile(&ms, 0.5)),
+                show(percentile(&ms, 0.99))
+            );
+        }
+        let _ = writeln!(
+            t,
+            "\nsent {}, lost {}, stale runs {}, leaked containers {}, duplicates {}, errors caused by keepwarm {}, claims {} ({} not caused by a fault)",
+            self.sent,
+            self.lost,
+            self.stale_runs,
+            self.leaked,
+            self.duplicates,
+            self.keepwarm_errors,
+            self.claims.len(),
+            self.unprovoked_claims
+        );
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_read_from_colored_log_lines() {
+        let log = "\u{1b}[2m2026\u{1b}[0m INFO keepwarm::role: active takeover=Takeover { epoch: 243, claimed_at_ms: 1700000000123, took_ms: 5 }\nother line\n";
+        let c = claims_in(log, 2);
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].host, c[0].epoch, c[0].at_ms),
+            (2, 243, 1_700_000_000_123)
+        );
+    }
+
+    #[test]
+    fn the_schedule_depends_only_on_the_seed() {
+        let a: Vec<usize> = {
+            let mut r = Rng(7);
+            (0..20).map(|_| r.below(4)).collect()
+        };
+        let b: Vec<usize> = {
+            let mut r = Rng(7);
+            (0..20).map(|_| r.below(4)).collect()
+        };
+        assert_eq!(a, b);
+        assert!(a.iter().any(|x| *x != a[0]), "not constant: {a:?}");
+    }
+}

@@ -1,0 +1,122 @@
+//! The feed never stalls on one message: a result too large for the broker goes out shrunk
+//! (as upstream's `MessagingActiveAck` sends it), a completion topic that cannot exist is
+//! dropped with a log line, and the offset moves past both; a second SIGTERM ends a drain at
+//! once. Real `keepwarm run` processes, tansu and Docker.
+
+use keepwarm_tests::host::{Host, HostOptions};
+use keepwarm_tests::kafka::Controller;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn opts(instance: u32) -> HostOptions {
+    let run = std::process::id() % 10_000;
+    HostOptions::new(instance * 10_000 + run, 0, 1024)
+}
+
+fn start(rt: &Runtime, opts: HostOptions) -> (Host, Controller) {
+    let controller = rt.block_on(Controller::new(
+        opts.instance,
+        &format!("t{}", opts.instance),
+    ));
+    (Host::start(&opts), controller)
+}
+
+#[test]
+fn a_result_too_large_for_the_broker_is_acknowledged_shrunk_and_the_offset_moves_past_it() {
+    let rt = Runtime::new().unwrap();
+    let (mut host, mut c) = start(&rt, opts(7401));
+    let big = rt.block_on(c.invoke("guest", "big", false, json!({})));
+    let acks = c.wait_for(&big, WAIT);
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    // CombinedCompletionAndResultMessage with the record replaced by its activation id
+    assert_eq!(acks[0]["response"], json!(big), "{}", host.log());
+    assert_eq!(acks[0]["isSystemError"], json!(false));
+    assert!(acks[0]["instance"].is_object());
+    // the full record (a million bytes of result) is in the activation log (written right
+    // after the acknowledgement)
+    let find = |host: &Host| {
+        host.records()
+            .into_iter()
+            .find(|r| r["activationId"] == json!(big))
+    };
+    let start = Instant::now();
+    while find(&host).is_none() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let record = find(&host).expect("the record is written whole to the activation log");
+    assert_eq!(
+        record["response"]["result"]["big"].as_str().map(str::len),
+        Some(1_000_000)
+    );
+    assert!(host.log().contains("too large for the broker"));
+
+    // the next activation runs, and after a restart the big one is not run again
+    let next = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    c.wait_for(&next, WAIT);
+    assert_eq!(host.terminate(), Some(0), "{}", host.log());
+    host.spawn();
+    let after = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    c.wait_for(&after, WAIT);
+    assert_eq!(c.received[&big].len(), 1, "the big activation ran again");
+    assert_eq!(c.received[&next].len(), 1);
+}
+
+#[test]
+fn an_acknowledgement_for_a_topic_that_cannot_exist_is_dropped_and_the_feed_moves_on() {
+    let rt = Runtime::new().unwrap();
+    let (host, mut c) = start(&rt, opts(7402));
+    let (bad, mut msg) = c.message("guest", "echo", false, json!({}));
+    msg["rootControllerIndex"]["asString"] = json!("not a/topic");
+    rt.block_on(c.send_raw(&msg.to_string()));
+    let good = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    c.wait_for(&good, WAIT);
+    let log = host.log();
+    assert!(
+        log.contains("not a legal Kafka topic name") && log.contains(&bad),
+        "{log}"
+    );
+    assert!(!c.received.contains_key(&bad));
+    // it ran (its record is in the activation log), only its acknowledgement had nowhere to go
+    let start = Instant::now();
+    while !host
+        .records()
+        .iter()
+        .any(|r| r["activationId"] == json!(bad))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no record of {bad}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_second_sigterm_ends_the_drain_at_once() {
+    let rt = Runtime::new().unwrap();
+    let (mut host, mut c) = start(&rt, opts(7403));
+    let warm = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    c.wait_for(&warm, WAIT);
+    let slow = rt.block_on(c.invoke("guest", "slow", false, json!({})));
+    // let it start (a cold container: about a second), then ask for a drain and change our mind
+    std::thread::sleep(Duration::from_secs(3));
+    host.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        host.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the first SIGTERM drains: the slow activation is still running"
+    );
+    let asked = Instant::now();
+    host.signal("-TERM");
+    let code = host.child.take().unwrap().wait().unwrap().code();
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(code, Some(130), "{}", host.log());
+    assert!(!c.received.contains_key(&slow));
+}
