@@ -406,11 +406,13 @@ async fn status(address: &str, raw: bool) -> i32 {
         return 0;
     }
     println!(
-        "member {}  {}  term {}  leader {}",
+        "member {}  {}  role {}  term {}  leader {}  voting {}",
         s["id"],
         s["state"].as_str().unwrap_or("?"),
+        s["role"].as_str().unwrap_or("?"),
         s["term"],
-        s["leader"]
+        s["leader"],
+        s["voting"]
     );
     println!(
         "active host {}  epoch {}  consuming here: {}",

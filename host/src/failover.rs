@@ -59,26 +59,28 @@ pub async fn take_over(
         }
     };
 
-    let mut removed = Vec::new();
-    let mut destroy: Vec<String> = engine
-        .iter()
-        .filter(|id| !records.contains_key(*id))
-        .cloned()
-        .collect();
-    let orphans_destroyed = destroy.len();
-    let mut busy_destroyed = 0;
-    let mut idle = Vec::new();
-    for (id, record) in &records {
-        if !engine.contains(id) {
-            removed.push(id.clone());
-        } else if record.busy {
-            busy_destroyed += 1;
-            destroy.push(id.clone());
-            removed.push(id.clone());
-        } else {
-            idle.push(record.clone());
+    // What the old host learned of each action's run time, from every record (busy ones
+    // too: their action is likely in the backlog).
+    for record in records.values() {
+        if let (Some(w), Some(ms)) = (&record.warm, record.held_ms) {
+            let key = WarmKey {
+                namespace: w.namespace.clone(),
+                action: w.action.clone(),
+                revision: w.revision.clone(),
+            };
+            pool.learn_held(&key, Duration::from_millis(ms));
         }
     }
+    let Plan {
+        orphans,
+        busy,
+        gone,
+        idle,
+    } = plan(&records, &engine);
+    let orphans_destroyed = orphans.len();
+    let busy_destroyed = busy.len();
+    let mut removed: Vec<String> = gone.into_iter().chain(busy.iter().cloned()).collect();
+    let mut destroy: Vec<String> = orphans.into_iter().chain(busy).collect();
 
     let attaches = idle
         .iter()
@@ -98,8 +100,7 @@ pub async fn take_over(
                     action: w.action.clone(),
                     revision: w.revision.clone(),
                 });
-                let held = record.held_ms.map(Duration::from_millis);
-                pool.adopt(container, &record.kind, record.memory_mb, key, 1, held);
+                pool.adopt(container, &record.kind, record.memory_mb, key, 1);
             }
             Err(reason) => {
                 tracing::warn!(container = %record.container.id, "not re-attached: {reason}");
@@ -135,6 +136,41 @@ pub async fn take_over(
         busy_destroyed,
         orphans_destroyed,
     })
+}
+
+/// How a takeover sorts what the engine has against what was replicated.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// In the engine with this cluster's label, unknown to the replicated pool: destroy.
+    pub orphans: Vec<String>,
+    /// Busy when the old host died (an activation's outcome unknown): destroy, never reuse.
+    pub busy: Vec<String>,
+    /// Replicated but no longer in the engine: forget.
+    pub gone: Vec<String>,
+    /// Replicated, idle and still in the engine: attach.
+    pub idle: Vec<ContainerRecord>,
+}
+
+/// Sorts the replicated `records` against the ids the `engine` lists.
+pub fn plan(records: &BTreeMap<String, ContainerRecord>, engine: &BTreeSet<String>) -> Plan {
+    let mut plan = Plan {
+        orphans: engine
+            .iter()
+            .filter(|id| !records.contains_key(*id))
+            .cloned()
+            .collect(),
+        ..Plan::default()
+    };
+    for (id, record) in records {
+        if !engine.contains(id) {
+            plan.gone.push(id.clone());
+        } else if record.busy {
+            plan.busy.push(id.clone());
+        } else {
+            plan.idle.push(record.clone());
+        }
+    }
+    plan
 }
 
 async fn attach_and_check(
@@ -279,5 +315,73 @@ pub async fn replicate(
                 Err(e) => tracing::warn!("replication: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::factory::ContainerState;
+
+    fn record(id: &str, busy: bool) -> ContainerRecord {
+        ContainerRecord {
+            plugin: "fake".into(),
+            container: Container {
+                id: id.into(),
+                name: id.into(),
+                address: "127.0.0.1:1".into(),
+                state: ContainerState::Running,
+                labels: Vec::new(),
+                handle: String::new(),
+            },
+            kind: "shell:1".into(),
+            image: "img".into(),
+            memory_mb: 128,
+            warm: None,
+            busy,
+            last_use_ms: 0,
+            held_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_takeover_sorts_orphans_busy_gone_and_idle() {
+        let records: BTreeMap<String, ContainerRecord> = [
+            record("idle", false),
+            record("busy", true),
+            record("gone-idle", false),
+            record("gone-busy", true),
+        ]
+        .into_iter()
+        .map(|r| (r.container.id.clone(), r))
+        .collect();
+        let engine: BTreeSet<String> = ["idle", "busy", "orphan"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let p = plan(&records, &engine);
+        assert_eq!(p.orphans, vec!["orphan".to_string()]);
+        assert_eq!(p.busy, vec!["busy".to_string()]);
+        assert_eq!(
+            p.gone,
+            vec!["gone-busy".to_string(), "gone-idle".to_string()]
+        );
+        assert_eq!(
+            p.idle
+                .iter()
+                .map(|r| r.container.id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["idle"]
+        );
+    }
+
+    #[test]
+    fn an_empty_engine_forgets_everything_and_destroys_nothing() {
+        let records: BTreeMap<String, ContainerRecord> = [("a".to_string(), record("a", false))]
+            .into_iter()
+            .collect();
+        let p = plan(&records, &BTreeSet::new());
+        assert_eq!(p.gone, vec!["a".to_string()]);
+        assert!(p.orphans.is_empty() && p.busy.is_empty() && p.idle.is_empty());
     }
 }

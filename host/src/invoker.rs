@@ -156,6 +156,12 @@ pub(crate) fn upkeep(pool: Arc<Pool>, node: Option<Node>) -> tokio::task::JoinHa
                 if let Ok(stats) = serde_json::to_value(pool.stats()) {
                     node.report("pool", stats);
                 }
+                node.report(
+                    "publish_retries",
+                    serde_json::json!(
+                        feed::PUBLISH_RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+                    ),
+                );
             }
         }
     })

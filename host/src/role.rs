@@ -114,6 +114,7 @@ impl Member {
     /// Holds the replicated pool and touches nothing until this member leads; its term, or
     /// `None` on shutdown.
     async fn standby(&self, shutdown: &mut watch::Receiver<bool>) -> Option<u64> {
+        self.node.report("role", serde_json::json!("standby"));
         let mut metrics = self.node.raft.metrics();
         loop {
             if *shutdown.borrow() {
@@ -140,6 +141,7 @@ impl Member {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Ended, ClusterError> {
         let node = &self.node;
+        node.report("role", serde_json::json!("takeover"));
         let led_at = Instant::now();
         let lease = Lease::new(self.lease);
         let (lost_tx, mut lost_rx) = watch::channel(false);
@@ -180,6 +182,7 @@ impl Member {
             }
         };
         self.report_takeover(&takeover, led_at);
+        node.report("role", serde_json::json!("active"));
 
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
@@ -225,6 +228,7 @@ impl Member {
         };
 
         // Stepping down: take no further work; what runs finishes in the background.
+        node.report("role", serde_json::json!("stepping-down"));
         let _ = stop_tx.send(true);
         node.report("consuming", serde_json::json!(false));
         self.plugin_state.deactivate();
@@ -264,6 +268,7 @@ impl Member {
         let timeout = Duration::from_millis(cluster.election_timeout_max_ms);
         let config = self.node.raft.runtime_config();
         tracing::warn!("this host cannot serve as the active host: handing leadership over");
+        self.node.report("role", serde_json::json!("handing-over"));
         config.elect(false);
         config.heartbeat(false);
         let deadline = Instant::now() + timeout * 10;

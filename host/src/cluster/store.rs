@@ -85,6 +85,13 @@ impl LogStore {
     }
 
     /// The snapshot table shares the file: the state machine keeps its snapshot here.
+    /// True when this member has no log and no vote: new, or its storage was wiped.
+    pub fn is_blank(&self) -> Result<bool, StorageError> {
+        let vote: Option<Vote<NodeId>> = self.meta("vote")?;
+        let purged: Option<LogId<NodeId>> = self.meta("last_purged")?;
+        Ok(vote.is_none() && purged.is_none() && self.last_entry()?.is_none())
+    }
+
     pub fn database(&self) -> Arc<Database> {
         self.db.clone()
     }
@@ -315,8 +322,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(replies)
     }
 
+    /// The builder gets a copy of the state as of `last_applied` (not the shared handle):
+    /// openraft builds snapshots while entries keep being applied, and a snapshot holding
+    /// changes past its `last_applied` would have them applied twice after an install.
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        let copy = self.state.read().expect("state lock").clone();
+        StateMachine {
+            state: Arc::new(RwLock::new(copy)),
+            ..self.clone()
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -344,5 +358,63 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::state::{Command, PoolChange};
+    use openraft::CommittedLeaderId;
+
+    fn entry(index: u64, command: Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(command),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_holds_nothing_applied_after_its_last_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
+        assert!(log.is_blank().unwrap());
+        let mut sm = StateMachine::open(&log).unwrap();
+        sm.apply([entry(1, Command::Claim { node: 1 })])
+            .await
+            .unwrap();
+        let mut builder = sm.get_snapshot_builder().await;
+        // applied after the builder was taken, before it builds
+        let record = crate::cluster::state::ContainerRecord {
+            plugin: "p".into(),
+            container: crate::factory::Container {
+                id: "late".into(),
+                ..Default::default()
+            },
+            kind: "k".into(),
+            image: "i".into(),
+            memory_mb: 128,
+            warm: None,
+            busy: false,
+            last_use_ms: 0,
+            held_ms: None,
+        };
+        sm.apply([entry(
+            2,
+            Command::Pool {
+                epoch: 1,
+                changes: vec![PoolChange::Upsert(Box::new(record))],
+            },
+        )])
+        .await
+        .unwrap();
+        let snapshot = builder.build_snapshot().await.unwrap();
+        assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(1));
+        let doc: SnapshotDoc = serde_json::from_slice(snapshot.snapshot.get_ref()).unwrap();
+        assert!(
+            doc.state.containers.is_empty(),
+            "the snapshot holds a change from after its last_applied"
+        );
+        assert_eq!(sm.state.read().unwrap().containers.len(), 1);
     }
 }

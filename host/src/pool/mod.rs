@@ -395,6 +395,11 @@ impl Pool {
         }
     }
 
+    /// What the previous active host learned: `key`'s activations held a container `held`.
+    pub fn learn_held(&self, key: &WarmKey, held: Duration) {
+        self.state.lock().expect("pool lock").timing.held(key, held);
+    }
+
     /// Takes over an idle container another host created (after a failover): warm for `key`,
     /// or a prewarm when `key` is `None`. It counts against user memory like any other.
     pub fn adopt(
@@ -404,12 +409,8 @@ impl Pool {
         memory_mb: u32,
         key: Option<WarmKey>,
         concurrency: u32,
-        held: Option<Duration>,
     ) {
         let mut st = self.state.lock().expect("pool lock");
-        if let (Some(key), Some(held)) = (&key, held) {
-            st.timing.held(key, held);
-        }
         st.used_mb += u64::from(memory_mb);
         st.insert(Entry {
             container,
