@@ -275,7 +275,7 @@ fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
     // it did not vote while its log was blank, and votes again once caught up
     assert!(cluster.hosts[standby]
         .log()
-        .contains("not voting until it has caught up"));
+        .contains("not voting for a candidate behind the cluster until it has caught up"));
     let start = Instant::now();
     while cluster.status(standby).is_some_and(|s| s["voting"] != true) {
         assert!(

@@ -175,11 +175,15 @@ impl Node {
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
 
         let (stop, stopped) = watch::channel(false);
-        let voting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let vote_floor = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let report: Arc<RwLock<serde_json::Map<String, serde_json::Value>>> = Arc::default();
         let status: Status = {
-            let (raft, state, report, voting) =
-                (raft.clone(), state.clone(), report.clone(), voting.clone());
+            let (raft, state, report, vote_floor) = (
+                raft.clone(),
+                state.clone(),
+                report.clone(),
+                vote_floor.clone(),
+            );
             Arc::new(move || {
                 let m = raft.metrics().borrow().clone();
                 let s = state.read().expect("state lock");
@@ -189,7 +193,7 @@ impl Node {
                     "leader": m.current_leader,
                     "term": m.current_term,
                     "last_applied": m.last_applied.map(|l| l.index),
-                    "voting": voting.load(std::sync::atomic::Ordering::SeqCst),
+                    "voting": vote_floor.load(std::sync::atomic::Ordering::SeqCst) == 0,
                     "epoch": s.claim.epoch,
                     "active": s.claim.node,
                     "containers": s.containers.len(),
@@ -211,7 +215,7 @@ impl Node {
             secret: config.secret.clone().into(),
             admin_token: config.admin_token.clone().map(Into::into),
             status,
-            voting: voting.clone(),
+            vote_floor: vote_floor.clone(),
         };
         let server = tokio::spawn(network::serve(listener, endpoint, stopped));
 
@@ -238,14 +242,15 @@ impl Node {
         ));
         if let Some(applied) = network::running_cluster(&others).await {
             tracing::info!("peers already form a cluster: rejoining, not initializing");
-            if blank {
-                // Lost storage: no vote until this member holds what the others applied.
-                voting.store(false, std::sync::atomic::Ordering::SeqCst);
+            if blank && applied > 0 {
+                // Lost storage: vote only for candidates holding what the others applied,
+                // until this member holds it too.
+                vote_floor.store(applied, std::sync::atomic::Ordering::SeqCst);
                 tracing::warn!(
                     until_index = applied,
-                    "this member's Raft storage is blank: not voting until it has caught up"
+                    "this member's Raft storage is blank: not voting for a candidate behind the cluster until it has caught up"
                 );
-                let (raft, voting) = (raft.clone(), voting.clone());
+                let (raft, vote_floor) = (raft.clone(), vote_floor.clone());
                 tokio::spawn(async move {
                     let mut metrics = raft.metrics();
                     loop {
@@ -254,7 +259,7 @@ impl Node {
                             .last_applied
                             .is_some_and(|l| l.index >= applied);
                         if caught_up {
-                            voting.store(true, std::sync::atomic::Ordering::SeqCst);
+                            vote_floor.store(0, std::sync::atomic::Ordering::SeqCst);
                             tracing::info!("caught up with the cluster: voting again");
                             return;
                         }

@@ -181,9 +181,11 @@ pub struct Endpoint {
     /// Required (as `authorization: Bearer …`) by endpoints that change the cluster.
     pub admin_token: Option<Arc<str>>,
     pub status: Status,
-    /// False while a member whose storage was wiped catches up: it must not vote, or it
-    /// could elect a candidate that lacks entries it had acknowledged before the wipe.
-    pub voting: Arc<std::sync::atomic::AtomicBool>,
+    /// While a member whose storage was wiped catches up: the log index its peers had
+    /// applied when it rejoined. It votes only for candidates whose log reaches that index,
+    /// so it cannot elect one that lacks entries it had acknowledged before the wipe (and a
+    /// cluster of blank members can still elect). 0: votes as usual.
+    pub vote_floor: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -236,7 +238,7 @@ async fn handle(
         secret,
         admin_token,
         status,
-        voting,
+        vote_floor,
     } = endpoint;
     let path = req.uri().path().to_owned();
     if path == "/status" {
@@ -276,12 +278,19 @@ async fn handle(
             Ok(rpc) => answer(raft.append_entries(rpc).await),
             Err(e) => bad(e),
         },
-        "/raft/vote" if !voting.load(std::sync::atomic::Ordering::SeqCst) => json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            br#"{"error":"catching up after lost storage: not voting yet"}"#.to_vec(),
-        ),
-        "/raft/vote" => match serde_json::from_slice(&body) {
-            Ok(rpc) => answer(raft.vote(rpc).await),
+        "/raft/vote" => match serde_json::from_slice::<VoteRequest<NodeId>>(&body) {
+            Ok(rpc) => {
+                let floor = vote_floor.load(std::sync::atomic::Ordering::SeqCst);
+                let reaches = rpc.last_log_id.map_or(0, |l| l.index) >= floor;
+                if floor > 0 && !reaches {
+                    json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        br#"{"error":"catching up after lost storage: not voting for a candidate whose log is behind what the cluster had applied"}"#.to_vec(),
+                    )
+                } else {
+                    answer(raft.vote(rpc).await)
+                }
+            }
             Err(e) => bad(e),
         },
         // A member checking it can reach a quorum before it may campaign.
