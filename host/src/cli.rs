@@ -437,18 +437,30 @@ async fn status(address: &str, raw: bool) -> i32 {
 }
 
 async fn admin(leader: &str, method: &str, path: &str, token: &str, body: String) -> i32 {
-    match ask_member(leader, method, path, Some(token), body).await {
-        Ok((status, body)) if status.is_success() => {
-            println!("{body}");
-            0
-        }
-        Ok((status, body)) => {
-            eprintln!("error: {leader} answered {status}: {body}");
-            1
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
+    // While the cluster is between leaders (an election), the member answers 421 naming no
+    // leader: ask again for a few seconds rather than fail the operator's command.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match ask_member(leader, method, path, Some(token), body.clone()).await {
+            Ok((status, body)) if status.is_success() => {
+                println!("{body}");
+                return 0;
+            }
+            Ok((status, answer))
+                if status == http::StatusCode::MISDIRECTED_REQUEST
+                    && answer.contains("member None")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok((status, body)) => {
+                eprintln!("error: {leader} answered {status}: {body}");
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
         }
     }
 }

@@ -41,6 +41,9 @@ pub async fn run_cluster(
         admin_token: cluster.admin_token.clone(),
     })
     .await?;
+    // `/status` is served from now on: say what this host is before the plugin loads.
+    node.report("consuming", serde_json::json!(false));
+    node.report("role", serde_json::json!("standby"));
     let plugin_state = ReplicatedPluginState::new(&config.plugin.name, node.shared_state());
     let parts = Parts::load(config, Some(plugin_state.clone())).await?;
     let member = Member {
@@ -50,7 +53,6 @@ pub async fn run_cluster(
         lease: Duration::from_millis(cluster.lease_ms),
     };
     tracing::info!(id = cluster.id, "cluster member started; standing by");
-    member.node.report("consuming", serde_json::json!(false));
 
     // Feeds of earlier terms finishing activations that were already running.
     let mut draining: Vec<JoinHandle<()>> = Vec::new();
