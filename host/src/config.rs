@@ -273,6 +273,16 @@ impl Config {
                     c.lease_ms, c.election_timeout_min_ms
                 )));
             }
+            // A lease extended from a late-read metrics report reaches at most 2 × lease-ms
+            // past the real acknowledgement (see lease.rs); followers refuse other candidates
+            // for election-timeout-max-ms.
+            if 2 * c.lease_ms >= c.election_timeout_max_ms {
+                return Err(invalid(format!(
+                    "[cluster] twice lease-ms ({}) must be shorter than election-timeout-max-ms ({})",
+                    2 * c.lease_ms,
+                    c.election_timeout_max_ms
+                )));
+            }
             if c.secret.len() < 8 {
                 return Err(invalid(
                     "[cluster] secret must be at least 8 characters".into(),

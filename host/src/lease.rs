@@ -45,11 +45,25 @@ impl Lease {
         self.clock.elapsed().as_millis() as u64
     }
 
-    /// A quorum acknowledged what this leader sent `ago` before `observed_ms` (on this
-    /// lease's clock). An older report never moves the lease back.
+    /// A metrics report: a quorum acknowledged what this leader sent `ago` before
+    /// `observed_ms` (on this lease's clock). It only *extends* a lease that is still held:
+    /// a report can be read some time after openraft made it — across a whole SIGSTOP, say —
+    /// and would then look fresher than it is. While the lease is held that delay is below
+    /// `lease-ms`, so the lease never reaches past 2 × `lease-ms` after the real
+    /// acknowledgement (the config keeps that below `election-timeout-max-ms`). A lapsed lease
+    /// is renewed only by [`Lease::confirmed`]. An older report never moves it back.
     pub fn acknowledged(&self, observed_ms: u64, ago: Duration) {
+        if !self.held() {
+            return;
+        }
         let at = observed_ms.saturating_sub(ago.as_millis() as u64);
         self.acked_at.fetch_max(at + 1, Ordering::SeqCst);
+    }
+
+    /// An explicit confirmation round asked at `asked_ms` (read before the round was sent)
+    /// succeeded: exact, whatever happened meanwhile.
+    pub fn confirmed(&self, asked_ms: u64) {
+        self.acked_at.fetch_max(asked_ms + 1, Ordering::SeqCst);
     }
 
     /// True while the last acknowledgement is younger than the lease. A paused process
@@ -77,12 +91,13 @@ pub fn watch_leadership(
     lost: watch::Sender<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let mut metrics = node.raft.metrics();
-    let id = node.id;
+    let node = node.clone();
     tokio::spawn(async move {
+        let round = Duration::from_millis(lease.lease_ms / 4).max(Duration::from_millis(5));
         loop {
             {
                 let m = metrics.borrow_and_update();
-                if m.current_term != term || m.current_leader != Some(id) {
+                if m.current_term != term || m.current_leader != Some(node.id) {
                     tracing::warn!(
                         term,
                         now = m.current_term,
@@ -95,6 +110,27 @@ pub fn watch_leadership(
                 if let Some(ms) = m.millis_since_quorum_ack {
                     lease.acknowledged(lease.now_ms(), Duration::from_millis(ms));
                 }
+            }
+            if !lease.held() {
+                // Lapsed (or never held): only an explicit round, timed from before it was
+                // sent, renews it.
+                let asked = lease.now_ms();
+                let limit = Duration::from_millis(lease.lease_ms);
+                if matches!(
+                    tokio::time::timeout(limit, node.confirm_leadership()).await,
+                    Ok(true)
+                ) {
+                    lease.confirmed(asked);
+                    continue;
+                }
+                tokio::select! {
+                    changed = metrics.changed() => if changed.is_err() {
+                        let _ = lost.send(true);
+                        return;
+                    },
+                    _ = tokio::time::sleep(round) => {}
+                }
+                continue;
             }
             if metrics.changed().await.is_err() {
                 let _ = lost.send(true);
@@ -116,14 +152,18 @@ mod tests {
     #[test]
     fn held_until_the_lease_passes_since_the_acknowledged_send() {
         let lease = Lease::new(Duration::from_millis(100));
-        let now = lease.now_ms();
-        lease.acknowledged(now, Duration::ZERO);
+        lease.confirmed(lease.now_ms());
+        assert!(lease.held());
+        lease.acknowledged(lease.now_ms(), Duration::from_millis(1));
         assert!(lease.held());
         // a paused process: nothing renews it
         std::thread::sleep(Duration::from_millis(120));
         assert!(!lease.held());
-        // a quorum acknowledges again: held again, same lease
+        // a metrics report read after the pause may predate it: it cannot revive the lease
         lease.acknowledged(lease.now_ms(), Duration::from_millis(5));
+        assert!(!lease.held(), "a stale report revived a lapsed lease");
+        // an explicit round can: held again, same lease
+        lease.confirmed(lease.now_ms());
         assert!(lease.held());
     }
 
@@ -131,8 +171,8 @@ mod tests {
     fn a_slow_quorum_does_not_renew_it() {
         let lease = Lease::new(Duration::from_millis(100));
         std::thread::sleep(Duration::from_millis(150));
-        // acknowledged, but of something sent 120 ms ago: already past the lease
-        lease.acknowledged(lease.now_ms(), Duration::from_millis(120));
+        // a round asked 120 ms ago that only now came back: already past the lease
+        lease.confirmed(lease.now_ms() - 120);
         assert!(!lease.held());
     }
 
@@ -141,7 +181,7 @@ mod tests {
         let lease = Lease::new(Duration::from_millis(100));
         std::thread::sleep(Duration::from_millis(60));
         let now = lease.now_ms();
-        lease.acknowledged(now, Duration::ZERO);
+        lease.confirmed(now);
         lease.acknowledged(now, Duration::from_millis(59));
         std::thread::sleep(Duration::from_millis(50));
         assert!(lease.held(), "the newer acknowledgement still counts");
