@@ -1,15 +1,16 @@
-//! The active host's lease, from what openraft already measures: the leader's metrics carry
-//! `millis_since_quorum_ack`, how long ago a quorum acknowledged a heartbeat or append that
-//! this leader *sent* (openraft times acknowledgements from the sending instant). The lease is
-//! held while that instant is younger than `lease-ms`; no extra confirmation rounds are sent.
+//! The active host's lease. While it is held, openraft's own measurement renews it: the
+//! leader's metrics carry `millis_since_quorum_ack`, how long ago a quorum acknowledged a
+//! heartbeat or append this leader *sent* (openraft times acknowledgements from the sending
+//! instant), so no extra rounds are needed. Once it has lapsed (or before the first
+//! acknowledgement), only an explicit confirmation round renews it, timed from before it was
+//! sent: a metrics report read after a pause may predate the pause and look fresh.
 //!
 //! Why it is safe: openraft 0.9's followers refuse to vote for anyone until
 //! `election-timeout-max-ms` has passed since they last heard from their leader, and they heard
-//! from it no earlier than the instant the acknowledged message was sent. The lease is read on
-//! this host's monotonic clock and `lease-ms` is shorter than `election-timeout-min-ms` (the
-//! config enforces it), so it lapses before any member can be elected. The metrics are read a
-//! little after openraft computed them (a scheduling delay, milliseconds); the margin between
-//! `lease-ms` and `election-timeout-max-ms` (200 ms with the defaults) covers it.
+//! from it no earlier than the instant the acknowledged message was sent. A report renews a
+//! held lease at most `lease-ms` late, so the lease never reaches past 2 × `lease-ms` after
+//! the real acknowledgement; the config keeps that below `election-timeout-max-ms` (and
+//! `lease-ms` below `election-timeout-min-ms`), so it lapses before any member can be elected.
 //!
 //! A lapse is not the end of the role: pulling and container calls stop while it is lapsed and
 //! resume as soon as a quorum acknowledges this leader again in the same term, with the same
