@@ -34,6 +34,22 @@ struct Ran<'a> {
     init_ms: Option<i64>,
 }
 
+impl<'a> Ran<'a> {
+    /// An activation starting now; its wait is measured from the controller's transaction
+    /// start (saturating: the timestamp comes from the message).
+    fn starting(msg: &'a ActivationMessage) -> Ran<'a> {
+        let start = now_ms();
+        Ran {
+            msg,
+            start,
+            wait_ms: start.saturating_sub(msg.transid.start_ms).max(0),
+            action: None,
+            lease: None,
+            init_ms: None,
+        }
+    }
+}
+
 /// Everything an activation needs.
 #[derive(Debug)]
 pub struct Runner {
@@ -100,15 +116,8 @@ impl Runner {
         if self.fenced() {
             return None;
         }
-        let start = now_ms();
-        let mut ran = Ran {
-            msg,
-            start,
-            wait_ms: start.saturating_sub(msg.transid.start_ms).max(0),
-            action: None,
-            lease: None,
-            init_ms: None,
-        };
+        let mut ran = Ran::starting(msg);
+        let start = ran.start;
         let resolved = self
             .store
             .resolve(&msg.action, msg.revision.as_deref())
@@ -392,15 +401,7 @@ impl Runner {
     /// The outcome of an activation whose run failed inside keepwarm itself (a panic): a
     /// whisk error, so the controller hears of it and the slot is freed.
     pub fn internal_error(&self, msg: &ActivationMessage, reason: &str) -> Outcome {
-        let start = now_ms();
-        let ran = Ran {
-            msg,
-            start,
-            wait_ms: start.saturating_sub(msg.transid.start_ms).max(0),
-            action: None,
-            lease: None,
-            init_ms: None,
-        };
+        let ran = Ran::starting(msg);
         self.finish(
             &ran,
             ActivationResponse::whisk_error(format!(
