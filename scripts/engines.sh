@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# engines.sh start|stop — starts dockerd and the Podman API service when they are not already
-# running, and stops only those it started.
+# engines.sh start|stop|restart-docker — starts dockerd and the Podman API service when they are
+# not already running, and stops only those it started. dockerd runs with --live-restore (its
+# containers outlive a daemon restart, as in production); restart-docker restarts a dockerd this
+# script started (the chaos suite's "engine restarted" fault) and exits 3 for any other.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -45,12 +47,35 @@ CONF
   fi
 }
 
+start_dockerd() {
+  nohup dockerd --host unix://$DOCKER_SOCK --live-restore --userland-proxy=false >>"$KW_RUN/dockerd.log" 2>&1 &
+  echo $! >"$KW_RUN/dockerd.pid"
+  wait_for 60 docker -H unix://$DOCKER_SOCK version || { tail -20 "$KW_RUN/dockerd.log"; exit 1; }
+}
+
+stop_pid() { # stop_pid NAME PID
+  say "stopping $1 ($2)"
+  kill "$2" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$2" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$2" 2>/dev/null || true
+}
+
+restart_docker() {
+  local pidf="$KW_RUN/dockerd.pid"
+  if [ ! -f "$pidf" ] || ! kill -0 "$(cat "$pidf")" 2>/dev/null; then
+    say "dockerd was not started by scripts/engines.sh: not restarting it"
+    exit 3
+  fi
+  stop_pid dockerd "$(cat "$pidf")"
+  sleep "${KW_DOCKER_DOWN_S:-1}"
+  say "starting dockerd again"
+  start_dockerd
+}
+
 start() {
   if ! docker -H unix://$DOCKER_SOCK version >/dev/null 2>&1; then
     say "starting dockerd"
-    nohup dockerd --host unix://$DOCKER_SOCK >"$KW_RUN/dockerd.log" 2>&1 &
-    echo $! >"$KW_RUN/dockerd.pid"
-    wait_for 60 docker -H unix://$DOCKER_SOCK version || { tail -20 "$KW_RUN/dockerd.log"; exit 1; }
+    start_dockerd
   fi
   podman_conf
   if ! curl -sf --unix-socket $PODMAN_SOCK http://d/v4.0.0/libpod/_ping >/dev/null 2>&1; then
@@ -64,15 +89,17 @@ start() {
 }
 
 stop() {
+  # live-restore keeps containers past the daemon: remove keepwarm's before stopping one we started
+  if [ -f "$KW_RUN/dockerd.pid" ]; then
+    docker -H unix://$DOCKER_SOCK ps -aq --filter label=keepwarm.cluster 2>/dev/null \
+      | xargs -r docker -H unix://$DOCKER_SOCK rm -f >/dev/null 2>&1 || true
+  fi
   for svc in podman dockerd; do
     local pidf="$KW_RUN/$svc.pid"
     [ -f "$pidf" ] || continue
     local pid; pid=$(cat "$pidf")
     if kill -0 "$pid" 2>/dev/null; then
-      say "stopping $svc ($pid)"
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-      kill -9 "$pid" 2>/dev/null || true
+      stop_pid "$svc" "$pid"
     fi
     rm -f "$pidf"
   done
@@ -81,5 +108,6 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  restart-docker) restart_docker ;;
+  *) echo "usage: $0 start|stop|restart-docker" >&2; exit 2 ;;
 esac

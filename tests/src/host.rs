@@ -39,6 +39,8 @@ pub struct HostOptions {
     pub cluster: Option<String>,
     /// The factory plugin (default: Docker).
     pub plugin: PluginChoice,
+    /// `[kafka] brokers` (default: the shared test broker).
+    pub brokers: String,
 }
 
 /// Which plugin a host loads and how it reaches its engine.
@@ -75,6 +77,7 @@ impl HostOptions {
             extra: String::new(),
             cluster: None,
             plugin: PluginChoice::docker(),
+            brokers: crate::kafka::brokers(),
         }
     }
 }
@@ -147,7 +150,7 @@ catalog = "{catalog}"
                 max_in_flight = opts.max_in_flight,
                 log_store = opts.log_store,
                 dir = dir.display(),
-                brokers = crate::kafka::brokers(),
+                brokers = opts.brokers,
                 plugin = component(&opts.plugin.stem).display(),
                 plugin_name = opts.plugin.name,
                 routes = opts.plugin.routes,

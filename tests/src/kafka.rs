@@ -18,8 +18,13 @@ pub fn brokers() -> String {
 
 /// Creates topics (ignoring "already exists").
 pub async fn create_topics(names: &[&str]) {
+    create_topics_on(&brokers(), names).await
+}
+
+/// Creates topics on `brokers` (ignoring "already exists").
+pub async fn create_topics_on(brokers: &str, names: &[&str]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let topics: Vec<NewTopic> = names
@@ -50,19 +55,27 @@ impl std::fmt::Debug for Controller {
 
 impl Controller {
     pub async fn new(instance: u32, controller: &str) -> Controller {
+        Self::on(&brokers(), instance, controller).await
+    }
+
+    /// A controller on `brokers` rather than the shared test broker.
+    pub async fn on(brokers: &str, instance: u32, controller: &str) -> Controller {
         let invoker_topic = format!("invoker{instance}");
         let completed = format!("completed{controller}");
-        create_topics(&[&invoker_topic, &completed, "health"]).await;
+        create_topics_on(brokers, &[&invoker_topic, &completed, "health"]).await;
         let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
+            .set("bootstrap.servers", brokers)
             .set("linger.ms", "0")
+            // the Java client's (a real controller's) reconnect ceiling, not librdkafka's 10 s
+            .set("reconnect.backoff.max.ms", "1000")
             .create()
             .expect("producer");
         let acks: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
+            .set("bootstrap.servers", brokers)
             .set("group.id", format!("test-controller-{controller}"))
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "2")
+            .set("reconnect.backoff.max.ms", "1000")
             .create()
             .expect("consumer");
         let mut tpl = TopicPartitionList::new();
@@ -141,6 +154,24 @@ impl Controller {
             r.expect("send");
         }
         messages.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Queues an activation without waiting for the broker (as a controller keeps producing
+    /// while a broker restarts); returns its id and the delivery to await later.
+    pub fn invoke_queued(
+        &self,
+        namespace: &str,
+        action: &str,
+        content: Value,
+    ) -> (String, rdkafka::producer::DeliveryFuture) {
+        let (id, msg) = self.message(namespace, action, false, content);
+        let payload = msg.to_string();
+        let delivery = self
+            .producer
+            .send_result(FutureRecord::<(), _>::to(&self.invoker_topic).payload(&payload))
+            .map_err(|(e, _)| e)
+            .expect("the producer's queue has room");
+        (id, delivery)
     }
 
     /// Sends an activation; returns its id.

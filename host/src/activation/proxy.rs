@@ -12,8 +12,12 @@ use std::time::Duration;
 pub enum ProxyError {
     #[error("no answer from {address} within {limit:?}")]
     Timeout { address: String, limit: Duration },
+    /// No connection was made: nothing was sent, the action has not run.
     #[error("cannot reach the action proxy at {address}: {reason}")]
     Connect { address: String, reason: String },
+    /// The connection failed after the request may have been sent.
+    #[error("the connection to the action proxy at {address} broke: {reason}")]
+    Broken { address: String, reason: String },
     #[error("the action's response is larger than {limit} bytes")]
     TooLarge { limit: usize },
     /// The host's lease lapsed: nothing was sent.
@@ -76,14 +80,14 @@ impl ProxyClient {
                 reason: e.to_string(),
             })?;
         let call = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| ProxyError::Connect {
-                    address: address.to_owned(),
-                    reason: format!("{e:?}"),
-                })?;
+            let response = self.client.request(request).await.map_err(|e| {
+                let (address, reason) = (address.to_owned(), format!("{e:?}"));
+                if e.is_connect() {
+                    ProxyError::Connect { address, reason }
+                } else {
+                    ProxyError::Broken { address, reason }
+                }
+            })?;
             let status = response.status().as_u16();
             let body = Limited::new(response.into_body(), self.max_response)
                 .collect()

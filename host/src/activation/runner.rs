@@ -7,7 +7,7 @@ use super::proxy::{ProxyClient, ProxyError};
 use super::record::{ActivationResponse, Annotation, WhiskActivation};
 use crate::action::{Action, ActionError, ActionStore, Runtimes};
 use crate::factory::CallError;
-use crate::pool::{Fate, Lease, Pool, PoolError, Want, WarmKey};
+use crate::pool::{Fate, Lease, Pool, PoolError, Want, WarmKey, ENGINE_OUTAGE};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -254,11 +254,27 @@ impl Runner {
         body.insert("value".into(), Value::Object(value));
         body.insert("deadline".into(), json!(deadline.to_string()));
         let limit = Duration::from_millis(action.limits.timeout);
-        match self
-            .proxy
-            .post(address, "/run", &Value::Object(body), limit)
-            .await
-        {
+        let body = Value::Object(body);
+        let refused_since = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        let answer = loop {
+            match self.proxy.post(address, "/run", &body, limit).await {
+                // Nothing was sent. A Docker daemon restarting takes its port proxies with it
+                // for a few seconds while the container keeps running: ask again while the
+                // engine says it runs or is itself unavailable, for up to ENGINE_OUTAGE.
+                Err(ProxyError::Connect { .. })
+                    if refused_since.elapsed() + pause < ENGINE_OUTAGE
+                        && self.pool.may_still_answer(&lease.container).await =>
+                {
+                    tracing::warn!(activation = %msg.activation_id, container = %lease.container.id,
+                        "the action proxy refused the connection; the container still runs: asking again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                answer => break answer,
+            }
+        };
+        match answer {
             Ok(r) => {
                 let response = ActivationResponse::from_run(r.status, &r.body);
                 let fate = if r.status == 200 {
@@ -449,7 +465,7 @@ fn proxy_failure(e: &ProxyError, action: &Action, phase: &str) -> ActivationResp
         ProxyError::TooLarge { limit } => ActivationResponse::developer_error(format!(
             "The action produced a response that exceeded the allowed length: {limit} bytes."
         )),
-        ProxyError::Connect { .. } | ProxyError::Fenced => ActivationResponse::developer_error(format!(
+        ProxyError::Connect { .. } | ProxyError::Broken { .. } | ProxyError::Fenced => ActivationResponse::developer_error(format!(
             "The action did not initialize or run as expected. Log data might be missing. ({phase}: {e})"
         )),
     }

@@ -18,12 +18,16 @@ pub use churn::Churn;
 pub use event::PoolEvent;
 
 use crate::action::StemCell;
-use crate::factory::{CallError, Container, ContainerFactory, ContainerSpec};
+use crate::factory::{CallError, Container, ContainerFactory, ContainerSpec, FactoryError};
 use state::{Entry, Phase, State};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, Notify};
+
+/// How long a create waits for an unavailable engine to come back (a Docker daemon restart
+/// takes a few seconds) before the activation is answered with an error.
+pub const ENGINE_OUTAGE: Duration = Duration::from_secs(15);
 
 /// Identifies the code a warm container has been initialized with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -299,7 +303,9 @@ impl Pool {
     }
 
     /// Creates through the engine, remembering the name while the call runs (so a reconcile
-    /// meanwhile does not take the new container for an orphan).
+    /// meanwhile does not take the new container for an orphan). An engine that is
+    /// unavailable (a daemon restarting) is asked again, with backoff, for up to
+    /// [`ENGINE_OUTAGE`] before the activation gets an error.
     async fn create(&self, spec: ContainerSpec) -> Result<Container, CallError> {
         let name = spec.name.clone();
         self.state
@@ -307,9 +313,32 @@ impl Pool {
             .expect("pool lock")
             .creating
             .insert(name.clone());
-        let result = self.factory.create(spec).await;
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        let result = loop {
+            match self.factory.create(spec.clone()).await {
+                Err(e)
+                    if matches!(e.factory_error(), Some(FactoryError::Unavailable(_)))
+                        && started.elapsed() + pause < ENGINE_OUTAGE =>
+                {
+                    tracing::warn!(container = %name, "engine unavailable, creating again in {pause:?}: {e}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                result => break result,
+            }
+        };
         self.state.lock().expect("pool lock").creating.remove(&name);
         result
+    }
+
+    /// Whether `container` may still answer: the engine says it runs, or the engine itself
+    /// is unavailable (restarting) and cannot say. Asked when its proxy refuses a connection.
+    pub async fn may_still_answer(&self, container: &Container) -> bool {
+        match self.factory.attach(container.clone()).await {
+            Ok(c) => c.state == crate::factory::ContainerState::Running,
+            Err(e) => matches!(e.factory_error(), Some(FactoryError::Unavailable(_))),
+        }
     }
 
     /// Reconciles the pool with what the engine lists under this pool's label: containers

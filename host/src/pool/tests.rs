@@ -10,6 +10,8 @@ use std::sync::atomic::AtomicUsize;
 struct FakeEngine {
     created: AtomicUsize,
     destroyed: AtomicUsize,
+    /// Creates answered `unavailable` before the engine answers again.
+    down_for: AtomicUsize,
     info: std::sync::OnceLock<PluginInfo>,
 }
 
@@ -24,6 +26,15 @@ impl ContainerFactory for FakeEngine {
         })
     }
     async fn create(&self, spec: ContainerSpec) -> CallResult<Container> {
+        let down = self.down_for.load(Ordering::SeqCst);
+        if down > 0 {
+            self.down_for.store(down - 1, Ordering::SeqCst);
+            return Err(CallError::Factory {
+                plugin: "fake".into(),
+                operation: "create",
+                error: FactoryError::Unavailable("connection refused".into()),
+            });
+        }
         let n = self.created.fetch_add(1, Ordering::SeqCst);
         Ok(Container {
             id: format!("c{n}"),
@@ -106,6 +117,26 @@ async fn warm_then_prewarm_then_cold() {
     let b = pool.acquire(&want("b")).await.unwrap();
     assert_eq!(b.start, "cold");
     assert_eq!(pool.stats().busy, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_waits_out_a_short_engine_outage_and_gives_up_after_a_long_one() {
+    let (engine, pool) = pool(1024, Vec::new());
+    engine.down_for.store(3, Ordering::SeqCst); // 100 + 200 + 400 ms of backoff
+    let a = pool.acquire(&want("a")).await.unwrap();
+    assert_eq!(a.start, "cold");
+    assert_eq!(engine.down_for.load(Ordering::SeqCst), 0);
+
+    engine.down_for.store(usize::MAX, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let b = pool.acquire(&want("b")).await;
+    assert!(matches!(b, Err(PoolError::Create(_))), "{b:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= ENGINE_OUTAGE - Duration::from_secs(1) && waited <= ENGINE_OUTAGE,
+        "{waited:?}"
+    );
+    assert_eq!(pool.stats().busy, 1, "the failed create holds no memory");
 }
 
 #[tokio::test]

@@ -5,22 +5,26 @@
 //! - SIGSTOP of the active host for 3 s;
 //! - a partition of the active host's Raft links for 4 s (it still reaches Kafka and Docker:
 //!   the dangerous case, a deposed leader that could still consume);
-//! - a partition of a standby's Raft links for 4 s.
+//! - a partition of a standby's Raft links for 4 s;
+//! - the broker restarted (the bed runs its own tansu, down for 2 s);
+//! - the Docker daemon restarted (with `--live-restore`, as production runs it; only when
+//!   `scripts/engines.sh` started the daemon, else the fault is left out and said so).
 //!
 //! Every Raft link goes through a [`proxy::LinkProxy`] per direction, so a partition cuts
 //! only Raft. Afterwards it checks, from the acknowledgements, each host's activation log and
 //! log, and the engine: **lost** (sent, never acknowledged), **stale runs** (an activation a
 //! host started after another host's newer claim), **leaked** containers (labelled in the
 //! engine, not in the replicated pool), **duplicates**, errors keepwarm caused (echo never
-//! fails on its own), claims not caused by a fault, and the failover time per fault.
-//! Not included: restarting the Docker daemon or the broker (both are shared with the other
-//! tests here).
+//! fails on its own), claims not caused by a fault, the failover time per fault, and how late
+//! the slowest activation sent in each fault's window was answered (the backlog's drain).
 
+pub mod broker;
 pub mod proxy;
 
 use crate::cluster::Cluster;
 use crate::host::{containers_of, Host, HostOptions};
 use crate::kafka::{annotation, Controller};
+use broker::Broker;
 use proxy::LinkProxy;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -44,14 +48,18 @@ pub enum Fault {
     PauseActive,
     PartitionActive,
     PartitionStandby,
+    RestartBroker,
+    RestartEngine,
 }
 
 impl Fault {
-    const ALL: [Fault; 4] = [
+    const ALL: [Fault; 6] = [
         Fault::KillActive,
         Fault::PauseActive,
         Fault::PartitionActive,
         Fault::PartitionStandby,
+        Fault::RestartBroker,
+        Fault::RestartEngine,
     ];
 
     fn name(self) -> &'static str {
@@ -60,12 +68,29 @@ impl Fault {
             Fault::PauseActive => "SIGSTOP active 3 s",
             Fault::PartitionActive => "partition active 4 s",
             Fault::PartitionStandby => "partition standby 4 s",
+            Fault::RestartBroker => "broker restart (2 s down)",
+            Fault::RestartEngine => "dockerd restart (live-restore)",
+        }
+    }
+
+    /// The name `KW_CHAOS_FAULTS` lists it by.
+    fn short(self) -> &'static str {
+        match self {
+            Fault::KillActive => "kill",
+            Fault::PauseActive => "pause",
+            Fault::PartitionActive => "partition-active",
+            Fault::PartitionStandby => "partition-standby",
+            Fault::RestartBroker => "broker",
+            Fault::RestartEngine => "engine",
         }
     }
 
     /// Whether the fault should move the active role.
     fn moves_leadership(self) -> bool {
-        self != Fault::PartitionStandby
+        matches!(
+            self,
+            Fault::KillActive | Fault::PauseActive | Fault::PartitionActive
+        )
     }
 }
 
@@ -77,6 +102,8 @@ pub struct Injected {
     pub at_ms: i64,
     /// From the fault to the next claim by another host.
     pub failover_ms: Option<i64>,
+    /// The longest an activation sent in this fault's window waited for its answer.
+    pub slowest_ms: Option<i64>,
 }
 
 /// One committed claim, from a host's log.
@@ -100,6 +127,8 @@ pub struct Report {
     /// Claims not within 10 s after a fault that moves leadership.
     pub unprovoked_claims: usize,
     pub faults: Vec<Injected>,
+    /// Fault types left out, and why.
+    pub skipped: Vec<String>,
 }
 
 fn now_ms() -> i64 {
@@ -163,15 +192,44 @@ fn claims_in(log: &str, host: usize) -> Vec<Claim> {
         .collect()
 }
 
-/// Three hosts whose Raft links each go through a cuttable proxy.
+/// Three hosts whose Raft links each go through a cuttable proxy, on a broker of their own.
 struct Bed {
     cluster: Cluster,
     /// `links[i][j]`: how host i reaches host j.
     links: Vec<Vec<Option<LinkProxy>>>,
+    broker: Broker,
+}
+
+/// Whether this run may restart the Docker daemon: only one `scripts/engines.sh` started
+/// (it records a pid file) and only with live-restore (else every container dies with it).
+fn engine_restart() -> Result<std::path::PathBuf, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repository root")
+        .to_owned();
+    let state = std::env::var_os("KW_STATE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join(".work"));
+    if !state.join("run/dockerd.pid").is_file() {
+        return Err(format!(
+            "dockerd was not started by scripts/engines.sh (no {})",
+            state.join("run/dockerd.pid").display()
+        ));
+    }
+    let live = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.LiveRestoreEnabled}}"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+        .unwrap_or(false);
+    if !live {
+        return Err("dockerd runs without --live-restore".into());
+    }
+    Ok(root.join("scripts/engines.sh"))
 }
 
 impl Bed {
     fn start(rt: &tokio::runtime::Runtime, instance: u32) -> Bed {
+        let broker = Broker::start();
         let n = 3;
         let label = format!("kwchaos-{}-{instance}", std::process::id());
         let real: Vec<String> = (0..n)
@@ -200,6 +258,7 @@ impl Bed {
                     .collect();
                 let mut opts = HostOptions::new(instance, 2, 2048);
                 opts.cluster = Some(label.clone());
+                opts.brokers = broker.address.clone();
                 opts.extra = format!(
                     "[cluster]\nid = {}\npeers = {{ {} }}\nsecret = \"keepwarm-chaos-secret\"\n",
                     i + 1,
@@ -215,6 +274,7 @@ impl Bed {
                 label,
             },
             links,
+            broker,
         }
     }
 
@@ -238,14 +298,35 @@ enum Undo {
     Restart(usize),
     Continue(usize),
     Heal(usize),
+    /// A broker or engine restart running in the background.
+    Join(Option<std::thread::JoinHandle<()>>),
+}
+
+impl Bed {
+    fn undo(&mut self, what: &mut Undo) {
+        match what {
+            Undo::Restart(h) => self.cluster.hosts[*h].spawn(),
+            Undo::Continue(h) => self.cluster.hosts[*h].signal("-CONT"),
+            Undo::Heal(h) => self.partition(*h, false),
+            Undo::Join(handle) => {
+                if let Some(h) = handle.take() {
+                    let _ = h.join();
+                }
+            }
+        }
+    }
 }
 
 /// Runs the load and the faults, then checks. Prints a progress line per fault.
 pub fn run(config: &ChaosConfig) -> Report {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let instance = 8_000_000 + std::process::id() % 100_000 + (config.seed % 1000) as u32 * 100;
-    let mut controller = rt.block_on(Controller::new(instance, &format!("chaos{instance}")));
     let mut bed = Bed::start(&rt, instance);
+    let mut controller = rt.block_on(Controller::on(
+        &bed.broker.address,
+        instance,
+        &format!("chaos{instance}"),
+    ));
     bed.cluster
         .active(Duration::from_secs(60))
         .expect("no host became active");
@@ -253,32 +334,51 @@ pub fn run(config: &ChaosConfig) -> Report {
     controller.wait_for(&warm, Duration::from_secs(60));
 
     let mut rng = Rng(config.seed.max(1));
-    // every fault type once in each round of four, in a seeded order
-    let mut order = Fault::ALL;
-    let mut round = 0usize;
     let mut report = Report::default();
+    let engines = engine_restart();
+    // every fault type once in each round, in a seeded order
+    // KW_CHAOS_FAULTS=kill,broker,... narrows the schedule to those types
+    let only = std::env::var("KW_CHAOS_FAULTS").unwrap_or_default();
+    let mut order: Vec<Fault> = Fault::ALL
+        .into_iter()
+        .filter(|f| *f != Fault::RestartEngine || engines.is_ok())
+        .filter(|f| only.is_empty() || only.split(',').any(|o| o.trim() == f.short()))
+        .collect();
+    assert!(
+        !order.is_empty(),
+        "KW_CHAOS_FAULTS={only} names no fault type here (kill, pause, partition-active, partition-standby, broker, engine)"
+    );
+    if let Err(why) = &engines {
+        eprintln!("[chaos] leaving out the Docker daemon restart: {why}");
+        report
+            .skipped
+            .push(format!("{}: {why}", Fault::RestartEngine.name()));
+    }
+    let mut round = 0usize;
     let mut ids = Vec::new();
+    let mut sent_at = Vec::new();
+    let mut deliveries = Vec::new();
     let mut undo: Vec<(Instant, Undo)> = Vec::new();
     let start = Instant::now();
     let tick = Duration::from_secs(1) / config.rate.max(1);
     let mut next_fault = start + config.fault_every;
     let mut i = 0u64;
     while start.elapsed() < config.load {
-        let id = rt.block_on(controller.invoke("guest", "echo", false, json!({ "i": i })));
+        sent_at.push(now_ms());
+        let (id, delivery) = controller.invoke_queued("guest", "echo", json!({ "i": i }));
         ids.push(id);
+        deliveries.push(delivery);
         i += 1;
         let now = Instant::now();
-        undo.retain(|(due, what)| {
-            if *due > now {
-                return true;
+        let mut k = 0;
+        while k < undo.len() {
+            if undo[k].0 <= now {
+                let (_, mut what) = undo.remove(k);
+                bed.undo(&mut what);
+            } else {
+                k += 1;
             }
-            match what {
-                Undo::Restart(h) => bed.cluster.hosts[*h].spawn(),
-                Undo::Continue(h) => bed.cluster.hosts[*h].signal("-CONT"),
-                Undo::Heal(h) => bed.partition(*h, false),
-            }
-            false
-        });
+        }
         if now >= next_fault && undo.is_empty() {
             next_fault = now + config.fault_every;
             if round.is_multiple_of(order.len()) {
@@ -312,6 +412,24 @@ pub fn run(config: &ChaosConfig) -> Report {
                     bed.partition(host, true);
                     undo.push((now + Duration::from_secs(4), Undo::Heal(host)));
                 }
+                Fault::RestartBroker => {
+                    let restart = bed.broker.restart(Duration::from_secs(2));
+                    undo.push((now + Duration::from_secs(3), Undo::Join(Some(restart))));
+                }
+                Fault::RestartEngine => {
+                    let script = engines.clone().expect("engine restart available");
+                    let restart = std::thread::spawn(move || {
+                        let status = std::process::Command::new("bash")
+                            .arg(script)
+                            .arg("restart-docker")
+                            .status();
+                        assert!(
+                            status.as_ref().is_ok_and(|s| s.success()),
+                            "restarting dockerd: {status:?}"
+                        );
+                    });
+                    undo.push((now + Duration::from_secs(6), Undo::Join(Some(restart))));
+                }
             }
             eprintln!(
                 "[chaos] {:>5.1} s: {} (host {})",
@@ -324,18 +442,24 @@ pub fn run(config: &ChaosConfig) -> Report {
                 host,
                 at_ms,
                 failover_ms: None,
+                slowest_ms: None,
             });
         }
         std::thread::sleep(tick.saturating_sub(now.elapsed()));
     }
-    for (_, what) in undo.drain(..) {
-        match what {
-            Undo::Restart(h) => bed.cluster.hosts[h].spawn(),
-            Undo::Continue(h) => bed.cluster.hosts[h].signal("-CONT"),
-            Undo::Heal(h) => bed.partition(h, false),
-        }
+    for (_, mut what) in std::mem::take(&mut undo) {
+        bed.undo(&mut what);
     }
     report.sent = ids.len();
+    let undelivered = rt
+        .block_on(futures::future::join_all(deliveries))
+        .into_iter()
+        .filter(|d| !matches!(d, Ok(Ok(_))))
+        .count();
+    assert_eq!(
+        undelivered, 0,
+        "the broker never took {undelivered} activations"
+    );
     eprintln!(
         "[chaos] load done: {} sent; waiting for the backlog",
         ids.len()
@@ -348,6 +472,7 @@ pub fn run(config: &ChaosConfig) -> Report {
     controller.poll_until(Duration::from_secs(1), |_| false);
 
     check(&mut report, &bed, &controller, &ids);
+    slowest_answers(&mut report, &controller, &ids, &sent_at, config.fault_every);
     drop(bed.links.drain(..));
     report
 }
@@ -431,6 +556,36 @@ fn check(report: &mut Report, bed: &Bed, controller: &Controller, ids: &[String]
     }
 }
 
+/// For each fault, how late the slowest activation sent in its window (until the next fault)
+/// was answered: its record's `end` minus when it was sent.
+fn slowest_answers(
+    report: &mut Report,
+    controller: &Controller,
+    ids: &[String],
+    sent_at: &[i64],
+    window: Duration,
+) {
+    let answered: Vec<(i64, Option<i64>)> = ids
+        .iter()
+        .zip(sent_at)
+        .map(|(id, sent)| {
+            let end = controller
+                .received
+                .get(id)
+                .and_then(|acks| acks.iter().find_map(|a| a["response"]["end"].as_i64()));
+            (*sent, end.map(|end| end - sent))
+        })
+        .collect();
+    let window = window.as_millis() as i64;
+    for f in &mut report.faults {
+        f.slowest_ms = answered
+            .iter()
+            .filter(|(sent, _)| *sent >= f.at_ms && *sent < f.at_ms + window)
+            .filter_map(|(_, waited)| *waited)
+            .max();
+    }
+}
+
 fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
     if sorted.is_empty() {
         return None;
@@ -448,24 +603,37 @@ impl Report {
     /// The summary table.
     pub fn table(&self) -> String {
         let mut t = String::new();
-        let _ = writeln!(t, "| fault | count | failover p50 | failover p99 |");
-        let _ = writeln!(t, "|---|---|---|---|");
-        let mut by: BTreeMap<Fault, Vec<Option<i64>>> = BTreeMap::new();
+        let _ = writeln!(
+            t,
+            "| fault | count | failover p50 | failover p99 | slowest answer p50 | slowest answer max |"
+        );
+        let _ = writeln!(t, "|---|---|---|---|---|---|");
+        let mut by: BTreeMap<Fault, Vec<&Injected>> = BTreeMap::new();
         for f in &self.faults {
-            by.entry(f.fault).or_default().push(f.failover_ms);
+            by.entry(f.fault).or_default().push(f);
         }
-        for (fault, times) in by {
-            let mut ms: Vec<i64> = times.iter().flatten().copied().collect();
-            ms.sort();
-            let show = |v: Option<i64>| v.map_or("—".to_string(), |v| format!("{v} ms"));
+        let show = |v: Option<i64>| v.map_or("—".to_string(), |v| format!("{v} ms"));
+        for (fault, injected) in by {
+            let sorted = |pick: fn(&Injected) -> Option<i64>| {
+                let mut ms: Vec<i64> = injected.iter().filter_map(|f| pick(f)).collect();
+                ms.sort();
+                ms
+            };
+            let failover = sorted(|f| f.failover_ms);
+            let slowest = sorted(|f| f.slowest_ms);
             let _ = writeln!(
                 t,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 fault.name(),
-                times.len(),
-                show(percentile(&ms, 0.5)),
-                show(percentile(&ms, 0.99))
+                injected.len(),
+                show(percentile(&failover, 0.5)),
+                show(percentile(&failover, 0.99)),
+                show(percentile(&slowest, 0.5)),
+                show(slowest.last().copied()),
             );
+        }
+        for why in &self.skipped {
+            let _ = writeln!(t, "\nleft out: {why}");
         }
         let _ = writeln!(
             t,
