@@ -1,5 +1,6 @@
 //! The `keepwarm` command line. `main.rs` parses and calls [`run`]; tests call the same code.
 
+use crate::cluster::status::MemberStatus;
 use crate::factory::{CallError, ContainerFactory, Pairs};
 use crate::plugin::{Limits, PluginRuntime, PluginSpec, WasmFactory};
 use clap::{Parser, Subcommand};
@@ -387,50 +388,53 @@ async fn ask_member(
 }
 
 async fn status(address: &str, raw: bool) -> i32 {
-    let s: serde_json::Value =
-        match ask_member(address, "GET", "/status", None, String::new()).await {
-            Ok((_, body)) => match serde_json::from_str(&body) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {address} answered something that is not a status: {e}");
-                    return 1;
-                }
-            },
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
-            }
-        };
+    let body = match ask_member(address, "GET", "/status", None, String::new()).await {
+        Ok((_, body)) => body,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let s: MemberStatus = match serde_json::from_str(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {address} answered something that is not a status: {e}");
+            return 1;
+        }
+    };
     if raw {
-        println!("{s}");
+        println!("{body}");
         return 0;
     }
+    let or_none = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
+    let role = serde_json::to_value(s.host.role).unwrap_or_default();
     println!(
         "member {}  {}  role {}  term {}  leader {}  voting {}",
-        s["id"],
-        s["state"].as_str().unwrap_or("?"),
-        s["role"].as_str().unwrap_or("?"),
-        s["term"],
-        s["leader"],
-        s["voting"]
+        s.id,
+        s.state,
+        role.as_str().unwrap_or("?"),
+        s.term,
+        or_none(s.leader),
+        s.voting
     );
     println!(
         "active host {}  epoch {}  consuming here: {}",
-        s["active"], s["epoch"], s["consuming"]
+        s.active, s.epoch, s.host.consuming
     );
     println!(
-        "members {}  last applied {}  replication {}",
-        s["members"], s["last_applied"], s["replication"]
+        "members {:?}  last applied {}  replication {}",
+        s.members,
+        or_none(s.last_applied),
+        s.replication.map_or("-".to_string(), |r| format!("{r:?}"))
     );
     println!(
-        "pool: {} containers ({} idle)  offsets {}",
-        s["containers"], s["idle_containers"], s["offsets"]
+        "pool: {} containers ({} idle)  offsets {:?}",
+        s.containers, s.idle_containers, s.offsets
     );
-    if !s["last_takeover"].is_null() {
-        let t = &s["last_takeover"];
+    if let Some(t) = &s.host.last_takeover {
         println!(
             "last takeover: epoch {}  {} ms to ready  re-attached {}  lost {}  busy destroyed {}  orphans destroyed {}",
-            t["epoch"], t["took_ms"], t["reattached"], t["lost"], t["busy_destroyed"], t["orphans_destroyed"]
+            t.epoch, t.took_ms, t.reattached, t.lost, t.busy_destroyed, t.orphans_destroyed
         );
     }
     0

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, watch};
 
 /// What a takeover did, for status and the demo.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Takeover {
     pub epoch: u64,
     /// Wall-clock millis when the claim was committed.
@@ -243,8 +243,10 @@ fn note_progress(
         }
         Progress::Completed(id) => completed.push(id),
         Progress::Consuming => {
-            node.report("consuming", serde_json::json!(true));
-            node.report("consuming_since_ms", serde_json::json!(now_ms()));
+            node.report(|r| {
+                r.consuming = true;
+                r.consuming_since_ms = Some(now_ms());
+            });
         }
     }
 }

@@ -153,15 +153,12 @@ pub(crate) fn upkeep(pool: Arc<Pool>, node: Option<Node>) -> tokio::task::JoinHa
                 if n.is_multiple_of(10) {
                     pool.destroy_orphans().await;
                 }
-                if let Ok(stats) = serde_json::to_value(pool.stats()) {
-                    node.report("pool", stats);
-                }
-                node.report(
-                    "publish_retries",
-                    serde_json::json!(
-                        feed::PUBLISH_RETRIES.load(std::sync::atomic::Ordering::Relaxed)
-                    ),
-                );
+                let stats = pool.stats();
+                let retries = feed::PUBLISH_RETRIES.load(std::sync::atomic::Ordering::Relaxed);
+                node.report(|r| {
+                    r.pool = Some(stats);
+                    r.publish_retries = retries;
+                });
             }
         }
     })

@@ -95,6 +95,10 @@ pub fn watch_leadership(
     let node = node.clone();
     tokio::spawn(async move {
         let round = Duration::from_millis(lease.lease_ms / 4).max(Duration::from_millis(5));
+        // After failed rounds (no quorum reachable), wait longer before the next one: at first
+        // `lease/4`, doubling to half a second, so an unreachable quorum is not asked in a
+        // busy loop. A round that succeeds resets it.
+        let mut pause = round;
         loop {
             {
                 let m = metrics.borrow_and_update();
@@ -122,15 +126,12 @@ pub fn watch_leadership(
                     Ok(true)
                 ) {
                     lease.confirmed(asked);
+                    pause = round;
                     continue;
                 }
-                tokio::select! {
-                    changed = metrics.changed() => if changed.is_err() {
-                        let _ = lost.send(true);
-                        return;
-                    },
-                    _ = tokio::time::sleep(round) => {}
-                }
+                // the loop's top sees a new term or leader in the latest metrics
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
                 continue;
             }
             if metrics.changed().await.is_err() {

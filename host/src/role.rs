@@ -4,6 +4,7 @@
 //! standby again. See `docs/architecture.md` for the rules and why they are safe.
 
 use crate::cluster::plugin_state::ReplicatedPluginState;
+use crate::cluster::status::Role;
 use crate::cluster::{ClusterConfig, ClusterError, Node};
 use crate::config::{ClusterSection, Config};
 use crate::factory::ContainerFactory;
@@ -42,8 +43,10 @@ pub async fn run_cluster(
     })
     .await?;
     // `/status` is served from now on: say what this host is before the plugin loads.
-    node.report("consuming", serde_json::json!(false));
-    node.report("role", serde_json::json!("standby"));
+    node.report(|r| {
+        r.consuming = false;
+        r.role = Role::Standby;
+    });
     let plugin_state = ReplicatedPluginState::new(&config.plugin.name, node.shared_state());
     let parts = Parts::load(config, Some(plugin_state.clone())).await?;
     let member = Member {
@@ -116,7 +119,7 @@ impl Member {
     /// Holds the replicated pool and touches nothing until this member leads; its term, or
     /// `None` on shutdown.
     async fn standby(&self, shutdown: &mut watch::Receiver<bool>) -> Option<u64> {
-        self.node.report("role", serde_json::json!("standby"));
+        self.node.report(|r| r.role = Role::Standby);
         let mut metrics = self.node.raft.metrics();
         loop {
             if *shutdown.borrow() {
@@ -143,7 +146,7 @@ impl Member {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Ended, ClusterError> {
         let node = &self.node;
-        node.report("role", serde_json::json!("takeover"));
+        node.report(|r| r.role = Role::Takeover);
         let led_at = Instant::now();
         let lease = Lease::new(self.lease);
         let (lost_tx, mut lost_rx) = watch::channel(false);
@@ -184,7 +187,7 @@ impl Member {
             }
         };
         self.report_takeover(&takeover, led_at);
-        node.report("role", serde_json::json!("active"));
+        node.report(|r| r.role = Role::Active);
 
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
@@ -230,9 +233,9 @@ impl Member {
         };
 
         // Stepping down: take no further work; what runs finishes in the background.
-        node.report("role", serde_json::json!("stepping-down"));
+        node.report(|r| r.role = Role::SteppingDown);
         let _ = stop_tx.send(true);
-        node.report("consuming", serde_json::json!(false));
+        node.report(|r| r.consuming = false);
         self.plugin_state.deactivate();
         upkeep.abort();
         watcher.abort();
@@ -270,10 +273,12 @@ impl Member {
         let timeout = Duration::from_millis(cluster.election_timeout_max_ms);
         let config = self.node.raft.runtime_config();
         tracing::warn!("this host cannot serve as the active host: handing leadership over");
-        self.node.report("role", serde_json::json!("handing-over"));
+        self.node.report(|r| r.role = Role::HandingOver);
         config.elect(false);
         config.heartbeat(false);
-        let deadline = Instant::now() + timeout * 10;
+        // Followers elect within about two of their election timeouts once the heartbeats
+        // stop; theirs may be longer than this member's, so wait generously.
+        let deadline = Instant::now() + (timeout * 10).max(Duration::from_secs(20));
         while self.node.is_leader() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -285,12 +290,9 @@ impl Member {
 
     fn report_takeover(&self, takeover: &Takeover, led_at: Instant) {
         tracing::info!(?takeover, "active");
-        if let Ok(t) = serde_json::to_value(takeover) {
-            self.node.report("last_takeover", t);
-        }
-        self.node.report(
-            "led_at_ms",
-            serde_json::json!(failover::now_ms() - led_at.elapsed().as_millis() as i64),
-        );
+        self.node.report(|r| {
+            r.last_takeover = Some(takeover.clone());
+            r.led_at_ms = Some(failover::now_ms() - led_at.elapsed().as_millis() as i64);
+        });
     }
 }

@@ -53,6 +53,16 @@ impl Cluster {
 
     /// `n` hosts with `base`'s settings, each given its cluster section.
     pub fn start_from(n: usize, base: &HostOptions) -> Cluster {
+        Self::start_each(n, base, |_, _| {})
+    }
+
+    /// As [`Cluster::start_from`], with `each(i, options)` changing host `i`'s options after
+    /// its `[cluster]` section was written (lines it appends to `extra` land in that section).
+    pub fn start_each(
+        n: usize,
+        base: &HostOptions,
+        each: impl Fn(usize, &mut HostOptions),
+    ) -> Cluster {
         let instance = base.instance;
         let label = format!("kwcluster-{}-{instance}", std::process::id());
         let addresses: Vec<String> = (0..n)
@@ -72,6 +82,7 @@ impl Cluster {
                     i + 1,
                     peers.join(", ")
                 );
+                each(i, &mut opts);
                 Host::start(&opts)
             })
             .collect();

@@ -11,6 +11,7 @@ pub mod campaign;
 pub mod network;
 pub mod plugin_state;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod types;
 
@@ -63,8 +64,8 @@ pub struct Node {
     pub raft: Raft,
     state: Arc<RwLock<Replicated>>,
     stop: Arc<watch::Sender<bool>>,
-    /// What the host adds to `/status` (consuming, last failover).
-    report: Arc<RwLock<serde_json::Map<String, serde_json::Value>>>,
+    /// What the host adds to `/status` (role, consuming, last takeover, pool).
+    report: Arc<RwLock<status::HostReport>>,
     /// The storage, not kept alive by this handle: [`Node::shutdown`] waits until every
     /// task that held it is gone, so the file is unlocked when it returns.
     db: std::sync::Weak<redb::Database>,
@@ -176,7 +177,7 @@ impl Node {
 
         let (stop, stopped) = watch::channel(false);
         let vote_floor = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let report: Arc<RwLock<serde_json::Map<String, serde_json::Value>>> = Arc::default();
+        let report: Arc<RwLock<status::HostReport>> = Arc::default();
         let status: Status = {
             let (raft, state, report, vote_floor) = (
                 raft.clone(),
@@ -187,27 +188,25 @@ impl Node {
             Arc::new(move || {
                 let m = raft.metrics().borrow().clone();
                 let s = state.read().expect("state lock");
-                let mut status = serde_json::json!({
-                    "id": m.id,
-                    "state": format!("{:?}", m.state),
-                    "leader": m.current_leader,
-                    "term": m.current_term,
-                    "last_applied": m.last_applied.map(|l| l.index),
-                    "voting": vote_floor.load(std::sync::atomic::Ordering::SeqCst) == 0,
-                    "epoch": s.claim.epoch,
-                    "active": s.claim.node,
-                    "containers": s.containers.len(),
-                    "idle_containers": s.containers.values().filter(|c| !c.busy).count(),
-                    "offsets": s.offsets,
-                    "members": m.membership_config.membership().voter_ids().collect::<Vec<_>>(),
-                    "replication": m.replication.as_ref().map(|r| r.iter()
-                        .map(|(id, l)| (id.to_string(), l.map(|l| l.index)))
-                        .collect::<BTreeMap<_, _>>()),
-                });
-                for (k, v) in report.read().expect("report lock").iter() {
-                    status[k] = v.clone();
+                status::MemberStatus {
+                    id: m.id,
+                    state: format!("{:?}", m.state),
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    last_applied: m.last_applied.map(|l| l.index),
+                    voting: vote_floor.load(std::sync::atomic::Ordering::SeqCst) == 0,
+                    epoch: s.claim.epoch,
+                    active: s.claim.node,
+                    containers: s.containers.len(),
+                    idle_containers: s.containers.values().filter(|c| !c.busy).count(),
+                    offsets: s.offsets.clone(),
+                    members: m.membership_config.membership().voter_ids().collect(),
+                    replication: m
+                        .replication
+                        .as_ref()
+                        .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect()),
+                    host: report.read().expect("report lock").clone(),
                 }
-                status
             })
         };
         let endpoint = network::Endpoint {
@@ -368,12 +367,9 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// Sets a field of this member's `/status`.
-    pub fn report(&self, key: &str, value: serde_json::Value) {
-        self.report
-            .write()
-            .expect("report lock")
-            .insert(key.to_owned(), value);
+    /// Changes what this member's `/status` says about the host.
+    pub fn report(&self, change: impl FnOnce(&mut status::HostReport)) {
+        change(&mut self.report.write().expect("report lock"));
     }
 
     /// A handle to read the replicated state from other tasks.

@@ -170,7 +170,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 }
 
 /// Extra read-only endpoints the node serves next to Raft (status, metrics).
-pub type Status = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+pub type Status = Arc<dyn Fn() -> super::status::MemberStatus + Send + Sync>;
 
 /// What the HTTP endpoint needs besides Raft.
 #[derive(Clone)]
@@ -242,12 +242,13 @@ async fn handle(
     } = endpoint;
     let path = req.uri().path().to_owned();
     if path == "/status" {
-        return Ok(json(StatusCode::OK, status().to_string().into_bytes()));
+        let body = serde_json::to_vec(&status()).unwrap_or_default();
+        return Ok(json(StatusCode::OK, body));
     }
     if path == "/metrics" {
         return Ok(Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
-            .body(Full::new(Bytes::from(prometheus(&status()))))
+            .body(Full::new(Bytes::from(status().prometheus())))
             .expect("valid response"));
     }
     if path.starts_with("/admin/") {
@@ -348,7 +349,7 @@ pub async fn running_cluster(peers: &[String]) -> Option<u64> {
             let call = async {
                 let resp = client.request(req).await.ok()?;
                 let body = resp.into_body().collect().await.ok()?.to_bytes();
-                serde_json::from_slice::<serde_json::Value>(&body).ok()
+                serde_json::from_slice::<super::status::MemberStatus>(&body).ok()
             };
             tokio::time::timeout(std::time::Duration::from_millis(300), call)
                 .await
@@ -360,106 +361,9 @@ pub async fn running_cluster(peers: &[String]) -> Option<u64> {
         .await
         .into_iter()
         .flatten()
-        .filter(|status| status["term"].as_u64().unwrap_or(0) > 0)
-        .map(|status| status["last_applied"].as_u64().unwrap_or(0))
+        .filter(|status| status.term > 0)
+        .map(|status| status.last_applied.unwrap_or(0))
         .max()
-}
-
-/// The status as Prometheus text exposition.
-fn prometheus(s: &serde_json::Value) -> String {
-    let n = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
-    let b = |v: &serde_json::Value| {
-        if v.as_bool().unwrap_or(false) {
-            1.0
-        } else {
-            0.0
-        }
-    };
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: f64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-        ));
-    };
-    gauge(
-        "keepwarm_leader",
-        "1 when this member is the Raft leader",
-        if s["state"] == "Leader" { 1.0 } else { 0.0 },
-    );
-    gauge(
-        "keepwarm_consuming",
-        "1 while this member consumes activations",
-        b(&s["consuming"]),
-    );
-    gauge("keepwarm_term", "Raft term", n(&s["term"]));
-    gauge(
-        "keepwarm_epoch",
-        "epoch of the current claim",
-        n(&s["epoch"]),
-    );
-    gauge(
-        "keepwarm_last_applied",
-        "last applied log index",
-        n(&s["last_applied"]),
-    );
-    gauge(
-        "keepwarm_pool_containers",
-        "replicated containers",
-        n(&s["containers"]),
-    );
-    gauge(
-        "keepwarm_pool_idle_containers",
-        "replicated idle containers",
-        n(&s["idle_containers"]),
-    );
-    let t = &s["last_takeover"];
-    gauge(
-        "keepwarm_takeover_ms",
-        "last takeover: claim to pool ready",
-        n(&t["took_ms"]),
-    );
-    gauge(
-        "keepwarm_takeover_reattached",
-        "last takeover: containers re-attached",
-        n(&t["reattached"]),
-    );
-    gauge(
-        "keepwarm_takeover_lost",
-        "last takeover: idle containers lost",
-        n(&t["lost"]),
-    );
-    gauge(
-        "keepwarm_voting",
-        "0 while this member catches up after lost storage (it does not vote)",
-        b(&s["voting"]),
-    );
-    gauge(
-        "keepwarm_publish_retries",
-        "acknowledgements sent again after a broker error (since the process started)",
-        n(&s["publish_retries"]),
-    );
-    if let Some(churn) = s["pool"]["churn"].as_object() {
-        out.push_str("# HELP keepwarm_pool_churn containers created or destroyed by this active host, by cause
-# TYPE keepwarm_pool_churn gauge
-");
-        for (cause, count) in churn {
-            out.push_str(&format!(
-                "keepwarm_pool_churn{{cause=\"{cause}\"}} {}\n",
-                n(count)
-            ));
-        }
-    }
-    if let Some(rep) = s["replication"].as_object() {
-        out.push_str("# HELP keepwarm_replication_lag entries the leader has not yet replicated to a member\n# TYPE keepwarm_replication_lag gauge\n");
-        let last = n(&s["last_applied"]);
-        for (id, matched) in rep {
-            out.push_str(&format!(
-                "keepwarm_replication_lag{{member=\"{id}\"}} {}\n",
-                (last - n(matched)).max(0.0)
-            ));
-        }
-    }
-    out
 }
 
 /// `POST /admin/members {"id", "address"}` adds a member; `DELETE /admin/members/{id}`

@@ -2,7 +2,8 @@
 //! burst from an eviction from an idle timeout.
 
 /// Containers created and destroyed since the pool started, by cause.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Churn {
     /// Prewarm containers created to keep the stem cells topped up.
     pub created_prewarm: u64,
@@ -19,4 +20,19 @@ pub struct Churn {
     pub destroyed_failed: u64,
     /// Labelled containers the pool did not know (found by the periodic reconcile).
     pub destroyed_orphans: u64,
+}
+
+impl Churn {
+    /// Each count with its cause, as `/metrics` labels them.
+    pub fn by_cause(&self) -> [(&'static str, u64); 7] {
+        [
+            ("created_prewarm", self.created_prewarm),
+            ("created_cold", self.created_cold),
+            ("destroyed_evicted", self.destroyed_evicted),
+            ("destroyed_idle", self.destroyed_idle),
+            ("destroyed_prewarm_expired", self.destroyed_prewarm_expired),
+            ("destroyed_failed", self.destroyed_failed),
+            ("destroyed_orphans", self.destroyed_orphans),
+        ]
+    }
 }

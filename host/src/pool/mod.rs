@@ -98,7 +98,8 @@ pub enum PoolError {
 }
 
 /// Counts by state, for status and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PoolStats {
     pub prewarm: usize,
     pub warm_idle: usize,

@@ -1,0 +1,204 @@
+//! What a member says about itself: one typed struct, served as JSON on `/status`, turned into
+//! gauges on `/metrics` and printed by `keepwarm status`. The Raft part is read from openraft's
+//! metrics and the replicated state when asked; the host part ([`HostReport`]) is set by the
+//! roles and the pool's upkeep.
+
+use crate::failover::Takeover;
+use crate::pool::PoolStats;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A member's role, as `role.rs` moves through them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    #[default]
+    Standby,
+    Takeover,
+    Active,
+    SteppingDown,
+    HandingOver,
+}
+
+/// What the host (not Raft) reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostReport {
+    pub role: Role,
+    /// True while this member consumes activations.
+    pub consuming: bool,
+    /// Wall-clock millis when it began consuming.
+    pub consuming_since_ms: Option<i64>,
+    /// Wall-clock millis when it became leader for its current (or last) active term.
+    pub led_at_ms: Option<i64>,
+    pub last_takeover: Option<Takeover>,
+    /// The active host's pool, refreshed every second.
+    pub pool: Option<PoolStats>,
+    /// Acknowledgements sent again after a broker error, since the process started.
+    pub publish_retries: u64,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemberStatus {
+    pub id: u64,
+    /// openraft's server state: `Leader`, `Follower`, `Candidate`, `Learner`, `Shutdown`.
+    pub state: String,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_applied: Option<u64>,
+    /// False while a member whose storage was lost catches up (it does not vote).
+    pub voting: bool,
+    /// The current claim: its epoch and the member that made it.
+    pub epoch: u64,
+    /// 0 before the first claim.
+    pub active: u64,
+    /// Replicated containers, and how many of them are idle.
+    pub containers: usize,
+    pub idle_containers: usize,
+    /// Replicated Kafka offsets: partition → next offset to consume.
+    pub offsets: BTreeMap<i32, i64>,
+    pub members: Vec<u64>,
+    /// On the leader: member → the last log index it has matched.
+    pub replication: Option<BTreeMap<u64, Option<u64>>>,
+    #[serde(flatten)]
+    pub host: HostReport,
+}
+
+impl MemberStatus {
+    /// The status as Prometheus text exposition.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, value: f64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            ));
+        };
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let takeover = self.host.last_takeover.as_ref();
+        gauge(
+            "keepwarm_leader",
+            "1 when this member is the Raft leader",
+            flag(self.state == "Leader"),
+        );
+        gauge(
+            "keepwarm_consuming",
+            "1 while this member consumes activations",
+            flag(self.host.consuming),
+        );
+        gauge("keepwarm_term", "Raft term", self.term as f64);
+        gauge(
+            "keepwarm_epoch",
+            "epoch of the current claim",
+            self.epoch as f64,
+        );
+        gauge(
+            "keepwarm_last_applied",
+            "last applied log index",
+            self.last_applied.unwrap_or(0) as f64,
+        );
+        gauge(
+            "keepwarm_pool_containers",
+            "replicated containers",
+            self.containers as f64,
+        );
+        gauge(
+            "keepwarm_pool_idle_containers",
+            "replicated idle containers",
+            self.idle_containers as f64,
+        );
+        gauge(
+            "keepwarm_takeover_ms",
+            "last takeover: claim to pool ready",
+            takeover.map_or(0.0, |t| t.took_ms as f64),
+        );
+        gauge(
+            "keepwarm_takeover_reattached",
+            "last takeover: containers re-attached",
+            takeover.map_or(0.0, |t| t.reattached as f64),
+        );
+        gauge(
+            "keepwarm_takeover_lost",
+            "last takeover: idle containers lost",
+            takeover.map_or(0.0, |t| t.lost as f64),
+        );
+        gauge(
+            "keepwarm_voting",
+            "0 while this member catches up after lost storage (it does not vote)",
+            flag(self.voting),
+        );
+        gauge(
+            "keepwarm_publish_retries",
+            "acknowledgements sent again after a broker error (since the process started)",
+            self.host.publish_retries as f64,
+        );
+        if let Some(pool) = &self.host.pool {
+            out.push_str(
+                "# HELP keepwarm_pool_churn containers created or destroyed by this active host, by cause\n# TYPE keepwarm_pool_churn gauge\n",
+            );
+            for (cause, count) in pool.churn.by_cause() {
+                out.push_str(&format!(
+                    "keepwarm_pool_churn{{cause=\"{cause}\"}} {count}\n"
+                ));
+            }
+        }
+        if let Some(replication) = &self.replication {
+            out.push_str("# HELP keepwarm_replication_lag entries the leader has not yet replicated to a member\n# TYPE keepwarm_replication_lag gauge\n");
+            let last = self.last_applied.unwrap_or(0);
+            for (id, matched) in replication {
+                let lag = last.saturating_sub(matched.unwrap_or(0));
+                out.push_str(&format!(
+                    "keepwarm_replication_lag{{member=\"{id}\"}} {lag}\n"
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_keeps_the_field_names_operators_and_tests_read() {
+        let mut s = MemberStatus {
+            id: 2,
+            state: "Leader".into(),
+            term: 7,
+            replication: Some(BTreeMap::from([(1, Some(40)), (3, None)])),
+            ..Default::default()
+        };
+        s.host.role = Role::SteppingDown;
+        s.host.consuming = true;
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["role"], "stepping-down");
+        assert_eq!(v["consuming"], true);
+        assert_eq!(v["replication"]["1"], 40);
+        assert!(v["last_takeover"].is_null());
+        let back: MemberStatus = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn metrics_show_lag_per_member_and_flags_as_numbers() {
+        let s = MemberStatus {
+            state: "Leader".into(),
+            last_applied: Some(50),
+            replication: Some(BTreeMap::from([(1, Some(40)), (3, None)])),
+            ..Default::default()
+        };
+        let text = s.prometheus();
+        assert!(text.contains("keepwarm_leader 1\n"), "{text}");
+        assert!(text.contains("keepwarm_consuming 0\n"), "{text}");
+        assert!(
+            text.contains("keepwarm_replication_lag{member=\"1\"} 10\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keepwarm_replication_lag{member=\"3\"} 50\n"),
+            "{text}"
+        );
+    }
+}
