@@ -187,6 +187,40 @@ impl Controller {
         id
     }
 
+    /// Reads the acknowledgements already waiting, for at most `budget`; how many it read.
+    pub fn drain(&mut self, budget: Duration) -> usize {
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < budget {
+            match self.acks.poll(Duration::ZERO) {
+                Some(Ok(m)) => {
+                    if let Some(v) = m
+                        .payload()
+                        .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                    {
+                        self.note(v);
+                    }
+                    n += 1;
+                }
+                Some(Err(_)) => {}
+                None => break,
+            }
+        }
+        n
+    }
+
+    fn note(&mut self, v: Value) {
+        // a record, a shrunk response (the activation id alone), or a completion
+        let id = v["response"]["activationId"]
+            .as_str()
+            .or_else(|| v["response"].as_str())
+            .or_else(|| v["activationId"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        self.received.entry(id).or_default().push(v.clone());
+        self.raw.push(v);
+    }
+
     /// Reads acknowledgements until `done` holds or `within` passes.
     pub fn poll_until(
         &mut self,
@@ -203,15 +237,7 @@ impl Controller {
                     .payload()
                     .and_then(|p| serde_json::from_slice::<Value>(p).ok())
                 {
-                    // a record, a shrunk response (the activation id alone), or a completion
-                    let id = v["response"]["activationId"]
-                        .as_str()
-                        .or_else(|| v["response"].as_str())
-                        .or_else(|| v["activationId"].as_str())
-                        .unwrap_or_default()
-                        .to_owned();
-                    self.received.entry(id).or_default().push(v.clone());
-                    self.raw.push(v);
+                    self.note(v);
                 }
             }
         }

@@ -6,6 +6,13 @@
 //! answer on a busy machine is not a partition); while fewer than a quorum (itself
 //! included) do, its elections are switched off (`runtime_config().elect(false)`), so its term
 //! stays where it was and it rejoins as a follower. It changes nothing for a leader.
+//!
+//! Switching them back on waits `settle` (2 × `election-timeout-max-ms`) after the quorum is
+//! reachable again: the member's election timer expired long ago during the partition, and
+//! turned on at once it fired before the leader's first heartbeat after the heal arrived —
+//! the chaos suite saw every healed standby depose a healthy leader 20 ms after the heal.
+//! Within `settle` those heartbeats reset the timer; a member whose leader really is gone
+//! campaigns `settle` later than it could have.
 
 use super::network;
 use super::types::Raft;
@@ -21,12 +28,23 @@ pub fn may_campaign(reachable: usize, members: usize) -> bool {
     reachable + 1 > members / 2
 }
 
+/// Whether elections should be on, given whether they are, whether a quorum answers now, and
+/// since when it has answered.
+pub fn elections_on(on: bool, quorum: bool, quorum_since: Duration, settle: Duration) -> bool {
+    match (on, quorum) {
+        (_, false) => false,
+        (true, true) => true,
+        (false, true) => quorum_since >= settle,
+    }
+}
+
 /// Runs until `stop` turns true.
 pub async fn guard(
     raft: Raft,
     others: Vec<String>,
     secret: String,
     every: Duration,
+    settle: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let client: Client<HttpConnector, Full<Bytes>> =
@@ -35,9 +53,14 @@ pub async fn guard(
     // Generous: a slow answer on a busy machine is not a partition.
     let limit = (every * 4).max(Duration::from_millis(500));
     let mut allowed = true;
+    let mut quorum_since = std::time::Instant::now();
     loop {
         let n = network::reachable(&client, &others, &secret, limit).await;
-        let ok = may_campaign(n, members);
+        let quorum = may_campaign(n, members);
+        if !quorum {
+            quorum_since = std::time::Instant::now();
+        }
+        let ok = elections_on(allowed, quorum, quorum_since.elapsed(), settle);
         if ok != allowed {
             allowed = ok;
             raft.runtime_config().elect(ok);
@@ -60,7 +83,27 @@ pub async fn guard(
 
 #[cfg(test)]
 mod tests {
-    use super::may_campaign;
+    use super::{elections_on, may_campaign};
+    use std::time::Duration;
+
+    #[test]
+    fn elections_come_back_only_after_the_quorum_answered_for_settle() {
+        let settle = Duration::from_millis(600);
+        assert!(!elections_on(true, false, Duration::ZERO, settle));
+        assert!(!elections_on(
+            false,
+            true,
+            Duration::from_millis(20),
+            settle
+        ));
+        assert!(elections_on(
+            false,
+            true,
+            Duration::from_millis(600),
+            settle
+        ));
+        assert!(elections_on(true, true, Duration::ZERO, settle));
+    }
 
     #[test]
     fn a_quorum_counts_this_member() {

@@ -237,6 +237,7 @@ impl Node {
             others.clone(),
             config.secret.clone(),
             config.heartbeat,
+            config.election_timeout.1 * 2,
             stop.subscribe(),
         ));
         if let Some(applied) = network::running_cluster(&others).await {

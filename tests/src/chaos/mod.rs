@@ -445,6 +445,9 @@ pub fn run(config: &ChaosConfig) -> Report {
                 slowest_ms: None,
             });
         }
+        // read acknowledgements as they come, as a controller does (a long run's backlog
+        // would otherwise outgrow the wait after the load)
+        controller.drain(tick / 2);
         std::thread::sleep(tick.saturating_sub(now.elapsed()));
     }
     for (_, mut what) in std::mem::take(&mut undo) {
@@ -464,9 +467,17 @@ pub fn run(config: &ChaosConfig) -> Report {
         "[chaos] load done: {} sent; waiting for the backlog",
         ids.len()
     );
-    controller.poll_until(Duration::from_secs(60), |c| {
-        ids.iter().all(|i| c.received.contains_key(i))
-    });
+    // until every activation is answered, or 60 s pass without a new answer
+    let mut answered = 0;
+    loop {
+        let done = controller.poll_until(Duration::from_secs(60), |c| {
+            c.received.len() > answered || ids.iter().all(|i| c.received.contains_key(i))
+        });
+        if !done || ids.iter().all(|i| controller.received.contains_key(i)) {
+            break;
+        }
+        answered = controller.received.len();
+    }
     // one reconcile round of the active host (every 10 s), and destroys finishing
     std::thread::sleep(Duration::from_secs(12));
     controller.poll_until(Duration::from_secs(1), |_| false);
@@ -526,7 +537,7 @@ fn check(report: &mut Report, bed: &Bed, controller: &Controller, ids: &[String]
                 .map(|c| c.at_ms - f.at_ms);
         }
     }
-    report.unprovoked_claims = claims
+    let unprovoked: Vec<&Claim> = claims
         .iter()
         .skip(1)
         .filter(|c| {
@@ -534,7 +545,22 @@ fn check(report: &mut Report, bed: &Bed, controller: &Controller, ids: &[String]
                 f.fault.moves_leadership() && c.at_ms >= f.at_ms && c.at_ms - f.at_ms < 10_000
             })
         })
-        .count();
+        .collect();
+    for c in &unprovoked {
+        let before = report.faults.iter().rev().find(|f| f.at_ms <= c.at_ms);
+        eprintln!(
+            "[chaos] claim not caused by a fault: host {} epoch {}, {}",
+            c.host + 1,
+            c.epoch,
+            before.map_or("before any fault".into(), |f| format!(
+                "{} ms after {} (host {})",
+                c.at_ms - f.at_ms,
+                f.fault.name(),
+                f.host + 1
+            ))
+        );
+    }
+    report.unprovoked_claims = unprovoked.len();
     report.claims = claims;
 
     let engine = containers_of(&bed.cluster.label).len();
