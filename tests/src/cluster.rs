@@ -63,18 +63,31 @@ impl Cluster {
         base: &HostOptions,
         each: impl Fn(usize, &mut HostOptions),
     ) -> Cluster {
-        let instance = base.instance;
-        let label = format!("kwcluster-{}-{instance}", std::process::id());
         let addresses: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
-        let peers: Vec<String> = addresses
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("\"{}\" = \"{a}\"", i + 1))
-            .collect();
+        let route = addresses.clone();
+        Self::start_routed(addresses, base, |_, j| route[j].clone(), each)
+    }
+
+    /// Hosts listening on `addresses`, host `i` reaching host `j` at `route(i, j)` (e.g. a
+    /// proxy the test can cut); `route(i, i)` must be `addresses[i]`, where host `i` listens.
+    pub fn start_routed(
+        addresses: Vec<String>,
+        base: &HostOptions,
+        route: impl Fn(usize, usize) -> String,
+        each: impl Fn(usize, &mut HostOptions),
+    ) -> Cluster {
+        let n = addresses.len();
+        let label = base
+            .cluster
+            .clone()
+            .unwrap_or_else(|| format!("kwcluster-{}-{}", std::process::id(), base.instance));
         let hosts = (0..n)
             .map(|i| {
+                let peers: Vec<String> = (0..n)
+                    .map(|j| format!("\"{}\" = \"{}\"", j + 1, route(i, j)))
+                    .collect();
                 let mut opts = base.clone();
                 opts.cluster = Some(label.clone());
                 opts.extra = format!(

@@ -7,7 +7,7 @@ use super::proxy::{ProxyClient, ProxyError};
 use super::record::{ActivationResponse, Annotation, WhiskActivation};
 use crate::action::{Action, ActionError, ActionStore, Runtimes};
 use crate::factory::CallError;
-use crate::pool::{Fate, Lease, Pool, PoolError, Want, WarmKey, ENGINE_OUTAGE};
+use crate::pool::{Fate, Lease, Outage, Pool, PoolError, Want, WarmKey};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -255,21 +255,18 @@ impl Runner {
         body.insert("deadline".into(), json!(deadline.to_string()));
         let limit = Duration::from_millis(action.limits.timeout);
         let body = Value::Object(body);
-        let refused_since = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(50);
+        let mut outage = Outage::new(Duration::from_millis(50), Duration::from_millis(500));
         let answer = loop {
             match self.proxy.post(address, "/run", &body, limit).await {
                 // Nothing was sent. A Docker daemon restarting takes its port proxies with it
                 // for a few seconds while the container keeps running: ask again while the
-                // engine says it runs or is itself unavailable, for up to ENGINE_OUTAGE.
+                // engine says it runs or is itself unavailable, for up to pool::ENGINE_OUTAGE.
                 Err(ProxyError::Connect { .. })
-                    if refused_since.elapsed() + pause < ENGINE_OUTAGE
-                        && self.pool.may_still_answer(&lease.container).await =>
+                    if outage.may_wait() && self.pool.may_still_answer(&lease.container).await =>
                 {
                     tracing::warn!(activation = %msg.activation_id, container = %lease.container.id,
-                        "the action proxy refused the connection; the container still runs: asking again in {pause:?}");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
+                        "the action proxy refused the connection; the container still runs: asking again in {:?}", outage.pause());
+                    outage.wait().await;
                 }
                 answer => break answer,
             }

@@ -11,11 +11,13 @@
 
 mod churn;
 mod event;
+mod outage;
 mod state;
 mod timing;
 
 pub use churn::Churn;
 pub use event::PoolEvent;
+pub use outage::{Outage, ENGINE_OUTAGE};
 
 use crate::action::StemCell;
 use crate::factory::{CallError, Container, ContainerFactory, ContainerSpec, FactoryError};
@@ -24,10 +26,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, Notify};
-
-/// How long a create waits for an unavailable engine to come back (a Docker daemon restart
-/// takes a few seconds) before the activation is answered with an error.
-pub const ENGINE_OUTAGE: Duration = Duration::from_secs(15);
 
 /// Identifies the code a warm container has been initialized with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -314,17 +312,15 @@ impl Pool {
             .expect("pool lock")
             .creating
             .insert(name.clone());
-        let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(100);
+        let mut outage = Outage::new(Duration::from_millis(100), Duration::from_secs(1));
         let result = loop {
             match self.factory.create(spec.clone()).await {
                 Err(e)
                     if matches!(e.factory_error(), Some(FactoryError::Unavailable(_)))
-                        && started.elapsed() + pause < ENGINE_OUTAGE =>
+                        && outage.may_wait() =>
                 {
-                    tracing::warn!(container = %name, "engine unavailable, creating again in {pause:?}: {e}");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
+                    tracing::warn!(container = %name, "engine unavailable, creating again in {:?}: {e}", outage.pause());
+                    outage.wait().await;
                 }
                 result => break result,
             }

@@ -22,7 +22,7 @@ pub mod broker;
 pub mod proxy;
 
 use crate::cluster::Cluster;
-use crate::host::{containers_of, Host, HostOptions};
+use crate::host::{containers_of, HostOptions};
 use crate::kafka::{annotation, Controller};
 use broker::Broker;
 use proxy::LinkProxy;
@@ -231,7 +231,6 @@ impl Bed {
     fn start(rt: &tokio::runtime::Runtime, instance: u32) -> Bed {
         let broker = Broker::start();
         let n = 3;
-        let label = format!("kwchaos-{}-{instance}", std::process::id());
         let real: Vec<String> = (0..n)
             .map(|_| {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -245,34 +244,20 @@ impl Bed {
                     .collect()
             })
             .collect();
-        let hosts = (0..n)
-            .map(|i| {
-                let peers: Vec<String> = (0..n)
-                    .map(|j| {
-                        let address = match &links[i][j] {
-                            Some(p) => p.address.clone(),
-                            None => real[i].clone(),
-                        };
-                        format!("\"{}\" = \"{address}\"", j + 1)
-                    })
-                    .collect();
-                let mut opts = HostOptions::new(instance, 2, 2048);
-                opts.cluster = Some(label.clone());
-                opts.brokers = broker.address.clone();
-                opts.extra = format!(
-                    "[cluster]\nid = {}\npeers = {{ {} }}\nsecret = \"keepwarm-chaos-secret\"\n",
-                    i + 1,
-                    peers.join(", ")
-                );
-                Host::start(&opts)
-            })
-            .collect();
-        Bed {
-            cluster: Cluster {
-                hosts,
-                addresses: real,
-                label,
+        let mut base = HostOptions::new(instance, 2, 2048);
+        base.cluster = Some(format!("kwchaos-{}-{instance}", std::process::id()));
+        base.brokers = broker.address.clone();
+        let cluster = Cluster::start_routed(
+            real.clone(),
+            &base,
+            |i, j| match &links[i][j] {
+                Some(proxy) => proxy.address.clone(),
+                None => real[i].clone(),
             },
+            |_, _| {},
+        );
+        Bed {
+            cluster,
             links,
             broker,
         }
