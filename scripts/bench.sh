@@ -5,6 +5,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 cd "$KW_ROOT"
-bring_up
+KW_NEED_COUCHDB=1 bring_up
 cargo build -q --release -p keepwarm
 cargo bench -p keepwarm-tests

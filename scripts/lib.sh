@@ -72,6 +72,10 @@ bring_up() {
   trap "\"$scripts/tansu.sh\" stop; \"$scripts/engines.sh\" stop" EXIT
   step "starting the tansu broker" "seconds; 8-15 min the first time: cargo install" \
     "$scripts/tansu.sh" start
+  if [ -n "${KW_NEED_COUCHDB:-}" ]; then
+    step "installing the CouchDB test server (pouchdb-server)" "seconds; 1-3 min the first time: npm" \
+      "$scripts/couchdb.sh" install
+  fi
   step "building the action runtime image" "under a minute; ~1 min the first time" \
     "$scripts/image.sh"
   step "building the plugins (wasm32-wasip2, release)" "seconds; 2-4 min the first time" \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests and the demo need on a fresh Debian machine:
-# the wasm32-wasip2 target, Docker and Podman engines, busybox-static for the action image.
+# the wasm32-wasip2 target, Docker and Podman engines, busybox-static for the action image,
+# Node and npm for the CouchDB test server.
 # Idempotent; records what it started in $KW_RUN so teardown.sh stops only that.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,6 +18,9 @@ command -v cmake >/dev/null || need_pkgs+=(cmake)
 command -v protoc >/dev/null || need_pkgs+=(protobuf-compiler)
 command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
 command -v curl >/dev/null || need_pkgs+=(curl)
+# the CouchDB test server (pouchdb-server, from npm)
+command -v node >/dev/null || need_pkgs+=(nodejs)
+command -v npm >/dev/null || need_pkgs+=(npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   apt-get update -qq

@@ -6,7 +6,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 cd "$KW_ROOT"
 
-bring_up
+KW_NEED_COUCHDB=1 bring_up
 
 gates() {
   cargo fmt --all -- --check

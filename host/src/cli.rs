@@ -40,6 +40,27 @@ pub enum Command {
     /// Develop and check factory plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Action documents in CouchDB (the config's `[couchdb]`), as the controller stores them.
+    #[command(subcommand)]
+    Actions(ActionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ActionsCommand {
+    /// Store action documents (`wsk action get`'s shape) from a file or a directory; code
+    /// over 16 KiB goes into an attachment.
+    Put {
+        #[arg(long)]
+        config: PathBuf,
+        path: PathBuf,
+    },
+    /// Print a stored action document and whether the invoker can resolve it.
+    Get {
+        #[arg(long)]
+        config: PathBuf,
+        /// `namespace[/package]/name`.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +139,7 @@ pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config } => serve(config).await,
         Command::Status { address, json } => status(&address, json).await,
+        Command::Actions(command) => actions(command).await,
         Command::Cluster(ClusterCommand::Join {
             leader,
             id,
@@ -466,5 +488,70 @@ async fn admin(leader: &str, method: &str, path: &str, token: &str, body: String
                 return 1;
             }
         }
+    }
+}
+
+async fn actions(command: ActionsCommand) -> i32 {
+    let config = match &command {
+        ActionsCommand::Put { config, .. } | ActionsCommand::Get { config, .. } => config,
+    };
+    let db = match crate::config::couchdb_section(config, std::env::vars())
+        .map_err(|e| e.to_string())
+        .and_then(|c| crate::couchdb::CouchDb::open(&c, "whisks"))
+    {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("keepwarm: {e}");
+            return 2;
+        }
+    };
+    match command {
+        ActionsCommand::Put { path, .. } => {
+            let sources = match crate::action::put::read_sources(&path) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("keepwarm: {e}");
+                    return 2;
+                }
+            };
+            if let Err(e) = db.ensure().await {
+                eprintln!("keepwarm: database {}: {e}", db.name());
+                return 1;
+            }
+            let mut failed = 0;
+            for (file, source) in &sources {
+                match crate::action::put::put(&db, source).await {
+                    Ok(s) => println!(
+                        "{} rev {}{}",
+                        s.id,
+                        s.rev,
+                        s.attachment
+                            .map(|a| format!(" (code in attachment {a})"))
+                            .unwrap_or_default()
+                    ),
+                    Err(e) => {
+                        eprintln!("keepwarm: {file}: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            eprintln!(
+                "stored {} of {} action documents in {}",
+                sources.len() - failed,
+                sources.len(),
+                db.name()
+            );
+            i32::from(failed > 0)
+        }
+        ActionsCommand::Get { id, .. } => match crate::action::put::get(db, &id).await {
+            Ok(doc) => {
+                println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+                i32::from(doc["keepwarm"]["resolves"] != true)
+            }
+            Err(e) => {
+                eprintln!("keepwarm: {e}");
+                1
+            }
+        },
     }
 }

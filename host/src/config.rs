@@ -14,6 +14,12 @@ pub struct Config {
     pub plugin: PluginSection,
     pub runtimes: RuntimesSection,
     pub actions: ActionsSection,
+    /// Where activation records go (default: the JSON-lines `[invoker] activation-log`).
+    #[serde(default)]
+    pub activations: ActivationsSection,
+    /// CouchDB, for `[actions] store = "couchdb"` or `[activations] store = "couchdb"`.
+    #[serde(default)]
+    pub couchdb: Option<crate::couchdb::CouchConfig>,
     /// Present in cluster mode.
     #[serde(default)]
     pub cluster: Option<ClusterSection>,
@@ -141,8 +147,47 @@ pub struct RuntimesSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ActionsSection {
-    /// Directory of action documents.
-    pub catalog: PathBuf,
+    /// `catalog` (a directory of action documents, the default) or `couchdb` (the
+    /// controller's `whisks` database, see `[couchdb]`).
+    #[serde(default)]
+    pub store: StoreKind,
+    /// Directory of action documents (`store = "catalog"`).
+    #[serde(default)]
+    pub catalog: Option<PathBuf>,
+    /// Base64 keys for encrypted parameters, as upstream's `whisk.parameter-storage.aes128`
+    /// and `aes256` (16 and 32 bytes).
+    #[serde(default)]
+    pub aes_128_key: Option<String>,
+    #[serde(default)]
+    pub aes_256_key: Option<String>,
+}
+
+/// Where actions or activation records are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// Actions: a catalog directory. Records: the JSON-lines activation log.
+    #[default]
+    Catalog,
+    Couchdb,
+}
+
+/// Where activation records go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ActivationsSection {
+    /// `catalog` (the default; records go to `[invoker] activation-log` when set) or
+    /// `couchdb` (the `activations` database, see `[couchdb]`).
+    #[serde(default)]
+    pub store: StoreKind,
+    /// Records waiting for CouchDB are kept on disk up to this many MB; past it the oldest
+    /// are dropped with a log line and a metric.
+    #[serde(default = "default_backlog_mb")]
+    pub backlog_mb: u64,
+}
+
+fn default_backlog_mb() -> u64 {
+    256
 }
 
 fn default_idle_timeout() -> u64 {
@@ -188,8 +233,51 @@ pub enum ConfigError {
 }
 
 const SECTIONS: &[&str] = &[
-    "invoker", "kafka", "plugin", "runtimes", "actions", "cluster",
+    "invoker",
+    "kafka",
+    "plugin",
+    "runtimes",
+    "actions",
+    "activations",
+    "couchdb",
+    "cluster",
 ];
+
+/// Only the `[couchdb]` section of a config (for `keepwarm actions`), with
+/// `KEEPWARM_COUCHDB_*` overrides.
+pub fn couchdb_section(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<crate::couchdb::CouchConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+    let mut section = table
+        .get("couchdb")
+        .and_then(toml::Value::as_table)
+        .cloned()
+        .ok_or_else(|| invalid("no [couchdb] section".into()))?;
+    for (name, value) in env {
+        if let Some(key) = name.strip_prefix("KEEPWARM_COUCHDB_") {
+            let parsed = value
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .unwrap_or(toml::Value::String(value));
+            section.insert(key.to_ascii_lowercase().replace('_', "-"), parsed);
+        }
+    }
+    toml::Value::Table(section)
+        .try_into()
+        .map_err(|e: toml::de::Error| invalid(format!("[couchdb] {e}")))
+}
 
 impl Config {
     /// Reads `path`, applies `KEEPWARM_*` overrides from `env`, validates, and makes relative
@@ -241,19 +329,43 @@ impl Config {
             &mut config.invoker.data_dir,
             &mut config.plugin.file,
             &mut config.runtimes.manifest,
-            &mut config.actions.catalog,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
-        if let Some(p) = config
-            .invoker
-            .activation_log
-            .as_mut()
-            .filter(|p| p.is_relative())
+        for p in [
+            config.invoker.activation_log.as_mut(),
+            config.actions.catalog.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.is_relative())
         {
             *p = base.join(&*p);
+        }
+        if config.actions.store == StoreKind::Catalog && config.actions.catalog.is_none() {
+            return Err(invalid(
+                "[actions] catalog (a directory of action documents) is required unless store = \"couchdb\"".into(),
+            ));
+        }
+        let wants_couch = config.actions.store == StoreKind::Couchdb
+            || config.activations.store == StoreKind::Couchdb;
+        if wants_couch && config.couchdb.is_none() {
+            return Err(invalid(
+                "store = \"couchdb\" needs a [couchdb] section with its url".into(),
+            ));
+        }
+        if let Err(e) = crate::action::ParameterEncryption::new(
+            config.actions.aes_128_key.as_deref(),
+            config.actions.aes_256_key.as_deref(),
+        ) {
+            return Err(invalid(format!("[actions] {e}")));
+        }
+        if let Some(c) = &config.couchdb {
+            if let Err(e) = crate::couchdb::CouchDb::open(c, "whisks") {
+                return Err(invalid(format!("[couchdb] {e}")));
+            }
         }
         if let Some(c) = &config.cluster {
             if !c.peers.contains_key(&c.id.to_string()) {

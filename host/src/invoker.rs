@@ -5,9 +5,11 @@
 //! runs the feed only while it leads and holds its lease; when it becomes the leader it takes
 //! the pool over from the replicated state first ([`crate::failover`]).
 
-use crate::action::{CatalogDir, Runtimes};
+use crate::action::couchdb::CouchActions;
+use crate::action::{ActionStore, CatalogDir, ParameterEncryption, Runtimes, SystemLimits};
 use crate::activation::{proxy::ProxyClient, Gate, InvokerInstanceId, Runner};
 use crate::cluster::Node;
+use crate::config::StoreKind;
 use crate::config::{Config, LogStore};
 use crate::data_dir::DataDirLock;
 use crate::factory::ContainerFactory;
@@ -23,7 +25,8 @@ pub(crate) struct Parts {
     pub(crate) config: Config,
     pub(crate) factory: Arc<dyn ContainerFactory>,
     runtimes: Runtimes,
-    store: Arc<CatalogDir>,
+    store: Arc<dyn ActionStore>,
+    encryption: ParameterEncryption,
     pub(crate) sink: Arc<ActivationSink>,
 }
 
@@ -66,15 +69,49 @@ impl Parts {
             );
         }
         let runtimes = Runtimes::load(&config.runtimes.manifest)?;
-        let store = CatalogDir::load(&config.actions.catalog)?;
-        tracing::info!(actions = store.len(), plugin = %factory.name(), "invoker starting");
-        let sink = Arc::new(ActivationSink::open(
-            config.invoker.activation_log.as_deref(),
-        )?);
+        let store: Arc<dyn ActionStore> = match config.actions.store {
+            StoreKind::Catalog => {
+                let dir = config
+                    .actions
+                    .catalog
+                    .as_deref()
+                    .expect("checked by Config::load");
+                let catalog = CatalogDir::load(dir)?;
+                tracing::info!(actions = catalog.len(), catalog = %dir.display(), plugin = %factory.name(), "invoker starting");
+                Arc::new(catalog)
+            }
+            StoreKind::Couchdb => {
+                let couch = config.couchdb.as_ref().expect("checked by Config::load");
+                let db =
+                    crate::couchdb::CouchDb::open(couch, "whisks").map_err(anyhow::Error::msg)?;
+                tracing::info!(database = db.name(), url = %couch.url, plugin = %factory.name(), "invoker starting: actions from CouchDB");
+                Arc::new(CouchActions::new(db))
+            }
+        };
+        let encryption = ParameterEncryption::new(
+            config.actions.aes_128_key.as_deref(),
+            config.actions.aes_256_key.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let mut sink = ActivationSink::open(config.invoker.activation_log.as_deref())?;
+        if config.activations.store == StoreKind::Couchdb {
+            let couch = config.couchdb.as_ref().expect("checked by Config::load");
+            let db =
+                crate::couchdb::CouchDb::open(couch, "activations").map_err(anyhow::Error::msg)?;
+            tracing::info!(database = db.name(), "activation records go to CouchDB");
+            let records = crate::activation_store::CouchRecords::start(
+                db,
+                &config.invoker.data_dir.join("activation-backlog"),
+                config.activations.backlog_mb << 20,
+            )?;
+            sink = sink.with_couchdb(records);
+        }
+        let sink = Arc::new(sink);
         Ok(Parts {
             factory: Arc::new(factory),
             runtimes,
-            store: Arc::new(store),
+            store,
+            encryption,
             sink,
             config,
         })
@@ -113,6 +150,8 @@ impl Parts {
         Arc::new(Runner {
             store: self.store.clone(),
             runtimes: self.runtimes.clone(),
+            limits: SystemLimits::default(),
+            encryption: self.encryption.clone(),
             pool,
             proxy,
             instance: InvokerInstanceId::new(self.instance(), c.invoker.user_memory_mb, None),

@@ -11,7 +11,9 @@
 //! - [`fence`]: the lease enforced at the engine boundary and the action proxy;
 //! - [`feed`]: Kafka consumer, acknowledgements, offsets, health pings;
 //! - [`activation`]: OpenWhisk wire formats, the action proxy client, running one activation;
-//! - [`action`]: action documents and the runtimes manifest;
+//! - [`action`]: action documents (a catalog directory or CouchDB), limits, encrypted
+//!   parameters, the runtimes manifest; [`couchdb`]: the CouchDB HTTP client;
+//! - [`activation_store`]: activation records to CouchDB, through a backlog on disk;
 //! - [`pool`]: warm, prewarm and busy containers;
 //! - [`factory`]: the [`factory::ContainerFactory`] trait the host uses for engines;
 //! - [`plugin`]: the wasmtime runtime that loads engine plugins behind that trait;
@@ -19,9 +21,11 @@
 
 pub mod action;
 pub mod activation;
+pub mod activation_store;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod couchdb;
 pub mod data_dir;
 pub mod factory;
 pub mod failover;

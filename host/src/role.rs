@@ -49,6 +49,17 @@ pub async fn run_cluster(
     });
     let plugin_state = ReplicatedPluginState::new(&config.plugin.name, node.shared_state());
     let parts = Parts::load(config, Some(plugin_state.clone())).await?;
+    if let Some(couch) = parts.sink.couchdb() {
+        // every member drains its own record backlog, whatever its role
+        let (stats, node) = (couch.stats.clone(), node.clone());
+        tokio::spawn(async move {
+            loop {
+                let report = crate::cluster::status::RecordsReport::of(&stats);
+                node.report(|r| r.activation_records = Some(report));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
     let member = Member {
         node,
         parts,

@@ -22,6 +22,11 @@ fn repo() -> PathBuf {
         .to_owned()
 }
 
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    repo()
+}
+
 /// Settings a test varies.
 #[derive(Debug, Clone)]
 pub struct HostOptions {
@@ -41,6 +46,8 @@ pub struct HostOptions {
     pub plugin: PluginChoice,
     /// `[kafka] brokers` (default: the shared test broker).
     pub brokers: String,
+    /// The body of `[actions]` (default: the catalog `tests/fixtures/actions`).
+    pub actions: String,
 }
 
 /// Which plugin a host loads and how it reaches its engine.
@@ -78,6 +85,10 @@ impl HostOptions {
             cluster: None,
             plugin: PluginChoice::docker(),
             brokers: crate::kafka::brokers(),
+            actions: format!(
+                "catalog = \"{}\"",
+                repo().join("tests/fixtures/actions").display()
+            ),
         }
     }
 }
@@ -141,7 +152,7 @@ cache-dir = "{cache}"
 manifest = "{runtimes}"
 
 [actions]
-catalog = "{catalog}"
+{actions}
 {extra}
 "#,
                 extra = opts.extra,
@@ -157,7 +168,7 @@ catalog = "{catalog}"
                 plugin_config = opts.plugin.config,
                 cache = std::env::temp_dir().join("keepwarm-test-cache").display(),
                 runtimes = runtimes.display(),
-                catalog = repo().join("tests/fixtures/actions").display(),
+                actions = opts.actions,
             ),
         )
         .unwrap();

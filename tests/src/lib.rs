@@ -5,6 +5,7 @@
 pub mod chaos;
 pub mod cluster;
 pub mod components;
+pub mod couchdb;
 pub mod engine;
 pub mod host;
 pub mod kafka;

@@ -160,24 +160,42 @@ fn errors_become_the_right_activation_status() {
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(record["response"]["statusCode"], 1);
     assert_eq!(record["response"]["result"], json!({"error": "bad input"}));
-    // an unknown action: a whisk error, not a crash
-    let id = rt.block_on(c.invoke("guest", "nope", false, json!({})));
+    // an unknown action: upstream's application error, in one combined acknowledgement
+    // even for a blocking activation
+    let id = rt.block_on(c.invoke("guest", "nope", true, json!({})));
     let acks = c.wait_for(&id, WAIT);
+    assert_eq!(acks.len(), 1, "{acks:?}");
     let record = Controller::record(&acks);
-    assert_eq!(record["response"]["statusCode"], 3);
-    assert_eq!(acks[0]["isSystemError"], true);
-    assert!(record["response"]["result"]["error"]
-        .as_str()
-        .unwrap()
-        .contains("guest/nope does not exist"));
+    assert_eq!(
+        record["response"],
+        json!({"statusCode": 1, "result": {"error": "Action could not be found or may have been deleted."}})
+    );
+    assert_eq!(acks[0]["isSystemError"], false);
+    assert_eq!(record["duration"], 0);
 }
 
 #[test]
-fn a_malformed_message_is_skipped_and_the_next_one_processed() {
+fn a_malformed_message_is_answered_or_skipped_and_the_next_one_processed() {
     let rt = Runtime::new().unwrap();
     let (host, mut c) = start(&rt, opts(7106, 0, 1024));
     rt.block_on(c.send_raw("{ this is not json"));
     rt.block_on(c.send_raw(r#"{"transid": "not an array"}"#));
+    // names its activation and controller: answered with what was wrong
+    let (odd, mut msg) = c.message("guest", "echo", false, json!({}));
+    msg["user"]["namespace"]["uuid"] = json!(42);
+    msg["transid"] = json!(["tid", 1, ["parent", 0]]);
+    rt.block_on(c.send_raw(&msg.to_string()));
+    let acks = c.wait_for(&odd, WAIT);
+    let record = Controller::record(&acks);
+    assert_eq!(record["response"]["statusCode"], 3);
+    assert!(
+        record["response"]["result"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("user.namespace.uuid"),
+        "{record}"
+    );
+    assert_eq!(acks[0]["transid"], json!(["tid", 1, ["parent", 0]]));
     let id = rt.block_on(c.invoke("guest", "echo", false, json!({"after": "junk"})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(

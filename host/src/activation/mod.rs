@@ -3,6 +3,7 @@
 //! - [`message`]: `ActivationMessage`, as the controller writes it to `invoker{N}`;
 //! - [`record`]: the `WhiskActivation` record and its `ActivationResponse`;
 //! - [`ack`]: what goes back on `completed{controller}` and `health`;
+//! - [`arguments`]: what `/init` and `/run` are given (arguments, environment);
 //! - [`proxy`]: the client for a container's action proxy (`/init`, `/run`).
 //!
 //! Field names and shapes follow OpenWhisk's Scala serializers (`core/connector/Message.scala`,
@@ -10,13 +11,14 @@
 //! what a stock controller reads.
 
 pub mod ack;
+pub mod arguments;
 pub mod message;
 pub mod proxy;
 pub mod record;
 pub mod runner;
 
 pub use ack::{Acknowledgement, InvokerInstanceId, PingMessage};
-pub use message::{ActivationMessage, FullyQualifiedEntityName, TransactionId};
+pub use message::{ActivationMessage, FullyQualifiedEntityName, TransactionId, Unreadable};
 pub use record::{ActivationResponse, StatusCode, WhiskActivation};
 pub use runner::{Gate, Outcome, Runner};
 

@@ -1,5 +1,6 @@
 //! The `WhiskActivation` record and its response.
 
+use super::message::{ActivationMessage, Unreadable};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -143,6 +144,75 @@ pub struct WhiskActivation {
 }
 
 impl WhiskActivation {
+    /// Upstream's `generateFallbackActivation`: the record of an activation that never
+    /// reached a container — start = end = now, duration 0, annotations `path`, `kind`
+    /// ("unknown") and, when a sequence caused it, `causedBy`.
+    pub fn fallback(msg: &ActivationMessage, response: ActivationResponse, now: i64) -> Self {
+        let mut annotations = vec![
+            Annotation {
+                key: "path".into(),
+                value: json!(msg.action.qualified()),
+            },
+            Annotation {
+                key: "kind".into(),
+                value: json!("unknown"),
+            },
+        ];
+        if msg.caused_by_sequence() {
+            annotations.push(Annotation {
+                key: "causedBy".into(),
+                value: json!("sequence"),
+            });
+        }
+        WhiskActivation {
+            namespace: msg.user.namespace.name.clone(),
+            name: msg.action.name.clone(),
+            subject: msg.user.subject.clone(),
+            activation_id: msg.activation_id.clone(),
+            start: now,
+            end: now,
+            cause: msg.cause.clone(),
+            response,
+            logs: Vec::new(),
+            version: msg.action.version.clone().unwrap_or_else(|| "0.0.1".into()),
+            publish: false,
+            annotations,
+            duration: Some(0),
+        }
+    }
+
+    /// The record answering a message that could not be read as an `ActivationMessage`.
+    pub fn not_understood(message: &Unreadable, now: i64) -> Self {
+        let name = message.action.rsplit('/').next().unwrap_or("").to_owned();
+        WhiskActivation {
+            namespace: message.namespace.clone(),
+            name,
+            subject: message.subject.clone(),
+            activation_id: message.activation_id.clone(),
+            start: now,
+            end: now,
+            cause: None,
+            response: ActivationResponse::whisk_error(format!(
+                "The invoker could not read this activation message: {}",
+                message.error
+            )),
+            logs: Vec::new(),
+            version: "0.0.1".into(),
+            publish: false,
+            annotations: vec![
+                Annotation {
+                    key: "path".into(),
+                    value: json!(message.action.trim_matches('/')),
+                },
+                Annotation {
+                    key: "kind".into(),
+                    value: json!("unknown"),
+                },
+            ],
+            duration: Some(0),
+        }
+    }
+
     pub fn annotation(&self, key: &str) -> Option<&Value> {
         self.annotations
             .iter()

@@ -2,13 +2,16 @@
 //! collect logs up to the sentinel, and build the record and acknowledgements.
 
 use super::ack::{Acknowledgement, InvokerInstanceId};
-use super::message::ActivationMessage;
+use super::arguments::{self, Arguments};
+use super::message::{ActivationMessage, TransactionId, Unreadable};
 use super::proxy::{ProxyClient, ProxyError};
 use super::record::{ActivationResponse, Annotation, WhiskActivation};
-use crate::action::{Action, ActionError, ActionStore, Runtimes};
+use crate::action::{
+    Action, ActionError, ActionStore, ParameterEncryption, Runtimes, SystemLimits,
+};
 use crate::factory::CallError;
 use crate::pool::{Fate, Lease, Outage, Pool, PoolError, Want, WarmKey};
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,6 +58,10 @@ impl<'a> Ran<'a> {
 pub struct Runner {
     pub store: Arc<dyn ActionStore>,
     pub runtimes: Runtimes,
+    /// The system's limit ranges, narrowed per namespace by the message.
+    pub limits: SystemLimits,
+    /// Keys for encrypted parameters.
+    pub encryption: ParameterEncryption,
     pub pool: Arc<Pool>,
     pub proxy: ProxyClient,
     pub instance: InvokerInstanceId,
@@ -77,15 +84,58 @@ fn now_ms() -> i64 {
 }
 
 impl Runner {
+    /// The action the message names, as upstream's `handleActivationMessage` resolves it:
+    /// a revision mismatch is asked again for the latest document; the limits must fit the
+    /// namespace; the action must be one this invoker can run.
+    async fn resolve(&self, msg: &ActivationMessage) -> Result<(Action, Want), ActionError> {
+        let action = match self
+            .store
+            .resolve(&msg.action, msg.revision.as_deref())
+            .await
+        {
+            Err(ActionError::Revision { name, have, want }) => {
+                tracing::info!(activation = %msg.activation_id, "action {name} is at revision {have}, not {want}: using the latest");
+                self.store.resolve(&msg.action, None).await?
+            }
+            other => other?,
+        };
+        self.limits
+            .check(&action.limits, &msg.user.limits)
+            .map_err(|message| ActionError::Limits {
+                name: action.qualified(),
+                message,
+            })?;
+        let want = self.want(msg, &action)?;
+        Ok((action, want))
+    }
+
     fn want(&self, msg: &ActivationMessage, action: &Action) -> Result<Want, ActionError> {
-        let image = if action.is_blackbox() {
-            action.exec.image.clone().unwrap_or_default()
+        let incompatible = |reason: String| ActionError::Incompatible {
+            name: action.qualified(),
+            reason,
+        };
+        let image = if action.is_sequence() {
+            // upstream: "non-executable action reached the invoker"
+            return Err(ActionError::Fetch {
+                name: action.qualified(),
+                reason: "a sequence is not executable by an invoker".into(),
+            });
+        } else if action.is_blackbox() {
+            let image = action.exec.image.clone().unwrap_or_default();
+            if image.is_empty() || !self.runtimes.allows_blackbox(&image) {
+                return Err(incompatible(format!(
+                    "blackbox image `{image}` is not in the runtimes manifest's blackboxes"
+                )));
+            }
+            image
         } else {
             self.runtimes
                 .image(&action.exec.kind)
-                .ok_or_else(|| ActionError::UnknownKind {
-                    name: action.qualified(),
-                    kind: action.exec.kind.clone(),
+                .ok_or_else(|| {
+                    incompatible(format!(
+                        "kind `{}` is not in the runtimes manifest",
+                        action.exec.kind
+                    ))
                 })?
                 .to_owned()
         };
@@ -118,18 +168,22 @@ impl Runner {
         }
         let mut ran = Ran::starting(msg);
         let start = ran.start;
-        let resolved = self
-            .store
-            .resolve(&msg.action, msg.revision.as_deref())
-            .and_then(|a| self.want(msg, &a).map(|w| (a, w)));
-        let (action, want) = match resolved {
+        let (action, want) = match self.resolve(msg).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(activation = %msg.activation_id, "{e}");
-                return Some(self.finish(
-                    &ran,
-                    ActivationResponse::whisk_error(e.to_string()),
-                    Vec::new(),
+                return Some(self.fallback(msg, e.response()));
+            }
+        };
+        let args = match arguments::arguments(msg, &action, &self.encryption) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(activation = %msg.activation_id, "{e}");
+                return Some(self.fallback(
+                    msg,
+                    ActivationResponse::whisk_error(format!(
+                        "The action's arguments cannot be decrypted: {e}"
+                    )),
                 ));
             }
         };
@@ -152,18 +206,19 @@ impl Runner {
             return None;
         }
         let acquired = clock.elapsed();
-        let (response, init_ms, fate) = match self.execute(msg, &action, &want.key, &lease).await {
-            Ok(done) => done,
-            Err(Fenced { initialized }) => {
-                let fate = if initialized {
-                    Fate::Reuse
-                } else {
-                    untouched(&lease)
-                };
-                self.pool.release(&lease, fate);
-                return None;
-            }
-        };
+        let (response, init_ms, fate) =
+            match self.execute(msg, &action, &args, &want.key, &lease).await {
+                Ok(done) => done,
+                Err(Fenced { initialized }) => {
+                    let fate = if initialized {
+                        Fate::Reuse
+                    } else {
+                        untouched(&lease)
+                    };
+                    self.pool.release(&lease, fate);
+                    return None;
+                }
+            };
         ran.lease = Some(lease.clone());
         ran.init_ms = init_ms;
         let early = msg.blocking.then(|| Acknowledgement::Result {
@@ -205,20 +260,17 @@ impl Runner {
         &self,
         msg: &ActivationMessage,
         action: &Action,
+        args: &Arguments,
         key: &WarmKey,
         lease: &Lease,
     ) -> Result<(ActivationResponse, Option<i64>, Fate), Fenced> {
         let address = &lease.container.address;
+        let timeout = action.limits.timeout as i64;
         let mut init_ms = None;
         if lease.needs_init {
             let t = now_ms();
-            let body = json!({ "value": {
-                "name": action.name,
-                "main": action.exec.main.clone().unwrap_or_else(|| "main".into()),
-                "code": action.exec.code.clone().unwrap_or_default(),
-                "binary": action.exec.binary,
-                "env": self.environment(msg, action),
-            }});
+            let env = arguments::environment(msg, action, t + timeout);
+            let body = arguments::init_body(action, args, &env);
             let limit = self
                 .init_timeout
                 .min(Duration::from_millis(action.limits.timeout));
@@ -247,14 +299,9 @@ impl Runner {
                 }
             }
         }
-        let mut value: Map<String, Value> = action.parameters();
-        value.extend(msg.content.clone().unwrap_or_default());
-        let deadline = now_ms() + action.limits.timeout as i64;
-        let mut body = self.environment(msg, action);
-        body.insert("value".into(), Value::Object(value));
-        body.insert("deadline".into(), json!(deadline.to_string()));
+        let env = arguments::environment(msg, action, now_ms() + timeout);
+        let body = arguments::run_body(args, &env);
         let limit = Duration::from_millis(action.limits.timeout);
-        let body = Value::Object(body);
         let mut outage = Outage::new(Duration::from_millis(50), Duration::from_millis(500));
         let answer = loop {
             match self.proxy.post(address, "/run", &body, limit).await {
@@ -287,26 +334,10 @@ impl Runner {
         }
     }
 
-    fn environment(&self, msg: &ActivationMessage, action: &Action) -> Map<String, Value> {
-        let mut env = Map::new();
-        env.insert("namespace".into(), json!(msg.user.namespace.name));
-        env.insert(
-            "action_name".into(),
-            json!(format!("/{}", msg.action.qualified())),
-        );
-        env.insert("action_version".into(), json!(action.version));
-        env.insert("activation_id".into(), json!(msg.activation_id));
-        env.insert("transaction_id".into(), json!(msg.transid.id));
-        if let Some(key) = msg.user.api_key() {
-            env.insert("api_key".into(), json!(key));
-        }
-        env
-    }
-
-    /// Reads the container's logs since `start` until both sentinels are in (or 2 s pass).
-    async fn collect_logs(&self, lease: &Lease, start_ms: i64, limit_kb: u32) -> Vec<String> {
+    /// Logs up to the action's limit (`limits.logs`, in MB as upstream counts them).
+    async fn collect_logs(&self, lease: &Lease, start_ms: i64, limit_mb: u32) -> Vec<String> {
         let factory = self.pool.factory();
-        let max = limit_kb.saturating_mul(1024);
+        let max = limit_mb.saturating_mul(1024 * 1024);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let since = u64::try_from(start_ms.saturating_sub(5)).unwrap_or(0);
         let mut poll = Duration::from_millis(1);
@@ -426,15 +457,38 @@ impl Runner {
 
     fn finish(&self, ran: &Ran<'_>, response: ActivationResponse, logs: Vec<String>) -> Outcome {
         let record = self.record(ran, response, logs);
+        self.combined(&ran.msg.transid, record)
+    }
+
+    /// One `CombinedCompletionAndResultMessage`, blocking or not.
+    fn combined(&self, transid: &TransactionId, record: WhiskActivation) -> Outcome {
         Outcome {
             early: None,
             last: Acknowledgement::Combined {
-                transid: ran.msg.transid.clone(),
+                transid: transid.clone(),
                 activation: record.without_logs(),
                 instance: self.instance.clone(),
             },
             record,
         }
+    }
+
+    /// An activation that never reached a container (its action could not be resolved):
+    /// upstream's fallback record and one combined acknowledgement.
+    pub fn fallback(&self, msg: &ActivationMessage, response: ActivationResponse) -> Outcome {
+        self.combined(
+            &msg.transid,
+            WhiskActivation::fallback(msg, response, now_ms()),
+        )
+    }
+
+    /// A message that is not an `ActivationMessage` but names an activation and a
+    /// controller: a whisk error saying what was wrong, so the controller is not left waiting.
+    pub fn not_understood(&self, message: &Unreadable) -> Outcome {
+        self.combined(
+            &message.transid,
+            WhiskActivation::not_understood(message, now_ms()),
+        )
     }
 }
 

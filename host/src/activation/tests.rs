@@ -114,11 +114,7 @@ fn record(status: ActivationResponse) -> WhiskActivation {
 
 #[test]
 fn acknowledgements_round_trip_and_are_told_apart_as_the_controller_does() {
-    let transid = TransactionId {
-        id: "t".into(),
-        start_ms: 9,
-        extra_logging: false,
-    };
+    let transid = TransactionId::new("t", 9);
     let instance = InvokerInstanceId::new(0, 2048, None);
     let acks = [
         Acknowledgement::Combined {
@@ -183,4 +179,153 @@ fn run_answers_map_to_openwhisk_status_codes() {
     );
     let init = ActivationResponse::from_failed_init(br#"{"error":"cannot compile"}"#);
     assert_eq!(init.result, Some(json!({"error": "cannot compile"})));
+}
+
+#[test]
+fn nested_transaction_ids_are_read_and_echoed_exactly() {
+    let raw = json!(["child", 20, true, ["parent", 10, ["root", 1]]]);
+    let t: TransactionId = serde_json::from_value(raw.clone()).unwrap();
+    assert_eq!(
+        (t.id.as_str(), t.start_ms, t.extra_logging),
+        ("child", 20, true)
+    );
+    let parent = t.parent().unwrap();
+    assert_eq!((parent.id.as_str(), parent.start_ms), ("parent", 10));
+    assert_eq!(parent.parent().unwrap().id, "root");
+    assert_eq!(serde_json::to_value(&t).unwrap(), raw);
+    // upstream reads what it cannot understand as its `sid_unknown` transaction
+    let odd: TransactionId = serde_json::from_value(json!({"not": "an array"})).unwrap();
+    assert_eq!(odd.id, "sid_unknown");
+    assert_eq!(
+        serde_json::to_value(&odd).unwrap(),
+        json!({"not": "an array"})
+    );
+}
+
+#[test]
+fn a_readable_id_and_controller_are_enough_to_answer_a_broken_message() {
+    let bytes = json!({
+        "transid": ["tid", 5, ["parent", 1]],
+        "action": { "path": "guest", "name": "hello" },
+        "user": { "subject": "s", "namespace": { "name": "guest", "uuid": "u" } },
+        "activationId": "0123456789abcdef0123456789abcdef",
+        "rootControllerIndex": { "asString": "0", "instanceType": "controller" },
+        "blocking": "maybe"
+    })
+    .to_string();
+    let err = ActivationMessage::parse(bytes.as_bytes()).unwrap_err();
+    let u = Unreadable::read(bytes.as_bytes(), &err).unwrap();
+    assert_eq!(u.completion_topic(), "completed0");
+    let record = WhiskActivation::not_understood(&u, 7);
+    assert_eq!(record.response.status_code, StatusCode::WhiskError);
+    assert!(record.response.result.as_ref().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("blocking"));
+    assert_eq!(record.name, "hello");
+    assert_eq!(
+        serde_json::to_value(&u.transid).unwrap(),
+        json!(["tid", 5, ["parent", 1]])
+    );
+    assert!(Unreadable::read(b"{\"activationId\": \"x\"}", &err).is_none());
+    assert!(Unreadable::read(b"not json", &err).is_none());
+}
+
+mod upstream_shapes {
+    //! Messages in every shape upstream's serializers write, generated: each parses, and
+    //! its acknowledgement echoes the transaction id and activation id byte for byte.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn transid(depth: u32) -> BoxedStrategy<Value> {
+        let base = ("[a-zA-Z0-9]{1,32}", 0i64..4_102_444_800_000, any::<bool>());
+        if depth == 0 {
+            base.prop_map(|(id, start, extra)| {
+                if extra {
+                    json!([id, start, true])
+                } else {
+                    json!([id, start])
+                }
+            })
+            .boxed()
+        } else {
+            (base, prop::option::of(transid(depth - 1)))
+                .prop_map(|((id, start, extra), parent)| {
+                    let mut a = vec![json!(id), json!(start)];
+                    if extra {
+                        a.push(json!(true));
+                    }
+                    a.extend(parent);
+                    Value::Array(a)
+                })
+                .boxed()
+        }
+    }
+
+    fn message() -> impl Strategy<Value = Value> {
+        let name = "[a-zA-Z][a-zA-Z0-9_-]{0,20}";
+        (
+            transid(4),
+            (name, prop::option::of(name), name, prop::option::of("[0-9]\\.[0-9]\\.[0-9]"), any::<bool>()),
+            prop::option::of("[0-9]-[a-f0-9]{32}"),
+            "[a-f0-9]{32}",
+            any::<bool>(),
+            prop_oneof![
+                Just(None),
+                Just(Some(Value::Null)),
+                Just(Some(json!({}))),
+                Just(Some(json!({"name": "Ada", "n": [1, {"x": null}]}))),
+                Just(Some(json!([1, "two"]))),
+            ],
+            prop::option::of("[a-f0-9]{32}"),
+            prop::option::of(Just(json!({"traceparent": "00-abc-01"}))),
+        )
+            .prop_map(|(transid, (ns, pkg, action, version, as_string), revision, id, blocking, content, cause, trace)| {
+                let path = match pkg { Some(p) => format!("{ns}/{p}"), None => ns.clone() };
+                let action = if as_string {
+                    json!(format!("{path}/{action}"))
+                } else {
+                    let mut a = json!({ "path": path, "name": action });
+                    if let Some(v) = version { a["version"] = json!(v); }
+                    a
+                };
+                let mut m = json!({
+                    "transid": transid,
+                    "action": action,
+                    "revision": revision,
+                    "user": { "subject": "subject", "namespace": { "name": ns, "uuid": "u-u-i-d" },
+                              "authkey": { "api_key": "u-u-i-d:key" }, "rights": ["READ"], "limits": {} },
+                    "activationId": id,
+                    "rootControllerIndex": { "asString": "0", "instanceType": "controller" },
+                    "blocking": blocking,
+                    "initArgs": [],
+                    "lockedArgs": {},
+                });
+                if let Some(c) = content { m["content"] = c; }
+                if let Some(c) = cause { m["cause"] = json!(c); }
+                if let Some(t) = trace { m["traceContext"] = t; }
+                m
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_upstream_shape_parses_and_is_echoed(raw in message()) {
+            let bytes = raw.to_string();
+            let m = ActivationMessage::parse(bytes.as_bytes()).unwrap();
+            let record = WhiskActivation::fallback(&m, ActivationResponse::whisk_error("x"), 1);
+            let ack = Acknowledgement::Combined {
+                transid: m.transid.clone(),
+                activation: record,
+                instance: InvokerInstanceId::new(0, 2048, None),
+            };
+            let wire = ack.to_json().to_string();
+            let echoed: Value = serde_json::from_str(&wire).unwrap();
+            prop_assert_eq!(echoed["transid"].to_string(), raw["transid"].to_string());
+            prop_assert_eq!(&echoed["response"]["activationId"], &raw["activationId"]);
+            let again = serde_json::to_value(&m).unwrap();
+            prop_assert_eq!(&again["transid"], &raw["transid"]);
+            prop_assert_eq!(&again["content"], &raw["content"]);
+        }
+    }
 }

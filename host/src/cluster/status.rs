@@ -36,6 +36,30 @@ pub struct HostReport {
     pub pool: Option<PoolStats>,
     /// Acknowledgements sent again after a broker error, since the process started.
     pub publish_retries: u64,
+    /// With `[activations] store = "couchdb"`: this host's records and its backlog.
+    pub activation_records: Option<RecordsReport>,
+}
+
+/// The CouchDB activation store of one host, since the process started (`waiting`: on disk now).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RecordsReport {
+    pub stored: u64,
+    pub waiting: u64,
+    pub dropped: u64,
+    pub upload_failures: u64,
+}
+
+impl RecordsReport {
+    pub fn of(stats: &crate::activation_store::StoreStats) -> RecordsReport {
+        use std::sync::atomic::Ordering::Relaxed;
+        RecordsReport {
+            stored: stats.stored.load(Relaxed),
+            waiting: stats.waiting.load(Relaxed),
+            dropped: stats.dropped.load(Relaxed),
+            upload_failures: stats.upload_failures.load(Relaxed),
+        }
+    }
 }
 
 /// `GET /status`.
@@ -133,6 +157,19 @@ impl MemberStatus {
             "acknowledgements sent again after a broker error (since the process started)",
             self.host.publish_retries as f64,
         );
+        if let Some(records) = &self.host.activation_records {
+            out.push_str("# HELP keepwarm_activation_records activation records for CouchDB: stored, waiting on disk, dropped over the backlog bound\n# TYPE keepwarm_activation_records gauge\n");
+            for (state, n) in [
+                ("stored", records.stored),
+                ("waiting", records.waiting),
+                ("dropped", records.dropped),
+            ] {
+                out.push_str(&format!(
+                    "keepwarm_activation_records{{state=\"{state}\"}} {n}\n"
+                ));
+            }
+            out.push_str(&format!("# HELP keepwarm_activation_record_upload_failures _bulk_docs requests CouchDB did not answer\n# TYPE keepwarm_activation_record_upload_failures gauge\nkeepwarm_activation_record_upload_failures {}\n", records.upload_failures));
+        }
         if let Some(pool) = &self.host.pool {
             out.push_str(
                 "# HELP keepwarm_pool_churn containers created or destroyed by this active host, by cause\n# TYPE keepwarm_pool_churn gauge\n",

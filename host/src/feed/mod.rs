@@ -7,7 +7,7 @@ mod sink;
 
 pub use sink::ActivationSink;
 
-use crate::activation::{Acknowledgement, ActivationMessage, PingMessage, Runner};
+use crate::activation::{Acknowledgement, ActivationMessage, PingMessage, Runner, Unreadable};
 use futures::FutureExt;
 use offsets::{OffsetStore, OffsetTracker};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -184,10 +184,23 @@ pub async fn run_with(
                 tracker.begin(partition, offset);
                 let payload = m.payload().unwrap_or_default();
                 match ActivationMessage::parse(payload) {
-                    Err(e) => {
-                        tracing::warn!(partition, offset, "skipping a message that is not an ActivationMessage: {e}");
-                        record(&consumer, &config, &hooks, &mut store, &mut tracker, partition, offset)?;
-                    }
+                    Err(e) => match Unreadable::read(payload, &e) {
+                        // Names an activation and a controller: answer it with what was wrong.
+                        Some(unreadable) => {
+                            tracing::warn!(activation = %unreadable.activation_id, partition, offset, "answering an activation message that cannot be read with a whisk error: {e}");
+                            let outcome = runner.not_understood(&unreadable);
+                            let (producer, sink, done) = (producer.clone(), sink.clone(), done_tx.clone());
+                            tokio::spawn(async move {
+                                publish(&producer, &unreadable.completion_topic(), &outcome.last).await;
+                                sink.write(&outcome.record, true).await;
+                                let _ = done.send((partition, offset));
+                            });
+                        }
+                        None => {
+                            tracing::warn!(partition, offset, "skipping a message that is not an ActivationMessage and names no activation and controller to answer: {e}");
+                            record(&consumer, &config, &hooks, &mut store, &mut tracker, partition, offset)?;
+                        }
+                    },
                     Ok(msg) if hooks.already_done.as_ref().is_some_and(|done| done(&msg.activation_id)) => {
                         tracing::info!(activation = %msg.activation_id, partition, offset, "skipping an activation completed before the failover");
                         record(&consumer, &config, &hooks, &mut store, &mut tracker, partition, offset)?;
@@ -232,7 +245,7 @@ pub async fn run_with(
                             for ack in outcome.early.iter().chain(std::iter::once(&outcome.last)) {
                                 publish(&producer, &topic, ack).await;
                             }
-                            sink.write(&outcome.record);
+                            sink.write(&outcome.record, msg.user.stores_activations()).await;
                             if let Some(p) = progress {
                                 let _ = p.send(Progress::Completed(msg.activation_id.clone()));
                             }
