@@ -475,4 +475,33 @@ catalog = "actions"
         assert!(e.contains("KEEPWARM_NOPE_X"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    #[test]
+    fn couchdb_stores_need_a_couchdb_section_and_keys_must_be_valid() {
+        let dir = std::env::temp_dir().join(format!("kw-config-couch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let couch = OK.replace("catalog = \"actions\"", "store = \"couchdb\"");
+        let e = Config::load(&write(&dir, &couch), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[couchdb]"), "{e}");
+        let with = format!("{couch}[couchdb]\nurl = \"http://127.0.0.1:5984\"\n");
+        let c = Config::load(&write(&dir, &with), Vec::new()).unwrap();
+        assert_eq!(c.actions.store, StoreKind::Couchdb);
+        assert_eq!(c.couchdb.as_ref().unwrap().db_prefix, "whisk_local_");
+        let bad_key = with.replace(
+            "store = \"couchdb\"",
+            "store = \"couchdb\"\naes-256-key = \"c2hvcnQ=\"",
+        );
+        let e = Config::load(&write(&dir, &bad_key), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("aes-256"), "{e}");
+        let no_catalog = OK.replace("catalog = \"actions\"", "");
+        let e = Config::load(&write(&dir, &no_catalog), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("catalog"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -268,6 +268,72 @@ fn a_failover_in_the_middle_of_a_record_backlog_loses_no_record() {
         .is_some_and(|s| s["activation_records"]["waiting"] == 0));
 }
 
+#[test]
+fn keepwarm_actions_put_stores_a_catalog_and_get_resolves_it() {
+    let server = CouchServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keepwarm.toml");
+    std::fs::write(&config, server.toml("ops_")).unwrap();
+    let big = dir.path().join("big.json");
+    let code = format!("#!/bin/sh\n{}echo '{{}}'\n", "# pad\n".repeat(4000));
+    std::fs::write(
+        &big,
+        json!({ "namespace": "guest", "name": "big", "exec": { "kind": "shell:1", "code": code } })
+            .to_string(),
+    )
+    .unwrap();
+    let keepwarm = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(keepwarm_tests::keepwarm_bin())
+            .arg("actions")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let catalog = keepwarm_tests::host::repo_root().join("tests/fixtures/actions");
+    for path in [catalog.as_os_str(), big.as_os_str()] {
+        let out = keepwarm(&[
+            "put".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            path,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = keepwarm(&[
+        "get".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "guest/big".as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["entityType"], "action");
+    assert!(doc["exec"]["code"]["attachmentName"]
+        .as_str()
+        .unwrap()
+        .starts_with("couch:"));
+    assert_eq!(
+        doc["keepwarm"],
+        json!({ "resolves": true, "codeBytes": code.len() })
+    );
+    let out = keepwarm(&[
+        "get".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "guest/nope".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
 fn wait_for_records(
     rt: &Runtime,
     server: &CouchServer,
