@@ -17,6 +17,9 @@ pub struct Config {
     /// Where activation records go (default: the JSON-lines `[invoker] activation-log`).
     #[serde(default)]
     pub activations: ActivationsSection,
+    /// The system's action limit ranges (upstream's `whisk.*-limit` settings).
+    #[serde(default)]
+    pub limits: LimitsSection,
     /// CouchDB, for `[actions] store = "couchdb"` or `[activations] store = "couchdb"`.
     #[serde(default)]
     pub couchdb: Option<crate::couchdb::CouchConfig>,
@@ -172,6 +175,61 @@ pub enum StoreKind {
     Couchdb,
 }
 
+/// The range each action limit must fall in (a namespace's own limits in the activation
+/// message narrow it). Defaults: upstream's, except concurrency (see `action::limits`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LimitsSection {
+    pub timeout_min_ms: u64,
+    pub timeout_max_ms: u64,
+    pub memory_min_mb: u64,
+    pub memory_max_mb: u64,
+    pub logs_min_mb: u64,
+    pub logs_max_mb: u64,
+    pub concurrency_min: u64,
+    pub concurrency_max: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let d = crate::action::SystemLimits::default();
+        LimitsSection {
+            timeout_min_ms: d.timeout.min,
+            timeout_max_ms: d.timeout.max,
+            memory_min_mb: d.memory.min,
+            memory_max_mb: d.memory.max,
+            logs_min_mb: d.logs.min,
+            logs_max_mb: d.logs.max,
+            concurrency_min: d.concurrency.min,
+            concurrency_max: d.concurrency.max,
+        }
+    }
+}
+
+impl LimitsSection {
+    pub fn system(&self) -> crate::action::SystemLimits {
+        use crate::action::limits::Range;
+        crate::action::SystemLimits {
+            timeout: Range {
+                min: self.timeout_min_ms,
+                max: self.timeout_max_ms,
+            },
+            memory: Range {
+                min: self.memory_min_mb,
+                max: self.memory_max_mb,
+            },
+            logs: Range {
+                min: self.logs_min_mb,
+                max: self.logs_max_mb,
+            },
+            concurrency: Range {
+                min: self.concurrency_min,
+                max: self.concurrency_max,
+            },
+        }
+    }
+}
+
 /// Where activation records go.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -239,6 +297,7 @@ const SECTIONS: &[&str] = &[
     "runtimes",
     "actions",
     "activations",
+    "limits",
     "couchdb",
     "cluster",
 ];
@@ -348,6 +407,19 @@ impl Config {
             return Err(invalid(
                 "[actions] catalog (a directory of action documents) is required unless store = \"couchdb\"".into(),
             ));
+        }
+        let l = &config.limits;
+        for (name, min, max) in [
+            ("timeout", l.timeout_min_ms, l.timeout_max_ms),
+            ("memory", l.memory_min_mb, l.memory_max_mb),
+            ("logs", l.logs_min_mb, l.logs_max_mb),
+            ("concurrency", l.concurrency_min, l.concurrency_max),
+        ] {
+            if min > max {
+                return Err(invalid(format!(
+                    "[limits] {name}: the minimum ({min}) is above the maximum ({max})"
+                )));
+            }
         }
         let wants_couch = config.actions.store == StoreKind::Couchdb
             || config.activations.store == StoreKind::Couchdb;
@@ -497,6 +569,15 @@ catalog = "actions"
             .unwrap_err()
             .to_string();
         assert!(e.contains("aes-256"), "{e}");
+        let limits = format!("{OK}[limits]\nmemory-max-mb = 2048\n");
+        let c = Config::load(&write(&dir, &limits), Vec::new()).unwrap();
+        assert_eq!(c.limits.system().memory.max, 2048);
+        assert_eq!(c.limits.system().memory.min, 128);
+        let inverted = format!("{OK}[limits]\nmemory-max-mb = 64\n");
+        let e = Config::load(&write(&dir, &inverted), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[limits] memory"), "{e}");
         let no_catalog = OK.replace("catalog = \"actions\"", "");
         let e = Config::load(&write(&dir, &no_catalog), Vec::new())
             .unwrap_err()

@@ -6,7 +6,7 @@
 //! the pool over from the replicated state first ([`crate::failover`]).
 
 use crate::action::couchdb::CouchActions;
-use crate::action::{ActionStore, CatalogDir, ParameterEncryption, Runtimes, SystemLimits};
+use crate::action::{ActionStore, CatalogDir, ParameterEncryption, Runtimes};
 use crate::activation::{proxy::ProxyClient, Gate, InvokerInstanceId, Runner};
 use crate::cluster::Node;
 use crate::config::StoreKind;
@@ -150,7 +150,7 @@ impl Parts {
         Arc::new(Runner {
             store: self.store.clone(),
             runtimes: self.runtimes.clone(),
-            limits: SystemLimits::default(),
+            limits: c.limits.system(),
             encryption: self.encryption.clone(),
             pool,
             proxy,

@@ -3,7 +3,8 @@
 //! its `limits` in the activation message (`minActionMemory`, `maxActionTimeout`, ...), and
 //! never widen it. The system ranges are upstream's defaults (`application.conf`), except
 //! concurrency, whose upstream default maximum of 1 would turn keepwarm's intra-container
-//! concurrency off; deployments raise it, keepwarm allows up to 500.
+//! concurrency off; deployments raise it, keepwarm allows up to 500. `[limits]` in the config
+//! sets them, as upstream's `whisk.memory`, `whisk.time-limit`, ... settings do.
 
 use super::Limits;
 use serde_json::Value;
