@@ -263,9 +263,17 @@ fn a_failover_in_the_middle_of_a_record_backlog_loses_no_record() {
     server.start_again();
     let records = wait_for_records(&rt, &server, &ids, WAIT);
     assert_eq!(records.len(), 40);
-    assert!(cluster
-        .status(second)
-        .is_some_and(|s| s["activation_records"]["waiting"] == 0));
+    // `/status` says so within its one-second refresh
+    let drained = |h: usize| {
+        cluster
+            .status(h)
+            .is_some_and(|s| s["activation_records"]["waiting"] == 0)
+    };
+    let start = Instant::now();
+    while !(drained(first) && drained(second)) && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(drained(first) && drained(second));
 }
 
 #[test]
