@@ -302,23 +302,39 @@ const SECTIONS: &[&str] = &[
     "cluster",
 ];
 
+/// The config file as a TOML table.
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.parse()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// An environment override's value: a number, a boolean, else a string.
+fn env_value(value: String) -> toml::Value {
+    value
+        .parse::<i64>()
+        .map(toml::Value::Integer)
+        .or_else(|_| value.parse::<bool>().map(toml::Value::Boolean))
+        .unwrap_or(toml::Value::String(value))
+}
+
 /// Only the `[couchdb]` section of a config (for `keepwarm actions`), with
 /// `KEEPWARM_COUCHDB_*` overrides.
 pub fn couchdb_section(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<crate::couchdb::CouchConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
     let invalid = |message: String| ConfigError::Invalid {
         path: path.to_owned(),
         message,
     };
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+    let table = read_table(path)?;
     let mut section = table
         .get("couchdb")
         .and_then(toml::Value::as_table)
@@ -326,11 +342,7 @@ pub fn couchdb_section(
         .ok_or_else(|| invalid("no [couchdb] section".into()))?;
     for (name, value) in env {
         if let Some(key) = name.strip_prefix("KEEPWARM_COUCHDB_") {
-            let parsed = value
-                .parse::<i64>()
-                .map(toml::Value::Integer)
-                .unwrap_or(toml::Value::String(value));
-            section.insert(key.to_ascii_lowercase().replace('_', "-"), parsed);
+            section.insert(key.to_ascii_lowercase().replace('_', "-"), env_value(value));
         }
     }
     toml::Value::Table(section)
@@ -345,17 +357,11 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_owned(),
             message,
         };
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+        let mut table = read_table(path)?;
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("KEEPWARM_") else {
                 continue;
@@ -368,11 +374,7 @@ impl Config {
                 )));
             };
             let key = rest[section.len() + 1..].replace('_', "-");
-            let parsed = value
-                .parse::<i64>()
-                .map(toml::Value::Integer)
-                .or_else(|_| value.parse::<bool>().map(toml::Value::Boolean))
-                .unwrap_or_else(|_| toml::Value::String(value.clone()));
+            let parsed = env_value(value);
             table
                 .entry(section.to_string())
                 .or_insert_with(|| toml::Value::Table(Default::default()))
