@@ -358,3 +358,57 @@ async fn members_join_and_leave_with_the_admin_token() {
         n.shutdown().await;
     }
 }
+
+/// A standby back from a restart must rejoin as a follower: before the campaign guard's
+/// pre-vote (and a leader retry shorter than the election timeout), a restarted member heard
+/// nothing for openraft's 500 ms retry pause, campaigned on its expired timer and its higher
+/// term deposed the healthy leader, which then had to claim again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_standby_does_not_depose_the_leader() {
+    let (dir, peers, mut nodes) = start_three().await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = leader_of(&all, Duration::from_secs(5)).await;
+    let epoch = {
+        let l = nodes.iter().find(|n| n.id == leader).unwrap();
+        l.claim().await.unwrap()
+    };
+    // the claim is everywhere before the standby goes
+    assert!(
+        eventually(Duration::from_secs(3), || nodes.iter().all(|n| n
+            .state()
+            .claim
+            .epoch
+            == epoch))
+        .await
+    );
+    let term = nodes.iter().find(|n| n.id == leader).unwrap().term();
+    let standby = peers.keys().copied().find(|id| *id != leader).unwrap();
+    for round in 0..4 {
+        let i = nodes.iter().position(|n| n.id == standby).unwrap();
+        let gone = nodes.remove(i);
+        gone.shutdown().await;
+        drop(gone);
+        // long enough for the leader's replication to it to fail and pause
+        tokio::time::sleep(Duration::from_millis(700 + 150 * round)).await;
+        let l = TcpListener::bind(&peers[&standby]).await.unwrap();
+        nodes.push(
+            Node::start_on(config(standby, &peers, dir.path(), SECRET), l)
+                .await
+                .unwrap(),
+        );
+        let back = nodes.last().unwrap();
+        assert!(
+            eventually(Duration::from_secs(5), || back.state().claim.epoch == epoch).await,
+            "the restarted standby caught up with the claim"
+        );
+        // a few election timeouts for a needless campaign to show
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let l = nodes.iter().find(|n| n.id == leader).unwrap();
+        assert!(l.is_leader(), "round {round}: the leader was deposed");
+        assert_eq!(l.term(), term, "round {round}: the term moved");
+        assert_eq!(l.state().claim.epoch, epoch);
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}

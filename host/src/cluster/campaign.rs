@@ -1,18 +1,24 @@
-//! A member that cannot reach a quorum does not campaign. openraft 0.9 has no pre-vote: a
-//! member cut off from the others times out, starts elections nobody answers and raises its
-//! term again and again; when the partition heals, its high term reaches the healthy leader
-//! (in an append-entries reply) and deposes it. So every member checks, each heartbeat
-//! interval, which peers answer an authenticated ping (within a generous 500 ms: a slow
-//! answer on a busy machine is not a partition); while fewer than a quorum (itself
-//! included) do, its elections are switched off (`runtime_config().elect(false)`), so its term
-//! stays where it was and it rejoins as a follower. It changes nothing for a leader.
+//! A member campaigns only when an election can help. openraft 0.9 has no pre-vote: a member
+//! whose election timer fires raises its term, and that higher term, once it reaches the
+//! leader (in a vote request or an append-entries reply), deposes it, however healthy it is.
+//! Two such cases cost a needless failover, so this guard switches elections off
+//! (`runtime_config().elect(false)`) around them:
 //!
-//! Switching them back on waits `settle` (2 × `election-timeout-max-ms`) after the quorum is
-//! reachable again: the member's election timer expired long ago during the partition, and
-//! turned on at once it fired before the leader's first heartbeat after the heal arrived —
-//! the chaos suite saw every healed standby depose a healthy leader 20 ms after the heal.
-//! Within `settle` those heartbeats reset the timer; a member whose leader really is gone
-//! campaigns `settle` later than it could have.
+//! - **No quorum.** Each heartbeat interval the member pings its peers (authenticated, within a
+//!   generous 500 ms: a slow answer on a busy machine is not a partition). While fewer than a
+//!   quorum (itself included) answer, elections are off, so a member cut off from the others
+//!   keeps its term and rejoins as a follower.
+//! - **A live leader it has not heard yet.** Elections come back on only once this member has
+//!   heard a leader itself (its timer was just reset), or, after `settle` (2 ×
+//!   `election-timeout-max-ms`) with a quorum reachable, when no reachable peer has heard a
+//!   leader within the election timeout (each ping answers how long ago that peer heard one: a
+//!   pre-vote). Before this, a healed member (or a restarted one, which starts with elections
+//!   off) whose leader's replication was still in its retry pause campaigned on an expired
+//!   timer and deposed the leader: the chaos suite saw a healthy active host re-claim after
+//!   such heals.
+//!
+//! It changes nothing for a leader, and nothing while elections are on: a member that stops
+//! hearing its leader campaigns on its own timer, as fast as Raft allows.
 
 use super::network;
 use super::types::Raft;
@@ -20,30 +26,114 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use std::time::Duration;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// When this member last heard a leader (an append-entries it accepted, or being the leader).
+#[derive(Debug)]
+pub struct LeaderContact {
+    start: Instant,
+    /// Milliseconds after `start`; `u64::MAX`: never.
+    last: AtomicU64,
+}
+
+impl Default for LeaderContact {
+    fn default() -> Self {
+        LeaderContact {
+            start: Instant::now(),
+            last: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl LeaderContact {
+    pub fn heard(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long ago a leader was last heard; `None`: never.
+    pub fn ago(&self) -> Option<Duration> {
+        match self.last.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(
+                self.start
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms)),
+            ),
+        }
+    }
+}
+
+/// A ping's answer: the peer's term and how long ago it heard a leader (0 when it leads).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pong {
+    pub term: u64,
+    pub leader_heard_ms_ago: Option<u64>,
+}
+
+impl Pong {
+    /// What this member answers.
+    pub fn of(raft: &Raft, contact: &LeaderContact) -> Pong {
+        let m = raft.metrics().borrow().clone();
+        let leads = m.current_leader == Some(m.id);
+        Pong {
+            term: m.current_term,
+            leader_heard_ms_ago: if leads {
+                Some(0)
+            } else {
+                contact.ago().map(|d| d.as_millis() as u64)
+            },
+        }
+    }
+
+    /// Whether this peer would refuse a candidate at `term`: it hears a live leader of a term
+    /// at least as high.
+    pub fn hears_a_leader(&self, term: u64, timeout: Duration) -> bool {
+        self.term >= term
+            && self
+                .leader_heard_ms_ago
+                .is_some_and(|ms| Duration::from_millis(ms) < timeout)
+    }
+}
 
 /// Whether `reachable` peers plus this member make a quorum of `members`.
 pub fn may_campaign(reachable: usize, members: usize) -> bool {
     reachable + 1 > members / 2
 }
 
-/// Whether elections should be on, given whether they are, whether a quorum answers now, and
-/// since when it has answered.
-pub fn elections_on(on: bool, quorum: bool, quorum_since: Duration, settle: Duration) -> bool {
-    match (on, quorum) {
-        (_, false) => false,
-        (true, true) => true,
-        (false, true) => quorum_since >= settle,
+/// What the guard knows on one round.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    /// A quorum (this member included) answers.
+    pub quorum: bool,
+    /// For how long it has answered.
+    pub quorum_since: Duration,
+    /// This member heard a leader within the election timeout.
+    pub hears_leader: bool,
+    /// A reachable peer hears a live leader of this member's term or higher.
+    pub peer_hears_leader: bool,
+}
+
+/// Whether elections should be on, given whether they are and this round.
+pub fn elections_on(on: bool, round: Round, settle: Duration) -> bool {
+    if !round.quorum {
+        return false;
     }
+    on || round.hears_leader || (round.quorum_since >= settle && !round.peer_hears_leader)
 }
 
 /// Runs until `stop` turns true.
+#[allow(clippy::too_many_arguments)]
 pub async fn guard(
     raft: Raft,
+    contact: std::sync::Arc<LeaderContact>,
     others: Vec<String>,
     secret: String,
     every: Duration,
+    timeout: Duration,
     settle: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -52,23 +142,36 @@ pub async fn guard(
     let members = others.len() + 1;
     // Generous: a slow answer on a busy machine is not a partition.
     let limit = (every * 4).max(Duration::from_millis(500));
-    let mut allowed = true;
-    let mut quorum_since = std::time::Instant::now();
+    // The node starts a member with peers with elections off (a lone member has nobody to wait
+    // for); a fresh cluster's `initialize` campaigns regardless.
+    let mut allowed = members == 1;
+    let mut quorum_since = Instant::now();
     loop {
-        let n = network::reachable(&client, &others, &secret, limit).await;
-        let quorum = may_campaign(n, members);
+        let pongs = network::ping(&client, &others, &secret, limit).await;
+        let term = raft.metrics().borrow().current_term;
+        let quorum = may_campaign(pongs.len(), members);
         if !quorum {
-            quorum_since = std::time::Instant::now();
+            quorum_since = Instant::now();
         }
-        let ok = elections_on(allowed, quorum, quorum_since.elapsed(), settle);
+        let round = Round {
+            quorum,
+            quorum_since: quorum_since.elapsed(),
+            hears_leader: contact.ago().is_some_and(|d| d < timeout),
+            peer_hears_leader: pongs.iter().any(|p| p.hears_a_leader(term, timeout)),
+        };
+        let ok = elections_on(allowed, round, settle);
         if ok != allowed {
             allowed = ok;
             raft.runtime_config().elect(ok);
             if ok {
-                tracing::info!(reachable = n, "a quorum is reachable again: may campaign");
+                tracing::info!(
+                    reachable = pongs.len(),
+                    hears_leader = round.hears_leader,
+                    "may campaign"
+                );
             } else {
                 tracing::warn!(
-                    reachable = n,
+                    reachable = pongs.len(),
                     members,
                     "cannot reach a quorum: not campaigning (keeps the term; rejoins as a follower)"
                 );
@@ -83,26 +186,59 @@ pub async fn guard(
 
 #[cfg(test)]
 mod tests {
-    use super::{elections_on, may_campaign};
+    use super::{elections_on, may_campaign, Pong, Round};
     use std::time::Duration;
+
+    fn round(quorum: bool, since_ms: u64, hears: bool, peer_hears: bool) -> Round {
+        Round {
+            quorum,
+            quorum_since: Duration::from_millis(since_ms),
+            hears_leader: hears,
+            peer_hears_leader: peer_hears,
+        }
+    }
 
     #[test]
     fn elections_come_back_only_after_the_quorum_answered_for_settle() {
         let settle = Duration::from_millis(600);
-        assert!(!elections_on(true, false, Duration::ZERO, settle));
+        assert!(!elections_on(true, round(false, 0, true, false), settle));
+        assert!(!elections_on(false, round(true, 20, false, false), settle));
+        assert!(elections_on(false, round(true, 600, false, false), settle));
+        assert!(elections_on(true, round(true, 0, false, true), settle));
+    }
+
+    #[test]
+    fn a_member_that_has_not_heard_a_live_leader_waits_for_it() {
+        let settle = Duration::from_millis(600);
+        // healed (or restarted): a peer hears a leader, this member not yet
         assert!(!elections_on(
             false,
-            true,
-            Duration::from_millis(20),
+            round(true, 5_000, false, true),
             settle
         ));
-        assert!(elections_on(
-            false,
-            true,
-            Duration::from_millis(600),
-            settle
-        ));
-        assert!(elections_on(true, true, Duration::ZERO, settle));
+        // the leader's append arrived: the timer is fresh
+        assert!(elections_on(false, round(true, 10, true, true), settle));
+    }
+
+    #[test]
+    fn a_pong_refuses_only_for_a_live_leader_of_a_term_as_high() {
+        let timeout = Duration::from_millis(300);
+        let leader = Pong {
+            term: 5,
+            leader_heard_ms_ago: Some(0),
+        };
+        assert!(leader.hears_a_leader(5, timeout));
+        assert!(!leader.hears_a_leader(6, timeout));
+        let stale = Pong {
+            term: 5,
+            leader_heard_ms_ago: Some(900),
+        };
+        assert!(!stale.hears_a_leader(5, timeout));
+        let never = Pong {
+            term: 5,
+            leader_heard_ms_ago: None,
+        };
+        assert!(!never.hears_a_leader(1, timeout));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!   state) and the commands that change it, with epoch fencing;
 //! - [`store`]: the log, vote and snapshots in one redb file, fsynced before acknowledgement;
 //! - [`network`]: peer RPCs over HTTP, authenticated by the cluster secret;
-//! - [`campaign`]: a member that cannot reach a quorum does not start elections;
+//! - [`campaign`]: a member campaigns only when it reaches a quorum and no live leader is
+//!   heard (a pre-vote);
 //! - [`Node`]: one member: starts Raft, serves peers, claims leadership, proposes commands.
 
 pub mod campaign;
@@ -168,6 +169,7 @@ impl Node {
                     .filter(|(id, _)| **id != config.id)
                     .map(|(id, a)| (*id, a.clone()))
                     .collect(),
+                config.heartbeat,
             ),
             log,
             sm,
@@ -177,6 +179,10 @@ impl Node {
 
         let (stop, stopped) = watch::channel(false);
         let vote_floor = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let contact = Arc::new(campaign::LeaderContact::default());
+        // Before the first election timer can fire: a member with peers starts with elections
+        // off, and the campaign guard turns them on (see `campaign`).
+        raft.runtime_config().elect(config.peers.len() <= 1);
         let report: Arc<RwLock<status::HostReport>> = Arc::default();
         let status: Status = {
             let (raft, state, report, vote_floor) = (
@@ -215,6 +221,7 @@ impl Node {
             admin_token: config.admin_token.clone().map(Into::into),
             status,
             vote_floor: vote_floor.clone(),
+            contact: contact.clone(),
         };
         let server = tokio::spawn(network::serve(listener, endpoint, stopped));
 
@@ -234,9 +241,11 @@ impl Node {
             .collect();
         tokio::spawn(campaign::guard(
             raft.clone(),
+            contact,
             others.clone(),
             config.secret.clone(),
             config.heartbeat,
+            config.election_timeout.1,
             config.election_timeout.1 * 2,
             stop.subscribe(),
         ));
@@ -291,6 +300,11 @@ impl Node {
 
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    /// The Raft term this member is in.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
     }
 
     pub fn is_leader(&self) -> bool {

@@ -6,6 +6,7 @@
 //! A request without the secret is refused with 401 before it reaches Raft, so a host that
 //! does not know the secret cannot vote, append or join.
 
+use super::campaign::{LeaderContact, Pong};
 use super::types::{NodeId, Raft, TypeConfig};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -38,14 +39,28 @@ pub struct Peers {
     /// holds the addresses of whichever member initialized it; this member's own view wins,
     /// so each member may reach the others by its own route (NAT, proxies, other names).
     routes: Arc<std::collections::BTreeMap<NodeId, String>>,
+    /// The pause between attempts to reach a peer that was unreachable.
+    retry: std::time::Duration,
 }
 
 impl Peers {
     pub fn new(secret: &str) -> Peers {
-        Self::with_routes(secret, Default::default())
+        Self::with_routes(
+            secret,
+            Default::default(),
+            std::time::Duration::from_millis(50),
+        )
     }
 
-    pub fn with_routes(secret: &str, routes: std::collections::BTreeMap<NodeId, String>) -> Peers {
+    /// `retry`: the pause between attempts to reach an unreachable peer. openraft's default is
+    /// 500 ms, longer than an election timeout: a member back from a crash or a partition
+    /// heard nothing from the leader for that long and campaigned. One heartbeat interval
+    /// keeps the leader's first append within the member's timer.
+    pub fn with_routes(
+        secret: &str,
+        routes: std::collections::BTreeMap<NodeId, String>,
+        retry: std::time::Duration,
+    ) -> Peers {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(std::time::Duration::from_millis(200)));
@@ -53,6 +68,7 @@ impl Peers {
             client: Client::builder(TokioExecutor::new()).build(connector),
             secret: secret.into(),
             routes: Arc::new(routes),
+            retry,
         }
     }
 }
@@ -144,6 +160,10 @@ impl PeerClient {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.peers.retry))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -186,6 +206,8 @@ pub struct Endpoint {
     /// so it cannot elect one that lacks entries it had acknowledged before the wipe (and a
     /// cluster of blank members can still elect). 0: votes as usual.
     pub vote_floor: Arc<std::sync::atomic::AtomicU64>,
+    /// Touched on every append-entries this member accepts from a leader.
+    pub contact: Arc<LeaderContact>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -239,6 +261,7 @@ async fn handle(
         admin_token,
         status,
         vote_floor,
+        contact,
     } = endpoint;
     let path = req.uri().path().to_owned();
     if path == "/status" {
@@ -276,7 +299,13 @@ async fn handle(
     }
     Ok(match path.as_str() {
         "/raft/append" => match serde_json::from_slice(&body) {
-            Ok(rpc) => answer(raft.append_entries(rpc).await),
+            Ok(rpc) => {
+                let reply = raft.append_entries(rpc).await;
+                if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                    contact.heard();
+                }
+                answer(reply)
+            }
             Err(e) => bad(e),
         },
         "/raft/vote" => match serde_json::from_slice::<VoteRequest<NodeId>>(&body) {
@@ -294,8 +323,9 @@ async fn handle(
             }
             Err(e) => bad(e),
         },
-        // A member checking it can reach a quorum before it may campaign.
-        "/raft/ping" => json(StatusCode::OK, b"{}".to_vec()),
+        // A member checking, before it may campaign, that it reaches a quorum and whether
+        // they hear a live leader.
+        "/raft/ping" => answer(Pong::of(&raft, &contact)),
         "/raft/snapshot" => match serde_json::from_slice(&body) {
             Ok(rpc) => answer(raft.install_snapshot(rpc).await),
             Err(e) => bad(e),
@@ -307,13 +337,13 @@ async fn handle(
     })
 }
 
-/// How many of `peers` answer an authenticated ping within `limit`.
-pub async fn reachable(
+/// The answers of those of `peers` that answer an authenticated ping within `limit`.
+pub async fn ping(
     client: &Client<HttpConnector, Full<Bytes>>,
     peers: &[String],
     secret: &str,
     limit: std::time::Duration,
-) -> usize {
+) -> Vec<Pong> {
     let probes = peers.iter().map(|addr| {
         let client = client.clone();
         let req = Request::post(format!("http://{addr}/raft/ping"))
@@ -321,19 +351,22 @@ pub async fn reachable(
             .body(Full::new(Bytes::new()));
         async move {
             let req = req.ok()?;
-            let call = async { client.request(req).await.ok().map(|r| r.status()) };
-            tokio::time::timeout(limit, call)
-                .await
-                .ok()
-                .flatten()
-                .filter(|s| s.is_success())
+            let call = async {
+                let resp = client.request(req).await.ok()?;
+                if !resp.status().is_success() {
+                    return None;
+                }
+                let body = resp.into_body().collect().await.ok()?.to_bytes();
+                serde_json::from_slice::<Pong>(&body).ok()
+            };
+            tokio::time::timeout(limit, call).await.ok().flatten()
         }
     });
     futures::future::join_all(probes)
         .await
         .into_iter()
         .flatten()
-        .count()
+        .collect()
 }
 
 /// The highest log index any of `peers` has applied, when any of them already runs a
