@@ -254,11 +254,14 @@ fn sigterm_drains_in_flight_activations_then_exits() {
     c.poll_until(WAIT, |c| ids.iter().any(|i| c.received.contains_key(i)));
     assert_eq!(host.terminate(), Some(0), "{}", host.log());
     let processed = ids.iter().filter(|i| c.received.contains_key(*i)).count();
-    // what was taken from Kafka finished; what was not stays for the next start
+    // a single host destroys its pool on a clean exit (`destroy-on-exit` defaults to true)
+    let left = containers_of(&host.cluster);
+    assert!(left.is_empty(), "left after SIGTERM: {left:?}\n{}", host.log());
+    // what was taken from Kafka finished; what was not stays for the next start (which may
+    // cold-start several containers at once for it, so their number is not asserted)
     host.spawn();
     assert!(c.poll_until(WAIT, |c| ids.iter().all(|i| c.received.contains_key(i))));
     assert!(processed >= 1);
-    assert!(containers_of(&host.cluster).len() <= 1);
 }
 
 #[test]
