@@ -36,8 +36,23 @@ pub struct ClusterSection {
     pub id: u64,
     /// Every member: `"1" = "127.0.0.1:7001"`, this host included.
     pub peers: BTreeMap<String, String>,
-    /// Shared by the members; a host without it cannot vote, append or join.
-    pub secret: String,
+    /// Members talk mutual TLS with these files (`keepwarm cluster certs` makes them).
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    /// Plain HTTP between members, authenticated only by `secret`: for a trusted network
+    /// only; every start logs a warning.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Shared by the members of an `insecure` cluster; sent in clear text.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Where `/status` and `/metrics` are served (default: loopback, this member's Raft port
+    /// + 1).
+    #[serde(default)]
+    pub status_address: Option<String>,
+    /// When set, `/status` and `/metrics` require it as a bearer token.
+    #[serde(default)]
+    pub status_token: Option<String>,
     #[serde(default = "default_heartbeat")]
     pub heartbeat_ms: u64,
     #[serde(default = "default_election_min")]
@@ -51,6 +66,44 @@ pub struct ClusterSection {
     /// Bearer token for `keepwarm cluster join/leave`; membership changes are off without it.
     #[serde(default)]
     pub admin_token: Option<String>,
+}
+
+/// A member's PEM files: the cluster's CA, its certificate (naming `member-<id>.keepwarm`)
+/// and its key. Relative paths are relative to the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSection {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClusterSection {
+    /// How this member talks to the others (TLS files loaded and checked).
+    pub fn transport(&self) -> Result<crate::cluster::Transport, crate::cluster::tls::TlsError> {
+        use crate::cluster::tls::{MemberTls, TlsFiles};
+        Ok(match &self.tls {
+            Some(t) => crate::cluster::Transport::Tls(MemberTls::load(
+                &TlsFiles {
+                    ca: t.ca.clone(),
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                },
+                self.id,
+            )?),
+            None => crate::cluster::Transport::insecure(self.secret.as_deref().unwrap_or_default()),
+        })
+    }
+
+    /// Where `/status` is served: `status-address`, else loopback at the Raft port + 1.
+    pub fn status_address(&self) -> Option<String> {
+        if let Some(a) = &self.status_address {
+            return Some(a.clone());
+        }
+        let own = self.peers.get(&self.id.to_string())?;
+        let port: u16 = own.rsplit_once(':')?.1.parse().ok()?;
+        Some(format!("127.0.0.1:{}", port.checked_add(1)?))
+    }
 }
 
 fn default_heartbeat() -> u64 {
@@ -290,6 +343,13 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// Variables the command line reads (`keepwarm cluster`, `keepwarm status`), not overrides.
+const CLI_VARIABLES: &[&str] = &[
+    "KEEPWARM_ADMIN_TOKEN",
+    "KEEPWARM_STATUS_TOKEN",
+    "KEEPWARM_TLS_DIR",
+];
+
 const SECTIONS: &[&str] = &[
     "invoker",
     "kafka",
@@ -366,6 +426,9 @@ impl Config {
             let Some(rest) = name.strip_prefix("KEEPWARM_") else {
                 continue;
             };
+            if CLI_VARIABLES.contains(&name.as_str()) {
+                continue;
+            }
             let rest = rest.to_ascii_lowercase();
             let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
                 return Err(invalid(format!(
@@ -395,12 +458,17 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        let tls = config.cluster.as_mut().and_then(|c| c.tls.as_mut());
+        let tls_paths: Vec<&mut PathBuf> = tls
+            .map(|t| vec![&mut t.ca, &mut t.cert, &mut t.key])
+            .unwrap_or_default();
         for p in [
             config.invoker.activation_log.as_mut(),
             config.actions.catalog.as_mut(),
         ]
         .into_iter()
         .flatten()
+        .chain(tls_paths)
         .filter(|p| p.is_relative())
         {
             *p = base.join(&*p);
@@ -469,9 +537,37 @@ impl Config {
                     c.election_timeout_max_ms
                 )));
             }
-            if c.secret.len() < 8 {
+            match (&c.tls, c.insecure) {
+                (Some(_), true) => {
+                    return Err(invalid(
+                        "[cluster] has both tls and insecure = true: choose one".into(),
+                    ))
+                }
+                (None, false) => {
+                    return Err(invalid(
+                        "[cluster] members talk mutual TLS: set [cluster.tls] ca, cert and key \
+                         (`keepwarm cluster certs --members 1,2,3 --out DIR` makes them), or \
+                         insecure = true with a secret on a trusted network"
+                            .into(),
+                    ))
+                }
+                (Some(_), false) => {
+                    if let Err(e) = c.transport() {
+                        return Err(invalid(format!("[cluster.tls] {e}")));
+                    }
+                }
+                (None, true) => {
+                    if c.secret.as_ref().is_none_or(|s| s.len() < 8) {
+                        return Err(invalid(
+                            "[cluster] insecure = true needs a secret of at least 8 characters"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+            if c.status_address().is_none() {
                 return Err(invalid(
-                    "[cluster] secret must be at least 8 characters".into(),
+                    "[cluster] status-address is needed: this host's peers entry has no port to derive it from".into(),
                 ));
             }
         }

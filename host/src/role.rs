@@ -29,10 +29,18 @@ pub async fn run_cluster(
         .iter()
         .map(|(id, addr)| Ok((id.parse::<u64>()?, addr.clone())))
         .collect::<Result<_, std::num::ParseIntError>>()?;
+    if cluster.insecure {
+        tracing::warn!(
+            "[cluster] insecure = true: members talk plain HTTP; anyone who can read this \
+             network sees the secret and can then append to the cluster's log"
+        );
+    }
     let node = Node::start_dedicated(ClusterConfig {
         id: cluster.id,
         peers,
-        secret: cluster.secret.clone(),
+        transport: cluster.transport()?,
+        status_address: cluster.status_address(),
+        status_token: cluster.status_token.clone(),
         data_dir: config.invoker.data_dir.join("raft"),
         heartbeat: Duration::from_millis(cluster.heartbeat_ms),
         election_timeout: (

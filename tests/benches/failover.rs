@@ -2,10 +2,12 @@
 //! with 0, 10 and 100 warm containers on Docker and 10 on Mesos (the master simulator, tasks
 //! as Docker containers: the standby re-subscribes as the same framework); the takeover's
 //! re-attach time; and Raft write throughput and replication of pool events on an in-process
-//! cluster over loopback HTTP.
+//! cluster over loopback, over mutual TLS and over plain HTTP in the same run, with the
+//! in-process failover time for both.
 
 use keepwarm::cluster::state::{Command, PoolChange};
-use keepwarm::cluster::{ClusterConfig, Node};
+use keepwarm::cluster::tls::{MemberTls, TlsFiles};
+use keepwarm::cluster::{ClusterConfig, Node, Transport};
 use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::host::{HostOptions, PluginChoice};
 use keepwarm_tests::kafka::Controller;
@@ -95,8 +97,66 @@ fn failovers(rt: &tokio::runtime::Runtime, warm: usize, kills: usize, mesos: Opt
     println!("  re-attached per failover: {:?}", reattached);
 }
 
-async fn raft_throughput() {
+/// Members over mutual TLS (`tls`) or plain HTTP with the secret.
+fn transport(tls: bool, certs: &std::path::Path, id: u64) -> Transport {
+    if tls {
+        Transport::Tls(MemberTls::load(&TlsFiles::in_dir(certs, id), id).unwrap())
+    } else {
+        Transport::insecure("bench-secret")
+    }
+}
+
+/// Three in-process members; `listeners` holds an unbound slot per member to restart one.
+async fn members(
+    dir: &std::path::Path,
+    tls: bool,
+    peers: &BTreeMap<u64, String>,
+    listeners: &mut BTreeMap<u64, tokio::net::TcpListener>,
+    ids: &[u64],
+) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for id in ids {
+        let config = ClusterConfig {
+            id: *id,
+            peers: peers.clone(),
+            transport: transport(tls, &dir.join("certs"), *id),
+            status_address: None,
+            status_token: None,
+            data_dir: dir.join(format!("n{id}")),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
+            admin_token: None,
+        };
+        let l = match listeners.remove(id) {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind(&peers[id]).await.unwrap(),
+        };
+        nodes.push(Node::start_on(config, l).await.unwrap());
+    }
+    nodes
+}
+
+async fn leader_among(nodes: &[Node]) -> Node {
+    let start = Instant::now();
+    loop {
+        if let Some(n) = nodes.iter().find(|n| n.is_leader()) {
+            return n.clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no leader");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Raft write throughput and in-process failover (the leader shut down → a new leader has
+/// claimed), over TLS or plain HTTP.
+async fn raft(tls: bool) {
+    let label = if tls {
+        "mutual TLS"
+    } else {
+        "plain HTTP (insecure)"
+    };
     let dir = tempfile::tempdir().unwrap();
+    keepwarm::cluster::tls::generate(&[1, 2, 3], &dir.path().join("certs")).unwrap();
     let mut peers = BTreeMap::new();
     let mut listeners = BTreeMap::new();
     for id in 1..=3u64 {
@@ -104,31 +164,8 @@ async fn raft_throughput() {
         peers.insert(id, l.local_addr().unwrap().to_string());
         listeners.insert(id, l);
     }
-    let mut nodes = Vec::new();
-    for id in 1..=3u64 {
-        let config = ClusterConfig {
-            id,
-            peers: peers.clone(),
-            secret: "bench-secret".into(),
-            data_dir: dir.path().join(format!("n{id}")),
-            heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
-            admin_token: None,
-        };
-        nodes.push(
-            Node::start_on(config, listeners.remove(&id).unwrap())
-                .await
-                .unwrap(),
-        );
-    }
-    let start = Instant::now();
-    let leader = loop {
-        if let Some(n) = nodes.iter().find(|n| n.is_leader()) {
-            break n.clone();
-        }
-        assert!(start.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let mut nodes = members(dir.path(), tls, &peers, &mut listeners, &[1, 2, 3]).await;
+    let leader = leader_among(&nodes).await;
     let epoch = leader.claim().await.unwrap();
     let record =
         |i: usize| PoolChange::Upsert(keepwarm_tests::cluster::sample_record(&format!("c{i}")));
@@ -154,7 +191,7 @@ async fn raft_throughput() {
         }
         let secs = t.elapsed().as_secs_f64();
         println!(
-            "raft writes, {writers:>2} writer(s), {batch:>2} pool events per entry: {:>6.0} entries/s, {:>7.0} pool events/s",
+            "raft writes over {label}, {writers:>2} writer(s), {batch:>2} pool events per entry: {:>6.0} entries/s, {:>7.0} pool events/s",
             n as f64 / secs,
             (n * batch) as f64 / secs
         );
@@ -180,6 +217,28 @@ async fn raft_throughput() {
         })
         .unwrap_or_default();
     println!("replication lag right after the burst (entries, per member): {lag:?}");
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let leader = leader_among(&nodes).await;
+        let t = Instant::now();
+        leader.shutdown().await;
+        let rest: Vec<Node> = nodes
+            .iter()
+            .filter(|n| n.id != leader.id)
+            .cloned()
+            .collect();
+        let next = leader_among(&rest).await;
+        next.claim().await.unwrap();
+        times.push(t.elapsed());
+        // the old leader comes back before the next round
+        nodes.retain(|n| n.id != leader.id);
+        nodes.extend(members(dir.path(), tls, &peers, &mut listeners, &[leader.id]).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "in-process failover over {label} (leader shut down → new leader claimed): {}",
+        summarize(times)
+    );
     for n in &nodes {
         n.shutdown().await;
     }
@@ -187,7 +246,9 @@ async fn raft_throughput() {
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(raft_throughput());
+    // the same measurements over both transports, in one run: read the ratio
+    rt.block_on(raft(false));
+    rt.block_on(raft(true));
     failovers(&rt, 0, 20, None);
     failovers(&rt, 10, 20, None);
     let master = rt.block_on(MesosMaster::start(Options::default()));

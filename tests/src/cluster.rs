@@ -11,8 +11,14 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Cluster {
     pub hosts: Vec<Host>,
+    /// Each host's peer (Raft) address.
     pub addresses: Vec<String>,
+    /// Each host's status listener (`/status`, `/metrics`).
+    pub status_addresses: Vec<String>,
     pub label: String,
+    /// The cluster's CA and certificates (`keepwarm cluster certs`'s files).
+    pub certs: std::path::PathBuf,
+    _certs: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -23,7 +29,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// GETs `path` from a host's Raft address (None when it does not answer).
+/// GETs `path` from a host's status address (None when it does not answer).
 pub fn get(address: &str, path: &str) -> Option<String> {
     let addr = address.parse().ok()?;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()?;
@@ -79,6 +85,12 @@ impl Cluster {
         each: impl Fn(usize, &mut HostOptions),
     ) -> Cluster {
         let n = addresses.len();
+        let certs = tempfile::tempdir().unwrap();
+        let ids: Vec<u64> = (1..=n as u64).collect();
+        keepwarm::cluster::tls::generate(&ids, certs.path()).unwrap();
+        let status_addresses: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
         let label = base
             .cluster
             .clone()
@@ -90,10 +102,16 @@ impl Cluster {
                     .collect();
                 let mut opts = base.clone();
                 opts.cluster = Some(label.clone());
+                let files = keepwarm::cluster::tls::TlsFiles::in_dir(certs.path(), i as u64 + 1);
                 opts.extra = format!(
-                    "[cluster]\nid = {}\npeers = {{ {} }}\nsecret = \"keepwarm-test-secret\"\n",
+                    "[cluster]\nid = {}\npeers = {{ {} }}\nstatus-address = \"{}\"\n\
+                     tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}\n",
                     i + 1,
-                    peers.join(", ")
+                    peers.join(", "),
+                    status_addresses[i],
+                    files.ca.display(),
+                    files.cert.display(),
+                    files.key.display()
                 );
                 each(i, &mut opts);
                 Host::start(&opts)
@@ -102,7 +120,10 @@ impl Cluster {
         Cluster {
             hosts,
             addresses,
+            status_addresses,
             label,
+            certs: certs.path().to_owned(),
+            _certs: certs,
         }
     }
 
@@ -110,7 +131,7 @@ impl Cluster {
     pub fn active(&self, within: Duration) -> Option<usize> {
         let start = Instant::now();
         loop {
-            for (i, a) in self.addresses.iter().enumerate() {
+            for (i, a) in self.status_addresses.iter().enumerate() {
                 if self.hosts[i].child.is_some()
                     && status(a).is_some_and(|s| s["consuming"] == true)
                 {
@@ -125,7 +146,7 @@ impl Cluster {
     }
 
     pub fn status(&self, i: usize) -> Option<Value> {
-        status(&self.addresses[i])
+        status(&self.status_addresses[i])
     }
 }
 

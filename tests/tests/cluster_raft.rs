@@ -1,15 +1,29 @@
-//! The cluster's Raft layer with three members in one process, talking real HTTP on
+//! The cluster's Raft layer with three members in one process, talking mutual TLS on
 //! loopback, with their storage on disk: election, replication, fencing by epoch, leader
-//! loss, restart from disk, and a member without the secret.
+//! loss, restart from disk, membership changes, and hosts without the cluster's keys.
 
 use keepwarm::cluster::state::{Command, ContainerRecord, PoolChange};
-use keepwarm::cluster::{ClusterConfig, ClusterError, Node};
+use keepwarm::cluster::tls::{generate, MemberTls, TlsFiles};
+use keepwarm::cluster::{ClusterConfig, ClusterError, Node, Transport};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 const SECRET: &str = "test-secret";
+
+/// The certificates every test's members use: `dir/certs`, members 1–4 and the admin.
+fn certs(dir: &Path) -> std::path::PathBuf {
+    let certs = dir.join("certs");
+    if !certs.join("ca.pem").exists() {
+        generate(&[1, 2, 3, 4], &certs).unwrap();
+    }
+    certs
+}
+
+fn tls(certs: &Path, id: u64) -> Transport {
+    Transport::Tls(MemberTls::load(&TlsFiles::in_dir(certs, id), id).unwrap())
+}
 
 struct Members {
     peers: BTreeMap<u64, String>,
@@ -27,11 +41,23 @@ async fn bind(n: u64) -> Members {
     Members { peers, listeners }
 }
 
-fn config(id: u64, peers: &BTreeMap<u64, String>, dir: &Path, secret: &str) -> ClusterConfig {
+/// Member `id` over TLS with the certificates in `dir/certs`.
+fn config(id: u64, peers: &BTreeMap<u64, String>, dir: &Path) -> ClusterConfig {
+    config_with(id, peers, dir, tls(&certs(dir), id))
+}
+
+fn config_with(
+    id: u64,
+    peers: &BTreeMap<u64, String>,
+    dir: &Path,
+    transport: Transport,
+) -> ClusterConfig {
     ClusterConfig {
         id,
         peers: peers.clone(),
-        secret: secret.into(),
+        transport,
+        status_address: None,
+        status_token: None,
         data_dir: dir.join(format!("node{id}")),
         heartbeat: Duration::from_millis(50),
         election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
@@ -53,7 +79,7 @@ async fn start_three() -> (tempfile::TempDir, BTreeMap<u64, String>, Vec<Node>) 
     let mut nodes = Vec::new();
     for id in 1..=3 {
         let l = listeners.remove(&id).unwrap();
-        let config = config(id, &peers, dir.path(), SECRET);
+        let config = config(id, &peers, dir.path());
         nodes.push(Node::start_on(config, l).await.unwrap());
     }
     (dir, peers, nodes)
@@ -184,7 +210,7 @@ async fn a_restarted_cluster_recovers_its_state_from_disk() {
     for (id, addr) in &peers {
         let l = TcpListener::bind(addr).await.unwrap();
         nodes.push(
-            Node::start_on(config(*id, &peers, dir.path(), SECRET), l)
+            Node::start_on(config(*id, &peers, dir.path()), l)
                 .await
                 .unwrap(),
         );
@@ -206,7 +232,7 @@ async fn a_restarted_cluster_recovers_its_state_from_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_without_the_secret_cannot_take_part() {
+async fn in_an_insecure_cluster_a_member_without_the_secret_cannot_take_part() {
     let dir = tempfile::tempdir().unwrap();
     let Members {
         peers,
@@ -216,15 +242,21 @@ async fn a_member_without_the_secret_cannot_take_part() {
     for id in 1..=2 {
         let l = listeners.remove(&id).unwrap();
         good.push(
-            Node::start_on(config(id, &peers, dir.path(), SECRET), l)
-                .await
-                .unwrap(),
+            Node::start_on(
+                config_with(id, &peers, dir.path(), Transport::insecure(SECRET)),
+                l,
+            )
+            .await
+            .unwrap(),
         );
     }
     let l = listeners.remove(&3).unwrap();
-    let intruder = Node::start_on(config(3, &peers, dir.path(), "wrong"), l)
-        .await
-        .unwrap();
+    let intruder = Node::start_on(
+        config_with(3, &peers, dir.path(), Transport::insecure("wrong-secret")),
+        l,
+    )
+    .await
+    .unwrap();
     let all: Vec<&Node> = good.iter().collect();
     let leader = leader_of(&all, Duration::from_secs(5)).await;
     // the intruder never leads, and never learns the state
@@ -249,10 +281,25 @@ async fn a_member_without_the_secret_cannot_take_part() {
     }
 }
 
-/// `keepwarm cluster join` / `leave` against the admin endpoint: a fourth member joins and
-/// receives the state; one leaves; a wrong token changes nothing.
+fn keepwarm(args: Vec<String>) -> tokio::task::JoinHandle<std::process::Output> {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(keepwarm_tests::keepwarm_bin())
+            .args(args)
+            .env_remove("KEEPWARM_TLS_DIR")
+            .output()
+            .unwrap()
+    })
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// `keepwarm cluster join` / `leave` with the admin certificate: a fourth member joins and
+/// receives the state; one leaves. An admin of another CA, and a join naming an id whose key
+/// the host at that address does not hold, change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_join_and_leave_with_the_admin_token() {
+async fn members_join_and_leave_with_the_admin_certificate() {
     let (dir, mut peers, nodes) = start_three().await;
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = leader_of(&all, Duration::from_secs(5)).await;
@@ -265,40 +312,57 @@ async fn members_join_and_leave_with_the_admin_token() {
         })
         .await
         .unwrap();
+    let voters = |n: &Node| -> Vec<u64> {
+        n.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    };
 
     // a fourth host starts with every member in its config, itself included
     let l4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
     peers.insert(4, l4.local_addr().unwrap().to_string());
-    let fourth = Node::start_on(config(4, &peers, dir.path(), SECRET), l4)
+    let fourth = Node::start_on(config(4, &peers, dir.path()), l4)
         .await
         .unwrap();
-    let join = |token: &str| {
-        let args: Vec<String> = [
+    let certs = certs(dir.path()).display().to_string();
+    let other_ca = dir.path().join("other-ca");
+    generate(&[1], &other_ca).unwrap();
+    let join = |tls_dir: &str, id: &str, address: &str| {
+        keepwarm(strings(&[
             "cluster",
             "join",
             "--leader",
             &peers[&leader],
             "--id",
-            "4",
+            id,
             "--address",
-            &peers[&4],
-            "--token",
-            token,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(keepwarm_tests::keepwarm_bin())
-                .args(args)
-                .output()
-                .unwrap()
-        })
+            address,
+            "--tls-dir",
+            tls_dir,
+        ]))
     };
-    let refused = join("wrong").await.unwrap();
+    // an admin whose certificate another CA signed: refused at the handshake
+    let refused = join(&other_ca.display().to_string(), "4", &peers[&4])
+        .await
+        .unwrap();
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
-    let ok = join("admin-token").await.unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("not member 4"), "{said}");
+    // the host at member 2's address is not member 4: nothing is sent to the leader
+    let wrong = join(&certs, "4", &peers[&2]).await.unwrap();
+    assert!(!wrong.status.success());
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        said.contains("is not member 4") && said.contains("nothing was sent"),
+        "{said}"
+    );
+    assert_eq!(voters(&leader_node), vec![1, 2, 3]);
+
+    let ok = join(&certs, "4", &peers[&4]).await.unwrap();
     assert!(
         ok.status.success(),
         "{}",
@@ -311,32 +375,18 @@ async fn members_join_and_leave_with_the_admin_token() {
             .contains_key("c1"))
         .await
     );
-    let voters: Vec<u64> = leader_node
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect();
-    assert_eq!(voters, vec![1, 2, 3, 4]);
+    assert_eq!(voters(&leader_node), vec![1, 2, 3, 4]);
 
-    let leave_addr = peers[&leader].clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(keepwarm_tests::keepwarm_bin())
-            .args([
-                "cluster",
-                "leave",
-                "--leader",
-                &leave_addr,
-                "--id",
-                "4",
-                "--token",
-                "admin-token",
-            ])
-            .output()
-            .unwrap()
-    })
+    let out = keepwarm(strings(&[
+        "cluster",
+        "leave",
+        "--leader",
+        &peers[&leader],
+        "--id",
+        "4",
+        "--tls-dir",
+        &certs,
+    ]))
     .await
     .unwrap();
     assert!(
@@ -344,17 +394,89 @@ async fn members_join_and_leave_with_the_admin_token() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let voters: Vec<u64> = leader_node
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect();
-    assert_eq!(voters, vec![1, 2, 3]);
+    assert_eq!(voters(&leader_node), vec![1, 2, 3]);
     fourth.shutdown().await;
     for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A host without the cluster's keys learns nothing and changes nothing: one whose
+/// certificates another CA signed never leads and never receives the state; a plain request
+/// (e.g. one captured from an insecure cluster and replayed) gets no HTTP answer at all; a
+/// member's certificate cannot carry a vote in another member's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_the_cluster_keys_cannot_take_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let Members {
+        peers,
+        mut listeners,
+    } = bind(3).await;
+    let mut good = Vec::new();
+    for id in 1..=2 {
+        let l = listeners.remove(&id).unwrap();
+        good.push(
+            Node::start_on(config(id, &peers, dir.path()), l)
+                .await
+                .unwrap(),
+        );
+    }
+    let other = dir.path().join("other-ca");
+    generate(&[3], &other).unwrap();
+    let intruder = Node::start_on(
+        config_with(3, &peers, dir.path(), tls(&other, 3)),
+        listeners.remove(&3).unwrap(),
+    )
+    .await
+    .unwrap();
+    let all: Vec<&Node> = good.iter().collect();
+    let leader = leader_of(&all, Duration::from_secs(5)).await;
+    let leader = good.iter().find(|n| n.id == leader).unwrap();
+    let epoch = leader.claim().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!intruder.is_leader());
+    assert_ne!(intruder.state().claim.epoch, epoch);
+    let last = leader.raft.metrics().borrow().last_log_index;
+
+    // plain HTTP against a TLS listener: no HTTP answer
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(&peers[&1]).await.unwrap();
+    s.write_all(b"POST /raft/vote HTTP/1.1\r\nhost: x\r\nx-keepwarm-secret: test-secret\r\ncontent-length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .map(|r| r.unwrap_or(0))
+        .unwrap_or(0);
+    assert!(
+        !String::from_utf8_lossy(&buf[..n]).contains("HTTP/1.1"),
+        "a plain request was answered"
+    );
+
+    // member 3's genuine certificate, a vote in member 2's name: 403
+    let certs = certs(dir.path());
+    let member3 = Transport::Tls(MemberTls::load(&TlsFiles::in_dir(&certs, 3), 3).unwrap());
+    let client = member3.client_for(1);
+    let vote = serde_json::json!({
+        "vote": { "leader_id": { "term": 999, "node_id": 2 }, "committed": false },
+        "last_log_id": null
+    });
+    let req = hyper::Request::post(format!("https://{}/raft/vote", peers[&1]))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            vote.to_string(),
+        )))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    // nothing was appended, no term was raised
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(leader.is_leader());
+    assert!(leader.term() < 999);
+    assert_eq!(leader.raft.metrics().borrow().last_log_index, last);
+    intruder.shutdown().await;
+    for n in &good {
         n.shutdown().await;
     }
 }
@@ -392,7 +514,7 @@ async fn a_restarted_standby_does_not_depose_the_leader() {
         tokio::time::sleep(Duration::from_millis(700 + 150 * round)).await;
         let l = TcpListener::bind(&peers[&standby]).await.unwrap();
         nodes.push(
-            Node::start_on(config(standby, &peers, dir.path(), SECRET), l)
+            Node::start_on(config(standby, &peers, dir.path()), l)
                 .await
                 .unwrap(),
         );

@@ -99,7 +99,7 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
     assert_eq!(status["last_takeover"]["lost"], 0);
     // the operator's view: `keepwarm status` and Prometheus metrics
     let out = std::process::Command::new(keepwarm_tests::keepwarm_bin())
-        .args(["status", "--address", &cluster.addresses[second]])
+        .args(["status", "--address", &cluster.status_addresses[second]])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -109,7 +109,8 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
             && text.contains(&format!("re-attached {kept_before}")),
         "{text}"
     );
-    let metrics = keepwarm_tests::cluster::get(&cluster.addresses[second], "/metrics").unwrap();
+    let metrics =
+        keepwarm_tests::cluster::get(&cluster.status_addresses[second], "/metrics").unwrap();
     assert!(
         metrics.contains("keepwarm_leader 1") && metrics.contains("keepwarm_consuming 1"),
         "{metrics}"

@@ -20,12 +20,8 @@
 //! It changes nothing for a leader, and nothing while elections are on: a member that stops
 //! hearing its leader campaigns on its own timer, as fast as Raft allows.
 
-use super::network;
+use super::network::{self, Peers};
 use super::types::Raft;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -67,11 +63,14 @@ impl LeaderContact {
     }
 }
 
-/// A ping's answer: the peer's term and how long ago it heard a leader (0 when it leads).
+/// A ping's answer: the peer's term, how long ago it heard a leader (0 when it leads) and the
+/// last log index it applied.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Pong {
     pub term: u64,
     pub leader_heard_ms_ago: Option<u64>,
+    #[serde(default)]
+    pub last_applied: Option<u64>,
 }
 
 impl Pong {
@@ -86,6 +85,7 @@ impl Pong {
             } else {
                 contact.ago().map(|d| d.as_millis() as u64)
             },
+            last_applied: m.last_applied.map(|l| l.index),
         }
     }
 
@@ -125,21 +125,17 @@ pub fn elections_on(on: bool, round: Round, settle: Duration) -> bool {
     on || round.hears_leader || (round.quorum_since >= settle && !round.peer_hears_leader)
 }
 
-/// Runs until `stop` turns true.
-#[allow(clippy::too_many_arguments)]
+/// Runs until `stop` turns true; `peers` reaches every other member.
 pub async fn guard(
     raft: Raft,
     contact: std::sync::Arc<LeaderContact>,
-    others: Vec<String>,
-    secret: String,
+    peers: Peers,
     every: Duration,
     timeout: Duration,
     settle: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let members = others.len() + 1;
+    let members = peers.routes().len() + 1;
     // Generous: a slow answer on a busy machine is not a partition.
     let limit = (every * 4).max(Duration::from_millis(500));
     // The node starts a member with peers with elections off (a lone member has nobody to wait
@@ -147,7 +143,7 @@ pub async fn guard(
     let mut allowed = members == 1;
     let mut quorum_since = Instant::now();
     loop {
-        let pongs = network::ping(&client, &others, &secret, limit).await;
+        let pongs = network::ping(&peers, limit).await;
         let term = raft.metrics().borrow().current_term;
         let quorum = may_campaign(pongs.len(), members);
         if !quorum {
@@ -226,17 +222,20 @@ mod tests {
         let leader = Pong {
             term: 5,
             leader_heard_ms_ago: Some(0),
+            last_applied: None,
         };
         assert!(leader.hears_a_leader(5, timeout));
         assert!(!leader.hears_a_leader(6, timeout));
         let stale = Pong {
             term: 5,
             leader_heard_ms_ago: Some(900),
+            last_applied: None,
         };
         assert!(!stale.hears_a_leader(5, timeout));
         let never = Pong {
             term: 5,
             leader_heard_ms_ago: None,
+            last_applied: None,
         };
         assert!(!never.hears_a_leader(1, timeout));
     }

@@ -11,12 +11,16 @@
 pub mod campaign;
 pub mod network;
 pub mod plugin_state;
+pub mod server;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod tls;
+pub mod transport;
 pub mod types;
 
-use network::{Peers, Status};
+use network::Peers;
+use server::Status;
 use state::{Command, Replicated, Reply};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -25,6 +29,7 @@ use std::time::Duration;
 use store::{LogStore, StateMachine};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+pub use transport::Transport;
 use types::{NodeId, Raft};
 
 /// Settings of one member.
@@ -33,7 +38,12 @@ pub struct ClusterConfig {
     pub id: NodeId,
     /// Every member, this one included: id → `host:port` of its Raft endpoint.
     pub peers: BTreeMap<NodeId, String>,
-    pub secret: String,
+    /// Mutual TLS, or plain HTTP with a shared secret.
+    pub transport: Transport,
+    /// Where `/status` and `/metrics` are served (`None`: not served).
+    pub status_address: Option<String>,
+    /// Required as a bearer token on the status listener when set.
+    pub status_token: Option<String>,
     pub data_dir: PathBuf,
     pub heartbeat: Duration,
     pub election_timeout: (Duration, Duration),
@@ -71,7 +81,7 @@ pub struct Node {
     /// task that held it is gone, so the file is unlocked when it returns.
     db: std::sync::Weak<redb::Database>,
     db_path: PathBuf,
-    server: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    servers: Arc<tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -146,7 +156,8 @@ impl Node {
         })?;
         let db = Arc::downgrade(&log.database());
         let blank = log.is_blank().map_err(|e| storage(e.to_string()))?;
-        let sm = StateMachine::open(&log).map_err(|e| storage(e.to_string()))?;
+        let sm = StateMachine::open(&log, &config.data_dir.join("snapshot"))
+            .map_err(|e| storage(e.to_string()))?;
         let state = sm.state.clone();
         let raft_config = openraft::Config {
             cluster_name: "keepwarm".into(),
@@ -158,24 +169,19 @@ impl Node {
         }
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let raft = Raft::new(
-            config.id,
-            Arc::new(raft_config),
-            Peers::with_routes(
-                &config.secret,
-                config
-                    .peers
-                    .iter()
-                    .filter(|(id, _)| **id != config.id)
-                    .map(|(id, a)| (*id, a.clone()))
-                    .collect(),
-                config.heartbeat,
-            ),
-            log,
-            sm,
-        )
-        .await
-        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let peers = Peers::new(
+            config.transport.clone(),
+            config
+                .peers
+                .iter()
+                .filter(|(id, _)| **id != config.id)
+                .map(|(id, a)| (*id, a.clone()))
+                .collect(),
+            config.heartbeat,
+        );
+        let raft = Raft::new(config.id, Arc::new(raft_config), peers.clone(), log, sm)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
 
         let (stop, stopped) = watch::channel(false);
         let vote_floor = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -215,15 +221,37 @@ impl Node {
                 }
             })
         };
-        let endpoint = network::Endpoint {
+        let limits = server::Limits::default();
+        let peer = server::Peer {
             raft: raft.clone(),
-            secret: config.secret.clone().into(),
+            transport: Arc::new(config.transport.clone()),
             admin_token: config.admin_token.clone().map(Into::into),
-            status,
             vote_floor: vote_floor.clone(),
             contact: contact.clone(),
         };
-        let server = tokio::spawn(network::serve(listener, endpoint, stopped));
+        let mut servers = vec![tokio::spawn(server::serve(
+            listener,
+            server::peer_router(peer, limits),
+            config.transport.acceptor(),
+            limits,
+            stopped.clone(),
+        ))];
+        if let Some(address) = &config.status_address {
+            let listener =
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|source| ClusterError::Listen {
+                        address: address.clone(),
+                        source,
+                    })?;
+            servers.push(tokio::spawn(server::serve(
+                listener,
+                server::status_router(status, config.status_token.clone().map(Into::into)),
+                None,
+                limits,
+                stopped,
+            )));
+        }
 
         // A fresh cluster: every member initializes with the same membership. A member whose
         // storage was lost rejoins instead: it waits for the leader's log rather than starting
@@ -233,23 +261,16 @@ impl Node {
             .iter()
             .map(|(id, addr)| (*id, openraft::BasicNode { addr: addr.clone() }))
             .collect();
-        let others: Vec<String> = config
-            .peers
-            .iter()
-            .filter(|(id, _)| **id != config.id)
-            .map(|(_, a)| a.clone())
-            .collect();
         tokio::spawn(campaign::guard(
             raft.clone(),
             contact,
-            others.clone(),
-            config.secret.clone(),
+            peers.clone(),
             config.heartbeat,
             config.election_timeout.1,
             config.election_timeout.1 * 2,
             stop.subscribe(),
         ));
-        if let Some(applied) = network::running_cluster(&others).await {
+        if let Some(applied) = network::running_cluster(&peers).await {
             tracing::info!("peers already form a cluster: rejoining, not initializing");
             if blank && applied > 0 {
                 // Lost storage: vote only for candidates holding what the others applied,
@@ -289,7 +310,7 @@ impl Node {
             report,
             db,
             db_path: path,
-            server: Arc::new(tokio::sync::Mutex::new(Some(server))),
+            servers: Arc::new(tokio::sync::Mutex::new(servers)),
         })
     }
 
@@ -403,7 +424,7 @@ impl Node {
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         let _ = self.raft.shutdown().await;
-        if let Some(server) = self.server.lock().await.take() {
+        for server in std::mem::take(&mut *self.servers.lock().await) {
             let _ = server.await;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

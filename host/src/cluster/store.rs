@@ -1,5 +1,9 @@
-//! Durable Raft storage in one redb file: the log, the vote, the committed id and the last
-//! snapshot. Every write is a redb transaction committed (fsynced) before it is acknowledged.
+//! Durable Raft storage: the log, the vote and the committed id in one redb file, every write
+//! a transaction committed (fsynced) before it is acknowledged; the last snapshot in a file of
+//! its own beside it, written on a blocking thread (temporary file, fsync, rename). Built on
+//! the Raft thread inside redb, a snapshot of a busy pool (JSON, serialized, then committed
+//! while holding redb's one write lock) stalled the log's appends for most of a second: the
+//! chaos suite saw a standby miss its heartbeats and campaign while it built one.
 //!
 //! The state machine lives in memory and is rebuilt on start from the last snapshot plus the
 //! log after it (openraft re-applies what `applied_state` does not cover).
@@ -19,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -211,17 +215,21 @@ struct StoredSnapshot {
 #[derive(Debug, Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
+    /// Where the last snapshot is kept.
+    snapshot_path: Arc<PathBuf>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, openraft::BasicNode>,
     pub state: Arc<RwLock<Replicated>>,
 }
 
 impl StateMachine {
-    /// Loads the last snapshot, if any, from the log store's file.
-    pub fn open(log: &LogStore) -> Result<StateMachine, StorageError> {
+    /// Loads the last snapshot, if any, from `snapshot_path` (or, as older versions kept it,
+    /// from the log store's file).
+    pub fn open(log: &LogStore, snapshot_path: &Path) -> Result<StateMachine, StorageError> {
         let db = log.database();
         let mut sm = StateMachine {
             db,
+            snapshot_path: Arc::new(snapshot_path.to_owned()),
             last_applied: None,
             membership: StoredMembership::default(),
             state: Arc::default(),
@@ -236,6 +244,12 @@ impl StateMachine {
     }
 
     fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        match std::fs::read(&*self.snapshot_path) {
+            Ok(bytes) => return StoredSnapshot::decode(&bytes).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)),
+        }
+        // written by an older version inside the redb file
         let tx = self.db.begin_read().map_err(store_err)?;
         let table = tx.open_table(META).map_err(store_err)?;
         match table.get("snapshot").map_err(store_err)? {
@@ -245,43 +259,91 @@ impl StateMachine {
             None => Ok(None),
         }
     }
+}
 
-    fn save_snapshot(&self, snap: &StoredSnapshot) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(snap).map_err(store_err)?;
-        let tx = self.db.begin_write().map_err(store_err)?;
-        tx.open_table(META)
-            .map_err(store_err)?
-            .insert("snapshot", bytes.as_slice())
-            .map_err(store_err)?;
-        tx.commit().map_err(store_err)
+impl StoredSnapshot {
+    /// `[meta length: u32 LE][meta JSON][data]`.
+    fn encode(&self) -> Result<Vec<u8>, StorageError> {
+        let meta = serde_json::to_vec(&self.meta).map_err(store_err)?;
+        let mut out = Vec::with_capacity(4 + meta.len() + self.data.len());
+        out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&self.data);
+        Ok(out)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<StoredSnapshot, StorageError> {
+        let corrupt = || {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "snapshot file is cut short",
+            );
+            io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)
+        };
+        let len = u32::from_le_bytes(
+            bytes
+                .get(..4)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .expect("4 bytes"),
+        ) as usize;
+        let meta = bytes.get(4..4 + len).ok_or_else(corrupt)?;
+        Ok(StoredSnapshot {
+            meta: serde_json::from_slice(meta).map_err(store_err)?,
+            data: bytes[4 + len..].to_vec(),
+        })
+    }
+
+    /// Writes it to `path` durably: a temporary file, fsynced, renamed over the last one.
+    fn save(&self, path: &Path) -> Result<(), StorageError> {
+        use std::io::Write;
+        let err = |e: std::io::Error| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
+        let bytes = self.encode()?;
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp).map_err(err)?;
+        file.write_all(&bytes).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(err)?;
+        }
+        Ok(())
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let doc = SnapshotDoc {
-            last_applied: self.last_applied,
-            membership: self.membership.clone(),
-            state: self.state.read().expect("state lock").clone(),
-        };
-        let data = serde_json::to_vec(&doc).map_err(store_err)?;
-        let snapshot_id = format!(
-            "{}-{}",
-            self.last_applied.map(|l| l.leader_id.term).unwrap_or(0),
-            self.last_applied.map(|l| l.index).unwrap_or(0)
-        );
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
-            snapshot_id,
+            snapshot_id: format!(
+                "{}-{}",
+                self.last_applied.map(|l| l.leader_id.term).unwrap_or(0),
+                self.last_applied.map(|l| l.index).unwrap_or(0)
+            ),
         };
-        self.save_snapshot(&StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        })?;
+        let doc = SnapshotDoc {
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            // the builder's own copy (see get_snapshot_builder)
+            state: std::mem::take(&mut *self.state.write().expect("state lock")),
+        };
+        let path = self.snapshot_path.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let stored = StoredSnapshot {
+                meta,
+                data: serde_json::to_vec(&doc).map_err(store_err)?,
+            };
+            stored.save(&path)?;
+            Ok::<_, StorageError>(stored)
+        })
+        .await
+        .map_err(store_err)??;
         Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
         })
     }
 }
@@ -347,10 +409,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         *self.state.write().expect("state lock") = doc.state;
-        self.save_snapshot(&StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        })
+        let (stored, path) = (
+            StoredSnapshot {
+                meta: meta.clone(),
+                data,
+            },
+            self.snapshot_path.clone(),
+        );
+        tokio::task::spawn_blocking(move || stored.save(&path))
+            .await
+            .map_err(store_err)?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
@@ -379,7 +447,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
         assert!(log.is_blank().unwrap());
-        let mut sm = StateMachine::open(&log).unwrap();
+        let mut sm = StateMachine::open(&log, &dir.path().join("snapshot")).unwrap();
         sm.apply([entry(1, Command::Claim { node: 1 })])
             .await
             .unwrap();

@@ -1,11 +1,12 @@
 //! The `keepwarm` command line. `main.rs` parses and calls [`run`]; tests call the same code.
 
-use crate::cluster::status::MemberStatus;
 use crate::factory::{CallError, ContainerFactory, Pairs};
 use crate::plugin::{Limits, PluginRuntime, PluginSpec, WasmFactory};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
+
+mod cluster;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,16 +28,20 @@ pub enum Command {
     },
     /// Show a cluster member's view: role, leader, epoch, replicated pool, last takeover.
     Status {
-        /// The member's Raft address (`[cluster] peers`), e.g. 127.0.0.1:7001.
+        /// The member's status address (`[cluster] status-address`; by default loopback at
+        /// its Raft port + 1), e.g. 127.0.0.1:7002.
         #[arg(long)]
         address: String,
+        /// The member's `[cluster] status-token`, when it has one.
+        #[arg(long, env = "KEEPWARM_STATUS_TOKEN")]
+        token: Option<String>,
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Change cluster membership (needs `[cluster] admin-token`).
+    /// Make certificates, change membership.
     #[command(subcommand)]
-    Cluster(ClusterCommand),
+    Cluster(cluster::ClusterCommand),
     /// Develop and check factory plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -60,32 +65,6 @@ pub enum ActionsCommand {
         config: PathBuf,
         /// `namespace[/package]/name`.
         id: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ClusterCommand {
-    /// Add a member: its config must list every member, itself included.
-    Join {
-        /// Raft address of the current leader.
-        #[arg(long)]
-        leader: String,
-        #[arg(long)]
-        id: u64,
-        /// The new member's Raft address.
-        #[arg(long)]
-        address: String,
-        #[arg(long, env = "KEEPWARM_ADMIN_TOKEN")]
-        token: String,
-    },
-    /// Remove a member.
-    Leave {
-        #[arg(long)]
-        leader: String,
-        #[arg(long)]
-        id: u64,
-        #[arg(long, env = "KEEPWARM_ADMIN_TOKEN")]
-        token: String,
     },
 }
 
@@ -138,27 +117,13 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config } => serve(config).await,
-        Command::Status { address, json } => status(&address, json).await,
-        Command::Actions(command) => actions(command).await,
-        Command::Cluster(ClusterCommand::Join {
-            leader,
-            id,
+        Command::Status {
             address,
             token,
-        }) => {
-            let body = serde_json::json!({ "id": id, "address": address }).to_string();
-            admin(&leader, "POST", "/admin/members", &token, body).await
-        }
-        Command::Cluster(ClusterCommand::Leave { leader, id, token }) => {
-            admin(
-                &leader,
-                "DELETE",
-                &format!("/admin/members/{id}"),
-                &token,
-                String::new(),
-            )
-            .await
-        }
+            json,
+        } => cluster::status(&address, token.as_deref(), json).await,
+        Command::Cluster(command) => cluster::run(command).await,
+        Command::Actions(command) => actions(command).await,
         Command::Plugin(PluginCommand::Inspect { file, sandbox }) => inspect(file, sandbox).await,
         Command::Plugin(PluginCommand::Call {
             file,
@@ -363,134 +328,6 @@ async fn serve(path: PathBuf) -> i32 {
 }
 
 /// One HTTP/1.1 request to a member's Raft address; the answer's status and body.
-async fn ask_member(
-    address: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: String,
-) -> Result<(hyper::StatusCode, String), String> {
-    use http_body_util::BodyExt;
-    let call = async {
-        let stream = tokio::net::TcpStream::connect(address).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(std::io::Error::other)?;
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", address)
-            .header("content-type", "application/json");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .map_err(std::io::Error::other)?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(std::io::Error::other)?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(std::io::Error::other)?
-            .to_bytes();
-        Ok::<_, std::io::Error>((status, String::from_utf8_lossy(&bytes).into_owned()))
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(30), call).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(e)) => Err(format!("cannot reach {address}: {e}")),
-        Err(_) => Err(format!("{address} did not answer within 30 s")),
-    }
-}
-
-async fn status(address: &str, raw: bool) -> i32 {
-    let body = match ask_member(address, "GET", "/status", None, String::new()).await {
-        Ok((_, body)) => body,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    let s: MemberStatus = match serde_json::from_str(&body) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {address} answered something that is not a status: {e}");
-            return 1;
-        }
-    };
-    if raw {
-        println!("{body}");
-        return 0;
-    }
-    let or_none = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
-    let role = serde_json::to_value(s.host.role).unwrap_or_default();
-    println!(
-        "member {}  {}  role {}  term {}  leader {}  voting {}",
-        s.id,
-        s.state,
-        role.as_str().unwrap_or("?"),
-        s.term,
-        or_none(s.leader),
-        s.voting
-    );
-    println!(
-        "active host {}  epoch {}  consuming here: {}",
-        s.active, s.epoch, s.host.consuming
-    );
-    println!(
-        "members {:?}  last applied {}  replication {}",
-        s.members,
-        or_none(s.last_applied),
-        s.replication.map_or("-".to_string(), |r| format!("{r:?}"))
-    );
-    println!(
-        "pool: {} containers ({} idle)  offsets {:?}",
-        s.containers, s.idle_containers, s.offsets
-    );
-    if let Some(t) = &s.host.last_takeover {
-        println!(
-            "last takeover: epoch {}  {} ms to ready  re-attached {}  lost {}  busy destroyed {}  orphans destroyed {}",
-            t.epoch, t.took_ms, t.reattached, t.lost, t.busy_destroyed, t.orphans_destroyed
-        );
-    }
-    0
-}
-
-async fn admin(leader: &str, method: &str, path: &str, token: &str, body: String) -> i32 {
-    // While the cluster is between leaders (an election), the member answers 421 naming no
-    // leader: ask again for a few seconds rather than fail the operator's command.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match ask_member(leader, method, path, Some(token), body.clone()).await {
-            Ok((status, body)) if status.is_success() => {
-                println!("{body}");
-                return 0;
-            }
-            Ok((status, answer))
-                if status == http::StatusCode::MISDIRECTED_REQUEST
-                    && answer.contains("member None")
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Ok((status, body)) => {
-                eprintln!("error: {leader} answered {status}: {body}");
-                return 1;
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
-            }
-        }
-    }
-}
-
 async fn actions(command: ActionsCommand) -> i32 {
     let config = match &command {
         ActionsCommand::Put { config, .. } | ActionsCommand::Get { config, .. } => config,
