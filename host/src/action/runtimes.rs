@@ -184,13 +184,26 @@ impl Runtimes {
         &self.stem_cells
     }
 
-    /// Whether a blackbox image is allowed (any image when the manifest lists none).
+    /// Whether a blackbox image is allowed (any image when the manifest lists none): the same
+    /// repository and tag as a listed image (no tag means `latest`). Not a prefix:
+    /// `keepwarm/action-runtime` does not allow `keepwarm/action-runtime-evil`.
     pub fn allows_blackbox(&self, image: &str) -> bool {
         self.blackboxes.is_empty()
             || self
                 .blackboxes
                 .iter()
-                .any(|b| image.starts_with(b.trim_end_matches(":latest")))
+                .any(|b| with_tag(b) == with_tag(image))
+    }
+}
+
+/// `repository:tag`, with `latest` when the reference names no tag (a `:` after the last
+/// `/` is a tag; one before it is a registry's port).
+fn with_tag(image: &str) -> String {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    if name.contains(':') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
     }
 }
 
@@ -230,6 +243,9 @@ mod tests {
         );
         assert!(r.allows_blackbox("openwhisk/dockerskeleton:nightly"));
         assert!(!r.allows_blackbox("evil/image:1"));
+        assert!(!r.allows_blackbox("openwhisk/dockerskeleton-evil:nightly"));
+        assert!(!r.allows_blackbox("openwhisk/dockerskeleton:nightly-evil"));
+        assert!(!r.allows_blackbox("openwhisk/dockerskeleton"));
     }
 
     #[test]

@@ -328,7 +328,7 @@ pub fn generate(members: &[NodeId], out: &Path) -> Result<Generated, TlsError> {
     let (ca_pem, ca_key) = (out.join("ca.pem"), out.join("ca.key"));
     let new_ca = !(ca_pem.exists() && ca_key.exists());
     let issuer = if new_ca {
-        let key = KeyPair::generate().map_err(err)?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
         params
             .distinguished_name
@@ -361,7 +361,8 @@ pub fn generate(members: &[NodeId], out: &Path) -> Result<Generated, TlsError> {
         .map(|id| (format!("member-{id}"), member_name(*id)))
         .chain([("admin".to_string(), admin_name())]);
     for (file, name) in leaves {
-        let key = KeyPair::generate().map_err(err)?;
+        // Ed25519: the cheapest signatures to make and check in every handshake
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
         let mut params = CertificateParams::new(vec![name.clone()]).map_err(err)?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
