@@ -131,6 +131,12 @@ pub struct InvokerSection {
     /// JSON-lines file of finished activation records (none when absent).
     #[serde(default)]
     pub activation_log: Option<PathBuf>,
+    /// The activation log rotates when it would grow past this many MiB ...
+    #[serde(default = "default_activation_log_max_mb")]
+    pub activation_log_max_mb: u64,
+    /// ... keeping this many rotated files (`log.1` the newest).
+    #[serde(default = "default_activation_log_keep")]
+    pub activation_log_keep: u32,
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_s: u64,
     #[serde(default = "default_max_in_flight")]
@@ -191,6 +197,15 @@ pub struct PluginSection {
     pub max_instances: usize,
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// Where the plugin's containers may be: IPs or CIDRs with optional ports
+    /// (`10.0.0.0/8:30000-32767`). Default: its `publish-ip` (else 127.0.0.1) and the hosts of
+    /// its TCP routes. The host sends action code and the caller's API key only there.
+    #[serde(default)]
+    pub allowed_addresses: Option<Vec<String>>,
+    /// The plugin file's sha256 (hex; `keepwarm plugin inspect` prints it): any other file
+    /// is refused at start.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -301,6 +316,12 @@ fn default_backlog_mb() -> u64 {
     256
 }
 
+fn default_activation_log_max_mb() -> u64 {
+    256
+}
+fn default_activation_log_keep() -> u32 {
+    5
+}
 fn default_idle_timeout() -> u64 {
     600
 }
@@ -375,13 +396,43 @@ fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
         })
 }
 
-/// An environment override's value: a number, a boolean, else a string.
-fn env_value(value: String) -> toml::Value {
+/// An environment override's value read as a number or a boolean, for a setting that takes
+/// one (`None`: it reads as neither).
+fn env_scalar(value: &str) -> Option<toml::Value> {
     value
         .parse::<i64>()
         .map(toml::Value::Integer)
         .or_else(|_| value.parse::<bool>().map(toml::Value::Boolean))
-        .unwrap_or(toml::Value::String(value))
+        .or_else(|_| value.parse::<f64>().map(toml::Value::Float))
+        .ok()
+}
+
+/// Deserializes `table`, where the settings named in `from_env` (`section.key`) arrived as
+/// strings from the environment: each stays a string unless the setting takes a number or a
+/// boolean (a secret of digits, `KEEPWARM_CLUSTER_SECRET=12345678`, stays a string).
+fn deserialize_with_env<T: serde::de::DeserializeOwned>(
+    mut table: toml::Table,
+    from_env: &[(String, String)],
+) -> Result<T, String> {
+    loop {
+        let error = match serde_path_to_error::deserialize(toml::Value::Table(table.clone())) {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        let path = error.path().to_string();
+        let retyped = from_env
+            .iter()
+            .find(|(section, key)| format!("{section}.{key}") == path)
+            .and_then(|(section, key)| {
+                let slot = table.get_mut(section)?.as_table_mut()?.get_mut(key)?;
+                let scalar = env_scalar(slot.as_str()?)?;
+                *slot = scalar;
+                Some(())
+            });
+        if retyped.is_none() {
+            return Err(format!("{path}: {}", error.into_inner()));
+        }
+    }
 }
 
 /// Only the `[couchdb]` section of a config (for `keepwarm actions`), with
@@ -400,14 +451,22 @@ pub fn couchdb_section(
         .and_then(toml::Value::as_table)
         .cloned()
         .ok_or_else(|| invalid("no [couchdb] section".into()))?;
+    let mut from_env = Vec::new();
     for (name, value) in env {
         if let Some(key) = name.strip_prefix("KEEPWARM_COUCHDB_") {
-            section.insert(key.to_ascii_lowercase().replace('_', "-"), env_value(value));
+            let key = key.to_ascii_lowercase().replace('_', "-");
+            section.insert(key.clone(), toml::Value::String(value));
+            from_env.push(("couchdb".to_string(), key));
         }
     }
-    toml::Value::Table(section)
-        .try_into()
-        .map_err(|e: toml::de::Error| invalid(format!("[couchdb] {e}")))
+    let table = toml::Table::from_iter([("couchdb".to_string(), toml::Value::Table(section))]);
+    #[derive(Deserialize)]
+    struct Only {
+        couchdb: crate::couchdb::CouchConfig,
+    }
+    deserialize_with_env::<Only>(table, &from_env)
+        .map(|o| o.couchdb)
+        .map_err(|e| invalid(format!("[couchdb] {e}")))
 }
 
 impl Config {
@@ -422,6 +481,7 @@ impl Config {
             message,
         };
         let mut table = read_table(path)?;
+        let mut from_env = Vec::new();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("KEEPWARM_") else {
                 continue;
@@ -437,17 +497,15 @@ impl Config {
                 )));
             };
             let key = rest[section.len() + 1..].replace('_', "-");
-            let parsed = env_value(value);
             table
                 .entry(section.to_string())
                 .or_insert_with(|| toml::Value::Table(Default::default()))
                 .as_table_mut()
                 .ok_or_else(|| invalid(format!("[{section}] is not a table")))?
-                .insert(key, parsed);
+                .insert(key.clone(), toml::Value::String(value));
+            from_env.push((section.to_string(), key));
         }
-        let mut config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| invalid(format!("{e}")))?;
+        let mut config: Config = deserialize_with_env(table, &from_env).map_err(invalid)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             &mut config.invoker.data_dir,
@@ -571,10 +629,30 @@ impl Config {
                 ));
             }
         }
-        if config.invoker.user_memory_mb == 0 {
-            return Err(invalid(
-                "[invoker] user-memory-mb must be more than 0".into(),
-            ));
+        let zero = [
+            ("[invoker] user-memory-mb", config.invoker.user_memory_mb == 0),
+            ("[invoker] max-in-flight", config.invoker.max_in_flight == 0),
+            ("[invoker] max-response-bytes", config.invoker.max_response_bytes == 0),
+            ("[invoker] idle-timeout-s", config.invoker.idle_timeout_s == 0),
+            (
+                "[invoker] activation-log-max-mb",
+                config.invoker.activation_log_max_mb == 0,
+            ),
+            ("[plugin] call-timeout-ms", config.plugin.call_timeout_ms == 0),
+            ("[plugin] memory-mb", config.plugin.memory_mb == 0),
+            ("[plugin] max-instances", config.plugin.max_instances == 0),
+        ];
+        if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return Err(invalid(format!("{name} must be more than 0")));
+        }
+        if let Some(c) = &config.cluster {
+            let zero = [
+                ("heartbeat-ms", c.heartbeat_ms),
+                ("lease-ms", c.lease_ms),
+            ];
+            if let Some((name, _)) = zero.iter().find(|(_, v)| *v == 0) {
+                return Err(invalid(format!("[cluster] {name} must be more than 0")));
+            }
         }
         if !config.plugin.file.exists() {
             return Err(invalid(format!(
@@ -643,6 +721,58 @@ catalog = "actions"
             .unwrap_err()
             .to_string();
         assert!(e.contains("KEEPWARM_NOPE_X"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn environment_strings_stay_strings_unless_the_setting_takes_a_number() {
+        let dir = std::env::temp_dir().join(format!("kw-config-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cluster = format!(
+            "{OK}[cluster]\nid = 1\ninsecure = true\npeers = {{ 1 = \"127.0.0.1:7000\" }}\n"
+        );
+        let p = write(&dir, &cluster);
+        let var = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let c = Config::load(
+            &p,
+            vec![
+                var("KEEPWARM_CLUSTER_SECRET", "12345678"),
+                var("KEEPWARM_CLUSTER_HEARTBEAT_MS", "40"),
+                var("KEEPWARM_INVOKER_DESTROY_ON_EXIT", "false"),
+                var("KEEPWARM_INVOKER_CLUSTER", "true"),
+                var("KEEPWARM_ADMIN_TOKEN", "not-an-override"),
+                var("KEEPWARM_STATUS_TOKEN", "not-an-override"),
+            ],
+        )
+        .unwrap();
+        let section = c.cluster.unwrap();
+        assert_eq!(section.secret.as_deref(), Some("12345678"));
+        assert_eq!(section.heartbeat_ms, 40);
+        assert!(!c.invoker.destroy_on_exit);
+        assert_eq!(c.invoker.cluster, "true");
+        let e = Config::load(&p, vec![var("KEEPWARM_CLUSTER_HEARTBEAT_MS", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster.heartbeat-ms"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let dir = std::env::temp_dir().join(format!("kw-config-zero-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = write(&dir, OK);
+        for (var, name) in [
+            ("KEEPWARM_INVOKER_MAX_IN_FLIGHT", "max-in-flight"),
+            ("KEEPWARM_PLUGIN_CALL_TIMEOUT_MS", "call-timeout-ms"),
+            ("KEEPWARM_PLUGIN_MAX_INSTANCES", "max-instances"),
+            ("KEEPWARM_INVOKER_USER_MEMORY_MB", "user-memory-mb"),
+        ] {
+            let e = Config::load(&p, vec![(var.to_string(), "0".to_string())])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(name) && e.contains("more than 0"), "{e}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -38,7 +38,7 @@ impl DataDirLock {
             dir: dir.to_owned(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        make_private(dir).map_err(io)?;
         let path = dir.join("keepwarm.lock");
         let mut file = OpenOptions::new()
             .read(true)
@@ -76,6 +76,22 @@ impl DataDirLock {
     }
 }
 
+/// Creates `dir` `0700`, or narrows an existing one to `0700` (it holds the Raft log, the
+/// offsets and plugin state: nothing for other users to read).
+fn make_private(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        tracing::warn!(dir = %dir.display(), "data-dir was mode {mode:o}: narrowed to 700");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +108,20 @@ mod tests {
         assert!(err.contains("keepwarm.lock"), "{err}");
         drop(first);
         DataDirLock::acquire(dir.path()).expect("released on drop");
+    }
+
+    #[test]
+    fn the_data_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let parent = tempfile::tempdir().unwrap();
+        let fresh = parent.path().join("a/b");
+        let _lock = DataDirLock::acquire(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        let open = parent.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let _lock = DataDirLock::acquire(&open).unwrap();
+        assert_eq!(mode(&open), 0o700);
     }
 }

@@ -28,6 +28,8 @@ pub(crate) struct Parts {
     store: Arc<dyn ActionStore>,
     encryption: ParameterEncryption,
     pub(crate) sink: Arc<ActivationSink>,
+    /// The loaded plugin file's sha256.
+    pub(crate) plugin_sha256: String,
 }
 
 impl Parts {
@@ -52,6 +54,8 @@ impl Parts {
                 memory_mb: config.plugin.memory_mb,
                 max_instances: config.plugin.max_instances,
             },
+            allowed_addresses: config.plugin.allowed_addresses.clone(),
+            sha256: config.plugin.sha256.clone(),
         };
         let factory = match plugin_state {
             Some(state) => WasmFactory::load_with_state(&runtime, spec, state).await?,
@@ -93,7 +97,11 @@ impl Parts {
             config.actions.aes_256_key.as_deref(),
         )
         .map_err(anyhow::Error::msg)?;
-        let mut sink = ActivationSink::open(config.invoker.activation_log.as_deref())?;
+        let rotation = crate::feed::Rotation {
+            max_bytes: config.invoker.activation_log_max_mb << 20,
+            keep: config.invoker.activation_log_keep,
+        };
+        let mut sink = ActivationSink::open(config.invoker.activation_log.as_deref(), rotation)?;
         if config.activations.store == StoreKind::Couchdb {
             let couch = config.couchdb.as_ref().expect("checked by Config::load");
             let db =
@@ -107,7 +115,10 @@ impl Parts {
             sink = sink.with_couchdb(records);
         }
         let sink = Arc::new(sink);
+        let plugin_sha256 = factory.sha256().to_owned();
+        tracing::info!(plugin = %config.plugin.name, sha256 = %plugin_sha256, "plugin loaded");
         Ok(Parts {
+            plugin_sha256,
             factory: Arc::new(factory),
             runtimes,
             store,

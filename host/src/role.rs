@@ -57,6 +57,11 @@ pub async fn run_cluster(
     });
     let plugin_state = ReplicatedPluginState::new(&config.plugin.name, node.shared_state());
     let parts = Parts::load(config, Some(plugin_state.clone())).await?;
+    let plugin = crate::cluster::status::PluginReport {
+        name: parts.config.plugin.name.clone(),
+        sha256: parts.plugin_sha256.clone(),
+    };
+    node.report(|r| r.plugin = Some(plugin));
     if let Some(couch) = parts.sink.couchdb() {
         // every member drains its own record backlog, whatever its role
         let (stats, node) = (couch.stats.clone(), node.clone());

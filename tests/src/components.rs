@@ -67,6 +67,8 @@ pub fn spec(name: &str, file: PathBuf, routes: &[(&str, &str)]) -> PluginSpec {
             .collect(),
         config: Vec::new(),
         limits: Limits::default(),
+        allowed_addresses: None,
+        sha256: None,
     }
 }
 

@@ -149,6 +149,8 @@ fn spec(file: PathBuf, sandbox: SandboxArgs) -> PluginSpec {
             memory_mb: sandbox.memory_mb,
             max_instances: 1,
         },
+        allowed_addresses: None,
+        sha256: None,
     }
 }
 
@@ -180,7 +182,7 @@ async fn inspect(file: PathBuf, sandbox: SandboxArgs) -> i32 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let component = match runtime.load_component(&file) {
+    let (component, sha256) = match runtime.load_component(&file, None) {
         Ok(c) => c,
         Err(e) => return report(e.into()),
     };
@@ -199,6 +201,7 @@ async fn inspect(file: PathBuf, sandbox: SandboxArgs) -> i32 {
     };
     let out = serde_json::json!({
         "describe": factory.info(),
+        "sha256": sha256,
         "imports": imports,
         "exports": exports,
     });

@@ -38,6 +38,16 @@ pub struct HostReport {
     pub publish_retries: u64,
     /// With `[activations] store = "couchdb"`: this host's records and its backlog.
     pub activation_records: Option<RecordsReport>,
+    /// The plugin this host loaded.
+    pub plugin: Option<PluginReport>,
+}
+
+/// Which plugin file a host runs (its sha256 is what `[plugin] sha256` pins).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PluginReport {
+    pub name: String,
+    pub sha256: String,
 }
 
 /// The CouchDB activation store of one host, since the process started (`waiting`: on disk now).

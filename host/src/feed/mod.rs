@@ -5,7 +5,7 @@
 pub mod offsets;
 mod sink;
 
-pub use sink::ActivationSink;
+pub use sink::{ActivationSink, Rotation};
 
 use crate::activation::{Acknowledgement, ActivationMessage, PingMessage, Runner, Unreadable};
 use futures::FutureExt;

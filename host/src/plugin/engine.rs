@@ -59,13 +59,28 @@ impl PluginRuntime {
         &self.engine
     }
 
-    /// Reads, validates and compiles (or loads from cache) a plugin component.
-    pub fn load_component(&self, file: &Path) -> Result<Component, PluginError> {
+    /// Reads, validates and compiles (or loads from cache) a plugin component, refusing it
+    /// when `pin` (a sha256, hex) is given and the file's digest differs. Returns the
+    /// component and the file's sha256.
+    pub fn load_component(
+        &self,
+        file: &Path,
+        pin: Option<&str>,
+    ) -> Result<(Component, String), PluginError> {
         let fail = |reason: String| PluginError::Load {
             file: file.to_owned(),
             reason,
         };
         let bytes = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        if let Some(pin) = pin {
+            if !pin.trim().eq_ignore_ascii_case(&sha256) {
+                return Err(fail(format!(
+                    "its sha256 is {sha256}, but the config pins {pin}: refusing a plugin \
+                     file that is not the one the operator approved"
+                )));
+            }
+        }
         check_header(&bytes).map_err(fail)?;
 
         let cached = self.cache_path(&bytes);
@@ -76,7 +91,7 @@ impl PluginRuntime {
                 // wasm's sha256) into the host's private cache directory.
                 #[allow(unsafe_code)]
                 match unsafe { Component::deserialize_file(&self.engine, path) } {
-                    Ok(component) => return Ok(component),
+                    Ok(component) => return Ok((component, sha256)),
                     Err(e) => {
                         tracing::warn!(path = %path.display(), "recompiling: stale cache entry: {e}")
                     }
@@ -90,7 +105,7 @@ impl PluginRuntime {
                 tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
             }
         }
-        Ok(component)
+        Ok((component, sha256))
     }
 
     /// Links a component against the host's imports and checks it exports the factory.
@@ -123,10 +138,13 @@ impl PluginRuntime {
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut engine_hash);
-        let digest = Sha256::digest(wasm);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex(&Sha256::digest(wasm));
         Some(dir.join(format!("{hex}-{:016x}.cwasm", engine_hash.finish())))
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {

@@ -30,6 +30,13 @@ pub enum PluginError {
         operation: &'static str,
         limit_mb: u64,
     },
+    #[error("plugin `{plugin}` returned a container address the host may not use from `{operation}` (container {container}): {reason}")]
+    Address {
+        plugin: String,
+        operation: &'static str,
+        container: String,
+        reason: String,
+    },
     #[error("plugin `{plugin}`: invalid route `{name} = {target}`: {reason}")]
     Route {
         plugin: String,

@@ -9,6 +9,7 @@
 use super::bindings::{wit, ContainerFactory as Bindings, ContainerFactoryPre};
 use super::engine::{PluginRuntime, EPOCH_TICK};
 use super::host::HostState;
+use super::address::AllowedAddresses;
 use super::route::{Outbound, Routes};
 use super::state::{MemoryState, PluginState};
 use super::PluginError;
@@ -53,6 +54,10 @@ pub struct PluginSpec {
     /// Passed to the plugin's `init`.
     pub config: Pairs,
     pub limits: Limits,
+    /// Where its containers may be (`None`: what its routes and `publish-ip` imply).
+    pub allowed_addresses: Option<Vec<String>>,
+    /// The file's sha256 (hex) the operator approved; another file is refused.
+    pub sha256: Option<String>,
 }
 
 struct Instance {
@@ -72,6 +77,8 @@ pub struct WasmFactory {
     limits: Limits,
     idle: Mutex<Vec<Instance>>,
     slots: Semaphore,
+    allowed: AllowedAddresses,
+    sha256: String,
 }
 
 impl std::fmt::Debug for WasmFactory {
@@ -154,9 +161,16 @@ impl WasmFactory {
         spec: PluginSpec,
         state: Arc<dyn PluginState>,
     ) -> CallResult<WasmFactory> {
-        let component = runtime.load_component(&spec.file)?;
+        let (component, sha256) = runtime.load_component(&spec.file, spec.sha256.as_deref())?;
         let pre = runtime.prepare(&spec.file, &component)?;
         let routes = Routes::parse(&spec.name, &spec.routes)?;
+        let allowed = match &spec.allowed_addresses {
+            Some(list) => AllowedAddresses::parse(list).map_err(|reason| PluginError::Load {
+                file: spec.file.clone(),
+                reason,
+            })?,
+            None => AllowedAddresses::implied(&spec.routes, &spec.config),
+        };
         let mut factory = WasmFactory {
             outbound: Outbound::new(&spec.name, routes),
             info: PluginInfo {
@@ -173,6 +187,8 @@ impl WasmFactory {
             limits: spec.limits,
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(1),
+            allowed,
+            sha256,
         };
         let mut first = factory.instantiate().await?;
         let Reply::Info(info) = factory.guarded(&mut first, Op::Describe).await? else {
@@ -208,6 +224,11 @@ impl WasmFactory {
     /// The operator-given name of this plugin.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The sha256 (hex) of the loaded file, to pin it with `[plugin] sha256`.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
     }
 
     fn deadline_ticks(&self) -> u64 {
@@ -337,6 +358,32 @@ impl WasmFactory {
     }
 }
 
+impl WasmFactory {
+    /// `c` with an address the host may send code and parameters to; else the container is
+    /// destroyed and the call fails naming the address (see [`super::address`]).
+    async fn admitted(&self, operation: &'static str, mut c: Container) -> CallResult<Container> {
+        match self.allowed.admit(&c.address).await {
+            Ok(address) => {
+                c.address = address;
+                Ok(c)
+            }
+            Err(reason) => {
+                let error = PluginError::Address {
+                    plugin: self.name.clone(),
+                    operation,
+                    container: c.id.clone(),
+                    reason,
+                };
+                tracing::error!("{error}; destroying the container");
+                if let Err(e) = self.destroy(&c.id).await {
+                    tracing::warn!(container = %c.id, "destroying it failed: {e}");
+                }
+                Err(error.into())
+            }
+        }
+    }
+}
+
 fn unexpected(op: &str) -> ! {
     unreachable!("{op} answered with the wrong reply shape")
 }
@@ -349,21 +396,37 @@ impl ContainerFactory for WasmFactory {
 
     async fn create(&self, spec: ContainerSpec) -> CallResult<Container> {
         match self.call(Op::Create(spec.into())).await? {
-            Reply::Container(c) => Ok(c.into()),
+            Reply::Container(c) => self.admitted("create", c.into()).await,
             _ => unexpected("create"),
         }
     }
 
     async fn attach(&self, known: Container) -> CallResult<Container> {
         match self.call(Op::Attach(known.into())).await? {
-            Reply::Container(c) => Ok(c.into()),
+            Reply::Container(c) => self.admitted("attach", c.into()).await,
             _ => unexpected("attach"),
         }
     }
 
     async fn list_containers(&self, labels: Pairs) -> CallResult<Vec<Container>> {
         match self.call(Op::List(labels)).await? {
-            Reply::Containers(cs) => Ok(cs.into_iter().map(Into::into).collect()),
+            Reply::Containers(cs) => {
+                let mut listed = Vec::with_capacity(cs.len());
+                for c in cs {
+                    let mut c: Container = c.into();
+                    // Listed, not used: one outside the list keeps no address, so nothing is
+                    // ever sent there (reconcile destroys it as an orphan, or attach refuses it).
+                    match self.allowed.admit(&c.address).await {
+                        Ok(address) => c.address = address,
+                        Err(reason) => {
+                            tracing::error!(plugin = %self.name, container = %c.id, "list-containers: {reason}");
+                            c.address = String::new();
+                        }
+                    }
+                    listed.push(c);
+                }
+                Ok(listed)
+            }
             _ => unexpected("list-containers"),
         }
     }

@@ -3,10 +3,12 @@
 //! - [`engine`]: the wasmtime engine, linker, epoch ticker and compiled-component cache;
 //! - [`factory`]: [`WasmFactory`], a loaded plugin behind the [`crate::factory::ContainerFactory`]
 //!   trait, with its instance pool, deadlines and memory cap;
+//! - [`address`]: where the host lets a plugin's containers be (`allowed-addresses`);
 //! - [`route`]: outbound HTTP routed by authority to unix sockets or TCP endpoints;
 //! - [`host`]: what each instance's store holds; [`state`]: the plugin's key-value `state`;
 //! - [`bindings`] / [`convert`]: the generated WIT bindings and their mapping to host types.
 
+pub mod address;
 pub mod bindings;
 mod convert;
 pub mod engine;
