@@ -630,15 +630,27 @@ impl Config {
             }
         }
         let zero = [
-            ("[invoker] user-memory-mb", config.invoker.user_memory_mb == 0),
+            (
+                "[invoker] user-memory-mb",
+                config.invoker.user_memory_mb == 0,
+            ),
             ("[invoker] max-in-flight", config.invoker.max_in_flight == 0),
-            ("[invoker] max-response-bytes", config.invoker.max_response_bytes == 0),
-            ("[invoker] idle-timeout-s", config.invoker.idle_timeout_s == 0),
+            (
+                "[invoker] max-response-bytes",
+                config.invoker.max_response_bytes == 0,
+            ),
+            (
+                "[invoker] idle-timeout-s",
+                config.invoker.idle_timeout_s == 0,
+            ),
             (
                 "[invoker] activation-log-max-mb",
                 config.invoker.activation_log_max_mb == 0,
             ),
-            ("[plugin] call-timeout-ms", config.plugin.call_timeout_ms == 0),
+            (
+                "[plugin] call-timeout-ms",
+                config.plugin.call_timeout_ms == 0,
+            ),
             ("[plugin] memory-mb", config.plugin.memory_mb == 0),
             ("[plugin] max-instances", config.plugin.max_instances == 0),
         ];
@@ -646,10 +658,7 @@ impl Config {
             return Err(invalid(format!("{name} must be more than 0")));
         }
         if let Some(c) = &config.cluster {
-            let zero = [
-                ("heartbeat-ms", c.heartbeat_ms),
-                ("lease-ms", c.lease_ms),
-            ];
+            let zero = [("heartbeat-ms", c.heartbeat_ms), ("lease-ms", c.lease_ms)];
             if let Some((name, _)) = zero.iter().find(|(_, v)| *v == 0) {
                 return Err(invalid(format!("[cluster] {name} must be more than 0")));
             }

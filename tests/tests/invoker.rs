@@ -2,7 +2,7 @@
 //! process, the tansu broker, the Docker plugin and real action containers. The test plays
 //! the controller.
 
-use keepwarm_tests::host::{containers_of, Host, HostOptions};
+use keepwarm_tests::host::{containers_of, Host, HostOptions, PluginChoice};
 use keepwarm_tests::kafka::{annotation, Controller};
 use serde_json::json;
 use std::time::Duration;
@@ -256,7 +256,11 @@ fn sigterm_drains_in_flight_activations_then_exits() {
     let processed = ids.iter().filter(|i| c.received.contains_key(*i)).count();
     // a single host destroys its pool on a clean exit (`destroy-on-exit` defaults to true)
     let left = containers_of(&host.cluster);
-    assert!(left.is_empty(), "left after SIGTERM: {left:?}\n{}", host.log());
+    assert!(
+        left.is_empty(),
+        "left after SIGTERM: {left:?}\n{}",
+        host.log()
+    );
     // what was taken from Kafka finished; what was not stays for the next start (which may
     // cold-start several containers at once for it, so their number is not asserted)
     host.spawn();
@@ -286,4 +290,39 @@ fn a_second_host_on_the_same_data_dir_is_refused_naming_the_first() {
     // the first one is untouched and still serves
     let id = rt.block_on(c.invoke("guest", "echo", false, json!({})));
     c.wait_for(&id, WAIT);
+}
+
+#[test]
+fn a_plugin_that_names_a_foreign_address_is_sent_no_code_and_no_key() {
+    let rt = Runtime::new().unwrap();
+    // a listener the test owns, outside the plugin's allowed addresses (default: 127.0.0.1)
+    let foreign = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    foreign.set_nonblocking(true).unwrap();
+    let mut o = opts(7110, 0, 1024);
+    o.log_store = "log-driver";
+    o.plugin = PluginChoice {
+        name: "probe".into(),
+        stem: "probe".into(),
+        routes: String::new(),
+        config: format!("address = \"{}\"", foreign.local_addr().unwrap()),
+    };
+    let (host, mut c) = start(&rt, o);
+    let id = rt.block_on(c.invoke("guest", "echo", false, json!({"secret": 1})));
+    let acks = c.wait_for(&id, WAIT);
+    let record = &acks[0]["response"];
+    // a whisk (system) error for the activation, the reason in the host's log
+    assert_eq!(record["response"]["statusCode"], 3, "{acks:?}");
+    assert_eq!(acks[0]["isSystemError"], true, "{acks:?}");
+    assert!(
+        host.log().contains("outside allowed-addresses"),
+        "{}",
+        host.log()
+    );
+    let contacted = foreign.accept();
+    assert!(
+        contacted
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the host connected to the foreign address: {contacted:?}"
+    );
 }

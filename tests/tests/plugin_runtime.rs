@@ -37,7 +37,7 @@ async fn routes_by_authority_to_a_unix_socket_with_method_path_and_host() {
         .create(probe_spec("http", "http://engine/v1.41/_ping?x=1"))
         .await
         .unwrap();
-    assert_eq!(c.address, "pong");
+    assert_eq!(c.handle, "pong");
     assert_eq!(c.labels, vec![("status".to_string(), "200".to_string())]);
     probe
         .create(probe_spec("post", "http://engine/containers/create"))
@@ -95,7 +95,7 @@ async fn routes_to_tcp_on_loopback() {
         .create(probe_spec("http", "http://mesos/master/state"))
         .await
         .unwrap();
-    assert_eq!(c.address, "tcp-ok");
+    assert_eq!(c.handle, "tcp-ok");
 }
 
 #[tokio::test]
@@ -202,11 +202,11 @@ async fn concurrent_calls_on_a_concurrent_plugin_overlap() {
 async fn state_is_shared_by_a_plugins_instances() {
     let probe = load("probe", &[]).await;
     assert_eq!(
-        probe.create(probe_spec("state", "")).await.unwrap().address,
+        probe.create(probe_spec("state", "")).await.unwrap().handle,
         "1"
     );
     assert_eq!(
-        probe.create(probe_spec("state", "")).await.unwrap().address,
+        probe.create(probe_spec("state", "")).await.unwrap().handle,
         "2"
     );
 }
@@ -356,4 +356,71 @@ fn cli_call_runs_the_example_plugin_and_reports_exit_codes() {
         .unwrap()
         .iter()
         .any(|i| i.as_str().unwrap().starts_with("keepwarm:factory/state")));
+}
+
+#[tokio::test]
+async fn a_container_outside_the_allowed_addresses_is_refused_destroyed_and_never_contacted() {
+    // a listener the test owns, on a loopback address outside the default (127.0.0.1)
+    let foreign = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let address = foreign.local_addr().unwrap().to_string();
+    let state = std::sync::Arc::new(keepwarm::plugin::MemoryState::default());
+    let probe = WasmFactory::load_with_state(
+        runtime(),
+        spec("probe", component("probe"), &[]),
+        state.clone(),
+    )
+    .await
+    .unwrap();
+    let refused = plugin_fault(probe.create(probe_spec("foreign", &address)).await);
+    let text = refused.to_string();
+    assert!(matches!(refused, PluginError::Address { .. }), "{text}");
+    assert!(
+        text.contains(&address) && text.contains("127.0.0.1/32"),
+        "{text}"
+    );
+    use keepwarm::plugin::PluginState;
+    assert_eq!(state.get("destroyed").as_deref(), Some(&b"foreign"[..]));
+    // attach answers the same way; an operator's list admits what it names
+    let mut allowed = spec("probe", component("probe"), &[]);
+    allowed.allowed_addresses = Some(vec![format!(
+        "127.0.0.2:{}",
+        foreign.local_addr().unwrap().port()
+    )]);
+    let probe = load_with(allowed).await;
+    let c = probe.create(probe_spec("foreign", &address)).await.unwrap();
+    assert_eq!(c.address, address);
+    let elsewhere = plugin_fault(probe.create(probe_spec("foreign", "127.0.0.1:8080")).await);
+    assert!(
+        matches!(elsewhere, PluginError::Address { .. }),
+        "{elsewhere}"
+    );
+    let accepted = tokio::time::timeout(Duration::from_millis(200), foreign.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "the host connected to the foreign address"
+    );
+}
+
+#[tokio::test]
+async fn a_pinned_plugin_loads_only_with_its_sha256() {
+    let file = component("probe");
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let digest = String::from_utf8(sum.stdout).unwrap()[..64].to_owned();
+    let mut pinned = spec("probe", file.clone(), &[]);
+    pinned.sha256 = Some(digest.to_uppercase());
+    let probe = load_with(pinned).await;
+    assert_eq!(probe.sha256(), digest);
+    let mut wrong = spec("probe", file, &[]);
+    wrong.sha256 = Some("0".repeat(64));
+    let err = WasmFactory::load(runtime(), wrong)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&digest) && err.contains(&"0".repeat(64)),
+        "{err}"
+    );
 }

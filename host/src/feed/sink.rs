@@ -148,8 +148,14 @@ mod tests {
         let read = |p: &Path| std::fs::read_to_string(p).unwrap();
         // 11 bytes a line, two to a file; the oldest (records 0 and 1) was deleted
         assert_eq!(read(&path), "record-006\n");
-        assert_eq!(read(&dir.path().join("activations.log.1")), "record-004\nrecord-005\n");
-        assert_eq!(read(&dir.path().join("activations.log.2")), "record-002\nrecord-003\n");
+        assert_eq!(
+            read(&dir.path().join("activations.log.1")),
+            "record-004\nrecord-005\n"
+        );
+        assert_eq!(
+            read(&dir.path().join("activations.log.2")),
+            "record-002\nrecord-003\n"
+        );
         assert!(!dir.path().join("activations.log.3").exists());
         for p in [path.clone(), dir.path().join("activations.log.1")] {
             let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
@@ -161,6 +167,9 @@ mod tests {
         log.append(b"record-007\n").unwrap();
         log.append(b"record-008\n").unwrap();
         assert_eq!(read(&path), "record-008\n");
-        assert_eq!(read(&dir.path().join("activations.log.1")), "record-006\nrecord-007\n");
+        assert_eq!(
+            read(&dir.path().join("activations.log.1")),
+            "record-006\nrecord-007\n"
+        );
     }
 }

@@ -25,7 +25,7 @@ impl std::fmt::Display for Rule {
             IpNet::V6(n) if self.ports != (0..=u16::MAX) => format!("[{n}]"),
             n => n.to_string(),
         };
-        match (self.ports.start(), self.ports.end()) {
+        match (*self.ports.start(), *self.ports.end()) {
             (0, u16::MAX) => write!(f, "{net}"),
             (a, b) if a == b => write!(f, "{net}:{a}"),
             (a, b) => write!(f, "{net}:{a}-{b}"),
@@ -168,21 +168,26 @@ mod tests {
     use super::*;
 
     fn list(entries: &[&str]) -> AllowedAddresses {
-        AllowedAddresses::parse(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap()
+        AllowedAddresses::parse(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
     }
 
     #[tokio::test]
     async fn only_addresses_inside_the_list_are_admitted() {
         let allowed = list(&["10.0.0.0/8:30000-32767", "192.168.1.5", "[fd00::/8]:8080"]);
-        assert_eq!(allowed.admit("10.1.2.3:31000").await.unwrap(), "10.1.2.3:31000");
+        assert_eq!(
+            allowed.admit("10.1.2.3:31000").await.unwrap(),
+            "10.1.2.3:31000"
+        );
         assert!(allowed.admit("10.1.2.3:8080").await.is_err());
         assert!(allowed.admit("192.168.1.5:1").await.is_ok());
         assert!(allowed.admit("192.168.1.6:1").await.is_err());
         assert!(allowed.admit("[fd00::1]:8080").await.is_ok());
         assert!(allowed.admit("[fd00::1]:8081").await.is_err());
         let e = allowed.admit("169.254.169.254:80").await.unwrap_err();
-        assert!(e.contains("169.254.169.254:80") && e.contains("10.0.0.0/8:30000-32767"), "{e}");
+        assert!(
+            e.contains("169.254.169.254:80") && e.contains("10.0.0.0/8:30000-32767"),
+            "{e}"
+        );
         assert!(allowed.admit("nonsense").await.is_err());
     }
 
@@ -196,7 +201,13 @@ mod tests {
 
     #[test]
     fn bad_entries_are_named() {
-        for bad in ["10.0.0.0/33", "10.0.0.1:70000", "10.0.0.1:9-1", "docker", "[fd00::"] {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.1:70000",
+            "10.0.0.1:9-1",
+            "docker",
+            "[fd00::",
+        ] {
             let e = AllowedAddresses::parse(&[bad.to_string()]).unwrap_err();
             assert!(e.contains(bad), "{e}");
         }

@@ -6,10 +6,10 @@
 //! one. Plugins that declare `concurrent` get up to `max_instances` instances in parallel;
 //! others get exactly one, so their calls run in order.
 
+use super::address::AllowedAddresses;
 use super::bindings::{wit, ContainerFactory as Bindings, ContainerFactoryPre};
 use super::engine::{PluginRuntime, EPOCH_TICK};
 use super::host::HostState;
-use super::address::AllowedAddresses;
 use super::route::{Outbound, Routes};
 use super::state::{MemoryState, PluginState};
 use super::PluginError;
