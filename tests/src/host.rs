@@ -119,7 +119,8 @@ impl Host {
                     "stemCells": if opts.prewarm > 0 {
                         serde_json::json!([{ "initialCount": opts.prewarm, "memory": "128 MB" }])
                     } else { serde_json::json!([]) }
-                } ] }
+                } ] },
+                "blackboxes": [ { "prefix": "keepwarm", "name": "action-runtime", "tag": "latest" } ]
             })
             .to_string(),
         )

@@ -154,7 +154,7 @@ fn a_timed_out_action_gets_a_developer_error_and_its_container_is_replaced() {
 #[test]
 fn errors_become_the_right_activation_status() {
     let rt = Runtime::new().unwrap();
-    let (_host, mut c) = start(&rt, opts(7105, 0, 1024));
+    let (host, mut c) = start(&rt, opts(7105, 0, 1024));
     // an application error
     let id = rt.block_on(c.invoke("guest", "failing", false, json!({})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
@@ -172,6 +172,20 @@ fn errors_become_the_right_activation_status() {
     );
     assert_eq!(acks[0]["isSystemError"], false);
     assert_eq!(record["duration"], 0);
+    // a blackbox whose image only looks like an allowed one (`keepwarm/action-runtime-evil`
+    // against the manifest's `keepwarm/action-runtime`): refused before any container
+    let before = containers_of(&host.cluster);
+    let id = rt.block_on(c.invoke("guest", "lookalike", false, json!({})));
+    let record = Controller::record(&c.wait_for(&id, WAIT));
+    assert_eq!(
+        record["response"]["result"]["error"],
+        keepwarm::action::INCOMPATIBLE,
+        "{record}"
+    );
+    assert!(host
+        .log()
+        .contains("not in the runtimes manifest's blackboxes"));
+    assert_eq!(containers_of(&host.cluster), before);
 }
 
 #[test]

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tower_http::limit::RequestBodyLimitLayer;
 
 /// How much any one client may take of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -235,15 +236,21 @@ impl Peer {
 
 /// The peer listener's routes.
 pub fn peer_router(state: Peer, limits: Limits) -> Router {
-    let small = DefaultBodyLimit::max(limits.small_body);
-    let large = DefaultBodyLimit::max(limits.raft_body);
+    // tower-http's limit answers 413 from `content-length` before reading a byte (and stops a
+    // chunked body at the limit); axum's own extractor limit is turned off in its favour.
+    let limit = |bytes: usize| {
+        tower::ServiceBuilder::new()
+            .layer(DefaultBodyLimit::disable())
+            .layer(RequestBodyLimitLayer::new(bytes))
+    };
+    let (small, large) = (limit(limits.small_body), limit(limits.raft_body));
     Router::new()
-        .route("/raft/append", post(append).layer(large))
+        .route("/raft/append", post(append).layer(large.clone()))
         .route("/raft/snapshot", post(snapshot).layer(large))
-        .route("/raft/vote", post(vote).layer(small))
-        .route("/raft/ping", post(ping).layer(small))
-        .route("/admin/members", post(join).layer(small))
-        .route("/admin/members/{id}", delete(leave))
+        .route("/raft/vote", post(vote).layer(small.clone()))
+        .route("/raft/ping", post(ping).layer(small.clone()))
+        .route("/admin/members", post(join).layer(small.clone()))
+        .route("/admin/members/{id}", delete(leave).layer(small.clone()))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }
@@ -454,7 +461,8 @@ pub fn status_router(status: Status, token: Option<Arc<str>>) -> Router {
         .route("/status", get(status_json))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(DefaultBodyLimit::max(1024))
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(1024))
         .with_state(StatusState { status, token })
 }
 
