@@ -249,6 +249,10 @@ fn main() {
     // the same measurements over both transports, in one run: read the ratio
     rt.block_on(raft(false));
     rt.block_on(raft(true));
+    // `cargo bench --bench failover -- raft`: only the transports
+    if std::env::args().skip(1).any(|a| a == "raft") {
+        return;
+    }
     failovers(&rt, 0, 20, None);
     failovers(&rt, 10, 20, None);
     let master = rt.block_on(MesosMaster::start(Options::default()));
