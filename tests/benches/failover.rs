@@ -142,7 +142,16 @@ async fn leader_among(nodes: &[Node]) -> Node {
         if let Some(n) = nodes.iter().find(|n| n.is_leader()) {
             return n.clone();
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "no leader");
+        if start.elapsed() > Duration::from_secs(10) {
+            for n in nodes {
+                let m = n.raft.metrics().borrow().clone();
+                eprintln!(
+                    "member {}: {:?}, term {}, leader {:?}, last applied {:?}",
+                    n.id, m.state, m.current_term, m.current_leader, m.last_applied
+                );
+            }
+            panic!("no leader among {} members within 10 s", nodes.len());
+        }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -218,7 +227,8 @@ async fn raft(tls: bool) {
         .unwrap_or_default();
     println!("replication lag right after the burst (entries, per member): {lag:?}");
     let mut times = Vec::new();
-    for _ in 0..20 {
+    for round in 0..20 {
+        eprintln!("failover round {round} over {label}");
         let leader = leader_among(&nodes).await;
         let t = Instant::now();
         leader.shutdown().await;
@@ -245,6 +255,12 @@ async fn raft(tls: bool) {
 }
 
 fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     // the same measurements over both transports, in one run: read the ratio
     rt.block_on(raft(false));

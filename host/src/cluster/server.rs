@@ -108,35 +108,52 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (router, acceptor) = (router.clone(), acceptor.clone());
+        let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match acceptor {
-                None => connection(stream, Identity::Unverified, router, limits).await,
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!("tls handshake refused: {e}");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let identity = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .and_then(Identity::of);
-                    let Some(identity) = identity else {
-                        tracing::warn!("a certificate of the cluster's CA names neither a member nor an admin: closed");
-                        return;
-                    };
-                    connection(tls, identity, router, limits).await
-                }
+            // A stopped member's open connections close with it: served on, a peer's pooled
+            // keep-alive connection kept reaching this member's stopped Raft ("raft stopped")
+            // after a new member started on the same address in the same process.
+            tokio::select! {
+                _ = stop.wait_for(|stopped| *stopped) => {}
+                _ = accepted(stream, acceptor, router, limits) => {}
             }
         });
+    }
+}
+
+/// Serves one accepted connection: the TLS handshake (when `acceptor` is set), then HTTP/1.1.
+async fn accepted(
+    stream: tokio::net::TcpStream,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    limits: Limits,
+) {
+    match acceptor {
+        None => connection(stream, Identity::Unverified, router, limits).await,
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!("tls handshake refused: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(Identity::of);
+            let Some(identity) = identity else {
+                tracing::warn!(
+                    "a certificate of the cluster's CA names neither a member nor an admin: closed"
+                );
+                return;
+            };
+            connection(tls, identity, router, limits).await
+        }
     }
 }
 
