@@ -45,7 +45,7 @@ fn main() {
     let instance = 9_000_000 + std::process::id() % 100_000;
     let mut controller = rt.block_on(Controller::new(instance, &format!("demo{instance}")));
     println!(
-        "== starting three keepwarm hosts (Raft on loopback, Docker plugin, invoker{instance})"
+        "== starting three keepwarm hosts (Raft over mutual TLS on loopback, Docker plugin, invoker{instance})"
     );
     let mut cluster = Cluster::start(3, instance, 2);
     let active = cluster
