@@ -767,6 +767,41 @@ catalog = "actions"
     }
 
     #[test]
+    fn a_cluster_talks_tls_unless_insecure_is_said_with_a_secret() {
+        let dir = std::env::temp_dir().join(format!("kw-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cluster = |extra: &str| {
+            format!("{OK}[cluster]\nid = 1\npeers = {{ 1 = \"127.0.0.1:7000\" }}\n{extra}")
+        };
+        let error = |text: &str| {
+            Config::load(&write(&dir, text), Vec::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = error(&cluster(""));
+        assert!(
+            e.contains("mutual TLS") && e.contains("keepwarm cluster certs"),
+            "{e}"
+        );
+        let e = error(&cluster("insecure = true\n"));
+        assert!(e.contains("at least 8 characters"), "{e}");
+        let e = error(&cluster("insecure = true\nsecret = \"short\"\n"));
+        assert!(e.contains("at least 8 characters"), "{e}");
+        let both = cluster(
+            "insecure = true\nsecret = \"long-enough\"\ntls = { ca = \"a\", cert = \"b\", key = \"c\" }\n",
+        );
+        assert!(error(&both).contains("choose one"));
+        let e = error(&cluster(
+            "tls = { ca = \"missing.pem\", cert = \"missing.pem\", key = \"missing.pem\" }\n",
+        ));
+        assert!(
+            e.contains("[cluster.tls]") && e.contains("missing.pem"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn zero_limits_are_refused() {
         let dir = std::env::temp_dir().join(format!("kw-config-zero-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
