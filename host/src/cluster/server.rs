@@ -205,6 +205,9 @@ fn answer<T: serde::Serialize>(value: T) -> Response {
     axum::Json(value).into_response()
 }
 
+type AppendEntries = openraft::raft::AppendEntriesRequest<super::types::TypeConfig>;
+type InstallSnapshot = openraft::raft::InstallSnapshotRequest<super::types::TypeConfig>;
+
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
 }
@@ -279,9 +282,7 @@ async fn append(
     body: Bytes,
 ) -> Response {
     let run = async {
-        let who = peer.member(connection, &headers)?;
-        let rpc: openraft::raft::AppendEntriesRequest<super::types::TypeConfig> = parse(&body)?;
-        peer.speaks_for(who, rpc.vote.leader_id().voted_for().unwrap_or_default())?;
+        let rpc = peer.rpc(connection, &headers, &body, |r: &AppendEntries| r.vote)?;
         let reply = peer.raft.append_entries(rpc).await;
         if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
             peer.contact.heard();
@@ -298,9 +299,7 @@ async fn snapshot(
     body: Bytes,
 ) -> Response {
     let run = async {
-        let who = peer.member(connection, &headers)?;
-        let rpc: openraft::raft::InstallSnapshotRequest<super::types::TypeConfig> = parse(&body)?;
-        peer.speaks_for(who, rpc.vote.leader_id().voted_for().unwrap_or_default())?;
+        let rpc = peer.rpc(connection, &headers, &body, |r: &InstallSnapshot| r.vote)?;
         Ok::<_, Refusal>(answer(peer.raft.install_snapshot(rpc).await))
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
@@ -313,9 +312,9 @@ async fn vote(
     body: Bytes,
 ) -> Response {
     let run = async {
-        let who = peer.member(connection, &headers)?;
-        let rpc: VoteRequest<NodeId> = parse(&body)?;
-        peer.speaks_for(who, rpc.vote.leader_id().voted_for().unwrap_or_default())?;
+        let rpc = peer.rpc(connection, &headers, &body, |r: &VoteRequest<NodeId>| {
+            r.vote
+        })?;
         let floor = peer.vote_floor.load(Ordering::SeqCst);
         if floor > 0 && rpc.last_log_id.map_or(0, |l| l.index) < floor {
             return Err(error(
@@ -342,6 +341,21 @@ async fn ping(
 }
 
 impl Peer {
+    /// A Raft RPC's body, once the connection is a member's and the member its vote names is
+    /// that member (a certificate cannot speak for another member).
+    fn rpc<T: serde::de::DeserializeOwned>(
+        &self,
+        connection: Identity,
+        headers: &HeaderMap,
+        body: &[u8],
+        vote: impl Fn(&T) -> openraft::Vote<NodeId>,
+    ) -> Result<T, Refusal> {
+        let who = self.member(connection, headers)?;
+        let rpc: T = parse(body)?;
+        self.speaks_for(who, vote(&rpc).leader_id().voted_for().unwrap_or_default())?;
+        Ok(rpc)
+    }
+
     /// An admin certificate, or the admin token (compared in constant time).
     fn admin(&self, connection: Identity, headers: &HeaderMap) -> Result<(), Refusal> {
         if connection == Identity::Admin {
