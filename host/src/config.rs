@@ -197,6 +197,12 @@ pub struct PluginSection {
     pub max_instances: usize,
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// How many keys the plugin may keep in its `state`.
+    #[serde(default = "default_state_max_keys")]
+    pub state_max_keys: usize,
+    /// How much the plugin may keep in its `state` (keys and values), in KiB.
+    #[serde(default = "default_state_max_kb")]
+    pub state_max_kb: usize,
     /// Where the plugin's containers may be: IPs or CIDRs with optional ports
     /// (`10.0.0.0/8:30000-32767`). Default: its `publish-ip` (else 127.0.0.1) and the hosts of
     /// its TCP routes. The host sends action code and the caller's API key only there.
@@ -351,6 +357,14 @@ fn default_plugin_memory() -> u64 {
 }
 fn default_instances() -> usize {
     8
+}
+
+fn default_state_max_keys() -> usize {
+    crate::plugin::StateLimits::default().max_keys
+}
+
+fn default_state_max_kb() -> usize {
+    crate::plugin::StateLimits::default().max_bytes >> 10
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -653,6 +667,8 @@ impl Config {
             ),
             ("[plugin] memory-mb", config.plugin.memory_mb == 0),
             ("[plugin] max-instances", config.plugin.max_instances == 0),
+            ("[plugin] state-max-keys", config.plugin.state_max_keys == 0),
+            ("[plugin] state-max-kb", config.plugin.state_max_kb == 0),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return Err(invalid(format!("{name} must be more than 0")));

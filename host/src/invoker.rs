@@ -14,7 +14,7 @@ use crate::config::{Config, LogStore};
 use crate::data_dir::DataDirLock;
 use crate::factory::ContainerFactory;
 use crate::feed::{self, ActivationSink, FeedConfig};
-use crate::plugin::{FileState, Limits, PluginRuntime, PluginSpec, WasmFactory};
+use crate::plugin::{FileState, Limits, PluginRuntime, PluginSpec, StateLimits, WasmFactory};
 use crate::pool::{Pool, PoolConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +53,10 @@ impl Parts {
                 call_timeout: Duration::from_millis(config.plugin.call_timeout_ms),
                 memory_mb: config.plugin.memory_mb,
                 max_instances: config.plugin.max_instances,
+                state: StateLimits {
+                    max_keys: config.plugin.state_max_keys,
+                    max_bytes: config.plugin.state_max_kb << 10,
+                },
             },
             allowed_addresses: config.plugin.allowed_addresses.clone(),
             sha256: config.plugin.sha256.clone(),

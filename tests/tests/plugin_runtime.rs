@@ -424,3 +424,48 @@ async fn a_pinned_plugin_loads_only_with_its_sha256() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_plugin_that_floods_its_state_is_refused_at_the_limit_and_keeps_what_it_stored() {
+    use keepwarm::plugin::{MemoryState, PluginState, StateLimits};
+    let flood = |limits: StateLimits| async move {
+        let state = std::sync::Arc::new(MemoryState::default());
+        let mut s = spec("probe", component("probe"), &[]);
+        s.limits.state = limits;
+        let probe = WasmFactory::load_with_state(runtime(), s, state.clone())
+            .await
+            .unwrap();
+        // the probe puts 1 KiB values under 14-byte keys until a put is refused
+        let first = probe.create(probe_spec("flood", "")).await.unwrap();
+        let again = probe.create(probe_spec("flood", "")).await.unwrap();
+        let ordinary = probe.create(probe_spec("plain", "")).await;
+        assert!(ordinary.is_ok(), "the plugin carries on: {ordinary:?}");
+        (first.handle, again.handle, state.usage())
+    };
+
+    let bytes = StateLimits {
+        max_keys: 10_000,
+        max_bytes: 64 << 10,
+    };
+    let (first, again, usage) = flood(bytes).await;
+    let (stored, why) = first.split_once(' ').unwrap();
+    assert_eq!(stored, ((64 << 10) / (14 + 1024)).to_string(), "{first}");
+    assert!(
+        why.contains("state-max-kb") && why.contains("65536"),
+        "{why}"
+    );
+    assert!(again.starts_with("0 "), "a full state stays full: {again}");
+    assert_eq!(usage.keys, 63);
+    assert!(usage.bytes <= 64 << 10, "{usage:?}");
+
+    let keys = StateLimits {
+        max_keys: 20,
+        max_bytes: 1 << 20,
+    };
+    let (first, _, usage) = flood(keys).await;
+    assert!(
+        first.starts_with("20 ") && first.contains("state-max-keys"),
+        "{first}"
+    );
+    assert_eq!(usage.keys, 20);
+}

@@ -22,6 +22,11 @@ fn proxies() -> Vec<String> {
         .collect()
 }
 
+/// Stores `value` under `key`; the host refuses a write past the plugin's state limits.
+fn remember(key: &str, value: &[u8]) -> Result<(), FactoryError> {
+    state::put(key, value).map_err(FactoryError::Capacity)
+}
+
 fn claim_key(address: &str) -> String {
     format!("claim/{address}")
 }
@@ -51,9 +56,9 @@ impl Factory for StaticPool {
         let list = config_value(&config, "proxies").ok_or_else(|| {
             FactoryError::InvalidSpec("set proxies = \"host:port,host:port\"".into())
         })?;
-        state::put("proxies", list.as_bytes());
+        remember("proxies", list.as_bytes())?;
         if let Some(check) = config_value(&config, "check-url") {
-            state::put("check-url", check.as_bytes());
+            remember("check-url", check.as_bytes())?;
         }
         Ok(())
     }
@@ -67,7 +72,7 @@ impl Factory for StaticPool {
             let url = String::from_utf8_lossy(&url).into_owned();
             http::request("GET", &url, &[], None)?.ok("health check")?;
         }
-        state::put(&claim_key(&free), spec.name.as_bytes());
+        remember(&claim_key(&free), spec.name.as_bytes())?;
         Ok(as_container(&free, spec.name, spec.labels))
     }
 

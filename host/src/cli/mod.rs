@@ -148,6 +148,7 @@ fn spec(file: PathBuf, sandbox: SandboxArgs) -> PluginSpec {
             call_timeout: Duration::from_millis(sandbox.timeout_ms),
             memory_mb: sandbox.memory_mb,
             max_instances: 1,
+            state: Default::default(),
         },
         allowed_addresses: None,
         sha256: None,

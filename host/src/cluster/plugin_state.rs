@@ -9,7 +9,7 @@
 //! being active.
 
 use super::state::{Command, Replicated};
-use crate::plugin::PluginState;
+use crate::plugin::{PluginState, StateUsage};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
@@ -56,10 +56,16 @@ impl ReplicatedPluginState {
     }
 
     fn write(&self, key: &str, value: Option<Vec<u8>>) {
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .insert(key.to_owned(), value.clone());
+        {
+            let mut pending = self.pending.lock().expect("pending lock");
+            // What the replicated state already says needs no overlay: dropping it keeps the
+            // overlay as small as the writes in flight (a plugin that puts and deletes many
+            // keys would otherwise grow it without bound).
+            let state = self.state.read().expect("state lock");
+            let replicated = state.plugin_state.get(&self.plugin);
+            pending.retain(|k, v| v.as_ref() != replicated.and_then(|m| m.get(k)));
+            pending.insert(key.to_owned(), value.clone());
+        }
         if let Some((epoch, tx)) = &*self.sink.lock().expect("sink lock") {
             let _ = tx.send(Command::PluginState {
                 epoch: *epoch,
@@ -84,12 +90,40 @@ impl PluginState for ReplicatedPluginState {
             .and_then(|m| m.get(key).cloned())
     }
 
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        self.merged(|entries| crate::plugin::state::keys_with_prefix(entries, prefix))
+    }
+
     fn put(&self, key: &str, value: Vec<u8>) {
         self.write(key, Some(value));
     }
 
     fn delete(&self, key: &str) {
         self.write(key, None);
+    }
+
+    fn usage(&self) -> StateUsage {
+        self.merged(|entries| StateUsage::of(entries.iter()))
+    }
+}
+
+impl ReplicatedPluginState {
+    /// `read` of the replicated entries with this host's pending writes laid over them.
+    fn merged<T>(&self, read: impl FnOnce(&BTreeMap<String, Vec<u8>>) -> T) -> T {
+        let pending = self.pending.lock().expect("pending lock");
+        let state = self.state.read().expect("state lock");
+        let replicated = state.plugin_state.get(&self.plugin);
+        if pending.is_empty() {
+            return read(replicated.unwrap_or(&BTreeMap::new()));
+        }
+        let mut entries = replicated.cloned().unwrap_or_default();
+        for (key, value) in pending.iter() {
+            match value {
+                Some(v) => entries.insert(key.clone(), v.clone()),
+                None => entries.remove(key),
+            };
+        }
+        read(&entries)
     }
 }
 
@@ -145,8 +179,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(state.keys("task/"), ["task/t1"]);
+        assert_eq!(
+            state.usage(),
+            StateUsage {
+                keys: 2,
+                bytes: "framework".len() + 4 + "task/t1".len() + 6
+            }
+        );
         state.delete("framework");
         assert_eq!(state.get("framework"), None);
+        assert_eq!(
+            state.keys(""),
+            ["task/t1"],
+            "a pending delete hides the key"
+        );
         assert!(matches!(
             rx.try_recv(),
             Ok(Command::PluginState { value: None, .. })

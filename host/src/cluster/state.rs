@@ -6,7 +6,9 @@
 //! yet) is rejected, so a stale active host can never overwrite what the new one decided.
 
 use crate::factory::Container;
+use crate::plugin::StoredValue;
 use serde::{Deserialize, Serialize};
+use serde_with::{As, Same};
 use std::collections::{BTreeMap, VecDeque};
 
 /// How many completed activation ids are kept for de-duplication after a failover.
@@ -72,6 +74,7 @@ pub enum Command {
         epoch: u64,
         plugin: String,
         key: String,
+        #[serde(with = "As::<Option<StoredValue>>")]
         value: Option<Vec<u8>>,
     },
 }
@@ -104,6 +107,7 @@ pub struct Replicated {
     pub containers: BTreeMap<String, ContainerRecord>,
     pub offsets: BTreeMap<i32, i64>,
     pub completed: VecDeque<String>,
+    #[serde(with = "As::<BTreeMap<Same, BTreeMap<Same, StoredValue>>>")]
     pub plugin_state: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
@@ -195,6 +199,42 @@ impl Replicated {
 mod tests {
     use super::*;
     use crate::factory::ContainerState;
+
+    #[test]
+    fn plugin_state_is_replicated_as_base64_and_old_number_arrays_are_read() {
+        let put = Command::PluginState {
+            epoch: 3,
+            plugin: "mesos".into(),
+            key: "framework-id".into(),
+            value: Some(b"fw-1".to_vec()),
+        };
+        let json = serde_json::to_string(&put).unwrap();
+        assert!(json.contains(r#""value":"ZnctMQ==""#), "{json}");
+        assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), put);
+        let old = r#"{"PluginState":{"epoch":3,"plugin":"mesos","key":"framework-id","value":[102,119,45,49]}}"#;
+        assert_eq!(serde_json::from_str::<Command>(old).unwrap(), put);
+        let delete = r#"{"PluginState":{"epoch":3,"plugin":"mesos","key":"k","value":null}}"#;
+        assert!(matches!(
+            serde_json::from_str::<Command>(delete).unwrap(),
+            Command::PluginState { value: None, .. }
+        ));
+
+        let mut state = Replicated::default();
+        state.apply(3, &Command::Claim { node: 1 });
+        state.apply(4, &put);
+        let snapshot = serde_json::to_value(&state).unwrap();
+        assert_eq!(
+            snapshot["plugin_state"]["mesos"]["framework-id"],
+            "ZnctMQ=="
+        );
+        let mut old_snapshot = snapshot.clone();
+        old_snapshot["plugin_state"]["mesos"]["framework-id"] =
+            serde_json::json!([102, 119, 45, 49]);
+        assert_eq!(
+            serde_json::from_value::<Replicated>(old_snapshot).unwrap(),
+            state
+        );
+    }
 
     fn record(id: &str) -> ContainerRecord {
         ContainerRecord {

@@ -118,6 +118,15 @@ impl PluginRuntime {
             file: file.to_owned(),
             reason,
         };
+        if let Some(version) = contract_version(&self.engine, component) {
+            if version != CONTRACT_VERSION {
+                return Err(fail(format!(
+                    "was built against keepwarm:factory@{version}; this host speaks \
+                     keepwarm:factory@{CONTRACT_VERSION}: rebuild it with this release's SDK \
+                     (plugins/sdk)"
+                )));
+            }
+        }
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
             fail(format!(
                 "imports something the host does not provide (plugins may import only \
@@ -126,8 +135,9 @@ impl PluginRuntime {
         })?;
         ContainerFactoryPre::new(pre).map_err(|e| {
             fail(format!(
-                "does not implement world keepwarm:factory/container-factory@0.1.0 \
-                 (it must export keepwarm:factory/factory@0.1.0): {e:#}"
+                "does not implement world \
+                 keepwarm:factory/container-factory@{CONTRACT_VERSION} (it must export \
+                 keepwarm:factory/factory@{CONTRACT_VERSION}): {e:#}"
             ))
         })
     }
@@ -141,6 +151,23 @@ impl PluginRuntime {
         let hex = hex(&Sha256::digest(wasm));
         Some(dir.join(format!("{hex}-{:016x}.cwasm", engine_hash.finish())))
     }
+}
+
+/// The version of the `keepwarm:factory` package (`wit/factory.wit`) this host links.
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// The `keepwarm:factory` version a component imports or exports, if it names one.
+fn contract_version(engine: &wasmtime::Engine, component: &Component) -> Option<String> {
+    let ty = component.component_type();
+    let names: Vec<String> = ty
+        .imports(engine)
+        .chain(ty.exports(engine))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    names.iter().find_map(|name| {
+        let (_, version) = name.strip_prefix("keepwarm:factory/")?.split_once('@')?;
+        Some(version.to_owned())
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -11,7 +11,7 @@ use super::bindings::{wit, ContainerFactory as Bindings, ContainerFactoryPre};
 use super::engine::{PluginRuntime, EPOCH_TICK};
 use super::host::HostState;
 use super::route::{Outbound, Routes};
-use super::state::{MemoryState, PluginState};
+use super::state::{MemoryState, PluginState, StateLimits};
 use super::PluginError;
 use crate::factory::{
     CallError, CallResult, Container, ContainerFactory, ContainerSpec, Pairs, PluginInfo,
@@ -31,6 +31,8 @@ pub struct Limits {
     pub memory_mb: u64,
     /// Instances that may run at once when the plugin is `concurrent`.
     pub max_instances: usize,
+    /// What the plugin may keep in its `state`.
+    pub state: StateLimits,
 }
 
 impl Default for Limits {
@@ -39,6 +41,7 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(30),
             memory_mb: 64,
             max_instances: 8,
+            state: StateLimits::default(),
         }
     }
 }
@@ -239,7 +242,11 @@ impl WasmFactory {
         let max_bytes = (self.limits.memory_mb as usize) << 20;
         let mut store = Store::new(
             &self.engine,
-            HostState::new(self.outbound.clone(), self.state.clone(), max_bytes),
+            HostState::new(
+                self.outbound.clone(),
+                (self.state.clone(), self.limits.state),
+                max_bytes,
+            ),
         );
         store.limiter(|s| &mut s.cap);
         store.epoch_deadline_trap();

@@ -3,7 +3,7 @@
 
 use super::bindings::keepwarm::factory::state;
 use super::route::Outbound;
-use super::state::PluginState;
+use super::state::{PluginState, StateLimits};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
@@ -50,6 +50,7 @@ pub struct HostState {
     outbound: Outbound,
     pub(super) cap: MemoryCap,
     state: Arc<dyn PluginState>,
+    state_limits: StateLimits,
 }
 
 impl std::fmt::Debug for HostState {
@@ -62,7 +63,13 @@ impl std::fmt::Debug for HostState {
 }
 
 impl HostState {
-    pub fn new(outbound: Outbound, state: Arc<dyn PluginState>, max_bytes: usize) -> HostState {
+    /// A store's host side: its outbound routes, its `state` with the limits it is held to,
+    /// and its linear memory cap.
+    pub fn new(
+        outbound: Outbound,
+        (state, state_limits): (Arc<dyn PluginState>, StateLimits),
+        max_bytes: usize,
+    ) -> HostState {
         // No preopened directories, no environment, no arguments, no sockets: a plugin reaches
         // the world only through routed wasi:http. Its stderr goes to the host's for panics.
         let wasi = WasiCtx::builder()
@@ -81,6 +88,7 @@ impl HostState {
                 hit: false,
             },
             state,
+            state_limits,
         }
     }
 }
@@ -109,8 +117,25 @@ impl state::Host for HostState {
         self.state.get(&key)
     }
 
-    fn put(&mut self, key: String, value: Vec<u8>) {
-        self.state.put(&key, value)
+    fn keys(&mut self, prefix: String) -> Vec<String> {
+        self.state.keys(&prefix)
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        let replaced = self.state.get(&key).map(|v| v.len());
+        let admitted = self
+            .state_limits
+            .admit(&key, &value, self.state.usage(), replaced);
+        match admitted {
+            Ok(()) => {
+                self.state.put(&key, value);
+                Ok(())
+            }
+            Err(why) => {
+                tracing::warn!(plugin = %self.outbound.plugin(), "state write refused: {why}");
+                Err(why)
+            }
+        }
     }
 
     fn delete(&mut self, key: String) {

@@ -21,4 +21,4 @@ pub mod state;
 pub use engine::PluginRuntime;
 pub use error::PluginError;
 pub use factory::{Limits, PluginSpec, WasmFactory};
-pub use state::{FileState, MemoryState, PluginState};
+pub use state::{FileState, MemoryState, PluginState, StateLimits, StateUsage, StoredValue};

@@ -127,6 +127,11 @@ impl Outbound {
             client,
         }
     }
+
+    /// The name of the plugin whose requests these are.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
 }
 
 type SendFuture = Box<

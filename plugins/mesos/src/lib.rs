@@ -204,17 +204,23 @@ fn create(s: &mut Scheduler, spec: ContainerSpec) -> Result<Container, FactoryEr
             offers::summary(&held)
         )));
     };
-    let offer = s.take_offer(&offer_id).expect("the offer just found");
+    let (agent_id, hostname) = s
+        .offers()
+        .find(|o| o.id == offer_id)
+        .map(|o| (o.agent_id.value.clone(), o.hostname.clone()))
+        .expect("the offer just found");
     let record = TaskRecord {
         task_id: id.clone(),
         name: spec.name.clone(),
-        agent_id: offer.agent_id.value.clone(),
-        hostname: offer.hostname.clone(),
+        agent_id,
+        hostname,
         host_port: port,
         labels: spec.labels.clone(),
     };
-    // Recorded before it is launched, so a launched task is never unknown to a standby.
-    tasks::put(&record);
+    // Recorded before it is launched, so a launched task is never unknown to a standby; a
+    // record the host refuses (its state is full) launches nothing and keeps the offer.
+    tasks::put(&record)?;
+    let offer = s.take_offer(&offer_id).expect("the offer just found");
     let task = task_info(&spec, &record, offers::take(&offer, needs, port));
     s.forget_status(&id);
     let accepted = s.call(|fid| {
@@ -280,7 +286,7 @@ fn attach(s: &mut Scheduler, known: Container) -> Result<Container, FactoryError
                 labels: known.labels.clone(),
             };
             // Restored before reconciling: a live task without a record would be killed.
-            tasks::put(&record);
+            tasks::put(&record)?;
             record
         }
     };

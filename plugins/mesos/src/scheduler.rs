@@ -162,7 +162,7 @@ impl Scheduler {
                     })?;
                     let framework_id = subscribed.framework_id.value;
                     if known.as_deref() != Some(framework_id.as_str()) {
-                        tasks::set_framework_id(Some(&framework_id));
+                        tasks::set_framework_id(&framework_id)?;
                     }
                     let heartbeat = subscribed
                         .heartbeat_interval_seconds
@@ -187,7 +187,7 @@ impl Scheduler {
                     if known.is_some() && !started_fresh && message.contains("removed") {
                         // Our failover timeout ran out: the master removed the framework
                         // and killed its tasks. Start over as a new framework.
-                        tasks::set_framework_id(None);
+                        tasks::forget_framework_id();
                         tasks::forget_all();
                         started_fresh = true;
                         continue;
@@ -413,7 +413,7 @@ impl Scheduler {
                 let message = event.error.map(|e| e.message).unwrap_or_default();
                 self.subscription = None;
                 if message.contains("removed") {
-                    tasks::set_framework_id(None);
+                    tasks::forget_framework_id();
                     tasks::forget_all();
                     self.statuses.clear();
                 }

@@ -2,10 +2,10 @@
 //! (replicated across a keepwarm cluster), so a standby host taking over knows every task, its
 //! labels and its address without asking Mesos for more than their status.
 
-use keepwarm_plugin_sdk::state;
+use keepwarm_plugin_sdk::{state, FactoryError};
 use serde::{Deserialize, Serialize};
 
-const INDEX: &str = "tasks";
+const OLD_INDEX: &str = "tasks";
 const FRAMEWORK_ID: &str = "framework-id";
 
 /// One launched task.
@@ -42,18 +42,15 @@ impl TaskRecord {
     }
 }
 
+const TASK: &str = "task/";
+
 fn key(task_id: &str) -> String {
-    format!("task/{task_id}")
+    format!("{TASK}{task_id}")
 }
 
-fn index() -> Vec<String> {
-    state::get(INDEX)
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
-}
-
-fn write_index(ids: &[String]) {
-    state::put(INDEX, &serde_json::to_vec(ids).expect("ids serialize"));
+/// A write the host refused (the plugin's state is full): the task is not launched.
+fn refused(why: String) -> FactoryError {
+    FactoryError::Capacity(format!("cannot record the task: {why}"))
 }
 
 pub fn get(task_id: &str) -> Option<TaskRecord> {
@@ -61,46 +58,42 @@ pub fn get(task_id: &str) -> Option<TaskRecord> {
 }
 
 pub fn all() -> Vec<TaskRecord> {
-    index().iter().filter_map(|id| get(id)).collect()
+    state::keys(TASK)
+        .iter()
+        .filter_map(|k| get(&k[TASK.len()..]))
+        .collect()
 }
 
 /// Remembers a task before it is launched, so no launched task is ever unknown.
-pub fn put(record: &TaskRecord) {
+pub fn put(record: &TaskRecord) -> Result<(), FactoryError> {
     state::put(
         &key(&record.task_id),
         &serde_json::to_vec(record).expect("a record serializes"),
-    );
-    let mut ids = index();
-    if !ids.contains(&record.task_id) {
-        ids.push(record.task_id.clone());
-        write_index(&ids);
-    }
+    )
+    .map_err(refused)
 }
 
 pub fn forget(task_id: &str) {
-    let mut ids = index();
-    let before = ids.len();
-    ids.retain(|id| id != task_id);
-    if ids.len() != before {
-        write_index(&ids);
-    }
     state::delete(&key(task_id));
 }
 
 pub fn forget_all() {
-    for id in index() {
-        state::delete(&key(&id));
+    for k in state::keys(TASK) {
+        state::delete(&k);
     }
-    state::delete(INDEX);
+    // Written by keepwarm before 0.2: the list of task ids, now read from the keys.
+    state::delete(OLD_INDEX);
 }
 
 pub fn framework_id() -> Option<String> {
     state::get(FRAMEWORK_ID).and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
-pub fn set_framework_id(id: Option<&str>) {
-    match id {
-        Some(id) => state::put(FRAMEWORK_ID, id.as_bytes()),
-        None => state::delete(FRAMEWORK_ID),
-    }
+pub fn set_framework_id(id: &str) -> Result<(), FactoryError> {
+    state::put(FRAMEWORK_ID, id.as_bytes())
+        .map_err(|why| FactoryError::Capacity(format!("cannot record the framework id: {why}")))
+}
+
+pub fn forget_framework_id() {
+    state::delete(FRAMEWORK_ID);
 }

@@ -2,7 +2,7 @@
 //!
 //! Everything a keepwarm container-factory plugin needs:
 //!
-//! - the bindings of `keepwarm:factory/container-factory@0.1.0`, generated from the same
+//! - the bindings of `keepwarm:factory/container-factory@0.2.0`, generated from the same
 //!   `wit/` tree the host uses ([`Factory`] to implement, the types, [`state`]);
 //! - [`export!`], which exports your implementation as the component's `factory`;
 //! - [`http`], a small blocking HTTP client over `wasi:http` with JSON helpers and engine
