@@ -827,6 +827,8 @@ catalog = "actions"
             ("KEEPWARM_PLUGIN_CALL_TIMEOUT_MS", "call-timeout-ms"),
             ("KEEPWARM_PLUGIN_MAX_INSTANCES", "max-instances"),
             ("KEEPWARM_INVOKER_USER_MEMORY_MB", "user-memory-mb"),
+            ("KEEPWARM_PLUGIN_STATE_MAX_KEYS", "state-max-keys"),
+            ("KEEPWARM_PLUGIN_STATE_MAX_KB", "state-max-kb"),
         ] {
             let e = Config::load(&p, vec![(var.to_string(), "0".to_string())])
                 .unwrap_err()
