@@ -350,13 +350,13 @@ fn default_fetch_wait() -> u32 {
     2
 }
 fn default_call_timeout() -> u64 {
-    30_000
+    crate::plugin::Limits::DEFAULT_CALL_TIMEOUT_MS
 }
 fn default_plugin_memory() -> u64 {
-    64
+    crate::plugin::Limits::DEFAULT_MEMORY_MB
 }
 fn default_instances() -> usize {
-    8
+    crate::plugin::Limits::DEFAULT_MAX_INSTANCES
 }
 
 fn default_state_max_keys() -> usize {
@@ -495,48 +495,31 @@ impl Config {
             message,
         };
         let mut table = read_table(path)?;
-        let mut from_env = Vec::new();
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix("KEEPWARM_") else {
-                continue;
-            };
-            if CLI_VARIABLES.contains(&name.as_str()) {
-                continue;
-            }
-            let rest = rest.to_ascii_lowercase();
-            let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
-                return Err(invalid(format!(
-                    "environment variable {name} names no section; use KEEPWARM_<{}>_<KEY>",
-                    SECTIONS.join("|").to_uppercase()
-                )));
-            };
-            let key = rest[section.len() + 1..].replace('_', "-");
-            table
-                .entry(section.to_string())
-                .or_insert_with(|| toml::Value::Table(Default::default()))
-                .as_table_mut()
-                .ok_or_else(|| invalid(format!("[{section}] is not a table")))?
-                .insert(key.clone(), toml::Value::String(value));
-            from_env.push((section.to_string(), key));
-        }
+        let from_env = overlay_env(&mut table, env).map_err(invalid)?;
         let mut config: Config = deserialize_with_env(table, &from_env).map_err(invalid)?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        config.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// Relative paths in the file are relative to the file.
+    fn resolve_paths(&mut self, base: &Path) {
         for p in [
-            &mut config.invoker.data_dir,
-            &mut config.plugin.file,
-            &mut config.runtimes.manifest,
+            &mut self.invoker.data_dir,
+            &mut self.plugin.file,
+            &mut self.runtimes.manifest,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
-        let tls = config.cluster.as_mut().and_then(|c| c.tls.as_mut());
+        let tls = self.cluster.as_mut().and_then(|c| c.tls.as_mut());
         let tls_paths: Vec<&mut PathBuf> = tls
             .map(|t| vec![&mut t.ca, &mut t.cert, &mut t.key])
             .unwrap_or_default();
         for p in [
-            config.invoker.activation_log.as_mut(),
-            config.actions.catalog.as_mut(),
+            self.invoker.activation_log.as_mut(),
+            self.actions.catalog.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -545,12 +528,16 @@ impl Config {
         {
             *p = base.join(&*p);
         }
-        if config.actions.store == StoreKind::Catalog && config.actions.catalog.is_none() {
-            return Err(invalid(
+    }
+
+    /// Every rule a setting's type cannot say: the error names the setting and what to fix.
+    fn validate(&self) -> Result<(), String> {
+        if self.actions.store == StoreKind::Catalog && self.actions.catalog.is_none() {
+            return Err(
                 "[actions] catalog (a directory of action documents) is required unless store = \"couchdb\"".into(),
-            ));
+            );
         }
-        let l = &config.limits;
+        let l = &self.limits;
         for (name, min, max) in [
             ("timeout", l.timeout_min_ms, l.timeout_max_ms),
             ("memory", l.memory_min_mb, l.memory_max_mb),
@@ -558,134 +545,160 @@ impl Config {
             ("concurrency", l.concurrency_min, l.concurrency_max),
         ] {
             if min > max {
-                return Err(invalid(format!(
+                return Err(format!(
                     "[limits] {name}: the minimum ({min}) is above the maximum ({max})"
-                )));
-            }
-        }
-        let wants_couch = config.actions.store == StoreKind::Couchdb
-            || config.activations.store == StoreKind::Couchdb;
-        if wants_couch && config.couchdb.is_none() {
-            return Err(invalid(
-                "store = \"couchdb\" needs a [couchdb] section with its url".into(),
-            ));
-        }
-        if let Err(e) = crate::action::ParameterEncryption::new(
-            config.actions.aes_128_key.as_deref(),
-            config.actions.aes_256_key.as_deref(),
-        ) {
-            return Err(invalid(format!("[actions] {e}")));
-        }
-        if let Some(c) = &config.couchdb {
-            if let Err(e) = crate::couchdb::CouchDb::open(c, "whisks") {
-                return Err(invalid(format!("[couchdb] {e}")));
-            }
-        }
-        if let Some(c) = &config.cluster {
-            if !c.peers.contains_key(&c.id.to_string()) {
-                return Err(invalid(format!(
-                    "[cluster] peers has no entry for this host's id {}",
-                    c.id
-                )));
-            }
-            if let Some(bad) = c.peers.keys().find(|k| k.parse::<u64>().is_err()) {
-                return Err(invalid(format!(
-                    "[cluster] peers key `{bad}` is not a node id (a number)"
-                )));
-            }
-            if c.lease_ms >= c.election_timeout_min_ms {
-                return Err(invalid(format!(
-                    "[cluster] lease-ms ({}) must be shorter than election-timeout-min-ms ({})",
-                    c.lease_ms, c.election_timeout_min_ms
-                )));
-            }
-            // A lease extended from a late-read metrics report reaches at most 2 × lease-ms
-            // past the real acknowledgement (see lease.rs); followers refuse other candidates
-            // for election-timeout-max-ms.
-            if 2 * c.lease_ms >= c.election_timeout_max_ms {
-                return Err(invalid(format!(
-                    "[cluster] twice lease-ms ({}) must be shorter than election-timeout-max-ms ({})",
-                    2 * c.lease_ms,
-                    c.election_timeout_max_ms
-                )));
-            }
-            match (&c.tls, c.insecure) {
-                (Some(_), true) => {
-                    return Err(invalid(
-                        "[cluster] has both tls and insecure = true: choose one".into(),
-                    ))
-                }
-                (None, false) => {
-                    return Err(invalid(
-                        "[cluster] members talk mutual TLS: set [cluster.tls] ca, cert and key \
-                         (`keepwarm cluster certs --members 1,2,3 --out DIR` makes them), or \
-                         insecure = true with a secret on a trusted network"
-                            .into(),
-                    ))
-                }
-                (Some(_), false) => {
-                    if let Err(e) = c.transport() {
-                        return Err(invalid(format!("[cluster.tls] {e}")));
-                    }
-                }
-                (None, true) => {
-                    if c.secret.as_ref().is_none_or(|s| s.len() < 8) {
-                        return Err(invalid(
-                            "[cluster] insecure = true needs a secret of at least 8 characters"
-                                .into(),
-                        ));
-                    }
-                }
-            }
-            if c.status_address().is_none() {
-                return Err(invalid(
-                    "[cluster] status-address is needed: this host's peers entry has no port to derive it from".into(),
                 ));
             }
         }
-        let zero = [
-            (
-                "[invoker] user-memory-mb",
-                config.invoker.user_memory_mb == 0,
-            ),
-            ("[invoker] max-in-flight", config.invoker.max_in_flight == 0),
-            (
-                "[invoker] max-response-bytes",
-                config.invoker.max_response_bytes == 0,
-            ),
-            (
-                "[invoker] idle-timeout-s",
-                config.invoker.idle_timeout_s == 0,
-            ),
-            (
-                "[invoker] activation-log-max-mb",
-                config.invoker.activation_log_max_mb == 0,
-            ),
-            (
-                "[plugin] call-timeout-ms",
-                config.plugin.call_timeout_ms == 0,
-            ),
-            ("[plugin] memory-mb", config.plugin.memory_mb == 0),
-            ("[plugin] max-instances", config.plugin.max_instances == 0),
-            ("[plugin] state-max-keys", config.plugin.state_max_keys == 0),
-            ("[plugin] state-max-kb", config.plugin.state_max_kb == 0),
-        ];
-        if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
-            return Err(invalid(format!("{name} must be more than 0")));
+        let wants_couch = self.actions.store == StoreKind::Couchdb
+            || self.activations.store == StoreKind::Couchdb;
+        if wants_couch && self.couchdb.is_none() {
+            return Err("store = \"couchdb\" needs a [couchdb] section with its url".into());
         }
-        if let Some(c) = &config.cluster {
-            let zero = [("heartbeat-ms", c.heartbeat_ms), ("lease-ms", c.lease_ms)];
-            if let Some((name, _)) = zero.iter().find(|(_, v)| *v == 0) {
-                return Err(invalid(format!("[cluster] {name} must be more than 0")));
+        if let Err(e) = crate::action::ParameterEncryption::new(
+            self.actions.aes_128_key.as_deref(),
+            self.actions.aes_256_key.as_deref(),
+        ) {
+            return Err(format!("[actions] {e}"));
+        }
+        if let Some(c) = &self.couchdb {
+            if let Err(e) = crate::couchdb::CouchDb::open(c, "whisks") {
+                return Err(format!("[couchdb] {e}"));
             }
         }
-        if !config.plugin.file.exists() {
-            return Err(invalid(format!(
-                "[plugin] file {} does not exist (build the plugins: make plugins)",
-                config.plugin.file.display()
-            )));
+        let zero = [
+            ("[invoker] user-memory-mb", self.invoker.user_memory_mb == 0),
+            ("[invoker] max-in-flight", self.invoker.max_in_flight == 0),
+            (
+                "[invoker] max-response-bytes",
+                self.invoker.max_response_bytes == 0,
+            ),
+            ("[invoker] idle-timeout-s", self.invoker.idle_timeout_s == 0),
+            (
+                "[invoker] activation-log-max-mb",
+                self.invoker.activation_log_max_mb == 0,
+            ),
+            ("[plugin] call-timeout-ms", self.plugin.call_timeout_ms == 0),
+            ("[plugin] memory-mb", self.plugin.memory_mb == 0),
+            ("[plugin] max-instances", self.plugin.max_instances == 0),
+            ("[plugin] state-max-keys", self.plugin.state_max_keys == 0),
+            ("[plugin] state-max-kb", self.plugin.state_max_kb == 0),
+        ];
+        if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return Err(format!("{name} must be more than 0"));
         }
-        Ok(config)
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+            let zero = [("heartbeat-ms", c.heartbeat_ms), ("lease-ms", c.lease_ms)];
+            if let Some((name, _)) = zero.iter().find(|(_, v)| *v == 0) {
+                return Err(format!("[cluster] {name} must be more than 0"));
+            }
+        }
+        if !self.plugin.file.exists() {
+            return Err(format!(
+                "[plugin] file {} does not exist (build the plugins: make plugins)",
+                self.plugin.file.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Puts every `KEEPWARM_<SECTION>_<KEY>` variable into `table` as a string (the CLI's own
+/// variables aside) and returns the (section, key) pairs it set.
+fn overlay_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut from_env = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("KEEPWARM_") else {
+            continue;
+        };
+        if CLI_VARIABLES.contains(&name.as_str()) {
+            continue;
+        }
+        let rest = rest.to_ascii_lowercase();
+        let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
+            return Err(format!(
+                "environment variable {name} names no section; use KEEPWARM_<{}>_<KEY>",
+                SECTIONS.join("|").to_uppercase()
+            ));
+        };
+        let key = rest[section.len() + 1..].replace('_', "-");
+        table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .ok_or_else(|| format!("[{section}] is not a table"))?
+            .insert(key.clone(), toml::Value::String(value));
+        from_env.push((section.to_string(), key));
+    }
+    Ok(from_env)
+}
+
+impl ClusterSection {
+    /// The `[cluster]` rules: this host among the peers, timings that keep the lease safe,
+    /// TLS or an explicit `insecure` with a secret, a status address.
+    fn validate(&self) -> Result<(), String> {
+        if !self.peers.contains_key(&self.id.to_string()) {
+            return Err(format!(
+                "[cluster] peers has no entry for this host's id {}",
+                self.id
+            ));
+        }
+        if let Some(bad) = self.peers.keys().find(|k| k.parse::<u64>().is_err()) {
+            return Err(format!(
+                "[cluster] peers key `{bad}` is not a node id (a number)"
+            ));
+        }
+        if self.lease_ms >= self.election_timeout_min_ms {
+            return Err(format!(
+                "[cluster] lease-ms ({}) must be shorter than election-timeout-min-ms ({})",
+                self.lease_ms, self.election_timeout_min_ms
+            ));
+        }
+        // A lease extended from a late-read metrics report reaches at most 2 × lease-ms
+        // past the real acknowledgement (see lease.rs); followers refuse other candidates
+        // for election-timeout-max-ms.
+        if 2 * self.lease_ms >= self.election_timeout_max_ms {
+            return Err(format!(
+                "[cluster] twice lease-ms ({}) must be shorter than election-timeout-max-ms ({})",
+                2 * self.lease_ms,
+                self.election_timeout_max_ms
+            ));
+        }
+        match (&self.tls, self.insecure) {
+            (Some(_), true) => {
+                return Err("[cluster] has both tls and insecure = true: choose one".into())
+            }
+            (None, false) => {
+                return Err(
+                    "[cluster] members talk mutual TLS: set [cluster.tls] ca, cert and key \
+                     (`keepwarm cluster certs --members 1,2,3 --out DIR` makes them), or \
+                     insecure = true with a secret on a trusted network"
+                        .into(),
+                )
+            }
+            (Some(_), false) => {
+                if let Err(e) = self.transport() {
+                    return Err(format!("[cluster.tls] {e}"));
+                }
+            }
+            (None, true) => {
+                if self.secret.as_ref().is_none_or(|s| s.len() < 8) {
+                    return Err(
+                        "[cluster] insecure = true needs a secret of at least 8 characters".into(),
+                    );
+                }
+            }
+        }
+        if self.status_address().is_none() {
+            return Err(
+                "[cluster] status-address is needed: this host's peers entry has no port to derive it from".into(),
+            );
+        }
+        Ok(())
     }
 }
 

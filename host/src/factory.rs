@@ -9,6 +9,15 @@ use serde::{Deserialize, Serialize};
 /// Ordered key/value pairs (environment, labels, plugin config).
 pub type Pairs = Vec<(String, String)>;
 
+/// The label every container keepwarm creates carries, valued with the cluster's name
+/// (`[invoker] cluster`): what a host lists to find its containers.
+pub const CLUSTER_LABEL: &str = "keepwarm.cluster";
+
+/// The labels that select the containers of `cluster`.
+pub fn cluster_labels(cluster: &str) -> Pairs {
+    vec![(CLUSTER_LABEL.to_owned(), cluster.to_owned())]
+}
+
 /// What the host asks an engine to create.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -102,7 +111,26 @@ pub struct PluginInfo {
     pub capabilities: Capabilities,
 }
 
-/// Why a factory call failed: the engine said no, or the plugin itself failed.
+/// The implementation of a factory failed, rather than the engine answering: e.g. a plugin
+/// trapped, ran past its deadline or memory cap, or broke a sandbox rule. The host treats
+/// every such fault alike (the call failed, the engine's state is unknown); the
+/// implementation's own error is kept inside for logs and for its own tests.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Fault(Box<dyn std::error::Error + Send + Sync>);
+
+impl Fault {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Fault {
+        Fault(Box::new(error))
+    }
+
+    /// The implementation's error, when it is a `T`.
+    pub fn downcast<T: std::error::Error + 'static>(self) -> Result<T, Fault> {
+        self.0.downcast::<T>().map(|e| *e).map_err(Fault)
+    }
+}
+
+/// Why a factory call failed: the engine said no, or the factory itself failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error("{plugin}.{operation}: {error}")]
@@ -112,7 +140,7 @@ pub enum CallError {
         error: FactoryError,
     },
     #[error(transparent)]
-    Plugin(#[from] crate::plugin::PluginError),
+    Fault(#[from] Fault),
     /// This host's lease lapsed: the call was refused before it reached the engine.
     #[error("{operation} refused: this host no longer holds the lease")]
     Fenced { operation: &'static str },
@@ -123,7 +151,7 @@ impl CallError {
     pub fn factory_error(&self) -> Option<&FactoryError> {
         match self {
             CallError::Factory { error, .. } => Some(error),
-            CallError::Plugin(_) | CallError::Fenced { .. } => None,
+            CallError::Fault(_) | CallError::Fenced { .. } => None,
         }
     }
 }

@@ -2,42 +2,17 @@
 //! replicated pool, re-attach idle containers, and from then on replicate every pool change,
 //! offset and completion in small batches in the background.
 
-use crate::cluster::state::{Command, ContainerRecord, PoolChange, WarmRecord};
+use crate::clock::now_ms;
+use crate::cluster::state::{Command, ContainerRecord, PoolChange};
+use crate::cluster::status::Takeover;
 use crate::cluster::{ClusterError, Node};
 use crate::factory::{Container, ContainerFactory};
 use crate::feed::Progress;
-use crate::pool::{Pool, PoolEvent, WarmKey};
+use crate::pool::{Pool, PoolEvent};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
-
-/// What a takeover did, for status and the demo.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Takeover {
-    pub epoch: u64,
-    /// Wall-clock millis when the claim was committed.
-    pub claimed_at_ms: i64,
-    /// Claim to pool ready (before the feed starts).
-    pub took_ms: u64,
-    pub reattached: usize,
-    /// The actions (`namespace/[package/]name`) with at least one re-attached warm container: their
-    /// next activation should run warm.
-    pub warm_actions: BTreeSet<String>,
-    /// Replicated idle containers that could not be attached (gone or unhealthy).
-    pub lost: usize,
-    /// Containers busy when the previous host died: destroyed, not reused.
-    pub busy_destroyed: usize,
-    /// Labelled containers the replicated state did not know: destroyed.
-    pub orphans_destroyed: usize,
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Reconciles the engine with the replicated pool under the committed claim `epoch` and
 /// attaches; fills `pool` with the containers it keeps.
@@ -50,7 +25,7 @@ pub async fn take_over(
 ) -> Result<Takeover, ClusterError> {
     let started = Instant::now();
     let records: BTreeMap<String, ContainerRecord> = node.state().containers.clone();
-    let labels = vec![("keepwarm.cluster".to_string(), cluster.to_string())];
+    let labels = crate::factory::cluster_labels(cluster);
     let engine: BTreeSet<String> = match factory.list_containers(labels).await {
         Ok(list) => list.into_iter().map(|c| c.id).collect(),
         Err(e) => {
@@ -62,13 +37,8 @@ pub async fn take_over(
     // What the old host learned of each action's run time, from every record (busy ones
     // too: their action is likely in the backlog).
     for record in records.values() {
-        if let (Some(w), Some(ms)) = (&record.warm, record.held_ms) {
-            let key = WarmKey {
-                namespace: w.namespace.clone(),
-                action: w.action.clone(),
-                revision: w.revision.clone(),
-            };
-            pool.learn_held(&key, Duration::from_millis(ms));
+        if let (Some(key), Some(ms)) = (&record.warm, record.held_ms) {
+            pool.learn_held(key, Duration::from_millis(ms));
         }
     }
     let Plan {
@@ -82,43 +52,14 @@ pub async fn take_over(
     let mut removed: Vec<String> = gone.into_iter().chain(busy.iter().cloned()).collect();
     let mut destroy: Vec<String> = orphans.into_iter().chain(busy).collect();
 
-    let attaches = idle
-        .iter()
-        .map(|r| attach_and_check(factory, r.container.clone()));
-    let results = futures::future::join_all(attaches).await;
-    let mut reattached = 0;
-    let mut warm_actions = BTreeSet::new();
-    for (record, result) in idle.iter().zip(results) {
-        match result {
-            Ok(container) => {
-                reattached += 1;
-                if let Some(w) = &record.warm {
-                    warm_actions.insert(w.action.clone());
-                }
-                let key = record.warm.as_ref().map(|w| WarmKey {
-                    namespace: w.namespace.clone(),
-                    action: w.action.clone(),
-                    revision: w.revision.clone(),
-                });
-                pool.adopt(container, &record.kind, record.memory_mb, key, 1);
-            }
-            Err(reason) => {
-                tracing::warn!(container = %record.container.id, "not re-attached: {reason}");
-                destroy.push(record.container.id.clone());
-                removed.push(record.container.id.clone());
-            }
-        }
+    let attached = reattach(factory, pool, &idle).await;
+    for id in &attached.failed {
+        destroy.push(id.clone());
+        removed.push(id.clone());
     }
-    let lost = idle.len() - reattached;
+    let lost = attached.failed.len();
     // Destroying does not hold up the takeover: the feed starts meanwhile.
-    for id in destroy {
-        let factory = factory.clone();
-        tokio::spawn(async move {
-            if let Err(e) = factory.destroy(&id).await {
-                tracing::debug!(container = %id, "reconcile destroy: {e}");
-            }
-        });
-    }
+    destroy_in_background(factory, destroy);
     if !removed.is_empty() {
         let changes = removed
             .into_iter()
@@ -130,12 +71,72 @@ pub async fn take_over(
         epoch,
         claimed_at_ms: 0,
         took_ms: started.elapsed().as_millis() as u64,
-        reattached,
-        warm_actions,
+        reattached: attached.count,
+        warm_actions: attached.warm_actions,
         lost,
         busy_destroyed,
         orphans_destroyed,
     })
+}
+
+/// What re-attaching the replicated idle containers came to.
+struct Reattached {
+    count: usize,
+    /// The actions with at least one warm container among them.
+    warm_actions: BTreeSet<String>,
+    /// Containers that could not be attached (gone or unhealthy): to destroy and forget.
+    failed: Vec<String>,
+}
+
+/// Attaches every idle record at once and adopts into `pool` each container that answers.
+async fn reattach(
+    factory: &Arc<dyn ContainerFactory>,
+    pool: &Pool,
+    idle: &[ContainerRecord],
+) -> Reattached {
+    let attaches = idle
+        .iter()
+        .map(|r| attach_and_check(factory, r.container.clone()));
+    let results = futures::future::join_all(attaches).await;
+    let mut done = Reattached {
+        count: 0,
+        warm_actions: BTreeSet::new(),
+        failed: Vec::new(),
+    };
+    for (record, result) in idle.iter().zip(results) {
+        match result {
+            Ok(container) => {
+                done.count += 1;
+                if let Some(w) = &record.warm {
+                    done.warm_actions.insert(w.action.clone());
+                }
+                pool.adopt(
+                    container,
+                    &record.kind,
+                    record.memory_mb,
+                    record.warm.clone(),
+                    1,
+                );
+            }
+            Err(reason) => {
+                tracing::warn!(container = %record.container.id, "not re-attached: {reason}");
+                done.failed.push(record.container.id.clone());
+            }
+        }
+    }
+    done
+}
+
+/// Destroys `ids` without waiting for the engine.
+fn destroy_in_background(factory: &Arc<dyn ContainerFactory>, ids: Vec<String>) {
+    for id in ids {
+        let factory = factory.clone();
+        tokio::spawn(async move {
+            if let Err(e) = factory.destroy(&id).await {
+                tracing::debug!(container = %id, "reconcile destroy: {e}");
+            }
+        });
+    }
 }
 
 /// How a takeover sorts what the engine has against what was replicated.
@@ -207,14 +208,7 @@ fn change_of(plugin: &str, event: PoolEvent) -> PoolChange {
             last_use_ms: now_ms(),
             held_ms: None,
         })),
-        PoolEvent::Initialized { id, key } => PoolChange::Warm {
-            id,
-            warm: WarmRecord {
-                namespace: key.namespace,
-                action: key.action,
-                revision: key.revision,
-            },
-        },
+        PoolEvent::Initialized { id, key } => PoolChange::Warm { id, warm: key },
         PoolEvent::BecameBusy { id } => PoolChange::Busy {
             id,
             busy: true,

@@ -86,62 +86,12 @@ impl ContainerFactory for FencedFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::factory::{Capabilities, ContainerState};
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    #[derive(Debug, Default)]
-    struct Counting {
-        calls: AtomicUsize,
-        info: std::sync::OnceLock<PluginInfo>,
-    }
-
-    #[async_trait::async_trait]
-    impl ContainerFactory for Counting {
-        fn info(&self) -> &PluginInfo {
-            self.info.get_or_init(|| PluginInfo {
-                name: "counting".into(),
-                version: "0".into(),
-                engine: "none".into(),
-                capabilities: Capabilities::default(),
-            })
-        }
-        async fn create(&self, spec: ContainerSpec) -> CallResult<Container> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(Container {
-                id: spec.name,
-                state: ContainerState::Running,
-                ..Default::default()
-            })
-        }
-        async fn attach(&self, known: Container) -> CallResult<Container> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(known)
-        }
-        async fn list_containers(&self, _: Pairs) -> CallResult<Vec<Container>> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(Vec::new())
-        }
-        async fn pause(&self, _: &str) -> CallResult<()> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-        async fn resume(&self, _: &str) -> CallResult<()> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-        async fn destroy(&self, _: &str) -> CallResult<()> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-        async fn logs(&self, _: &str, _: u64, _: u32) -> CallResult<String> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(String::new())
-        }
-    }
+    use crate::testing::FakeEngine;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[tokio::test]
     async fn a_closed_gate_refuses_every_call_that_changes_a_container() {
-        let engine = Arc::new(Counting::default());
+        let engine = Arc::new(FakeEngine::default());
         let open = Arc::new(AtomicBool::new(true));
         let gate = {
             let open = open.clone();

@@ -3,9 +3,10 @@
 //!
 //! Data flows one way: [`feed`] → [`activation`] → [`pool`] → [`factory`] / [`plugin`].
 //!
-//! - [`config`]: the TOML config; [`invoker`]: wires one host together; [`role`]: a cluster
-//!   member's roles (standby, takeover, active, stepping down); [`lease`]: the active host's lease; [`data_dir`]: one
-//!   process per data directory;
+//! - [`config`]: the TOML config; [`invoker`]: runs one host (single mode, or a cluster
+//!   member through [`role`]: standby, takeover, active, stepping down); [`parts`]: what a
+//!   host loads once and builds its pool, runner and feed from; [`lease`]: the active host's
+//!   lease; [`data_dir`]: one process per data directory; [`clock`]: wall-clock milliseconds;
 //! - [`cluster`]: Raft over HTTP, durable storage, the replicated state with epoch fencing;
 //! - [`failover`]: becoming active: claim, reconcile, re-attach, replicate;
 //! - [`fence`]: the lease enforced at the engine boundary and the action proxy;
@@ -17,12 +18,16 @@
 //! - [`pool`]: warm, prewarm and busy containers;
 //! - [`factory`]: the [`factory::ContainerFactory`] trait the host uses for engines;
 //! - [`plugin`]: the wasmtime runtime that loads engine plugins behind that trait;
-//! - [`cli`]: the `keepwarm` command line.
+//! - [`cli`]: the `keepwarm` command line; [`testing`]: a native fake engine for tests.
+//!
+//! A module names only modules below it; `host/tests/layers.rs` lists the layers and fails
+//! on an edge that runs upward.
 
 pub mod action;
 pub mod activation;
 pub mod activation_store;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod couchdb;
@@ -34,6 +39,8 @@ pub mod fence;
 pub mod invoker;
 pub mod json_file;
 pub mod lease;
+pub mod parts;
 pub mod plugin;
 pub mod pool;
 pub mod role;
+pub mod testing;

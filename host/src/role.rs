@@ -3,16 +3,18 @@
 //! **stepping down** (stop taking work, leave the containers to the next active host) →
 //! standby again. See `docs/architecture.md` for the rules and why they are safe.
 
+use crate::clock::now_ms;
 use crate::cluster::plugin_state::ReplicatedPluginState;
 use crate::cluster::status::Role;
+use crate::cluster::status::Takeover;
 use crate::cluster::{ClusterConfig, ClusterError, Node};
 use crate::config::{ClusterSection, Config};
 use crate::factory::ContainerFactory;
-use crate::failover::{self, Takeover};
+use crate::failover;
 use crate::feed::{self, FeedHooks};
 use crate::fence::FencedFactory;
-use crate::invoker::{upkeep, Parts};
 use crate::lease::{self, Lease};
+use crate::parts::{upkeep, Parts};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -183,7 +185,7 @@ impl Member {
         // held right after it.
         let takeover = async {
             let epoch = node.claim().await?;
-            let claimed_at_ms = failover::now_ms();
+            let claimed_at_ms = now_ms();
             let confirm_by = Instant::now() + self.lease * 4;
             while !gate.open() && Instant::now() < confirm_by {
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -236,7 +238,7 @@ impl Member {
             progress: Some(progress_tx),
             may_pull: Some(gate.clone()),
         };
-        let runner = self.parts.runner(pool, Some(gate));
+        let runner = self.parts.runner(pool, factory.clone(), Some(gate));
         let mut feed = {
             let (config, sink) = (self.parts.feed_config(), self.parts.sink.clone());
             tokio::spawn(async move {
@@ -316,7 +318,7 @@ impl Member {
         tracing::info!(?takeover, "active");
         self.node.report(|r| {
             r.last_takeover = Some(takeover.clone());
-            r.led_at_ms = Some(failover::now_ms() - led_at.elapsed().as_millis() as i64);
+            r.led_at_ms = Some(now_ms() - led_at.elapsed().as_millis() as i64);
         });
     }
 }

@@ -5,7 +5,8 @@
 
 use keepwarm::action::couchdb::CouchActions;
 use keepwarm::action::ActionStore;
-use keepwarm::activation::{ActivationResponse, FullyQualifiedEntityName, WhiskActivation};
+use keepwarm::action::FullyQualifiedEntityName;
+use keepwarm::activation::{ActivationResponse, WhiskActivation};
 use keepwarm::activation_store::{document, CouchRecords};
 use keepwarm_tests::couchdb::CouchServer;
 use keepwarm_tests::host::{Host, HostOptions};

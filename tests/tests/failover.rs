@@ -1,10 +1,12 @@
 //! Cluster mode with real processes: three `keepwarm run` hosts on loopback, tansu, Docker.
 
+use keepwarm::clock::now_ms;
 use keepwarm_tests::cluster::Cluster;
+use keepwarm_tests::eventually;
 use keepwarm_tests::host::containers_of;
 use keepwarm_tests::kafka::{annotation, assert_echo_runs_warm, Controller};
 use serde_json::json;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::runtime::Runtime;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -15,13 +17,6 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn instance(base: u32) -> u32 {
@@ -54,23 +49,28 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
     }
     // the used prewarm is replaced, and every container in the engine is replicated (a
     // container killed before its record is committed is an orphan for the next host)
-    let start = Instant::now();
-    let kept_before = loop {
+    let counts = || {
         let engine = containers_of(&cluster.label).len();
         let replicated = cluster
             .status(first)
             .and_then(|s| s["containers"].as_u64())
             .unwrap_or(0) as usize;
-        if engine >= 3 && engine == replicated {
-            break engine;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "engine {engine}, replicated {replicated}\n{}",
-            cluster.hosts[first].log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+        (engine, replicated)
     };
+    let kept_before = eventually(
+        Duration::from_secs(20),
+        || {
+            format!(
+                "engine and replicated counts {:?}\n{}",
+                counts(),
+                cluster.hosts[first].log()
+            )
+        },
+        || {
+            let (engine, replicated) = counts();
+            (engine >= 3 && engine == replicated).then_some(engine)
+        },
+    );
     assert!(
         kept_before >= 2,
         "{kept_before} containers\n{}",
@@ -120,18 +120,18 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
 
     // the killed host comes back (same data dir) and rejoins as a standby
     cluster.hosts[first].spawn();
-    let start = Instant::now();
-    while !cluster
-        .status(first)
-        .is_some_and(|s| s["state"] == "Follower" && s["epoch"] == status["last_takeover"]["epoch"])
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "restarted host did not rejoin\n{}",
-            cluster.hosts[first].log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        Duration::from_secs(20),
+        || format!("the restarted host rejoins\n{}", cluster.hosts[first].log()),
+        || {
+            cluster
+                .status(first)
+                .is_some_and(|s| {
+                    s["state"] == "Follower" && s["epoch"] == status["last_takeover"]["epoch"]
+                })
+                .then_some(())
+        },
+    );
     assert_eq!(cluster.status(first).unwrap()["consuming"], false);
 
     // failover under load: no activation is lost
@@ -167,31 +167,42 @@ fn a_paused_active_host_never_runs_an_activation_after_the_new_claim() {
 
     cluster.hosts[first].signal("-STOP");
     // a stopped host answers nothing; until it is silent, `active` could still find it
-    let stopped = Instant::now();
-    while cluster.status(first).is_some() && stopped.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let start = Instant::now();
-    let second = loop {
-        let found = (0..3)
-            .filter(|&h| h != first)
-            .find(|&h| cluster.status(h).is_some_and(|s| s["consuming"] == true));
-        if let Some(h) = found {
-            break h;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no standby took over"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    eventually(
+        Duration::from_secs(5),
+        || "the stopped host goes silent".into(),
+        || cluster.status(first).is_none().then_some(()),
+    );
+    let second = eventually(
+        Duration::from_secs(5),
+        || "a standby takes over".into(),
+        || {
+            (0..3)
+                .filter(|&h| h != first)
+                .find(|&h| cluster.status(h).is_some_and(|s| s["consuming"] == true))
+        },
+    );
     assert_ne!(second, first);
     let claimed_at = now_ms();
+    // the new host answers these while the old one is still stopped
     let ids = rt.block_on(c.invoke_many("guest", "echo", 10));
-    std::thread::sleep(Duration::from_secs(2));
-    cluster.hosts[first].signal("-CONT");
     assert!(c.poll_until(WAIT, |c| ids.iter().all(|i| c.received.contains_key(i))));
-    std::thread::sleep(Duration::from_secs(1));
+    cluster.hosts[first].signal("-CONT");
+    // the resumed host learns it lost the role; whatever it did until then is in its records
+    eventually(
+        Duration::from_secs(10),
+        || {
+            format!(
+                "the resumed host stops consuming\n{}",
+                cluster.hosts[first].log()
+            )
+        },
+        || {
+            cluster
+                .status(first)
+                .is_some_and(|s| s["consuming"] == false)
+                .then_some(())
+        },
+    );
     // every activation sent after the claim ran on the new host
     let old_records = cluster.hosts[first].records();
     let late: Vec<_> = old_records
@@ -203,16 +214,6 @@ fn a_paused_active_host_never_runs_an_activation_after_the_new_claim() {
         "the paused host ran {} activations after the claim",
         late.len()
     );
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
-        if cluster
-            .status(first)
-            .is_some_and(|s| s["consuming"] == false)
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     assert_eq!(cluster.status(first).unwrap()["consuming"], false);
 }
 
@@ -225,8 +226,24 @@ fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
         let id = rt.block_on(c.invoke("guest", action, false, json!({})));
         c.wait_for(&id, WAIT);
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let warm = containers_of(&cluster.label);
+    // both containers are in the engine and replicated
+    let active = cluster.active(WAIT).expect("an active host");
+    let warm = eventually(
+        Duration::from_secs(10),
+        || {
+            format!(
+                "two containers, both replicated: {:?}",
+                cluster.status(active)
+            )
+        },
+        || {
+            let engine = containers_of(&cluster.label);
+            let replicated = cluster
+                .status(active)
+                .and_then(|s| s["containers"].as_u64());
+            (engine.len() == 2 && replicated == Some(2)).then_some(engine)
+        },
+    );
     assert_eq!(warm.len(), 2);
 
     // an orphan: labelled with this cluster, unknown to its state
@@ -256,19 +273,14 @@ fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
     let status = cluster.status(active).unwrap();
     assert_eq!(status["last_takeover"]["reattached"], 2, "{status}");
     assert_eq!(status["last_takeover"]["orphans_destroyed"], 1, "{status}");
-    let start = Instant::now();
-    let orphan_gone = || {
-        !containers_of(&cluster.label)
-            .iter()
-            .any(|id| orphan.starts_with(id.as_str()))
-    };
-    while !orphan_gone() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "orphan still running"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(10),
+        || "the orphan is destroyed".into(),
+        || {
+            let running = containers_of(&cluster.label);
+            (!running.iter().any(|id| orphan.starts_with(id.as_str()))).then_some(())
+        },
+    );
     let now: Vec<String> = containers_of(&cluster.label);
     assert!(
         warm.iter().all(|w| now.contains(w)),
@@ -283,41 +295,44 @@ fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
     cluster.hosts[standby].kill();
     std::fs::remove_dir_all(cluster.hosts[standby].dir.join("data/raft")).unwrap();
     cluster.hosts[standby].spawn();
-    let start = Instant::now();
-    while !cluster.status(standby).is_some_and(|s| {
-        let now_active = cluster.active(Duration::from_millis(500));
-        let leader_epoch = now_active
-            .and_then(|a| cluster.status(a))
-            .map(|a| a["epoch"].clone());
-        s["state"] == "Follower" && Some(s["epoch"].clone()) == leader_epoch && s["containers"] == 2
-    }) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "wiped host did not rejoin: {:?}\nall: {:?}\n{}",
-            cluster.status(standby),
-            (0..3).map(|i| cluster.status(i)).collect::<Vec<_>>(),
-            cluster.hosts[standby]
-                .log()
-                .lines()
-                .filter(|l| l.contains("WARN") || l.contains("active") || l.contains("vote"))
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let rejoined = || {
+        cluster.status(standby).is_some_and(|s| {
+            let now_active = cluster.active(Duration::from_millis(500));
+            let leader_epoch = now_active
+                .and_then(|a| cluster.status(a))
+                .map(|a| a["epoch"].clone());
+            s["state"] == "Follower"
+                && Some(s["epoch"].clone()) == leader_epoch
+                && s["containers"] == 2
+        })
+    };
+    eventually(
+        Duration::from_secs(20),
+        || {
+            format!(
+                "the wiped host rejoins: {:?}\nall: {:?}\n{}",
+                cluster.status(standby),
+                (0..3).map(|i| cluster.status(i)).collect::<Vec<_>>(),
+                cluster.hosts[standby]
+                    .log()
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("active") || l.contains("vote"))
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        },
+        || rejoined().then_some(()),
+    );
     // it did not vote while its log was blank, and votes again once caught up
     assert!(cluster.hosts[standby]
         .log()
         .contains("not voting for a candidate behind the cluster until it has caught up"));
-    let start = Instant::now();
-    while cluster.status(standby).is_some_and(|s| s["voting"] != true) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "never voting again"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        Duration::from_secs(10),
+        || "the rejoined host votes again".into(),
+        || (!cluster.status(standby).is_some_and(|s| s["voting"] != true)).then_some(()),
+    );
     // exactly one host consumes, and it is not the one that rejoined
     let consuming: Vec<usize> = (0..3)
         .filter(|i| cluster.status(*i).is_some_and(|s| s["consuming"] == true))

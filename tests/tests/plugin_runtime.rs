@@ -23,7 +23,7 @@ fn probe_spec(name: &str, image: &str) -> ContainerSpec {
 
 fn plugin_fault(r: Result<impl std::fmt::Debug, CallError>) -> PluginError {
     match r {
-        Err(CallError::Plugin(e)) => e,
+        Err(CallError::Fault(e)) => e.downcast::<PluginError>().expect("a plugin's fault"),
         other => panic!("expected a plugin fault, got {other:?}"),
     }
 }
@@ -448,6 +448,7 @@ async fn a_plugin_that_floods_its_state_is_refused_at_the_limit_and_keeps_what_i
         max_bytes: 64 << 10,
     };
     let (first, again, usage) = flood(bytes).await;
+    eprintln!("flood against state-max-kb: {first}");
     let (stored, why) = first.split_once(' ').unwrap();
     assert_eq!(stored, ((64 << 10) / (14 + 1024)).to_string(), "{first}");
     assert!(

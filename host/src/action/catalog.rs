@@ -2,8 +2,8 @@
 
 use super::couchdb::{code_text, decode_mem};
 use super::document::Code;
+use super::FullyQualifiedEntityName;
 use super::{Action, ActionError, ActionStore};
-use crate::activation::FullyQualifiedEntityName;
 use std::collections::HashMap;
 use std::path::Path;
 

@@ -6,8 +6,8 @@
 //! without a revision always reads the latest document (upstream bypasses its cache then).
 
 use super::document::Code;
+use super::FullyQualifiedEntityName;
 use super::{Action, ActionError, ActionStore};
-use crate::activation::FullyQualifiedEntityName;
 use crate::couchdb::{CouchDb, CouchError};
 use base64::Engine;
 use lru::LruCache;

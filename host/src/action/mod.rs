@@ -14,6 +14,7 @@ pub mod couchdb;
 pub mod document;
 pub mod encryption;
 pub mod limits;
+pub mod name;
 pub mod put;
 pub mod runtimes;
 
@@ -21,9 +22,8 @@ pub use catalog::CatalogDir;
 pub use document::{Action, Exec, KeyValue, Limits};
 pub use encryption::ParameterEncryption;
 pub use limits::SystemLimits;
+pub use name::FullyQualifiedEntityName;
 pub use runtimes::{Reactive, Runtimes, StemCell};
-
-use crate::activation::{ActivationResponse, FullyQualifiedEntityName};
 
 /// Upstream's `Messages`, word for word.
 pub const NOT_FOUND: &str = "Action could not be found or may have been deleted.";
@@ -31,7 +31,8 @@ pub const INCOMPATIBLE: &str = "Action version is not compatible and cannot be i
 pub const NOT_FETCHED: &str = "Action could not be fetched.";
 
 /// Why an action could not be resolved, in upstream's classes (`InvokerReactive.
-/// handleActivationMessage`): each becomes the response [`ActionError::response`] gives.
+/// handleActivationMessage`): the activation layer answers each as upstream does
+/// (`ActivationResponse::from(&ActionError)`).
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
     /// `NoDocumentException`.
@@ -58,20 +59,6 @@ pub enum ActionError {
     /// A catalog or manifest file at start-up.
     #[error("cannot read {path}: {reason}")]
     Read { path: String, reason: String },
-}
-
-impl ActionError {
-    /// The activation's response, exactly as upstream's invoker gives it.
-    pub fn response(&self) -> ActivationResponse {
-        match self {
-            ActionError::NotFound(_) => ActivationResponse::application_error(NOT_FOUND.into()),
-            ActionError::Limits { message, .. } => {
-                ActivationResponse::application_error(message.as_str().into())
-            }
-            ActionError::Incompatible { .. } => ActivationResponse::whisk_error(INCOMPATIBLE),
-            _ => ActivationResponse::whisk_error(NOT_FETCHED),
-        }
-    }
 }
 
 /// Resolves an activation's action to its definition.

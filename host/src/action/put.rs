@@ -7,7 +7,7 @@
 use super::couchdb::{read_document, CouchActions};
 use super::document::is_binary_code;
 use super::ActionStore;
-use crate::activation::FullyQualifiedEntityName;
+use super::FullyQualifiedEntityName;
 use crate::couchdb::{CouchDb, CouchError};
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -78,9 +78,7 @@ fn document(source: &Value) -> Result<(String, Value, Option<Attachment>), Strin
     }
     let limits = source.get("limits").cloned().unwrap_or(json!({}));
     let limit = |k: &str, d: u64| limits.get(k).and_then(Value::as_u64).unwrap_or(d);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = crate::clock::now_ms();
     let doc = json!({
         "_id": id,
         "entityType": "action",

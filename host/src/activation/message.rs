@@ -5,6 +5,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+use crate::action::FullyQualifiedEntityName;
+
 /// OpenWhisk's transaction id. Upstream (`TransactionId.serdes`) writes `[id, start]`,
 /// `[id, start, true]` with extra logging, and appends the parent's transaction id for
 /// sequences and conductor actions — `[id, start, parent]` or `[id, start, true, parent]` —
@@ -33,12 +35,8 @@ impl TransactionId {
 
     /// Reads any JSON value as upstream's reader does.
     pub fn from_value(raw: Value) -> TransactionId {
-        let (id, start_ms, extra_logging) = read_metadata(&raw).unwrap_or_else(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            ("sid_unknown".into(), now, false)
-        });
+        let (id, start_ms, extra_logging) = read_metadata(&raw)
+            .unwrap_or_else(|| ("sid_unknown".into(), crate::clock::now_ms(), false));
         TransactionId {
             id,
             start_ms,
@@ -87,67 +85,6 @@ impl Serialize for TransactionId {
 impl<'de> Deserialize<'de> for TransactionId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(TransactionId::from_value(Value::deserialize(d)?))
-    }
-}
-
-/// `{path, name, version?, binding?}`; also accepted as a `"ns/pkg/name"` string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FullyQualifiedEntityName {
-    pub path: String,
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub binding: Option<String>,
-}
-
-impl FullyQualifiedEntityName {
-    /// The namespace: the first segment of the path.
-    pub fn namespace(&self) -> &str {
-        self.path.split('/').find(|s| !s.is_empty()).unwrap_or("")
-    }
-
-    /// `path/name`, as OpenWhisk keys an action document.
-    pub fn qualified(&self) -> String {
-        format!("{}/{}", self.path.trim_matches('/'), self.name)
-    }
-}
-
-impl<'de> Deserialize<'de> for FullyQualifiedEntityName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Fields {
-            path: String,
-            name: String,
-            #[serde(default)]
-            version: Option<String>,
-            #[serde(default)]
-            binding: Option<String>,
-        }
-        match Value::deserialize(d)? {
-            Value::String(s) => {
-                let s = s.trim_matches('/');
-                let (path, name) = s
-                    .rsplit_once('/')
-                    .ok_or_else(|| D::Error::custom("qualified name needs a namespace"))?;
-                Ok(FullyQualifiedEntityName {
-                    path: path.into(),
-                    name: name.into(),
-                    version: None,
-                    binding: None,
-                })
-            }
-            v @ Value::Object(_) => {
-                let f: Fields = serde_json::from_value(v).map_err(D::Error::custom)?;
-                Ok(FullyQualifiedEntityName {
-                    path: f.path,
-                    name: f.name,
-                    version: f.version,
-                    binding: f.binding,
-                })
-            }
-            _ => Err(D::Error::custom("fully qualified name malformed")),
-        }
     }
 }
 

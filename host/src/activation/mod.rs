@@ -18,7 +18,7 @@ pub mod record;
 pub mod runner;
 
 pub use ack::{Acknowledgement, InvokerInstanceId, PingMessage};
-pub use message::{ActivationMessage, FullyQualifiedEntityName, TransactionId, Unreadable};
+pub use message::{ActivationMessage, TransactionId, Unreadable};
 pub use record::{ActivationResponse, StatusCode, WhiskActivation};
 pub use runner::{Gate, Outcome, Runner};
 

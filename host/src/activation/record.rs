@@ -1,6 +1,7 @@
 //! The `WhiskActivation` record and its response.
 
 use super::message::{ActivationMessage, Unreadable};
+use crate::action::{ActionError, INCOMPATIBLE, NOT_FETCHED, NOT_FOUND};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -40,6 +41,21 @@ pub struct ActivationResponse {
     pub status_code: StatusCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+}
+
+/// An action that could not be resolved, answered exactly as upstream's invoker answers it
+/// (`InvokerReactive.handleActivationMessage`).
+impl From<&ActionError> for ActivationResponse {
+    fn from(error: &ActionError) -> Self {
+        match error {
+            ActionError::NotFound(_) => ActivationResponse::application_error(NOT_FOUND.into()),
+            ActionError::Limits { message, .. } => {
+                ActivationResponse::application_error(message.as_str().into())
+            }
+            ActionError::Incompatible { .. } => ActivationResponse::whisk_error(INCOMPATIBLE),
+            _ => ActivationResponse::whisk_error(NOT_FETCHED),
+        }
+    }
 }
 
 impl ActivationResponse {

@@ -1,5 +1,5 @@
-//! Runs one activation: resolve the action, lease a container, `/init` it when new, `/run`,
-//! collect logs up to the sentinel, and build the record and acknowledgements.
+//! Runs one activation: resolve the action, take a container from the pool, `/init` it when
+//! new, `/run`, collect logs up to the sentinel, and build the record and acknowledgements.
 
 use super::ack::{Acknowledgement, InvokerInstanceId};
 use super::arguments::{self, Arguments};
@@ -9,11 +9,11 @@ use super::record::{ActivationResponse, Annotation, WhiskActivation};
 use crate::action::{
     Action, ActionError, ActionStore, ParameterEncryption, Runtimes, SystemLimits,
 };
-use crate::factory::CallError;
-use crate::pool::{Fate, Lease, Outage, Pool, PoolError, Want, WarmKey};
+use crate::factory::{CallError, ContainerFactory};
+use crate::pool::{Allocation, Fate, Outage, Pool, PoolError, Want, WarmKey};
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// OpenWhisk runtimes end each activation's output with this line on stdout and stderr.
 pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
@@ -33,7 +33,7 @@ struct Ran<'a> {
     start: i64,
     wait_ms: i64,
     action: Option<Action>,
-    lease: Option<Lease>,
+    allocation: Option<Allocation>,
     init_ms: Option<i64>,
 }
 
@@ -47,7 +47,7 @@ impl<'a> Ran<'a> {
             start,
             wait_ms: start.saturating_sub(msg.transid.start_ms).max(0),
             action: None,
-            lease: None,
+            allocation: None,
             init_ms: None,
         }
     }
@@ -63,6 +63,9 @@ pub struct Runner {
     /// Keys for encrypted parameters.
     pub encryption: ParameterEncryption,
     pub pool: Arc<Pool>,
+    /// The engine the pool's containers run on (the lease-fenced one in cluster mode), for
+    /// their logs.
+    pub engine: Arc<dyn ContainerFactory>,
     pub proxy: ProxyClient,
     pub instance: InvokerInstanceId,
     /// Upper bound on `/init`.
@@ -76,12 +79,7 @@ pub struct Runner {
 
 pub use crate::fence::Gate;
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::now_ms;
 
 impl Runner {
     /// The action the message names, as upstream's `handleActivationMessage` resolves it:
@@ -172,7 +170,7 @@ impl Runner {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(activation = %msg.activation_id, "{e}");
-                return Some(self.fallback(msg, e.response()));
+                return Some(self.fallback(msg, ActivationResponse::from(&e)));
             }
         };
         let args = match arguments::arguments(msg, &action, &self.encryption) {
@@ -189,7 +187,7 @@ impl Runner {
         };
         ran.action = Some(action.clone());
         let clock = std::time::Instant::now();
-        let lease = match self.pool.acquire(&want).await {
+        let allocation = match self.pool.acquire(&want).await {
             Ok(l) => l,
             Err(PoolError::Create(CallError::Fenced { .. })) => return None,
             Err(e) => {
@@ -202,24 +200,26 @@ impl Runner {
             }
         };
         if self.fenced() {
-            self.pool.release(&lease, untouched(&lease));
+            self.pool.release(&allocation, untouched(&allocation));
             return None;
         }
         let acquired = clock.elapsed();
-        let (response, init_ms, fate) =
-            match self.execute(msg, &action, &args, &want.key, &lease).await {
-                Ok(done) => done,
-                Err(Fenced { initialized }) => {
-                    let fate = if initialized {
-                        Fate::Reuse
-                    } else {
-                        untouched(&lease)
-                    };
-                    self.pool.release(&lease, fate);
-                    return None;
-                }
-            };
-        ran.lease = Some(lease.clone());
+        let (response, init_ms, fate) = match self
+            .execute(msg, &action, &args, &want.key, &allocation)
+            .await
+        {
+            Ok(done) => done,
+            Err(Fenced { initialized }) => {
+                let fate = if initialized {
+                    Fate::Reuse
+                } else {
+                    untouched(&allocation)
+                };
+                self.pool.release(&allocation, fate);
+                return None;
+            }
+        };
+        ran.allocation = Some(allocation.clone());
         ran.init_ms = init_ms;
         let early = msg.blocking.then(|| Acknowledgement::Result {
             transid: msg.transid.clone(),
@@ -228,14 +228,15 @@ impl Runner {
         let logs = if !self.collect_logs {
             Vec::new()
         } else if action.limits.concurrency <= 1 {
-            self.collect_logs(&lease, start, action.limits.logs).await
+            self.collect_logs(&allocation, start, action.limits.logs)
+                .await
         } else {
             vec!["Logs are not collected for actions with concurrency > 1.".into()]
         };
-        self.pool.release(&lease, fate);
+        self.pool.release(&allocation, fate);
         tracing::debug!(
             activation = %msg.activation_id,
-            start = lease.start,
+            start = %allocation.start,
             acquire_ms = acquired.as_millis() as u64,
             init_ms = init_ms.unwrap_or(0),
             total_ms = clock.elapsed().as_millis() as u64,
@@ -262,12 +263,12 @@ impl Runner {
         action: &Action,
         args: &Arguments,
         key: &WarmKey,
-        lease: &Lease,
+        allocation: &Allocation,
     ) -> Result<(ActivationResponse, Option<i64>, Fate), Fenced> {
-        let address = &lease.container.address;
+        let address = &allocation.container.address;
         let timeout = action.limits.timeout as i64;
         let mut init_ms = None;
-        if lease.needs_init {
+        if allocation.needs_init {
             let t = now_ms();
             let env = arguments::environment(msg, action, t + timeout);
             let body = arguments::init_body(action, args, &env);
@@ -277,7 +278,7 @@ impl Runner {
             match self.proxy.init(address, &body, limit).await {
                 Ok(r) if r.status == 200 => {
                     init_ms = Some(now_ms() - t);
-                    self.pool.initialized(lease, key);
+                    self.pool.initialized(allocation, key);
                 }
                 Ok(r) => {
                     return Ok((
@@ -309,9 +310,10 @@ impl Runner {
                 // for a few seconds while the container keeps running: ask again while the
                 // engine says it runs or is itself unavailable, for up to pool::ENGINE_OUTAGE.
                 Err(ProxyError::Connect { .. })
-                    if outage.may_wait() && self.pool.may_still_answer(&lease.container).await =>
+                    if outage.may_wait()
+                        && self.pool.may_still_answer(&allocation.container).await =>
                 {
-                    tracing::warn!(activation = %msg.activation_id, container = %lease.container.id,
+                    tracing::warn!(activation = %msg.activation_id, container = %allocation.container.id,
                         "the action proxy refused the connection; the container still runs: asking again in {:?}", outage.pause());
                     outage.wait().await;
                 }
@@ -335,15 +337,20 @@ impl Runner {
     }
 
     /// Logs up to the action's limit (`limits.logs`, in MB as upstream counts them).
-    async fn collect_logs(&self, lease: &Lease, start_ms: i64, limit_mb: u32) -> Vec<String> {
-        let factory = self.pool.factory();
+    async fn collect_logs(
+        &self,
+        allocation: &Allocation,
+        start_ms: i64,
+        limit_mb: u32,
+    ) -> Vec<String> {
         let max = limit_mb.saturating_mul(1024 * 1024);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let since = u64::try_from(start_ms.saturating_sub(5)).unwrap_or(0);
         let mut poll = Duration::from_millis(1);
         loop {
-            let text = match factory
-                .logs(&lease.container.id, since, max.saturating_add(4096))
+            let text = match self
+                .engine
+                .logs(&allocation.container.id, since, max.saturating_add(4096))
                 .await
             {
                 Ok(t) => t,
@@ -378,7 +385,7 @@ impl Runner {
         response: ActivationResponse,
         logs: Vec<String>,
     ) -> WhiskActivation {
-        let (msg, action, lease) = (ran.msg, ran.action.as_ref(), ran.lease.as_ref());
+        let (msg, action, allocation) = (ran.msg, ran.action.as_ref(), ran.allocation.as_ref());
         let (start, wait_ms, init_ms) = (ran.start, ran.wait_ms, ran.init_ms);
         let end = now_ms();
         let mut annotations = vec![
@@ -410,7 +417,7 @@ impl Runner {
                 value: json!(i),
             });
         }
-        if let Some(l) = lease {
+        if let Some(l) = allocation {
             // keepwarm's own: where the activation ran (`warm`, `prewarm` or `cold`), and
             // under which claim (0 on a single host).
             annotations.push(Annotation {
@@ -498,8 +505,8 @@ struct Fenced {
 }
 
 /// How to give back a container no request was sent to.
-fn untouched(lease: &Lease) -> Fate {
-    if lease.needs_init {
+fn untouched(allocation: &Allocation) -> Fate {
+    if allocation.needs_init {
         Fate::Uninitialized
     } else {
         Fate::Reuse

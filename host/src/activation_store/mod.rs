@@ -70,9 +70,7 @@ impl CouchRecords {
 
     /// Returns once the record is on disk (its offset may then be recorded).
     pub async fn store(&self, record: &WhiskActivation) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = crate::clock::now_ms();
         let mut line = serde_json::to_vec(&document(record, now)).expect("a record serializes");
         line.push(b'\n');
         let (done, written) = oneshot::channel();

@@ -8,6 +8,7 @@
 
 use crate::cluster::status::MemberStatus;
 use crate::cluster::tls::{self, MemberTls, TlsFiles};
+use crate::cluster::transport;
 use clap::Subcommand;
 use rustls::pki_types::ServerName;
 use std::path::PathBuf;
@@ -206,7 +207,8 @@ async fn ask_leader(
     }
 }
 
-/// One request to a member; its status and body.
+/// One request to a member; its status and body. The same client the members use to reach
+/// each other ([`transport::member_http`]), with the operator's channel.
 async fn ask_member(
     address: &str,
     channel: &Channel,
@@ -215,61 +217,22 @@ async fn ask_member(
     token: Option<&str>,
     body: String,
 ) -> Result<(hyper::StatusCode, String), String> {
-    use http_body_util::BodyExt;
-    let call = async {
-        let stream = tokio::net::TcpStream::connect(address).await?;
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", address)
-            .header("content-type", "application/json");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .map_err(std::io::Error::other)?;
-        let resp = match channel {
-            None => send(stream, req).await?,
-            Some((config, name)) => {
-                let tls = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name.clone(), stream)
-                    .await?;
-                send(tls, req).await?
-            }
-        };
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(std::io::Error::other)?
-            .to_bytes();
-        Ok::<_, std::io::Error>((status, String::from_utf8_lossy(&bytes).into_owned()))
-    };
-    match tokio::time::timeout(Duration::from_secs(30), call).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(e)) => Err(format!("cannot reach {address}: {e}")),
-        Err(_) => Err(format!("{address} did not answer within 30 s")),
+    let scheme = if channel.is_some() { "https" } else { "http" };
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("{scheme}://{address}{path}"))
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
     }
-}
-
-async fn send<S>(
-    stream: S,
-    req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, std::io::Error>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
-    tokio::spawn(conn);
-    sender
-        .send_request(req)
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| format!("cannot ask {address}: {e}"))?;
+    let client = transport::member_http(channel.clone());
+    let (status, bytes) = transport::exchange(&client, req, Duration::from_secs(30))
         .await
-        .map_err(std::io::Error::other)
+        .map_err(|e| format!("cannot reach {address}: {e}"))?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// `keepwarm status`: a member's status listener, read and printed.

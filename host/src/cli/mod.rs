@@ -101,9 +101,9 @@ pub struct SandboxArgs {
     /// A key=value passed to the plugin's init.
     #[arg(long = "config", value_parser = parse_pair)]
     pub config: Vec<(String, String)>,
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = Limits::DEFAULT_CALL_TIMEOUT_MS)]
     pub timeout_ms: u64,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = Limits::DEFAULT_MEMORY_MB)]
     pub memory_mb: u64,
 }
 
@@ -174,7 +174,7 @@ fn report(err: CallError) -> i32 {
             println!("{}", serde_json::json!({ "error": error }));
             1
         }
-        CallError::Plugin(_) | CallError::Fenced { .. } => 2,
+        CallError::Fault(_) | CallError::Fenced { .. } => 2,
     }
 }
 

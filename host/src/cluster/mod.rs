@@ -3,17 +3,24 @@
 //! - [`state`]: what is replicated (claim/epoch, idle pool, offsets, completed ids, plugin
 //!   state) and the commands that change it, with epoch fencing;
 //! - [`store`]: the log, vote and snapshots in one redb file, fsynced before acknowledgement;
-//! - [`network`]: peer RPCs over HTTP, authenticated by the cluster secret;
+//! - [`transport`] and [`tls`]: how members reach each other (mutual TLS, or plain HTTP with
+//!   the secret only when `insecure`);
+//! - [`network`]: the Raft peer client (openraft's `RaftNetwork` over that transport);
+//! - `server`: the member's listeners, with their handlers by role: `rpc_server` (Raft RPCs),
+//!   `admin_server` (membership), `status_server` (`/status`, `/metrics`);
 //! - [`campaign`]: a member campaigns only when it reaches a quorum and no live leader is
 //!   heard (a pre-vote);
 //! - [`Node`]: one member: starts Raft, serves peers, claims leadership, proposes commands.
 
+mod admin_server;
 pub mod campaign;
 pub mod network;
 pub mod plugin_state;
+mod rpc_server;
 pub mod server;
 pub mod state;
 pub mod status;
+mod status_server;
 pub mod store;
 pub mod tls;
 pub mod transport;
@@ -22,7 +29,7 @@ pub mod types;
 use network::Peers;
 use server::Status;
 use state::{Command, Replicated, Reply};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -159,16 +166,7 @@ impl Node {
         let sm = StateMachine::open(&log, &config.data_dir.join("snapshot"))
             .map_err(|e| storage(e.to_string()))?;
         let state = sm.state.clone();
-        let raft_config = openraft::Config {
-            cluster_name: "keepwarm".into(),
-            heartbeat_interval: config.heartbeat.as_millis() as u64,
-            election_timeout_min: config.election_timeout.0.as_millis() as u64,
-            election_timeout_max: config.election_timeout.1.as_millis() as u64,
-            install_snapshot_timeout: 2_000,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let raft_config = raft_config(&config)?;
         let peers = Peers::new(
             config.transport.clone(),
             config
@@ -198,27 +196,9 @@ impl Node {
                 vote_floor.clone(),
             );
             Arc::new(move || {
-                let m = raft.metrics().borrow().clone();
-                let s = state.read().expect("state lock");
-                status::MemberStatus {
-                    id: m.id,
-                    state: format!("{:?}", m.state),
-                    leader: m.current_leader,
-                    term: m.current_term,
-                    last_applied: m.last_applied.map(|l| l.index),
-                    voting: vote_floor.load(std::sync::atomic::Ordering::SeqCst) == 0,
-                    epoch: s.claim.epoch,
-                    active: s.claim.node,
-                    containers: s.containers.len(),
-                    idle_containers: s.containers.values().filter(|c| !c.busy).count(),
-                    offsets: s.offsets.clone(),
-                    members: m.membership_config.membership().voter_ids().collect(),
-                    replication: m
-                        .replication
-                        .as_ref()
-                        .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect()),
-                    host: report.read().expect("report lock").clone(),
-                }
+                let voting = vote_floor.load(std::sync::atomic::Ordering::SeqCst) == 0;
+                let host = report.read().expect("report lock").clone();
+                status::MemberStatus::of(&raft, &state.read().expect("state lock"), host, voting)
             })
         };
         let limits = server::Limits::default();
@@ -332,23 +312,6 @@ impl Node {
         self.leader() == Some(self.id)
     }
 
-    /// Waits until some member leads (or `within` passes).
-    pub async fn wait_for_leader(&self, within: Duration) -> Option<NodeId> {
-        let mut metrics = self.raft.metrics();
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(l) = metrics.borrow().current_leader {
-                return Some(l);
-            }
-            if tokio::time::timeout_at(deadline, metrics.changed())
-                .await
-                .is_err()
-            {
-                return None;
-            }
-        }
-    }
-
     /// Proposes a command through Raft and waits until it is committed and applied.
     pub async fn propose(&self, command: Command) -> Result<Reply, ClusterError> {
         let epoch = match &command {
@@ -381,26 +344,6 @@ impl Node {
             Reply::Claimed { epoch } => Ok(epoch),
             other => Err(ClusterError::Raft(format!("claim answered {other:?}"))),
         }
-    }
-
-    /// How long ago a quorum last acknowledged this leader (`None` when not leading).
-    pub fn since_quorum_ack(&self) -> Option<Duration> {
-        self.raft
-            .metrics()
-            .borrow()
-            .millis_since_quorum_ack
-            .map(Duration::from_millis)
-    }
-
-    /// The members that answer, from the leader's replication view.
-    pub fn replicating(&self) -> BTreeSet<NodeId> {
-        self.raft
-            .metrics()
-            .borrow()
-            .replication
-            .as_ref()
-            .map(|r| r.keys().copied().collect())
-            .unwrap_or_default()
     }
 
     /// Changes what this member's `/status` says about the host.
@@ -440,4 +383,24 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+}
+
+/// openraft's settings for this member's timings.
+fn raft_config(config: &ClusterConfig) -> Result<openraft::Config, ClusterError> {
+    openraft::Config {
+        cluster_name: "keepwarm".into(),
+        heartbeat_interval: config.heartbeat.as_millis() as u64,
+        election_timeout_min: config.election_timeout.0.as_millis() as u64,
+        election_timeout_max: config.election_timeout.1.as_millis() as u64,
+        install_snapshot_timeout: 2_000,
+        // openraft 0.9 times every append out after one heartbeat interval (50 ms). A
+        // member far behind (a deposed leader, a restarted host) was sent batches of 300
+        // entries that a busy machine could not carry, parse and store within that: each
+        // timed out, was sent again after a pause, and the member's election timer fired
+        // before it caught up. Smaller batches arrive in time and still batch well.
+        max_payload_entries: 64,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| ClusterError::Raft(e.to_string()))
 }

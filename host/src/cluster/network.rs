@@ -6,7 +6,7 @@ use super::campaign::Pong;
 use super::transport::{PeerHttp, Transport};
 use super::types::{NodeId, TypeConfig};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Request, StatusCode};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -90,30 +90,7 @@ impl Peers {
         limit: Duration,
     ) -> Result<(StatusCode, Bytes), String> {
         let request = self.post(address, path, body)?;
-        let client = self.client(id);
-        let send = async {
-            let response = client.request(request).await.map_err(|e| {
-                // hyper's Display hides the cause (a refused handshake, a wrong certificate)
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    text = format!("{text}: {s}");
-                    source = s.source();
-                }
-                text
-            })?;
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok((status, bytes))
-        };
-        tokio::time::timeout(limit, send)
-            .await
-            .map_err(|_| format!("no answer within {limit:?}"))?
+        super::transport::exchange(&self.client(id), request, limit).await
     }
 }
 

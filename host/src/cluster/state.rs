@@ -7,6 +7,7 @@
 
 use crate::factory::Container;
 use crate::plugin::StoredValue;
+use crate::pool::WarmKey;
 use serde::{Deserialize, Serialize};
 use serde_with::{As, Same};
 use std::collections::{BTreeMap, VecDeque};
@@ -23,7 +24,7 @@ pub struct ContainerRecord {
     pub image: String,
     pub memory_mb: u32,
     /// `namespace/action@revision` when warm; `None` for a prewarm.
-    pub warm: Option<WarmRecord>,
+    pub warm: Option<WarmKey>,
     pub busy: bool,
     /// Epoch millis of the last use.
     pub last_use_ms: i64,
@@ -34,19 +35,12 @@ pub struct ContainerRecord {
     pub held_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WarmRecord {
-    pub namespace: String,
-    pub action: String,
-    pub revision: String,
-}
-
 /// One change to the pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PoolChange {
     Upsert(Box<ContainerRecord>),
     Busy { id: String, busy: bool, at_ms: i64 },
-    Warm { id: String, warm: WarmRecord },
+    Warm { id: String, warm: WarmKey },
     Removed { id: String },
 }
 

@@ -3,10 +3,31 @@
 //! metrics and the replicated state when asked; the host part ([`HostReport`]) is set by the
 //! roles and the pool's upkeep.
 
-use crate::failover::Takeover;
+use super::state::Replicated;
+use super::types::Raft;
 use crate::pool::PoolStats;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a takeover did, for status and the demo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Takeover {
+    pub epoch: u64,
+    /// Wall-clock millis when the claim was committed.
+    pub claimed_at_ms: i64,
+    /// Claim to pool ready (before the feed starts).
+    pub took_ms: u64,
+    pub reattached: usize,
+    /// The actions (`namespace/[package/]name`) with at least one re-attached warm container: their
+    /// next activation should run warm.
+    pub warm_actions: BTreeSet<String>,
+    /// Replicated idle containers that could not be attached (gone or unhealthy).
+    pub lost: usize,
+    /// Containers busy when the previous host died: destroyed, not reused.
+    pub busy_destroyed: usize,
+    /// Labelled containers the replicated state did not know: destroyed.
+    pub orphans_destroyed: usize,
+}
 
 /// A member's role, as `role.rs` moves through them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +122,31 @@ pub struct MemberStatus {
 }
 
 impl MemberStatus {
+    /// What a member says now: the Raft part from openraft's metrics and the replicated
+    /// `state`, the host part as the roles reported it.
+    pub fn of(raft: &Raft, state: &Replicated, host: HostReport, voting: bool) -> MemberStatus {
+        let m = raft.metrics().borrow().clone();
+        MemberStatus {
+            id: m.id,
+            state: format!("{:?}", m.state),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_applied: m.last_applied.map(|l| l.index),
+            voting,
+            epoch: state.claim.epoch,
+            active: state.claim.node,
+            containers: state.containers.len(),
+            idle_containers: state.containers.values().filter(|c| !c.busy).count(),
+            offsets: state.offsets.clone(),
+            members: m.membership_config.membership().voter_ids().collect(),
+            replication: m
+                .replication
+                .as_ref()
+                .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect()),
+            host,
+        }
+    }
+
     /// The status as Prometheus text exposition.
     pub fn prometheus(&self) -> String {
         let mut out = String::new();

@@ -2,20 +2,20 @@
 //! run each activation, publish acknowledgements to `completed{controller}`, record offsets
 //! once acknowledged, and ping `health` every second.
 
+mod dispatch;
 pub mod offsets;
 mod sink;
 
 pub use sink::{ActivationSink, Rotation};
 
 use crate::activation::{Acknowledgement, ActivationMessage, PingMessage, Runner, Unreadable};
-use futures::FutureExt;
-use offsets::{OffsetStore, OffsetTracker};
+use dispatch::Dispatch;
+use offsets::{FileOffsets, OffsetStore, OffsetTracker, ReplicatedOffsets};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +35,7 @@ pub struct FeedConfig {
     pub max_in_flight: usize,
     /// How long stopping may wait for running activations and their acknowledgements.
     pub drain_timeout: Duration,
+    /// Where a single host keeps its offsets (a cluster keeps them replicated instead).
     pub offsets_file: PathBuf,
 }
 
@@ -47,7 +48,7 @@ pub enum FeedError {
     },
     #[error("topic {topic} has no partitions on {brokers} (create it first)")]
     NoTopic { topic: String, brokers: String },
-    #[error("offsets file: {0}")]
+    #[error("recording an offset: {0}")]
     Offsets(#[from] std::io::Error),
 }
 
@@ -77,7 +78,8 @@ type Predicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// What cluster mode adds to the feed.
 #[derive(Clone, Default)]
 pub struct FeedHooks {
-    /// Start from these offsets (replicated) instead of the offsets file.
+    /// The replicated offsets to start from: set, the offsets are kept replicated (each
+    /// recorded one goes to `progress`) and the offsets file is neither read nor written.
     pub offsets: Option<BTreeMap<i32, i64>>,
     /// Activations completed before a failover are skipped, not run twice.
     pub already_done: Option<Predicate>,
@@ -137,15 +139,17 @@ pub async fn run_with(
         .create()
         .map_err(kafka("consumer"))?;
 
-    let mut store = OffsetStore::open(&config.offsets_file)?;
+    let store: Box<dyn OffsetStore> = match &hooks.offsets {
+        Some(replicated) => Box::new(ReplicatedOffsets::new(
+            replicated.clone(),
+            hooks.progress.clone(),
+        )),
+        None => Box::new(FileOffsets::open(&config.offsets_file)?),
+    };
     let partitions = partitions_of(&consumer, &config).await?;
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {
-        let stored = match &hooks.offsets {
-            Some(replicated) => replicated.get(p).copied(),
-            None => store.get(*p),
-        };
-        let offset = stored.map_or(Offset::Stored, Offset::Offset);
+        let offset = store.start(*p).map_or(Offset::Stored, Offset::Offset);
         assignment
             .add_partition_offset(&config.topic, *p, offset)
             .map_err(kafka("assign"))?;
@@ -162,7 +166,22 @@ pub async fn run_with(
     // an acknowledgement uses no pool capacity, so the next activation starts meanwhile.
     let (ran_tx, mut ran_rx) = mpsc::unbounded_channel::<()>();
     let mut running = 0usize;
-    let mut tracker = OffsetTracker::default();
+    let dispatch = Dispatch {
+        runner: runner.clone(),
+        producer: producer.clone(),
+        sink,
+        done: done_tx.clone(),
+        ran: ran_tx.clone(),
+        progress: hooks.progress.clone(),
+        gate: hooks.may_pull.clone(),
+        stop: shutdown.clone(),
+    };
+    let mut offsets = Recorder {
+        consumer: &consumer,
+        topic: &config.topic,
+        store,
+        tracker: OffsetTracker::default(),
+    };
 
     loop {
         let gate_open = hooks.may_pull.as_ref().is_none_or(|g| g.open());
@@ -171,7 +190,7 @@ pub async fn run_with(
             _ = shutdown.changed() => break,
             _ = tokio::time::sleep(Duration::from_millis(5)), if !gate_open => {}
             Some(()) = ran_rx.recv() => running -= 1,
-            Some((p, o)) = done_rx.recv() => record(&consumer, &config, &hooks, &mut store, &mut tracker, p, o)?,
+            Some((p, o)) = done_rx.recv() => offsets.done(p, o)?,
             received = consumer.recv(), if can_pull => {
                 let m = match received {
                     Ok(m) => m,
@@ -181,76 +200,27 @@ pub async fn run_with(
                     }
                 };
                 let (partition, offset) = (m.partition(), m.offset());
-                tracker.begin(partition, offset);
+                offsets.tracker.begin(partition, offset);
                 let payload = m.payload().unwrap_or_default();
                 match ActivationMessage::parse(payload) {
                     Err(e) => match Unreadable::read(payload, &e) {
                         // Names an activation and a controller: answer it with what was wrong.
                         Some(unreadable) => {
                             tracing::warn!(activation = %unreadable.activation_id, partition, offset, "answering an activation message that cannot be read with a whisk error: {e}");
-                            let outcome = runner.not_understood(&unreadable);
-                            let (producer, sink, done) = (producer.clone(), sink.clone(), done_tx.clone());
-                            tokio::spawn(async move {
-                                publish(&producer, &unreadable.completion_topic(), &outcome.last).await;
-                                sink.write(&outcome.record, true).await;
-                                let _ = done.send((partition, offset));
-                            });
+                            dispatch.answer_unreadable(unreadable, partition, offset);
                         }
                         None => {
                             tracing::warn!(partition, offset, "skipping a message that is not an ActivationMessage and names no activation and controller to answer: {e}");
-                            record(&consumer, &config, &hooks, &mut store, &mut tracker, partition, offset)?;
+                            offsets.done(partition, offset)?;
                         }
                     },
                     Ok(msg) if hooks.already_done.as_ref().is_some_and(|done| done(&msg.activation_id)) => {
                         tracing::info!(activation = %msg.activation_id, partition, offset, "skipping an activation completed before the failover");
-                        record(&consumer, &config, &hooks, &mut store, &mut tracker, partition, offset)?;
+                        offsets.done(partition, offset)?;
                     }
                     Ok(msg) => {
                         running += 1;
-                        let (runner, producer, sink, done, ran, progress, gate, stop) = (
-                            runner.clone(), producer.clone(), sink.clone(), done_tx.clone(), ran_tx.clone(),
-                            hooks.progress.clone(), hooks.may_pull.clone(), shutdown.clone(),
-                        );
-                        tokio::spawn(async move {
-                            let outcome = loop {
-                                match AssertUnwindSafe(runner.run(&msg)).catch_unwind().await {
-                                    Ok(Some(outcome)) => break outcome,
-                                    Ok(None) => {}
-                                    Err(panic) => {
-                                        let reason = panic_text(&panic);
-                                        tracing::error!(activation = %msg.activation_id, partition, offset, "running the activation panicked: {reason}");
-                                        match std::panic::catch_unwind(AssertUnwindSafe(|| runner.internal_error(&msg, &reason))) {
-                                            Ok(outcome) => break outcome,
-                                            Err(_) => {
-                                                // Not even an error record can be built: give
-                                                // its slot and offset back, never acknowledged.
-                                                let _ = ran.send(());
-                                                let _ = done.send((partition, offset));
-                                                return;
-                                            }
-                                        }
-                                    }
-                                }
-                                // Fenced before anything ran: run it once the lease is
-                                // confirmed again. If the role ends first it stays
-                                // unacknowledged and its offset unrecorded: the next active
-                                // host runs it from the replicated offset.
-                                if !lease_regained(gate.as_ref(), stop.clone()).await {
-                                    let _ = ran.send(());
-                                    return;
-                                }
-                            };
-                            let _ = ran.send(());
-                            let topic = msg.completion_topic();
-                            for ack in outcome.early.iter().chain(std::iter::once(&outcome.last)) {
-                                publish(&producer, &topic, ack).await;
-                            }
-                            sink.write(&outcome.record, msg.user.stores_activations()).await;
-                            if let Some(p) = progress {
-                                let _ = p.send(Progress::Completed(msg.activation_id.clone()));
-                            }
-                            let _ = done.send((partition, offset));
-                        });
+                        dispatch.run(msg, partition, offset);
                     }
                 }
             }
@@ -258,7 +228,7 @@ pub async fn run_with(
     }
 
     tracing::info!(
-        in_flight = tracker.in_flight(),
+        in_flight = offsets.tracker.in_flight(),
         running,
         timeout = ?config.drain_timeout,
         "feed stopping: draining in-flight activations"
@@ -267,16 +237,16 @@ pub async fn run_with(
     // drain timeout passes). Fenced ones give up at once: they are the next host's.
     let deadline = tokio::time::Instant::now() + config.drain_timeout;
     // Only the activations' tasks hold senders now: `None` means every one of them ended.
-    drop((done_tx, ran_tx, ran_rx));
-    while tracker.in_flight() > 0 {
+    drop((dispatch, done_tx, ran_tx, ran_rx));
+    while offsets.tracker.in_flight() > 0 {
         tokio::select! {
             got = done_rx.recv() => match got {
-                Some((p, o)) => record(&consumer, &config, &hooks, &mut store, &mut tracker, p, o)?,
+                Some((p, o)) => offsets.done(p, o)?,
                 None => break, // the rest were fenced: the next active host runs them
             },
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::warn!(
-                    in_flight = tracker.in_flight(),
+                    in_flight = offsets.tracker.in_flight(),
                     "drain timeout: exiting with activations unacknowledged (they are re-read from their offsets)"
                 );
                 break;
@@ -285,38 +255,6 @@ pub async fn run_with(
     }
     health.abort();
     Ok(())
-}
-
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
-/// Waits until `gate` opens again (true) or the feed is told to stop (false).
-async fn lease_regained(
-    gate: Option<&crate::activation::Gate>,
-    mut stop: watch::Receiver<bool>,
-) -> bool {
-    let Some(gate) = gate else {
-        return !*stop.borrow();
-    };
-    loop {
-        if *stop.borrow() {
-            return false;
-        }
-        if gate.open() {
-            return true;
-        }
-        tokio::select! {
-            changed = stop.changed() => if changed.is_err() {
-                return false;
-            },
-            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-        }
-    }
 }
 
 /// librdkafka backs off up to 10 s between reconnects by default, so a broker back after a
@@ -351,31 +289,34 @@ async fn partitions_of(
 }
 
 /// Marks an offset done; when the committable offset moves, stores it and commits it.
-fn record(
-    consumer: &StreamConsumer,
-    config: &FeedConfig,
-    hooks: &FeedHooks,
-    store: &mut OffsetStore,
-    tracker: &mut OffsetTracker,
-    partition: i32,
-    offset: i64,
-) -> Result<(), FeedError> {
-    if let Some(next) = tracker.done(partition, offset) {
-        store.save(partition, next)?;
-        if let Some(p) = &hooks.progress {
-            let _ = p.send(Progress::Offset(partition, next));
-        }
+/// Records what has become safe to record: the tracker says which offset the
+/// acknowledgements now cover, the store keeps it, and the Kafka group gets it too (for lag
+/// tooling; never read back).
+struct Recorder<'a> {
+    consumer: &'a StreamConsumer,
+    topic: &'a str,
+    store: Box<dyn OffsetStore>,
+    tracker: OffsetTracker,
+}
+
+impl Recorder<'_> {
+    /// The activation at `offset` on `partition` is acknowledged (or skipped).
+    fn done(&mut self, partition: i32, offset: i64) -> Result<(), FeedError> {
+        let Some(next) = self.tracker.done(partition, offset) else {
+            return Ok(());
+        };
+        self.store.record(partition, next)?;
         let mut tpl = TopicPartitionList::new();
         if tpl
-            .add_partition_offset(&config.topic, partition, Offset::Offset(next))
+            .add_partition_offset(self.topic, partition, Offset::Offset(next))
             .is_ok()
         {
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
                 tracing::debug!("group commit: {e}");
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Whether Kafka could ever accept `topic`: legal characters and length (Kafka's own rule).
@@ -395,7 +336,7 @@ pub fn legal_topic(topic: &str) -> bool {
 ///   as upstream's `MessagingActiveAck` does on `RecordTooLargeException`;
 /// - a topic that cannot exist: logged with the activation id and dropped;
 /// - anything else (broker down, leader moving): retried with backoff, counted.
-async fn publish(producer: &FutureProducer, topic: &str, ack: &Acknowledgement) {
+pub(super) async fn publish(producer: &FutureProducer, topic: &str, ack: &Acknowledgement) {
     let key = ack.activation_id().to_owned();
     if !legal_topic(topic) {
         tracing::error!(%topic, activation = %key, "the completion topic is not a legal Kafka topic name: acknowledgement dropped");

@@ -1,8 +1,12 @@
-//! Which offsets are safe to record: an offset is recorded only once every activation before
-//! it has been acknowledged (at least once delivery with out-of-order completions).
+//! Which offsets are safe to record, and where they are kept: an offset is recorded only
+//! once every activation before it has been acknowledged (at least once delivery with
+//! out-of-order completions), in exactly one place per mode — `offsets.json` on a single host,
+//! the replicated state in a cluster — so there is never a question which one is the truth.
 
+use super::Progress;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
 
 /// In-flight offsets per partition.
 #[derive(Debug, Default)]
@@ -51,28 +55,68 @@ impl OffsetTracker {
     }
 }
 
-/// The next offset to consume per partition, kept in a file (written atomically, fsynced).
+/// Where the next offset to consume per partition is kept.
+pub trait OffsetStore: Send + std::fmt::Debug {
+    /// Where to start `partition` (`None`: the group's committed offset, else the earliest).
+    fn start(&self, partition: i32) -> Option<i64>;
+    /// Every activation before `next` on `partition` is acknowledged.
+    fn record(&mut self, partition: i32, next: i64) -> std::io::Result<()>;
+}
+
+/// A single host's offsets: a file, written atomically and fsynced on every change.
 #[derive(Debug)]
-pub struct OffsetStore {
+pub struct FileOffsets {
     path: PathBuf,
     offsets: BTreeMap<i32, i64>,
 }
 
-impl OffsetStore {
-    pub fn open(path: &Path) -> std::io::Result<OffsetStore> {
-        Ok(OffsetStore {
+impl FileOffsets {
+    pub fn open(path: &Path) -> std::io::Result<FileOffsets> {
+        Ok(FileOffsets {
             path: path.to_owned(),
             offsets: crate::json_file::load(path)?,
         })
     }
+}
 
-    pub fn get(&self, partition: i32) -> Option<i64> {
+impl OffsetStore for FileOffsets {
+    fn start(&self, partition: i32) -> Option<i64> {
         self.offsets.get(&partition).copied()
     }
 
-    pub fn save(&mut self, partition: i32, next: i64) -> std::io::Result<()> {
+    fn record(&mut self, partition: i32, next: i64) -> std::io::Result<()> {
         self.offsets.insert(partition, next);
         crate::json_file::save(&self.path, &self.offsets)
+    }
+}
+
+/// A cluster's offsets: the replicated ones this activity started from; each recorded offset
+/// goes to the replicator, which proposes it through Raft (no file is written).
+#[derive(Debug)]
+pub struct ReplicatedOffsets {
+    start: BTreeMap<i32, i64>,
+    progress: Option<mpsc::UnboundedSender<Progress>>,
+}
+
+impl ReplicatedOffsets {
+    pub fn new(
+        start: BTreeMap<i32, i64>,
+        progress: Option<mpsc::UnboundedSender<Progress>>,
+    ) -> ReplicatedOffsets {
+        ReplicatedOffsets { start, progress }
+    }
+}
+
+impl OffsetStore for ReplicatedOffsets {
+    fn start(&self, partition: i32) -> Option<i64> {
+        self.start.get(&partition).copied()
+    }
+
+    fn record(&mut self, partition: i32, next: i64) -> std::io::Result<()> {
+        if let Some(p) = &self.progress {
+            let _ = p.send(Progress::Offset(partition, next));
+        }
+        Ok(())
     }
 }
 
@@ -99,10 +143,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kw-offsets-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("offsets.json");
-        let mut s = OffsetStore::open(&path).unwrap();
-        assert_eq!(s.get(0), None);
-        s.save(0, 42).unwrap();
-        assert_eq!(OffsetStore::open(&path).unwrap().get(0), Some(42));
+        let mut s = FileOffsets::open(&path).unwrap();
+        assert_eq!(s.start(0), None);
+        s.record(0, 42).unwrap();
+        assert_eq!(FileOffsets::open(&path).unwrap().start(0), Some(42));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn replicated_offsets_write_no_file_and_report_each_offset() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut s = ReplicatedOffsets::new(BTreeMap::from([(0, 7)]), Some(tx));
+        assert_eq!((s.start(0), s.start(1)), (Some(7), None));
+        s.record(0, 9).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), Progress::Offset(0, 9));
     }
 }

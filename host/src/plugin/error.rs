@@ -45,3 +45,9 @@ pub enum PluginError {
         reason: String,
     },
 }
+
+impl From<PluginError> for crate::factory::CallError {
+    fn from(error: PluginError) -> Self {
+        crate::factory::CallError::Fault(crate::factory::Fault::new(error))
+    }
+}

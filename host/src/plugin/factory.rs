@@ -35,12 +35,19 @@ pub struct Limits {
     pub state: StateLimits,
 }
 
+impl Limits {
+    /// The defaults, the one place they are written (config and CLI read them here).
+    pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 30_000;
+    pub const DEFAULT_MEMORY_MB: u64 = 64;
+    pub const DEFAULT_MAX_INSTANCES: usize = 8;
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            call_timeout: Duration::from_secs(30),
-            memory_mb: 64,
-            max_instances: 8,
+            call_timeout: Duration::from_millis(Limits::DEFAULT_CALL_TIMEOUT_MS),
+            memory_mb: Limits::DEFAULT_MEMORY_MB,
+            max_instances: Limits::DEFAULT_MAX_INSTANCES,
             state: StateLimits::default(),
         }
     }
@@ -356,7 +363,7 @@ impl WasmFactory {
         };
         let result = self.guarded(&mut instance, op).await;
         match &result {
-            Err(CallError::Plugin(fault)) => {
+            Err(CallError::Fault(fault)) => {
                 tracing::warn!(plugin = %self.name, "discarding plugin instance: {fault}");
             }
             _ => self.idle.lock().expect("idle lock").push(instance),

@@ -20,15 +20,19 @@ pub use event::PoolEvent;
 pub use outage::{Outage, ENGINE_OUTAGE};
 
 use crate::action::StemCell;
-use crate::factory::{CallError, Container, ContainerFactory, ContainerSpec, FactoryError};
+use crate::factory::{
+    cluster_labels, CallError, Container, ContainerFactory, ContainerSpec, FactoryError,
+    CLUSTER_LABEL,
+};
 use state::{Entry, Phase, State};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, Notify};
 
-/// Identifies the code a warm container has been initialized with.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Identifies the code a warm container has been initialized with (replicated as is in
+/// cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct WarmKey {
     pub namespace: String,
     pub action: String,
@@ -47,14 +51,42 @@ pub struct Want {
     pub blackbox: bool,
 }
 
-/// A container handed to one activation until [`Pool::release`].
+/// How an activation's container was found, as upstream's `initStart` annotation names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// Already initialized with the action's code.
+    Warm,
+    /// A stem cell of the action's kind, not yet initialized.
+    Prewarm,
+    /// Created for this activation.
+    Cold,
+}
+
+impl Start {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Start::Warm => "warm",
+            Start::Prewarm => "prewarm",
+            Start::Cold => "cold",
+        }
+    }
+}
+
+impl std::fmt::Display for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A container allocated to one activation until [`Pool::release`].
 #[derive(Debug, Clone)]
-pub struct Lease {
+pub struct Allocation {
     pub container: Container,
     /// The container has not run `/init` for this action yet.
     pub needs_init: bool,
-    /// How the container was found: `warm`, `prewarm` or `cold`.
-    pub start: &'static str,
+    /// How the container was found.
+    pub start: Start,
     /// When it was handed out.
     pub taken: Instant,
 }
@@ -123,7 +155,7 @@ pub const EVICTION_GRACE: Duration = Duration::from_millis(500);
 
 /// What [`Pool::acquire`] does next.
 enum Step {
-    Leased(Lease),
+    Allocated(Allocation),
     /// Create a container after destroying these (evicted) ones.
     Create(Vec<Entry>),
     /// Wait (about this long) for a busy warm container of the action.
@@ -144,10 +176,6 @@ impl Pool {
             freed: Notify::new(),
             events: broadcast::channel(4096).0,
         }
-    }
-
-    pub fn factory(&self) -> &Arc<dyn ContainerFactory> {
-        &self.factory
     }
 
     /// The epoch this pool serves (0 on a single host).
@@ -198,7 +226,7 @@ impl Pool {
             cpu_shares: None,
             env: vec![("__OW_API_HOST".into(), String::new())],
             labels: vec![
-                ("keepwarm.cluster".into(), self.config.cluster.clone()),
+                (CLUSTER_LABEL.into(), self.config.cluster.clone()),
                 ("keepwarm.kind".into(), kind.to_owned()),
                 ("keepwarm.memory".into(), memory_mb.to_string()),
             ],
@@ -211,7 +239,7 @@ impl Pool {
     /// is full, idle containers used within [`EVICTION_GRACE`] are evicted only once this
     /// activation has waited that long: after a burst (a failover's backlog) the containers
     /// just used are about to be reused, and evicting them for each other only churns.
-    pub async fn acquire(&self, want: &Want) -> Result<Lease, PoolError> {
+    pub async fn acquire(&self, want: &Want) -> Result<Allocation, PoolError> {
         if u64::from(want.memory_mb) > self.config.user_memory_mb {
             return Err(PoolError::TooBig {
                 need: want.memory_mb,
@@ -234,11 +262,11 @@ impl Pool {
                 self.next_step(&mut st, want, asked, grace)
             };
             match next {
-                Step::Leased(lease) => {
+                Step::Allocated(allocation) => {
                     self.emit(PoolEvent::BecameBusy {
-                        id: lease.container.id.clone(),
+                        id: allocation.container.id.clone(),
                     });
-                    return Ok(lease);
+                    return Ok(allocation);
                 }
                 Step::Create(victims) => {
                     self.destroy_all(victims);
@@ -272,11 +300,11 @@ impl Pool {
 
     /// One decision of [`Pool::acquire`], under the lock.
     fn next_step(&self, st: &mut State, want: &Want, asked: Instant, grace: Duration) -> Step {
-        if let Some(lease) = st.take_warm(want) {
-            return Step::Leased(lease);
+        if let Some(allocation) = st.take_warm(want) {
+            return Step::Allocated(allocation);
         }
-        if let Some(lease) = st.take_prewarm(want) {
-            return Step::Leased(lease);
+        if let Some(allocation) = st.take_prewarm(want) {
+            return Step::Allocated(allocation);
         }
         // Every warm container of this action is busy: wait for one when that is expected
         // to be quicker than a cold start (and never longer than one in all).
@@ -292,8 +320,7 @@ impl Pool {
         let mem = u64::from(want.memory_mb);
         let victims = st.evict_for(mem, self.config.user_memory_mb, grace);
         st.churn.destroyed_evicted += victims.len() as u64;
-        if st.used_mb + mem <= self.config.user_memory_mb {
-            st.used_mb += mem;
+        if st.reserve(want.memory_mb, self.config.user_memory_mb) {
             Step::Create(victims)
         } else {
             st.waiting += 1;
@@ -342,7 +369,7 @@ impl Pool {
     /// the pool neither holds nor is creating are orphans (e.g. created by a host that lost
     /// its lease while the call was in the engine) and are destroyed. Returns how many.
     pub async fn destroy_orphans(&self) -> usize {
-        let labels = vec![("keepwarm.cluster".to_string(), self.config.cluster.clone())];
+        let labels = cluster_labels(&self.config.cluster);
         let listed = match self.factory.list_containers(labels).await {
             Ok(l) => l,
             Err(e) => {
@@ -369,7 +396,7 @@ impl Pool {
         orphans.len()
     }
 
-    async fn create_for(&self, want: &Want) -> Result<Lease, PoolError> {
+    async fn create_for(&self, want: &Want) -> Result<Allocation, PoolError> {
         if !want.blackbox {
             *self
                 .state
@@ -385,9 +412,7 @@ impl Pool {
             Ok(container) => {
                 let mut st = self.state.lock().expect("pool lock");
                 st.timing.cold(started.elapsed());
-                st.created += 1;
-                st.churn.created_cold += 1;
-                st.insert(Entry {
+                st.insert_created(Entry {
                     container: container.clone(),
                     kind: want.kind.clone(),
                     memory_mb: want.memory_mb,
@@ -406,15 +431,18 @@ impl Pool {
                 self.emit(PoolEvent::BecameBusy {
                     id: container.id.clone(),
                 });
-                Ok(Lease {
+                Ok(Allocation {
                     container,
                     needs_init: true,
-                    start: "cold",
+                    start: Start::Cold,
                     taken: Instant::now(),
                 })
             }
             Err(e) => {
-                self.state.lock().expect("pool lock").used_mb -= u64::from(want.memory_mb);
+                self.state
+                    .lock()
+                    .expect("pool lock")
+                    .unreserve(want.memory_mb);
                 self.freed.notify_waiters();
                 Err(PoolError::Create(e))
             }
@@ -437,8 +465,7 @@ impl Pool {
         concurrency: u32,
     ) {
         let mut st = self.state.lock().expect("pool lock");
-        st.used_mb += u64::from(memory_mb);
-        st.insert(Entry {
+        st.adopt(Entry {
             container,
             kind: kind.to_owned(),
             memory_mb,
@@ -453,42 +480,42 @@ impl Pool {
 
     /// The container's `/init` succeeded: from now on it is warm for `key`, here and in the
     /// replicated state (a takeover never adopts an uninitialized container as warm).
-    pub fn initialized(&self, lease: &Lease, key: &WarmKey) {
+    pub fn initialized(&self, allocation: &Allocation, key: &WarmKey) {
         self.emit(PoolEvent::Initialized {
-            id: lease.container.id.clone(),
+            id: allocation.container.id.clone(),
             key: key.clone(),
         });
     }
 
     /// Gives a leased container back.
-    pub fn release(&self, lease: &Lease, fate: Fate) {
+    pub fn release(&self, allocation: &Allocation, fate: Fate) {
         let gone = {
             let mut st = self.state.lock().expect("pool lock");
             match fate {
                 Fate::Uninitialized => {
-                    if st.back_to_prewarm(&lease.container.id) {
+                    if st.back_to_prewarm(&allocation.container.id) {
                         self.emit(PoolEvent::BecameIdle {
-                            id: lease.container.id.clone(),
+                            id: allocation.container.id.clone(),
                         });
                     }
                     None
                 }
                 Fate::Reuse => {
-                    if let Some(key) = st.warm_key(&lease.container.id) {
-                        if lease.start == "warm" {
-                            st.timing.held(&key, lease.taken.elapsed());
+                    if let Some(key) = st.warm_key(&allocation.container.id) {
+                        if allocation.start == Start::Warm {
+                            st.timing.held(&key, allocation.taken.elapsed());
                         }
                     }
-                    if st.release(&lease.container.id) {
+                    if st.release(&allocation.container.id) {
                         self.emit(PoolEvent::BecameIdle {
-                            id: lease.container.id.clone(),
+                            id: allocation.container.id.clone(),
                         });
                     }
                     None
                 }
                 Fate::Destroy => {
                     st.churn.destroyed_failed += 1;
-                    st.remove(&lease.container.id)
+                    st.remove(&allocation.container.id)
                 }
             }
         };
@@ -537,16 +564,16 @@ impl Pool {
                 let reserved = {
                     let mut st = self.state.lock().expect("pool lock");
                     let have = st.prewarm_count(&cell.kind, cell.memory_mb);
-                    let mem = u64::from(cell.memory_mb);
-                    if have + st.prewarm_pending(&cell.kind) >= target as usize
-                        || st.used_mb + mem > self.config.user_memory_mb
-                        || st.waiting > 0
+                    let wanted = have + st.prewarm_pending(&cell.kind) < target as usize;
+                    // Activations waiting for memory come before prewarms.
+                    if wanted
+                        && st.waiting == 0
+                        && st.reserve(cell.memory_mb, self.config.user_memory_mb)
                     {
-                        false
-                    } else {
-                        st.used_mb += mem;
                         st.pending_prewarm.push(cell.kind.clone());
                         true
+                    } else {
+                        false
                     }
                 };
                 if !reserved {
@@ -560,9 +587,7 @@ impl Pool {
                 }
                 match result {
                     Ok(container) => {
-                        st.created += 1;
-                        st.churn.created_prewarm += 1;
-                        st.insert(Entry {
+                        st.insert_created(Entry {
                             container: container.clone(),
                             kind: cell.kind.clone(),
                             memory_mb: cell.memory_mb,
@@ -581,7 +606,7 @@ impl Pool {
                         });
                     }
                     Err(e) => {
-                        st.used_mb -= u64::from(cell.memory_mb);
+                        st.unreserve(cell.memory_mb);
                         tracing::warn!(kind = %cell.kind, "prewarm failed: {e}");
                         break;
                     }

@@ -1,7 +1,7 @@
 //! The pool's bookkeeping, behind one lock and free of I/O.
 
 use super::timing::Timing;
-use super::{Churn, Lease, PoolStats, Want, WarmKey};
+use super::{Allocation, Churn, PoolStats, Start, Want, WarmKey};
 use crate::factory::Container;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,9 +26,12 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct State {
     entries: HashMap<String, Entry>,
-    pub used_mb: u64,
+    /// User memory held: every entry's, plus reservations for containers being created.
+    /// Changed only through the methods below, which keep that sum.
+    used_mb: u64,
     pub waiting: usize,
-    pub created: u64,
+    /// Containers this pool created (not adopted).
+    created: u64,
     pub churn: Churn,
     /// Kinds of prewarm containers being created right now.
     pub pending_prewarm: Vec<String>,
@@ -44,7 +47,40 @@ pub struct State {
 }
 
 impl State {
-    pub fn insert(&mut self, entry: Entry) {
+    /// Holds `memory_mb` for a container about to be created; `false` (nothing held) when
+    /// that would pass `cap`.
+    pub fn reserve(&mut self, memory_mb: u32, cap: u64) -> bool {
+        let need = u64::from(memory_mb);
+        if self.used_mb + need > cap {
+            return false;
+        }
+        self.used_mb += need;
+        true
+    }
+
+    /// Gives back a reservation whose container was not created.
+    pub fn unreserve(&mut self, memory_mb: u32) {
+        self.used_mb -= u64::from(memory_mb);
+    }
+
+    /// A container created on a reservation (its memory is already held): a cold start when
+    /// it enters warm, a prewarm otherwise.
+    pub fn insert_created(&mut self, entry: Entry) {
+        self.created += 1;
+        match entry.phase {
+            Phase::Prewarm => self.churn.created_prewarm += 1,
+            _ => self.churn.created_cold += 1,
+        }
+        self.insert(entry);
+    }
+
+    /// A container another host created (after a failover): its memory is held from now.
+    pub fn adopt(&mut self, entry: Entry) {
+        self.used_mb += u64::from(entry.memory_mb);
+        self.insert(entry);
+    }
+
+    fn insert(&mut self, entry: Entry) {
         self.entries.insert(entry.container.id.clone(), entry);
     }
 
@@ -59,7 +95,7 @@ impl State {
         self.entries.drain().map(|(_, e)| e).collect()
     }
 
-    pub fn take_warm(&mut self, want: &Want) -> Option<Lease> {
+    pub fn take_warm(&mut self, want: &Want) -> Option<Allocation> {
         let e = self
             .entries
             .values_mut()
@@ -67,15 +103,15 @@ impl State {
             .max_by_key(|e| e.in_flight)?;
         e.in_flight += 1;
         e.last_used = Instant::now();
-        Some(Lease {
+        Some(Allocation {
             container: e.container.clone(),
             needs_init: false,
-            start: "warm",
+            start: Start::Warm,
             taken: Instant::now(),
         })
     }
 
-    pub fn take_prewarm(&mut self, want: &Want) -> Option<Lease> {
+    pub fn take_prewarm(&mut self, want: &Want) -> Option<Allocation> {
         if want.blackbox {
             return None;
         }
@@ -86,10 +122,10 @@ impl State {
         e.concurrency = want.concurrency.max(1);
         e.in_flight = 1;
         e.last_used = Instant::now();
-        Some(Lease {
+        Some(Allocation {
             container: e.container.clone(),
             needs_init: true,
-            start: "prewarm",
+            start: Start::Prewarm,
             taken: Instant::now(),
         })
     }

@@ -3,68 +3,7 @@
 
 use super::*;
 use crate::action::Reactive;
-use crate::factory::{CallResult, ContainerState, Pairs, PluginInfo};
-use std::sync::atomic::AtomicUsize;
-
-#[derive(Debug, Default)]
-struct FakeEngine {
-    created: AtomicUsize,
-    destroyed: AtomicUsize,
-    /// Creates answered `unavailable` before the engine answers again.
-    down_for: AtomicUsize,
-    info: std::sync::OnceLock<PluginInfo>,
-}
-
-#[async_trait::async_trait]
-impl ContainerFactory for FakeEngine {
-    fn info(&self) -> &PluginInfo {
-        self.info.get_or_init(|| PluginInfo {
-            name: "fake".into(),
-            version: "0".into(),
-            engine: "fake".into(),
-            capabilities: Default::default(),
-        })
-    }
-    async fn create(&self, spec: ContainerSpec) -> CallResult<Container> {
-        let down = self.down_for.load(Ordering::SeqCst);
-        if down > 0 {
-            self.down_for.store(down - 1, Ordering::SeqCst);
-            return Err(CallError::Factory {
-                plugin: "fake".into(),
-                operation: "create",
-                error: FactoryError::Unavailable("connection refused".into()),
-            });
-        }
-        let n = self.created.fetch_add(1, Ordering::SeqCst);
-        Ok(Container {
-            id: format!("c{n}"),
-            name: spec.name,
-            address: format!("127.0.0.1:{}", 10_000 + n),
-            state: ContainerState::Running,
-            labels: spec.labels,
-            handle: String::new(),
-        })
-    }
-    async fn attach(&self, known: Container) -> CallResult<Container> {
-        Ok(known)
-    }
-    async fn list_containers(&self, _labels: Pairs) -> CallResult<Vec<Container>> {
-        Ok(Vec::new())
-    }
-    async fn pause(&self, _id: &str) -> CallResult<()> {
-        Ok(())
-    }
-    async fn resume(&self, _id: &str) -> CallResult<()> {
-        Ok(())
-    }
-    async fn destroy(&self, _id: &str) -> CallResult<()> {
-        self.destroyed.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-    async fn logs(&self, _id: &str, _since: u64, _max: u32) -> CallResult<String> {
-        Ok(String::new())
-    }
-}
+use crate::testing::FakeEngine;
 
 fn want(action: &str) -> Want {
     Want {
@@ -110,12 +49,12 @@ async fn warm_then_prewarm_then_cold() {
     let (_, pool) = pool(1024, vec![cell]);
     assert_eq!(pool.maintain().await, 1);
     let a = pool.acquire(&want("a")).await.unwrap();
-    assert_eq!((a.start, a.needs_init), ("prewarm", true));
+    assert_eq!((a.start, a.needs_init), (Start::Prewarm, true));
     pool.release(&a, Fate::Reuse);
     let again = pool.acquire(&want("a")).await.unwrap();
-    assert_eq!((again.start, again.needs_init), ("warm", false));
+    assert_eq!((again.start, again.needs_init), (Start::Warm, false));
     let b = pool.acquire(&want("b")).await.unwrap();
-    assert_eq!(b.start, "cold");
+    assert_eq!(b.start, Start::Cold);
     assert_eq!(pool.stats().busy, 2);
 }
 
@@ -124,7 +63,7 @@ async fn a_create_waits_out_a_short_engine_outage_and_gives_up_after_a_long_one(
     let (engine, pool) = pool(1024, Vec::new());
     engine.down_for.store(3, Ordering::SeqCst); // 100 + 200 + 400 ms of backoff
     let a = pool.acquire(&want("a")).await.unwrap();
-    assert_eq!(a.start, "cold");
+    assert_eq!(a.start, Start::Cold);
     assert_eq!(engine.down_for.load(Ordering::SeqCst), 0);
 
     engine.down_for.store(usize::MAX, Ordering::SeqCst);
@@ -156,7 +95,7 @@ async fn a_full_pool_waits_until_a_container_is_released() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(b.start, "cold");
+    assert_eq!(b.start, Start::Cold);
     assert_eq!(pool.waiting(), 0);
 }
 
@@ -181,7 +120,7 @@ async fn reactive_stem_cells_grow_with_cold_starts_and_expire_unused() {
     // two activations of new actions: one takes the prewarm, one starts cold
     let a = pool.acquire(&want("a")).await.unwrap();
     let b = pool.acquire(&want("b")).await.unwrap();
-    assert_eq!((a.start, b.start), ("prewarm", "cold"));
+    assert_eq!((a.start, b.start), (Start::Prewarm, Start::Cold));
     pool.maintain().await; // one cold start: target 1 → 2
     assert_eq!(pool.stats().prewarm, 2);
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -208,7 +147,7 @@ async fn prewarms_holding_the_memory_are_evicted_for_an_activation_of_another_ki
         .await
         .expect("the activation does not wait behind prewarms")
         .unwrap();
-    assert_eq!(a.start, "cold");
+    assert_eq!(a.start, Start::Cold);
     let stats = pool.stats();
     assert_eq!((stats.prewarm, stats.busy), (1, 1));
     assert_eq!(stats.churn.destroyed_evicted, 1);
@@ -234,7 +173,7 @@ async fn idle_warm_containers_are_evicted_before_prewarms() {
     let a = pool.acquire(&want("a")).await.unwrap();
     pool.release(&a, Fate::Reuse);
     let b = pool.acquire(&want("b")).await.unwrap();
-    assert_eq!(b.start, "cold");
+    assert_eq!(b.start, Start::Cold);
     let stats = pool.stats();
     assert_eq!((stats.prewarm, stats.warm_idle, stats.busy), (1, 0, 1));
 }

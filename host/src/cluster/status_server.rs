@@ -1,0 +1,69 @@
+//! The status listener (`[cluster] status-address`, loopback by default): `/status` and
+//! `/metrics`, optionally behind a bearer token compared in constant time.
+
+use super::server::{answer, error, Refusal};
+use super::transport::same;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+use tower_http::limit::RequestBodyLimitLayer;
+
+/// What the status listener serves.
+pub type Status = Arc<dyn Fn() -> super::status::MemberStatus + Send + Sync>;
+
+#[derive(Clone)]
+struct StatusState {
+    status: Status,
+    token: Option<Arc<str>>,
+}
+
+impl StatusState {
+    fn allowed(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let presented = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(p) if same(p.as_bytes(), token.as_bytes()) => Ok(()),
+            _ => Err(error(
+                StatusCode::UNAUTHORIZED,
+                "the status token is required (authorization: Bearer …)",
+            )),
+        }
+    }
+}
+
+/// The status listener's routes; `token`, when set, is required as a bearer token.
+pub fn status_router(status: Status, token: Option<Arc<str>>) -> Router {
+    Router::new()
+        .route("/status", get(status_json))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(1024))
+        .with_state(StatusState { status, token })
+}
+
+async fn status_json(State(s): State<StatusState>, headers: HeaderMap) -> Response {
+    match s.allowed(&headers) {
+        Ok(()) => answer((s.status)()),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn metrics(State(s): State<StatusState>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = s.allowed(&headers) {
+        return refusal.into_response();
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        (s.status)().prometheus(),
+    )
+        .into_response()
+}

@@ -1,0 +1,125 @@
+//! Each activation the feed takes runs in its own task: run it (again once the lease is
+//! confirmed, if it was fenced before anything ran), publish its acknowledgements, write its
+//! record, report it completed, and give its slot and offset back to the feed's loop.
+
+use super::{publish, ActivationSink, Progress};
+use crate::activation::{ActivationMessage, Gate, Runner, Unreadable};
+use futures::FutureExt;
+use rdkafka::producer::FutureProducer;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// What an activation's task needs; cloned into each.
+#[derive(Clone)]
+pub(super) struct Dispatch {
+    pub runner: Arc<Runner>,
+    pub producer: FutureProducer,
+    pub sink: Arc<ActivationSink>,
+    /// (partition, offset) of an activation acknowledged (or given up on for good).
+    pub done: mpsc::UnboundedSender<(i32, i64)>,
+    /// An activation stopped running (its acknowledgement may still be publishing).
+    pub ran: mpsc::UnboundedSender<()>,
+    pub progress: Option<mpsc::UnboundedSender<Progress>>,
+    pub gate: Option<Gate>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Dispatch {
+    /// Answers a message that names an activation and a controller but cannot be read.
+    pub fn answer_unreadable(&self, unreadable: Unreadable, partition: i32, offset: i64) {
+        let outcome = self.runner.not_understood(&unreadable);
+        let this = self.clone();
+        tokio::spawn(async move {
+            publish(
+                &this.producer,
+                &unreadable.completion_topic(),
+                &outcome.last,
+            )
+            .await;
+            this.sink.write(&outcome.record, true).await;
+            let _ = this.done.send((partition, offset));
+        });
+    }
+
+    /// Runs `msg` in its own task.
+    pub fn run(&self, msg: ActivationMessage, partition: i32, offset: i64) {
+        let this = self.clone();
+        tokio::spawn(async move { this.run_to_the_end(msg, partition, offset).await });
+    }
+
+    async fn run_to_the_end(self, msg: ActivationMessage, partition: i32, offset: i64) {
+        let runner = &self.runner;
+        let outcome = loop {
+            match AssertUnwindSafe(runner.run(&msg)).catch_unwind().await {
+                Ok(Some(outcome)) => break outcome,
+                Ok(None) => {}
+                Err(panic) => {
+                    let reason = panic_text(&panic);
+                    tracing::error!(activation = %msg.activation_id, partition, offset, "running the activation panicked: {reason}");
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        runner.internal_error(&msg, &reason)
+                    })) {
+                        Ok(outcome) => break outcome,
+                        Err(_) => {
+                            // Not even an error record can be built: give its slot and
+                            // offset back, never acknowledged.
+                            let _ = self.ran.send(());
+                            let _ = self.done.send((partition, offset));
+                            return;
+                        }
+                    }
+                }
+            }
+            // Fenced before anything ran: run it once the lease is confirmed again. If the
+            // role ends first it stays unacknowledged and its offset unrecorded: the next
+            // active host runs it from the replicated offset.
+            if !lease_regained(self.gate.as_ref(), self.stop.clone()).await {
+                let _ = self.ran.send(());
+                return;
+            }
+        };
+        let _ = self.ran.send(());
+        let topic = msg.completion_topic();
+        for ack in outcome.early.iter().chain(std::iter::once(&outcome.last)) {
+            publish(&self.producer, &topic, ack).await;
+        }
+        self.sink
+            .write(&outcome.record, msg.user.stores_activations())
+            .await;
+        if let Some(p) = &self.progress {
+            let _ = p.send(Progress::Completed(msg.activation_id.clone()));
+        }
+        let _ = self.done.send((partition, offset));
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Waits until `gate` opens again (true) or the feed is told to stop (false).
+async fn lease_regained(gate: Option<&Gate>, mut stop: watch::Receiver<bool>) -> bool {
+    let Some(gate) = gate else {
+        return !*stop.borrow();
+    };
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        if gate.open() {
+            return true;
+        }
+        tokio::select! {
+            changed = stop.changed() => if changed.is_err() {
+                return false;
+            },
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The parts of one host, loaded once and reused across leadership changes: the plugin, the
+//! action store, the runtimes, parameter keys and the activation sink; and how a pool, a
+//! runner and a feed are built from them. Single mode (`invoker`) and each cluster role
+//! (`role`) assemble theirs from here.
+
+use crate::action::couchdb::CouchActions;
+use crate::action::{ActionStore, CatalogDir, ParameterEncryption, Runtimes};
+use crate::activation::{proxy::ProxyClient, Gate, InvokerInstanceId, Runner};
+use crate::cluster::Node;
+use crate::config::StoreKind;
+use crate::config::{Config, LogStore};
+use crate::factory::ContainerFactory;
+use crate::feed::{self, ActivationSink, FeedConfig};
+use crate::plugin::{Limits, PluginRuntime, PluginSpec, StateLimits, WasmFactory};
+use crate::pool::{Pool, PoolConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a host loads once and reuses across leadership changes.
+pub(crate) struct Parts {
+    pub(crate) config: Config,
+    pub(crate) factory: Arc<dyn ContainerFactory>,
+    runtimes: Runtimes,
+    store: Arc<dyn ActionStore>,
+    encryption: ParameterEncryption,
+    pub(crate) sink: Arc<ActivationSink>,
+    /// The loaded plugin file's sha256.
+    pub(crate) plugin_sha256: String,
+}
+
+impl Parts {
+    pub(crate) async fn load(
+        config: Config,
+        plugin_state: Option<Arc<dyn crate::plugin::PluginState>>,
+    ) -> anyhow::Result<Parts> {
+        std::fs::create_dir_all(&config.invoker.data_dir)?;
+        let cache = config
+            .plugin
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| config.invoker.data_dir.join("plugin-cache"));
+        let runtime = PluginRuntime::new(Some(cache))?;
+        let spec = PluginSpec {
+            name: config.plugin.name.clone(),
+            file: config.plugin.file.clone(),
+            routes: config.plugin.routes.clone().into_iter().collect(),
+            config: config.plugin.config.clone().into_iter().collect(),
+            limits: Limits {
+                call_timeout: Duration::from_millis(config.plugin.call_timeout_ms),
+                memory_mb: config.plugin.memory_mb,
+                max_instances: config.plugin.max_instances,
+                state: StateLimits {
+                    max_keys: config.plugin.state_max_keys,
+                    max_bytes: config.plugin.state_max_kb << 10,
+                },
+            },
+            allowed_addresses: config.plugin.allowed_addresses.clone(),
+            sha256: config.plugin.sha256.clone(),
+        };
+        let factory = match plugin_state {
+            Some(state) => WasmFactory::load_with_state(&runtime, spec, state).await?,
+            None => WasmFactory::load(&runtime, spec).await?,
+        };
+        factory
+            .prewarm_instances(config.plugin.max_instances)
+            .await?;
+        if config.invoker.log_store == LogStore::Collect && !factory.info().capabilities.logs {
+            anyhow::bail!(
+                "[invoker] log-store = \"collect\" reads each activation's logs through the \
+                 plugin, but plugin `{}` ({}) cannot read logs: set log-store = \"log-driver\"",
+                config.plugin.name,
+                factory.info().engine
+            );
+        }
+        let runtimes = Runtimes::load(&config.runtimes.manifest)?;
+        let store: Arc<dyn ActionStore> = match config.actions.store {
+            StoreKind::Catalog => {
+                let dir = config
+                    .actions
+                    .catalog
+                    .as_deref()
+                    .expect("checked by Config::load");
+                let catalog = CatalogDir::load(dir)?;
+                tracing::info!(actions = catalog.len(), catalog = %dir.display(), plugin = %factory.name(), "invoker starting");
+                Arc::new(catalog)
+            }
+            StoreKind::Couchdb => {
+                let couch = config.couchdb.as_ref().expect("checked by Config::load");
+                let db =
+                    crate::couchdb::CouchDb::open(couch, "whisks").map_err(anyhow::Error::msg)?;
+                tracing::info!(database = db.name(), url = %couch.url, plugin = %factory.name(), "invoker starting: actions from CouchDB");
+                Arc::new(CouchActions::new(db))
+            }
+        };
+        let encryption = ParameterEncryption::new(
+            config.actions.aes_128_key.as_deref(),
+            config.actions.aes_256_key.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let rotation = crate::feed::Rotation {
+            max_bytes: config.invoker.activation_log_max_mb << 20,
+            keep: config.invoker.activation_log_keep,
+        };
+        let mut sink = ActivationSink::open(config.invoker.activation_log.as_deref(), rotation)?;
+        if config.activations.store == StoreKind::Couchdb {
+            let couch = config.couchdb.as_ref().expect("checked by Config::load");
+            let db =
+                crate::couchdb::CouchDb::open(couch, "activations").map_err(anyhow::Error::msg)?;
+            tracing::info!(database = db.name(), "activation records go to CouchDB");
+            let records = crate::activation_store::CouchRecords::start(
+                db,
+                &config.invoker.data_dir.join("activation-backlog"),
+                config.activations.backlog_mb << 20,
+            )?;
+            sink = sink.with_couchdb(records);
+        }
+        let sink = Arc::new(sink);
+        let plugin_sha256 = factory.sha256().to_owned();
+        tracing::info!(plugin = %config.plugin.name, sha256 = %plugin_sha256, "plugin loaded");
+        Ok(Parts {
+            plugin_sha256,
+            factory: Arc::new(factory),
+            runtimes,
+            store,
+            encryption,
+            sink,
+            config,
+        })
+    }
+
+    fn instance(&self) -> u32 {
+        self.config.invoker.instance
+    }
+
+    /// A pool on `factory` (in cluster mode: the lease-fenced one) for `epoch`.
+    pub(crate) fn pool(&self, factory: Arc<dyn ContainerFactory>, epoch: u64) -> Arc<Pool> {
+        let c = &self.config;
+        Arc::new(Pool::new(
+            factory,
+            PoolConfig {
+                user_memory_mb: c.invoker.user_memory_mb,
+                idle_timeout: Duration::from_secs(c.invoker.idle_timeout_s),
+                cluster: c.invoker.cluster.clone(),
+                name_prefix: format!("wsk{}_", self.instance()),
+                epoch,
+                stem_cells: self.runtimes.stem_cells().to_vec(),
+                port: 8080,
+            },
+        ))
+    }
+
+    /// The runner; with a gate (cluster mode) its proxy client refuses `/init` and `/run`
+    /// while the gate is closed.
+    pub(crate) fn runner(
+        &self,
+        pool: Arc<Pool>,
+        engine: Arc<dyn ContainerFactory>,
+        may_run: Option<Gate>,
+    ) -> Arc<Runner> {
+        let c = &self.config;
+        let proxy = ProxyClient::new(c.invoker.max_response_bytes);
+        let proxy = match &may_run {
+            Some(gate) => proxy.fenced(gate.clone()),
+            None => proxy,
+        };
+        Arc::new(Runner {
+            store: self.store.clone(),
+            runtimes: self.runtimes.clone(),
+            limits: c.limits.system(),
+            encryption: self.encryption.clone(),
+            pool,
+            engine,
+            proxy,
+            instance: InvokerInstanceId::new(self.instance(), c.invoker.user_memory_mb, None),
+            init_timeout: Duration::from_secs(60),
+            collect_logs: c.invoker.log_store == LogStore::Collect,
+            may_run,
+        })
+    }
+
+    pub(crate) fn feed_config(&self) -> FeedConfig {
+        let c = &self.config;
+        FeedConfig {
+            brokers: c.kafka.brokers.clone(),
+            topic: format!("invoker{}", self.instance()),
+            group: format!("invoker{}", self.instance()),
+            fetch_wait_max_ms: c.kafka.fetch_wait_max_ms,
+            linger_ms: c.kafka.linger_ms,
+            max_in_flight: c.invoker.max_in_flight,
+            drain_timeout: Duration::from_secs(c.invoker.drain_timeout_s),
+            offsets_file: c.invoker.data_dir.join("offsets.json"),
+        }
+    }
+}
+
+/// Keeps prewarms topped up and idle containers timed out, every second; in cluster mode
+/// also puts the pool's counts (and why containers came and went) on the member's `/status`
+/// and destroys orphans every 10 s.
+pub(crate) fn upkeep(pool: Arc<Pool>, node: Option<Node>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            pool.maintain().await;
+            n += 1;
+            if let Some(node) = &node {
+                // The active host reconciles the engine with its pool every 10 s.
+                if n.is_multiple_of(10) {
+                    pool.destroy_orphans().await;
+                }
+                let stats = pool.stats();
+                let retries = feed::PUBLISH_RETRIES.load(std::sync::atomic::Ordering::Relaxed);
+                node.report(|r| {
+                    r.pool = Some(stats);
+                    r.publish_retries = retries;
+                });
+            }
+        }
+    })
+}
