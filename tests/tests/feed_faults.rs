@@ -3,7 +3,8 @@
 //! dropped with a log line, and the offset moves past both; a second SIGTERM ends a drain at
 //! once. Real `keepwarm run` processes, tansu and Docker.
 
-use keepwarm_tests::host::{Host, HostOptions};
+use keepwarm_tests::eventually;
+use keepwarm_tests::host::{containers_of, Host, HostOptions};
 use keepwarm_tests::kafka::Controller;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -104,8 +105,12 @@ fn a_second_sigterm_ends_the_drain_at_once() {
     let warm = rt.block_on(c.invoke("guest", "echo", false, json!({})));
     c.wait_for(&warm, WAIT);
     let slow = rt.block_on(c.invoke("guest", "slow", false, json!({})));
-    // let it start (a cold container: about a second), then ask for a drain and change our mind
-    std::thread::sleep(Duration::from_secs(3));
+    // once its cold container exists it is running; then ask for a drain and change our mind
+    eventually(
+        WAIT,
+        || format!("the slow activation's container is created\n{}", host.log()),
+        || (containers_of(&host.cluster).len() >= 2).then_some(()),
+    );
     host.signal("-TERM");
     std::thread::sleep(Duration::from_millis(500));
     assert!(

@@ -2,6 +2,7 @@
 //! plugin against the master simulator (its agent runs tasks as Docker containers), tansu.
 
 use keepwarm_tests::cluster::Cluster;
+use keepwarm_tests::eventually;
 use keepwarm_tests::host::{containers_of, Host, HostOptions, PluginChoice};
 use keepwarm_tests::kafka::{assert_echo_runs_warm, Controller};
 use keepwarm_tests::mesos::{MesosMaster, Options};
@@ -91,7 +92,16 @@ fn warm_up(
     // the prewarm replaced (the pool's upkeep runs each second), everything replicated
     let tasks = wait_running(master, 3)
         .unwrap_or_else(|t| panic!("{t:?}\n{}", cluster.hosts[active].log()));
-    std::thread::sleep(Duration::from_millis(500));
+    eventually(
+        Duration::from_secs(10),
+        || format!("all three replicated: {:?}", cluster.status(active)),
+        || {
+            let replicated = cluster
+                .status(active)
+                .and_then(|s| s["containers"].as_u64());
+            (replicated == Some(3)).then_some(())
+        },
+    );
     tasks
 }
 

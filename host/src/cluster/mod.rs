@@ -201,7 +201,6 @@ impl Node {
                 status::MemberStatus::of(&raft, &state.read().expect("state lock"), host, voting)
             })
         };
-        let limits = server::Limits::default();
         let peer = server::Peer {
             raft: raft.clone(),
             transport: Arc::new(config.transport.clone()),
@@ -209,29 +208,7 @@ impl Node {
             vote_floor: vote_floor.clone(),
             contact: contact.clone(),
         };
-        let mut servers = vec![tokio::spawn(server::serve(
-            listener,
-            server::peer_router(peer, limits),
-            config.transport.acceptor(),
-            limits,
-            stopped.clone(),
-        ))];
-        if let Some(address) = &config.status_address {
-            let listener =
-                TcpListener::bind(address)
-                    .await
-                    .map_err(|source| ClusterError::Listen {
-                        address: address.clone(),
-                        source,
-                    })?;
-            servers.push(tokio::spawn(server::serve(
-                listener,
-                server::status_router(status, config.status_token.clone().map(Into::into)),
-                None,
-                limits,
-                stopped,
-            )));
-        }
+        let servers = serve_listeners(&config, listener, peer, status, stopped).await?;
 
         // A fresh cluster: every member initializes with the same membership. A member whose
         // storage was lost rejoins instead: it waits for the leader's log rather than starting
@@ -260,24 +237,11 @@ impl Node {
                     until_index = applied,
                     "this member's Raft storage is blank: not voting for a candidate behind the cluster until it has caught up"
                 );
-                let (raft, vote_floor) = (raft.clone(), vote_floor.clone());
-                tokio::spawn(async move {
-                    let mut metrics = raft.metrics();
-                    loop {
-                        let caught_up = metrics
-                            .borrow_and_update()
-                            .last_applied
-                            .is_some_and(|l| l.index >= applied);
-                        if caught_up {
-                            vote_floor.store(0, std::sync::atomic::Ordering::SeqCst);
-                            tracing::info!("caught up with the cluster: voting again");
-                            return;
-                        }
-                        if metrics.changed().await.is_err() {
-                            return;
-                        }
-                    }
-                });
+                tokio::spawn(vote_once_caught_up(
+                    raft.clone(),
+                    vote_floor.clone(),
+                    applied,
+                ));
             }
         } else if let Err(e) = raft.initialize(members).await {
             tracing::debug!("raft already initialized: {e}");
@@ -381,6 +345,63 @@ impl Node {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Serves the peer listener, and the status listener when one is configured, until `stopped`.
+async fn serve_listeners(
+    config: &ClusterConfig,
+    listener: TcpListener,
+    peer: server::Peer,
+    status: Status,
+    stopped: watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ClusterError> {
+    let limits = server::Limits::default();
+    let mut servers = vec![tokio::spawn(server::serve(
+        listener,
+        server::peer_router(peer, limits),
+        config.transport.acceptor(),
+        limits,
+        stopped.clone(),
+    ))];
+    if let Some(address) = &config.status_address {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| ClusterError::Listen {
+                address: address.clone(),
+                source,
+            })?;
+        servers.push(tokio::spawn(server::serve(
+            listener,
+            server::status_router(status, config.status_token.clone().map(Into::into)),
+            None,
+            limits,
+            stopped,
+        )));
+    }
+    Ok(servers)
+}
+
+/// Lifts a rejoining member's vote floor once it has applied `applied`.
+async fn vote_once_caught_up(
+    raft: Raft,
+    vote_floor: Arc<std::sync::atomic::AtomicU64>,
+    applied: u64,
+) {
+    let mut metrics = raft.metrics();
+    loop {
+        let caught_up = metrics
+            .borrow_and_update()
+            .last_applied
+            .is_some_and(|l| l.index >= applied);
+        if caught_up {
+            vote_floor.store(0, std::sync::atomic::Ordering::SeqCst);
+            tracing::info!("caught up with the cluster: voting again");
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }
