@@ -66,6 +66,12 @@ pub struct ClusterSection {
     /// Bearer token for `keepwarm cluster join/leave`; membership changes are off without it.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Run with a plugin whose containers only this machine reaches (one that does not
+    /// declare `cluster-wide`, e.g. Docker publishing on 127.0.0.1). A failover then re-attaches
+    /// containers only if the standby is on the same machine: a machine failure loses this
+    /// host's containers. Without it such a plugin is refused in cluster mode.
+    #[serde(default)]
+    pub local_engine: bool,
 }
 
 /// A member's PEM files: the cluster's CA, its certificate (naming `member-<id>.keepwarm`)
@@ -212,6 +218,63 @@ pub struct PluginSection {
     /// is refused at start.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// TLS to engines on other machines, by route name (`[plugin.tls.docker]`).
+    #[serde(default)]
+    pub tls: BTreeMap<String, RouteTlsSection>,
+}
+
+/// TLS to one route's engine: `cert-dir` (Docker's layout: `ca.pem`, `cert.pem`, `key.pem`),
+/// or `ca` with an optional client `cert` and `key`; `server-name` when the engine's
+/// certificate names something other than the route's host. Relative paths are relative to
+/// the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RouteTlsSection {
+    #[serde(default)]
+    pub cert_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl RouteTlsSection {
+    /// The files this section names, or what is wrong with it.
+    pub fn files(&self, route: &str) -> Result<crate::plugin::RouteTls, String> {
+        let section = format!("[plugin.tls.{route}]");
+        let mut files = match (&self.cert_dir, &self.ca) {
+            (Some(dir), None) if self.cert.is_none() && self.key.is_none() => {
+                crate::plugin::RouteTls::in_dir(dir)
+            }
+            (Some(_), _) => {
+                return Err(format!(
+                    "{section}: cert-dir names ca.pem, cert.pem and key.pem; set it or ca/cert/key, not both"
+                ))
+            }
+            (None, Some(ca)) => crate::plugin::RouteTls {
+                ca: ca.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                server_name: None,
+            },
+            (None, None) => {
+                return Err(format!(
+                    "{section}: set cert-dir (ca.pem, cert.pem, key.pem) or ca (and cert + key)"
+                ))
+            }
+        };
+        if files.cert.is_some() != files.key.is_some() {
+            return Err(format!(
+                "{section}: set both cert and key (a client certificate), or neither"
+            ));
+        }
+        files.server_name = self.server_name.clone();
+        Ok(files)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -514,9 +577,16 @@ impl Config {
             }
         }
         let tls = self.cluster.as_mut().and_then(|c| c.tls.as_mut());
-        let tls_paths: Vec<&mut PathBuf> = tls
+        let mut tls_paths: Vec<&mut PathBuf> = tls
             .map(|t| vec![&mut t.ca, &mut t.cert, &mut t.key])
             .unwrap_or_default();
+        for t in self.plugin.tls.values_mut() {
+            tls_paths.extend(
+                [&mut t.cert_dir, &mut t.ca, &mut t.cert, &mut t.key]
+                    .into_iter()
+                    .flatten(),
+            );
+        }
         for p in [
             self.invoker.activation_log.as_mut(),
             self.actions.catalog.as_mut(),
@@ -532,6 +602,9 @@ impl Config {
 
     /// Every rule a setting's type cannot say: the error names the setting and what to fix.
     fn validate(&self) -> Result<(), String> {
+        for (route, tls) in &self.plugin.tls {
+            tls.files(route)?;
+        }
         if self.actions.store == StoreKind::Catalog && self.actions.catalog.is_none() {
             return Err(
                 "[actions] catalog (a directory of action documents) is required unless store = \"couchdb\"".into(),
@@ -828,6 +901,36 @@ catalog = "actions"
             "{e}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn engine_tls_is_a_cert_dir_or_named_files_relative_to_the_config() {
+        let dir = std::env::temp_dir().join(format!("kw-config-route-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let load = |tls: &str| {
+            Config::load(
+                &write(&dir, &format!("{OK}[plugin.tls.docker]\n{tls}")),
+                Vec::new(),
+            )
+        };
+        let c = load("cert-dir = \"engines/e1\"\n").unwrap();
+        let files = c.plugin.tls["docker"].files("docker").unwrap();
+        assert_eq!(files.ca, dir.join("engines/e1/ca.pem"));
+        assert_eq!(files.key, Some(dir.join("engines/e1/key.pem")));
+        let c = load("ca = \"/pki/ca.pem\"\nserver-name = \"engine-1\"\n").unwrap();
+        let files = c.plugin.tls["docker"].files("docker").unwrap();
+        assert_eq!(
+            (files.cert, files.server_name.as_deref()),
+            (None, Some("engine-1"))
+        );
+        for (tls, says) in [
+            ("cert-dir = \"e\"\nca = \"ca.pem\"\n", "not both"),
+            ("server-name = \"e\"\n", "set cert-dir"),
+            ("ca = \"ca.pem\"\ncert = \"c.pem\"\n", "both cert and key"),
+        ] {
+            let e = load(tls).unwrap_err().to_string();
+            assert!(e.contains("[plugin.tls.docker]") && e.contains(says), "{e}");
+        }
     }
 
     #[test]

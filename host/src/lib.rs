@@ -7,6 +7,7 @@
 //!   member through [`role`]: standby, takeover, active, stepping down); [`parts`]: what a
 //!   host loads once and builds its pool, runner and feed from; [`lease`]: the active host's
 //!   lease; [`data_dir`]: one process per data directory; [`clock`]: wall-clock milliseconds;
+//!   [`pem`]: certificate and key files for TLS;
 //! - [`cluster`]: Raft over HTTP, durable storage, the replicated state with epoch fencing;
 //! - [`failover`]: becoming active: claim, reconcile, re-attach, replicate;
 //! - [`fence`]: the lease enforced at the engine boundary and the action proxy;
@@ -40,6 +41,7 @@ pub mod invoker;
 pub mod json_file;
 pub mod lease;
 pub mod parts;
+pub mod pem;
 pub mod plugin;
 pub mod pool;
 pub mod role;

@@ -44,6 +44,12 @@ impl Parts {
             name: config.plugin.name.clone(),
             file: config.plugin.file.clone(),
             routes: config.plugin.routes.clone().into_iter().collect(),
+            tls: config
+                .plugin
+                .tls
+                .iter()
+                .map(|(route, t)| Ok((route.clone(), t.files(route).map_err(anyhow::Error::msg)?)))
+                .collect::<anyhow::Result<_>>()?,
             config: config.plugin.config.clone().into_iter().collect(),
             limits: Limits {
                 call_timeout: Duration::from_millis(config.plugin.call_timeout_ms),

@@ -20,6 +20,33 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+/// Refuses a plugin whose containers only this machine reaches, unless the operator said
+/// `local-engine = true`; then returns the warning `/status` carries.
+fn engine_reach(
+    plugin: &str,
+    cluster_wide: bool,
+    cluster: &ClusterSection,
+) -> anyhow::Result<Option<String>> {
+    if cluster_wide {
+        return Ok(None);
+    }
+    if !cluster.local_engine {
+        anyhow::bail!(
+            "plugin `{plugin}` is not cluster-wide: its containers are reachable only from this \
+             machine, so a standby on another machine could not re-attach them. Put the engine \
+             where every member reaches it (e.g. Docker over TLS, `publish-ip` an address the \
+             members route to), or set [cluster] local-engine = true to run anyway (a machine \
+             failure then loses this host's containers)"
+        );
+    }
+    let warning = format!(
+        "local-engine: plugin `{plugin}` is not cluster-wide; a failover re-attaches its \
+         containers only on this machine, and a machine failure loses them"
+    );
+    tracing::warn!("{warning}");
+    Ok(Some(warning))
+}
+
 /// Runs a cluster member until `shutdown` turns true.
 pub async fn run_cluster(
     config: Config,
@@ -59,9 +86,12 @@ pub async fn run_cluster(
     });
     let plugin_state = ReplicatedPluginState::new(&config.plugin.name, node.shared_state());
     let parts = Parts::load(config, Some(plugin_state.clone())).await?;
+    let cluster_wide = parts.factory.info().capabilities.cluster_wide;
     let plugin = crate::cluster::status::PluginReport {
         name: parts.config.plugin.name.clone(),
         sha256: parts.plugin_sha256.clone(),
+        cluster_wide,
+        warning: engine_reach(&parts.config.plugin.name, cluster_wide, &cluster)?,
     };
     node.report(|r| r.plugin = Some(plugin));
     if let Some(couch) = parts.sink.couchdb() {

@@ -84,13 +84,52 @@ impl Cluster {
         route: impl Fn(usize, usize) -> String,
         each: impl Fn(usize, &mut HostOptions),
     ) -> Cluster {
+        let status_addresses: Vec<String> = (0..addresses.len())
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        Self::start_listening(addresses, status_addresses, base, route, each)
+    }
+
+    /// One host on each machine of `bed` named in `machines` (Raft on port 7001, status on
+    /// 7002 of the machine's address), each process run inside its machine.
+    pub fn start_on(
+        bed: &crate::netbed::NetBed,
+        machines: &[&str],
+        base: &HostOptions,
+        each: impl Fn(usize, &mut HostOptions),
+    ) -> Cluster {
+        let at = |port: u16| -> Vec<String> {
+            machines
+                .iter()
+                .map(|m| format!("{}:{port}", bed.machine(m).ip))
+                .collect()
+        };
+        let (addresses, status_addresses) = (at(7001), at(7002));
+        let route = addresses.clone();
+        let prefixes: Vec<Vec<String>> = machines.iter().map(|m| bed.prefix(m)).collect();
+        Self::start_listening(
+            addresses,
+            status_addresses,
+            base,
+            |_, j| route[j].clone(),
+            |i, opts| {
+                opts.prefix = prefixes[i].clone();
+                each(i, opts)
+            },
+        )
+    }
+
+    fn start_listening(
+        addresses: Vec<String>,
+        status_addresses: Vec<String>,
+        base: &HostOptions,
+        route: impl Fn(usize, usize) -> String,
+        each: impl Fn(usize, &mut HostOptions),
+    ) -> Cluster {
         let n = addresses.len();
         let certs = tempfile::tempdir().unwrap();
         let ids: Vec<u64> = (1..=n as u64).collect();
         keepwarm::cluster::tls::generate(&ids, certs.path()).unwrap();
-        let status_addresses: Vec<String> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
         let label = base
             .cluster
             .clone()
@@ -105,13 +144,18 @@ impl Cluster {
                 let files = keepwarm::cluster::tls::TlsFiles::in_dir(certs.path(), i as u64 + 1);
                 opts.extra = format!(
                     "[cluster]\nid = {}\npeers = {{ {} }}\nstatus-address = \"{}\"\n\
-                     tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}\n",
+                     tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}\n{}",
                     i + 1,
                     peers.join(", "),
                     status_addresses[i],
                     files.ca.display(),
                     files.cert.display(),
-                    files.key.display()
+                    files.key.display(),
+                    if base.local_engine {
+                        "local-engine = true\n"
+                    } else {
+                        ""
+                    },
                 );
                 each(i, &mut opts);
                 Host::start(&opts)

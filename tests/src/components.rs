@@ -65,6 +65,7 @@ pub fn spec(name: &str, file: PathBuf, routes: &[(&str, &str)]) -> PluginSpec {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect(),
+        tls: Vec::new(),
         config: Vec::new(),
         limits: Limits::default(),
         allowed_addresses: None,

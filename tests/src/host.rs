@@ -12,6 +12,7 @@ pub struct Host {
     pub config: PathBuf,
     pub cluster: String,
     pub instance: u32,
+    prefix: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -48,6 +49,11 @@ pub struct HostOptions {
     pub brokers: String,
     /// The body of `[actions]` (default: the catalog `tests/fixtures/actions`).
     pub actions: String,
+    /// In a cluster, `local-engine = true` (default: every test host is on this machine and
+    /// shares its Docker daemon, published on 127.0.0.1).
+    pub local_engine: bool,
+    /// What the process runs under (e.g. `nsenter --net=… --`: a machine of a test bed).
+    pub prefix: Vec<String>,
 }
 
 /// Which plugin a host loads and how it reaches its engine.
@@ -89,6 +95,8 @@ impl HostOptions {
                 "catalog = \"{}\"",
                 repo().join("tests/fixtures/actions").display()
             ),
+            local_engine: true,
+            prefix: Vec::new(),
         }
     }
 }
@@ -179,6 +187,7 @@ manifest = "{runtimes}"
             config,
             cluster,
             instance: opts.instance,
+            prefix: opts.prefix.clone(),
             _tmp: tmp,
         };
         host.spawn();
@@ -192,7 +201,15 @@ manifest = "{runtimes}"
             .append(true)
             .open(self.dir.join("host.log"))
             .unwrap();
-        let child = Command::new(keepwarm_bin())
+        let mut command = match self.prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(keepwarm_bin());
+                c
+            }
+            None => Command::new(keepwarm_bin()),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "keepwarm=debug,info")

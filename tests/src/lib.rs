@@ -10,6 +10,7 @@ pub mod engine;
 pub mod host;
 pub mod kafka;
 pub mod mesos;
+pub mod netbed;
 pub mod proxy;
 pub mod stats;
 

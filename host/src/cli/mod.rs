@@ -1,9 +1,9 @@
 //! The `keepwarm` command line. `main.rs` parses and calls [`run`]; tests call the same code.
 
 use crate::factory::{CallError, ContainerFactory, Pairs};
-use crate::plugin::{Limits, PluginRuntime, PluginSpec, WasmFactory};
+use crate::plugin::{Limits, PluginRuntime, PluginSpec, RouteTls, WasmFactory};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod cluster;
@@ -98,6 +98,10 @@ pub struct SandboxArgs {
     /// Route an authority, e.g. --route docker=unix:///var/run/docker.sock
     #[arg(long = "route", value_parser = parse_pair)]
     pub routes: Vec<(String, String)>,
+    /// TLS for a route to a remote engine, from a directory in Docker's layout (ca.pem,
+    /// cert.pem, key.pem), e.g. --tls docker=/etc/keepwarm/engines/engine-1
+    #[arg(long = "tls", value_parser = parse_pair)]
+    pub tls: Vec<(String, String)>,
     /// A key=value passed to the plugin's init.
     #[arg(long = "config", value_parser = parse_pair)]
     pub config: Vec<(String, String)>,
@@ -143,6 +147,11 @@ fn spec(file: PathBuf, sandbox: SandboxArgs) -> PluginSpec {
         name,
         file,
         routes: sandbox.routes,
+        tls: sandbox
+            .tls
+            .into_iter()
+            .map(|(route, dir)| (route, RouteTls::in_dir(Path::new(&dir))))
+            .collect(),
         config: sandbox.config,
         limits: Limits {
             call_timeout: Duration::from_millis(sandbox.timeout_ms),

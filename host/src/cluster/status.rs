@@ -69,6 +69,12 @@ pub struct HostReport {
 pub struct PluginReport {
     pub name: String,
     pub sha256: String,
+    /// Whether the plugin's containers are reachable from every member (it declares
+    /// `cluster-wide`).
+    pub cluster_wide: bool,
+    /// Set with `local-engine = true`: what a machine failure costs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// The CouchDB activation store of one host, since the process started (`waiting`: on disk now).

@@ -9,8 +9,8 @@
 //! (`keepwarm cluster certs`).
 
 use super::types::NodeId;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use crate::pem::{certs, key, provider, read, roots};
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -110,50 +110,13 @@ pub struct MemberTls {
     pub client: Arc<rustls::ClientConfig>,
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError::File {
-        path: path.into(),
-        reason: e.to_string(),
-    })
-}
-
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::File {
-            path: path.into(),
-            reason: format!("not PEM certificates: {e}"),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::File {
-            path: path.into(),
-            reason: "holds no certificate".into(),
-        });
+impl From<crate::pem::PemError> for TlsError {
+    fn from(e: crate::pem::PemError) -> Self {
+        TlsError::File {
+            path: e.path,
+            reason: e.reason,
+        }
     }
-    Ok(certs)
-}
-
-fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_slice(&read(path)?).map_err(|e| TlsError::File {
-        path: path.into(),
-        reason: format!("not a PEM private key: {e}"),
-    })
-}
-
-fn roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certs(path)? {
-        roots.add(cert).map_err(|e| TlsError::File {
-            path: path.into(),
-            reason: format!("not a usable CA certificate: {e}"),
-        })?;
-    }
-    Ok(Arc::new(roots))
 }
 
 /// Checks the leaf of `chain` (read from `path`) carries `expected`.

@@ -59,8 +59,10 @@ pub struct PluginSpec {
     /// The name the operator gave the plugin (used in logs, errors and labels).
     pub name: String,
     pub file: PathBuf,
-    /// authority → `unix:///path` or `http://host:port`.
+    /// authority → `unix:///path`, `tcp://host:port` or `https://host:port`.
     pub routes: Pairs,
+    /// TLS files of the routes that use TLS, by route name.
+    pub tls: Vec<(String, super::RouteTls)>,
     /// Passed to the plugin's `init`.
     pub config: Pairs,
     pub limits: Limits,
@@ -173,7 +175,7 @@ impl WasmFactory {
     ) -> CallResult<WasmFactory> {
         let (component, sha256) = runtime.load_component(&spec.file, spec.sha256.as_deref())?;
         let pre = runtime.prepare(&spec.file, &component)?;
-        let routes = Routes::parse(&spec.name, &spec.routes)?;
+        let routes = Routes::parse(&spec.name, &spec.routes, &spec.tls)?;
         let allowed = match &spec.allowed_addresses {
             Some(list) => AllowedAddresses::parse(list).map_err(|reason| PluginError::Load {
                 file: spec.file.clone(),

@@ -4,7 +4,7 @@
 //! - [`factory`]: [`WasmFactory`], a loaded plugin behind the [`crate::factory::ContainerFactory`]
 //!   trait, with its instance pool, deadlines and memory cap;
 //! - [`address`]: where the host lets a plugin's containers be (`allowed-addresses`);
-//! - [`route`]: outbound HTTP routed by authority to unix sockets or TCP endpoints;
+//! - [`route`]: outbound HTTP routed by authority to unix sockets, TCP or TLS endpoints;
 //! - [`host`]: what each instance's store holds; [`state`]: the plugin's key-value `state`;
 //! - [`bindings`] / [`convert`]: the generated WIT bindings and their mapping to host types.
 
@@ -21,4 +21,5 @@ pub mod state;
 pub use engine::PluginRuntime;
 pub use error::PluginError;
 pub use factory::{Limits, PluginSpec, WasmFactory};
+pub use route::RouteTls;
 pub use state::{FileState, MemoryState, PluginState, StateLimits, StateUsage, StoredValue};

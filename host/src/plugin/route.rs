@@ -1,8 +1,12 @@
 //! Outbound HTTP for plugins, routed by request authority.
 //!
 //! A plugin asks for `http://docker/v1.41/containers/json`; the operator's config maps the
-//! authority `docker` to `unix:///var/run/docker.sock` (or `http://127.0.0.1:2375`). Anything not
-//! mapped is refused. Connections are pooled per plugin, so calls reuse them.
+//! authority `docker` to `unix:///var/run/docker.sock`, `tcp://127.0.0.1:2375`, or an engine
+//! on another machine over TLS (`tcp://engine-1:2376` with `[plugin.tls.docker]`: the CA that
+//! signed the engine's certificate and this host's client certificate, as Docker's
+//! `--tlsverify` expects). The plugin never sees TLS: it speaks plain HTTP to a name, and the
+//! host wraps the connection. Anything not mapped is refused. Connections are pooled per
+//! plugin, so calls reuse them.
 
 use super::PluginError;
 use http_body_util::BodyExt;
@@ -18,6 +22,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// Where one authority leads.
@@ -28,7 +34,8 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `unix:///path`, `http://host:port` or `tcp://host:port`.
+    /// Parses `unix:///path`, `http://host:port`, `tcp://host:port` or `https://host:port`
+    /// (TLS: the route needs TLS files).
     pub fn parse(target: &str) -> Result<Endpoint, String> {
         if let Some(path) = target.strip_prefix("unix://") {
             if !path.starts_with('/') {
@@ -36,10 +43,17 @@ impl Endpoint {
             }
             return Ok(Endpoint::Unix(path.into()));
         }
-        let rest = target
-            .strip_prefix("http://")
-            .or_else(|| target.strip_prefix("tcp://"))
-            .ok_or("use unix:///path.sock, http://host:port or tcp://host:port")?;
+        let (rest, default_port) = if let Some(rest) = target.strip_prefix("https://") {
+            (rest, 443)
+        } else {
+            let rest = target
+                .strip_prefix("http://")
+                .or_else(|| target.strip_prefix("tcp://"))
+                .ok_or(
+                    "use unix:///path.sock, tcp://host:port, http://host:port or https://host:port",
+                )?;
+            (rest, 80)
+        };
         let hostport = rest.trim_end_matches('/');
         if hostport.is_empty() || hostport.contains('/') {
             return Err("expected host:port with no path".into());
@@ -50,30 +64,157 @@ impl Endpoint {
         {
             hostport.to_owned()
         } else {
-            format!("{hostport}:80")
+            format!("{hostport}:{default_port}")
         };
         Ok(Endpoint::Tcp(hostport))
+    }
+}
+
+/// The files for TLS to one route's engine. `cert` and `key` (both or neither) are this
+/// host's client certificate; `server_name` is what the engine's certificate must name
+/// (default: the route's host, a DNS name or an IP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTls {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub server_name: Option<String>,
+}
+
+impl RouteTls {
+    /// Docker's layout (`DOCKER_CERT_PATH`): `ca.pem`, `cert.pem`, `key.pem` in `dir`.
+    pub fn in_dir(dir: &std::path::Path) -> RouteTls {
+        RouteTls {
+            ca: dir.join("ca.pem"),
+            cert: Some(dir.join("cert.pem")),
+            key: Some(dir.join("key.pem")),
+            server_name: None,
+        }
+    }
+
+    /// A connector for `hostport`: the files read and checked now, so a bad file fails the
+    /// start, not the first call.
+    fn connector(&self, hostport: &str) -> Result<Tls, String> {
+        use crate::pem::{certs, key, provider, roots};
+        let builder = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots(&self.ca).map_err(|e| e.to_string())?);
+        let config = match (&self.cert, &self.key) {
+            (Some(cert), Some(k)) => builder
+                .with_client_auth_cert(
+                    certs(cert).map_err(|e| e.to_string())?,
+                    key(k).map_err(|e| e.to_string())?,
+                )
+                .map_err(|e| format!("{} does not match {}: {e}", k.display(), cert.display()))?,
+            (None, None) => builder.with_no_client_auth(),
+            _ => return Err("set both cert and key (a client certificate), or neither".into()),
+        };
+        let host = match &self.server_name {
+            Some(name) => name.as_str(),
+            None => hostport
+                .rsplit_once(':')
+                .map_or(hostport, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']'),
+        };
+        let server_name = ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("`{host}` is not a server name: {e}"))?;
+        Ok(Tls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
+    }
+}
+
+/// A checked TLS client for one engine.
+#[derive(Clone)]
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS to {:?}", self.server_name)
+    }
+}
+
+/// One authority's endpoint, with TLS when the operator gave it files.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub endpoint: Endpoint,
+    tls: Option<Tls>,
+}
+
+impl Route {
+    /// Whether connections to this route are TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 }
 
 /// The authorities one plugin may reach.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
-    map: HashMap<String, Endpoint>,
+    map: HashMap<String, Route>,
 }
 
 impl Routes {
-    /// Builds the table from config pairs, naming the plugin and route in any error.
-    pub fn parse(plugin: &str, pairs: &[(String, String)]) -> Result<Routes, PluginError> {
+    /// Builds the table from config pairs and the TLS files of those routes that have them,
+    /// naming the plugin and route in any error.
+    pub fn parse(
+        plugin: &str,
+        pairs: &[(String, String)],
+        tls: &[(String, RouteTls)],
+    ) -> Result<Routes, PluginError> {
+        let refuse = |name: &str, target: &str, reason: String| PluginError::Route {
+            plugin: plugin.to_owned(),
+            name: name.to_owned(),
+            target: target.to_owned(),
+            reason,
+        };
+        if let Some((name, _)) = tls.iter().find(|(n, _)| !pairs.iter().any(|(p, _)| p == n)) {
+            return Err(refuse(
+                name,
+                "",
+                format!(
+                    "[plugin.tls.{name}] names no route; routes are {:?}",
+                    names(pairs)
+                ),
+            ));
+        }
         let mut map = HashMap::new();
         for (name, target) in pairs {
-            let endpoint = Endpoint::parse(target).map_err(|reason| PluginError::Route {
-                plugin: plugin.to_owned(),
-                name: name.clone(),
-                target: target.clone(),
-                reason,
-            })?;
-            map.insert(name.to_ascii_lowercase(), endpoint);
+            let endpoint =
+                Endpoint::parse(target).map_err(|reason| refuse(name, target, reason))?;
+            let files = tls.iter().find(|(n, _)| n == name).map(|(_, f)| f);
+            let tls = match (&endpoint, files) {
+                (Endpoint::Tcp(hostport), Some(files)) => Some(
+                    files
+                        .connector(hostport)
+                        .map_err(|reason| refuse(name, target, format!("TLS: {reason}")))?,
+                ),
+                (Endpoint::Unix(_), Some(_)) => {
+                    return Err(refuse(
+                        name,
+                        target,
+                        "TLS is for TCP routes; a unix socket is reached without it".into(),
+                    ))
+                }
+                (_, None) if target.starts_with("https://") => {
+                    return Err(refuse(
+                        name,
+                        target,
+                        format!(
+                            "an https route needs [plugin.tls.{name}] (ca, and cert + key for a \
+                             client certificate, or cert-dir)"
+                        ),
+                    ))
+                }
+                (_, None) => None,
+            };
+            map.insert(name.to_ascii_lowercase(), Route { endpoint, tls });
         }
         Ok(Routes { map })
     }
@@ -81,7 +222,7 @@ impl Routes {
     /// The endpoint for a request authority: a route name (`docker`, `mesos`), or the
     /// `host:port` of a TCP endpoint already in the table — so a plugin can follow a redirect
     /// (Mesos' 307 to the leading master) to an endpoint the operator allowed, and nowhere else.
-    pub fn get(&self, authority: &str) -> Option<&Endpoint> {
+    pub fn get(&self, authority: &str) -> Option<&Route> {
         let authority = authority.to_ascii_lowercase();
         let name = authority
             .rsplit_once(':')
@@ -90,9 +231,13 @@ impl Routes {
         self.map.get(name).or_else(|| {
             self.map
                 .values()
-                .find(|e| matches!(e, Endpoint::Tcp(addr) if *addr == authority))
+                .find(|r| matches!(&r.endpoint, Endpoint::Tcp(addr) if *addr == authority))
         })
     }
+}
+
+fn names(pairs: &[(String, String)]) -> Vec<&str> {
+    pairs.iter().map(|(n, _)| n.as_str()).collect()
 }
 
 /// The pooled HTTP client for one plugin, shared by all its instances.
@@ -201,17 +346,38 @@ impl tower_service::Service<http::Uri> for Connector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let endpoint = uri
+        let route = uri
             .authority()
             .and_then(|a| self.routes.get(a.as_str()))
             .cloned();
         Box::pin(async move {
-            let stream = match endpoint {
-                Some(Endpoint::Unix(path)) => Stream::Unix(UnixStream::connect(path).await?),
-                Some(Endpoint::Tcp(addr)) => {
-                    let s = TcpStream::connect(addr).await?;
+            let stream = match route {
+                Some(Route {
+                    endpoint: Endpoint::Unix(path),
+                    ..
+                }) => Stream::Unix(UnixStream::connect(path).await?),
+                Some(Route {
+                    endpoint: Endpoint::Tcp(addr),
+                    tls,
+                }) => {
+                    let s = TcpStream::connect(&addr).await?;
                     s.set_nodelay(true)?;
-                    Stream::Tcp(s)
+                    match tls {
+                        None => Stream::Tcp(s),
+                        Some(tls) => {
+                            let s = tls
+                                .connector
+                                .connect(tls.server_name.clone(), s)
+                                .await
+                                .map_err(|e| {
+                                    std::io::Error::new(
+                                        e.kind(),
+                                        format!("TLS handshake with {addr}: {e}"),
+                                    )
+                                })?;
+                            Stream::Tls(Box::new(s))
+                        }
+                    }
                 }
                 None => {
                     return Err(std::io::Error::new(
@@ -225,11 +391,12 @@ impl tower_service::Service<http::Uri> for Connector {
     }
 }
 
-/// A connection to an engine over a unix socket or TCP.
+/// A connection to an engine over a unix socket, TCP, or TLS over TCP.
 #[derive(Debug)]
 pub enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Connection for Stream {
@@ -247,6 +414,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -260,6 +428,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -267,6 +436,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -274,6 +444,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -301,13 +472,18 @@ mod tests {
             Ok(Endpoint::Tcp("mesos-master:80".into()))
         );
         assert!(Endpoint::parse("unix://relative.sock").is_err());
-        assert!(Endpoint::parse("https://x:1").is_err());
+        assert_eq!(
+            Endpoint::parse("https://engine-1"),
+            Ok(Endpoint::Tcp("engine-1:443".into()))
+        );
+        assert!(Endpoint::parse("ftp://x:1").is_err());
         assert!(Endpoint::parse("http://x:1/path").is_err());
     }
 
     #[test]
     fn authorities_match_without_case() {
-        let routes = Routes::parse("p", &[("Docker".into(), "unix:///d.sock".into())]).unwrap();
+        let routes =
+            Routes::parse("p", &[("Docker".into(), "unix:///d.sock".into())], &[]).unwrap();
         assert!(routes.get("docker").is_some());
         assert!(routes.get("podman").is_none());
     }
@@ -320,17 +496,76 @@ mod tests {
                 ("mesos".into(), "http://127.0.0.1:5050".into()),
                 ("mesos-2".into(), "http://127.0.0.1:5051".into()),
             ],
+            &[],
         )
         .unwrap();
+        let endpoint = |a: &str| routes.get(a).map(|r| r.endpoint.clone());
         assert_eq!(
-            routes.get("127.0.0.1:5051"),
-            Some(&Endpoint::Tcp("127.0.0.1:5051".into()))
+            endpoint("127.0.0.1:5051"),
+            Some(Endpoint::Tcp("127.0.0.1:5051".into()))
         );
         assert_eq!(
-            routes.get("mesos:8080"),
-            Some(&Endpoint::Tcp("127.0.0.1:5050".into()))
+            endpoint("mesos:8080"),
+            Some(Endpoint::Tcp("127.0.0.1:5050".into()))
         );
         assert!(routes.get("127.0.0.1:5052").is_none());
         assert!(routes.get("127.0.0.1").is_none());
+    }
+
+    #[test]
+    fn tls_files_are_checked_when_the_routes_are_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = rcgen::generate_simple_self_signed(vec!["10.0.0.5".into()]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), engine.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), engine.cert.pem()).unwrap();
+        std::fs::write(
+            dir.path().join("key.pem"),
+            engine.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        let files = RouteTls::in_dir(dir.path());
+        let tcp = [("docker".to_owned(), "tcp://10.0.0.5:2376".to_owned())];
+        let tls = [("docker".to_owned(), files.clone())];
+        let routes = Routes::parse("docker", &tcp, &tls).unwrap();
+        assert!(routes.get("docker").unwrap().is_tls());
+
+        let https = [("docker".to_owned(), "https://engine-1:2376".to_owned())];
+        let no_tls = Routes::parse("docker", &https, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(no_tls.contains("needs [plugin.tls.docker]"), "{no_tls}");
+
+        let unix = [("docker".to_owned(), "unix:///d.sock".to_owned())];
+        let on_unix = Routes::parse("docker", &unix, &tls)
+            .unwrap_err()
+            .to_string();
+        assert!(on_unix.contains("TLS is for TCP routes"), "{on_unix}");
+
+        let other = [("podman".to_owned(), files.clone())];
+        let orphan = Routes::parse("docker", &tcp, &other)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            orphan.contains("[plugin.tls.podman] names no route"),
+            "{orphan}"
+        );
+
+        let half = RouteTls {
+            key: None,
+            ..files.clone()
+        };
+        let half = Routes::parse("docker", &tcp, &[("docker".to_owned(), half)])
+            .unwrap_err()
+            .to_string();
+        assert!(half.contains("both cert and key"), "{half}");
+
+        let missing = RouteTls {
+            ca: dir.path().join("nope.pem"),
+            ..files
+        };
+        let missing = Routes::parse("docker", &tcp, &[("docker".to_owned(), missing)])
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("nope.pem"), "{missing}");
     }
 }

@@ -16,6 +16,11 @@ impl Config {
         Ok(())
     }
 
+    /// The settings, once `init` has run.
+    pub fn settings() -> Option<&'static EngineSettings> {
+        SETTINGS.get()
+    }
+
     pub fn get() -> &'static EngineSettings {
         SETTINGS.get().expect("init runs before any other call")
     }

@@ -4,8 +4,14 @@
 //! - `api-version`: the API path prefix, default `v1.41`;
 //! - `address`: `published` (default: the proxy port is published on `publish-ip` and the
 //!   address is `publish-ip:host-port`) or `container-ip` (the container's IP on its network);
-//! - `publish-ip`: default `127.0.0.1`;
+//! - `publish-ip`: default `127.0.0.1`; an address of the engine's machine that every cluster
+//!   member routes to makes the plugin `cluster-wide` (failover re-attaches its containers
+//!   from any member), loopback does not;
 //! - `network`: the network for containers whose spec names none (default: the engine's).
+//!
+//! The engine may be on another machine (`tcp://engine-1:2376` with `[plugin.tls.docker]` in
+//! the host's config: Docker's `--tlsverify`); the plugin speaks plain HTTP to `docker` and
+//! the host adds TLS.
 
 mod config;
 
@@ -16,11 +22,11 @@ use bollard_stubs::models::{
 use config::{AddressMode, Config};
 use keepwarm_plugin_sdk::engine::{
     adopt, container_delete, container_logs, container_post, gone, label_filter, proxy_port,
-    since_param, sorted_labels, PORT_LABEL,
+    since_param, sorted_labels, EngineSettings, PORT_LABEL,
 };
 use keepwarm_plugin_sdk::{
-    export, http, Capabilities, Container, ContainerSpec, ContainerState, Factory, FactoryError,
-    Pairs, PluginInfo,
+    export, http, Container, ContainerSpec, ContainerState, Factory, FactoryError, Pairs,
+    PluginInfo,
 };
 use std::collections::HashMap;
 
@@ -141,7 +147,7 @@ impl Factory for Docker {
             name: "docker".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             engine: "Docker Engine API v1.41+".into(),
-            capabilities: Capabilities::PAUSE | Capabilities::LOGS | Capabilities::CONCURRENT,
+            capabilities: EngineSettings::capabilities(config::Config::settings()),
         }
     }
 

@@ -4,14 +4,18 @@
 //! Settings as for Docker (`keepwarm_plugin_sdk::engine::EngineSettings`), with `api-version`
 //! defaulting to `v4.0.0`. Responses are read with the `podman-api-stubs` models; the create
 //! body is built as JSON because the stubs' `SpecGenerator` has ~150 fields and no `Default`.
+//!
+//! A Podman on another machine is reached with `podman system service tcp://ADDR:PORT`
+//! (Podman 4 serves plain HTTP there: front it with a TLS terminator and give the host
+//! `[plugin.tls.podman]`, or keep it on a network only the members reach).
 
 use keepwarm_plugin_sdk::engine::{
     adopt, container_delete, container_logs, container_post, encode_query, gone, label_filter,
     proxy_port, since_param, sorted_labels, AddressMode, EngineSettings, PORT_LABEL,
 };
 use keepwarm_plugin_sdk::{
-    export, http, Capabilities, Container, ContainerSpec, ContainerState, Factory, FactoryError,
-    Pairs, PluginInfo,
+    export, http, Container, ContainerSpec, ContainerState, Factory, FactoryError, Pairs,
+    PluginInfo,
 };
 use podman_api_stubs::models::{
     ContainerCreateResponse, InspectContainerData, ListContainer, PortMapping,
@@ -129,7 +133,7 @@ impl Factory for Podman {
             name: "podman".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             engine: "Podman libpod API v4".into(),
-            capabilities: Capabilities::PAUSE | Capabilities::LOGS | Capabilities::CONCURRENT,
+            capabilities: EngineSettings::capabilities(SETTINGS.get()),
         }
     }
 

@@ -108,6 +108,32 @@ impl EngineSettings {
     }
 }
 
+impl EngineSettings {
+    /// Whether every member of a cluster can reach the containers: their address is
+    /// `publish-ip`, and it is neither loopback nor unspecified (an engine on another machine,
+    /// publishing on an address the members route to). A container IP on the engine's own
+    /// network, or 127.0.0.1, is reached only from the engine's machine.
+    pub fn cluster_wide(&self) -> bool {
+        self.address == AddressMode::Published
+            && match self.publish_ip.parse::<std::net::IpAddr>() {
+                Ok(ip) => !ip.is_loopback() && !ip.is_unspecified(),
+                Err(_) => !self.publish_ip.eq_ignore_ascii_case("localhost"),
+            }
+    }
+
+    /// The capabilities of a Docker-compatible engine plugin with these settings (`None`:
+    /// `describe` ran before `init`, so nothing is known of where containers are).
+    pub fn capabilities(settings: Option<&EngineSettings>) -> crate::Capabilities {
+        use crate::Capabilities;
+        let base = Capabilities::PAUSE | Capabilities::LOGS | Capabilities::CONCURRENT;
+        if settings.is_some_and(EngineSettings::cluster_wide) {
+            base | Capabilities::CLUSTER_WIDE
+        } else {
+            base
+        }
+    }
+}
+
 /// The label in which Docker-compatible plugins keep the proxy port of a container.
 pub const PORT_LABEL: &str = "keepwarm.port";
 

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct Broker {
     /// `host:port`, as the hosts' `[kafka] brokers`.
     pub address: String,
+    /// What the command runs under (e.g. `nsenter --net=… --` on a machine of a test bed).
+    prefix: Vec<String>,
     dir: Arc<tempfile::TempDir>,
     child: Arc<Mutex<Option<Child>>>,
 }
@@ -39,16 +41,28 @@ impl Broker {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        Broker::start_at(&format!("127.0.0.1:{port}"), Vec::new())
+    }
+
+    /// Starts a broker listening on `address`, its command run under `prefix`; waits (from
+    /// the calling thread's network) until it accepts connections.
+    pub fn start_at(address: &str, prefix: Vec<String>) -> Broker {
         let dir = tempfile::tempdir().expect("broker dir");
         if std::env::var_os("KW_KEEP_HOST_DIRS").is_some() {
             eprintln!("broker directory {}", dir.path().display());
         }
         let broker = Broker {
-            address: format!("127.0.0.1:{port}"),
+            address: address.to_owned(),
+            prefix,
             dir: Arc::new(dir),
             child: Arc::default(),
         };
-        spawn(&broker.address, broker.dir.path(), &broker.child);
+        spawn(
+            &broker.address,
+            &broker.prefix,
+            broker.dir.path(),
+            &broker.child,
+        );
         broker
     }
 
@@ -57,9 +71,10 @@ impl Broker {
     pub fn restart(&self, down: Duration) -> std::thread::JoinHandle<()> {
         kill(&self.child);
         let (address, dir, child) = (self.address.clone(), self.dir.clone(), self.child.clone());
+        let prefix = self.prefix.clone();
         std::thread::spawn(move || {
             std::thread::sleep(down);
-            spawn(&address, dir.path(), &child);
+            spawn(&address, &prefix, dir.path(), &child);
         })
     }
 }
@@ -72,7 +87,7 @@ fn kill(child: &Mutex<Option<Child>>) {
 }
 
 /// Starts tansu and waits until it accepts connections.
-fn spawn(address: &str, dir: &Path, slot: &Mutex<Option<Child>>) {
+fn spawn(address: &str, prefix: &[String], dir: &Path, slot: &Mutex<Option<Child>>) {
     {
         let url = format!("tcp://{address}");
         let log = std::fs::OpenOptions::new()
@@ -80,7 +95,15 @@ fn spawn(address: &str, dir: &Path, slot: &Mutex<Option<Child>>) {
             .append(true)
             .open(dir.join("tansu.log"))
             .expect("broker log");
-        let child = Command::new(tansu())
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(tansu());
+                c
+            }
+            None => Command::new(tansu()),
+        };
+        let child = command
             .current_dir(dir)
             .args(["broker", "--storage-engine", "sqlite://chaos.db"])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
