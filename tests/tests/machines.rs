@@ -1,7 +1,7 @@
 //! keepwarm hosts and the engine on machines of their own (network namespaces joined by a
 //! bridge, see `keepwarm_tests::netbed`): three hosts, a Docker engine reached over TCP with
 //! TLS, a broker, and the test's controller, each on its own machine. Faults are whole-machine
-//! failures and cut links, not process kills.
+//! failures, cut links and partial partitions, not process kills or proxies.
 
 use keepwarm::clock::now_ms;
 use keepwarm_tests::chaos::broker::Broker;
@@ -11,7 +11,7 @@ use keepwarm_tests::host::HostOptions;
 use keepwarm_tests::kafka::{annotation, assert_echo_runs_warm, Controller};
 use keepwarm_tests::netbed::engine::RemoteDocker;
 use keepwarm_tests::netbed::NetBed;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::runtime::Runtime;
@@ -22,124 +22,184 @@ const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 /// Several beds at once would share two cores with three hosts and a dockerd each.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+/// One bed, up: machines `ctl` (the test), `h1`–`h3` (keepwarm), `e1` (Docker over TLS) and
+/// `b` (the broker); a cluster consuming.
+struct World<'a> {
+    bed: &'a NetBed,
+    engine: &'a RemoteDocker,
+    broker: Broker,
+    rt: Runtime,
+    instance: u32,
+    c: Controller,
+    cluster: Cluster,
+    active: usize,
 }
 
-fn instance(base: u32) -> u32 {
-    base * 10_000 + std::process::id() % 10_000
-}
-
-/// Host options for the bed: the Docker plugin on `engine` over TLS, publishing on the engine
-/// machine's address (so it declares itself cluster-wide), the broker on its machine.
-fn on_engine(n: u32, engine: &RemoteDocker, broker: &Broker) -> HostOptions {
-    let mut base = HostOptions::new(n, 1, 4096);
-    base.brokers = broker.address.clone();
-    base.local_engine = false;
-    base.plugin.routes = format!("docker = \"{}\"", engine.route());
-    base.plugin.config = format!("\"publish-ip\" = \"{}\"", engine.ip);
-    base
-}
-
-fn with_engine_tls(engine: &RemoteDocker) -> impl Fn(usize, &mut HostOptions) + '_ {
-    move |_, opts| {
-        opts.extra += &format!(
-            "[plugin.tls.docker]\ncert-dir = \"{}\"\n",
-            engine.client_certs.display()
-        );
-    }
-}
-
-/// Sends `guest/third` every 50 ms (20/s) until `stop`; returns the ids sent.
-fn steady_load(broker: &str, instance: u32, controller: &str, stop: &AtomicBool) -> Vec<String> {
-    let rt = Runtime::new().unwrap();
-    let sender = rt.block_on(Controller::on(broker, instance, controller));
-    let mut ids = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
-        let (id, delivery) = sender.invoke_queued("guest", "third", json!({}));
-        ids.push(id);
-        rt.spawn(delivery);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    rt.block_on(async { tokio::time::sleep(Duration::from_secs(1)).await });
-    ids
-}
-
-/// Runs `guest/{action}` and returns how it started and in which container.
-fn run_on(rt: &Runtime, c: &mut Controller, action: &str) -> (String, String) {
-    let id = rt.block_on(c.invoke("guest", action, false, json!({})));
-    let record = Controller::record(&c.wait_for(&id, WAIT));
-    let keepwarm = annotation(&record, "keepwarm").unwrap_or_else(|| panic!("{record}"));
-    (
-        keepwarm["start"].as_str().unwrap().to_owned(),
-        keepwarm["container"].as_str().unwrap().to_owned(),
-    )
-}
-
-#[test]
-fn the_active_hosts_machine_fails_under_load_and_a_standby_elsewhere_keeps_every_container() {
-    let _serial = serial();
+/// Builds the bed, and runs `scenario` on machine `ctl` with the cluster up.
+fn on_bed(base: u32, scenario: impl FnOnce(&mut World) + Send) {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     keepwarm_tests::keepwarm_bin();
     keepwarm_tests::component("keepwarm_docker");
     let mut bed = NetBed::new(&["ctl", "h1", "h2", "h3", "e1", "b"]);
     let engine = RemoteDocker::start(&mut bed, "e1");
     let broker_at = format!("{}:9092", bed.machine("b").ip);
-    let bed = &bed;
+    let (bed, engine) = (&bed, &engine);
     bed.inside("ctl", || {
         let broker = Broker::start_at(&broker_at, bed.prefix("b"));
         let rt = Runtime::new().unwrap();
-        let n = instance(7501);
-        let mut c = rt.block_on(Controller::on(&broker.address, n, &format!("m{n}")));
-        let mut cluster = Cluster::start_on(
-            bed,
-            &HOSTS,
-            &on_engine(n, &engine, &broker),
-            with_engine_tls(&engine),
-        );
-        let first = cluster.active(WAIT).unwrap_or_else(|| {
+        let instance = base * 10_000 + std::process::id() % 10_000;
+        let c = rt.block_on(Controller::on(
+            &broker.address,
+            instance,
+            &format!("m{instance}"),
+        ));
+        let mut options = HostOptions::new(instance, 1, 4096);
+        options.brokers = broker.address.clone();
+        options.local_engine = false;
+        options.plugin.routes = format!("docker = \"{}\"", engine.route());
+        options.plugin.config = format!("\"publish-ip\" = \"{}\"", engine.ip);
+        let cluster = Cluster::start_on(bed, &HOSTS, &options, |_, opts| {
+            opts.extra += &format!(
+                "[plugin.tls.docker]\ncert-dir = \"{}\"\n",
+                engine.client_certs.display()
+            );
+        });
+        let active = cluster.active(WAIT).unwrap_or_else(|| {
             panic!("no host became active\n{}", cluster.hosts[0].log());
         });
-        let status = cluster.status(first).unwrap();
+        let status = cluster.status(active).unwrap();
         assert_eq!(status["plugin"]["cluster_wide"], true, "{status}");
+        let mut world = World {
+            bed,
+            engine,
+            broker,
+            rt,
+            instance,
+            c,
+            cluster,
+            active,
+        };
+        scenario(&mut world);
+    });
+}
 
-        // two warm containers and a prewarm on the engine machine, all replicated
-        let warm: Vec<(&str, String)> = ["echo", "other"]
-            .into_iter()
-            .map(|action| (action, run_on(&rt, &mut c, action).1))
-            .collect();
+impl World<'_> {
+    /// Runs `guest/{action}` and returns how it started and in which container.
+    fn run(&mut self, action: &str) -> (String, String) {
+        let id = self
+            .rt
+            .block_on(self.c.invoke("guest", action, false, json!({})));
+        let record = Controller::record(&self.c.wait_for(&id, WAIT));
+        let keepwarm = annotation(&record, "keepwarm").unwrap_or_else(|| panic!("{record}"));
+        (
+            keepwarm["start"].as_str().unwrap().to_owned(),
+            keepwarm["container"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Waits until the engine has at least `at_least` containers and every one is in the
+    /// active host's replicated pool.
+    fn replicated(&self, at_least: usize) {
+        let (engine, cluster, active) = (self.engine, &self.cluster, self.active);
         eventually(
             Duration::from_secs(30),
             || {
                 format!(
                     "engine {:?}, replicated {:?}\n{}",
                     engine.containers(&cluster.label),
-                    cluster.status(first).map(|s| s["containers"].clone()),
-                    cluster.hosts[first].log()
+                    cluster.status(active).map(|s| s["containers"].clone()),
+                    cluster.hosts[active].log()
                 )
             },
             || {
                 let ids = engine.containers(&cluster.label);
-                let replicated = cluster.status(first)?["containers"].as_u64()? as usize;
-                (ids.len() >= 3 && ids.len() == replicated).then_some(())
+                let replicated = cluster.status(active)?["containers"].as_u64()? as usize;
+                (ids.len() >= at_least && ids.len() == replicated).then_some(())
             },
         );
+    }
 
-        // under a steady load (another action), the active host's whole machine dies
+    /// `guest/third` at 20/s from a thread of its own for 2 s, then through `fault`, then for
+    /// 2 s more; returns the ids sent and what `fault` returned.
+    fn under_load<T: Send>(
+        &mut self,
+        fault: impl FnOnce(&mut Self) -> T + Send,
+    ) -> (Vec<String>, T) {
         let stop = AtomicBool::new(false);
-        let (ids, second, status, took) = std::thread::scope(|s| {
-            let load = s.spawn(|| steady_load(&broker.address, n, &c.controller, &stop));
+        let (broker, instance) = (self.broker.address.clone(), self.instance);
+        let controller = self.c.controller.clone();
+        std::thread::scope(|s| {
+            let load = s.spawn(|| {
+                let rt = Runtime::new().unwrap();
+                let sender = rt.block_on(Controller::on(&broker, instance, &controller));
+                let mut ids = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let (id, delivery) = sender.invoke_queued("guest", "third", json!({}));
+                    ids.push(id);
+                    rt.spawn(delivery);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                // what is still queued goes out (a cut broker may need its reconnect)
+                rt.block_on(async { tokio::time::sleep(Duration::from_secs(2)).await });
+                ids
+            });
             std::thread::sleep(Duration::from_secs(2));
-            let failed_at = now_ms();
-            bed.fail(HOSTS[first]);
-            cluster.hosts[first].kill();
-            let second = cluster
-                .active(Duration::from_secs(10))
-                .expect("no standby on another machine took over");
-            let status = cluster.status(second).unwrap();
-            let took = status["consuming_since_ms"].as_i64().unwrap() - failed_at;
+            let out = fault(self);
             std::thread::sleep(Duration::from_secs(2));
             stop.store(true, Ordering::SeqCst);
-            (load.join().unwrap(), second, status, took)
+            (load.join().unwrap(), out)
+        })
+    }
+
+    /// Asserts every id in `ids` was acknowledged; returns their records.
+    fn all_answered(&mut self, ids: &[String], log_of: usize) -> Vec<Value> {
+        let all = self
+            .c
+            .poll_until(WAIT, |c| ids.iter().all(|i| c.received.contains_key(i)));
+        let missing = ids
+            .iter()
+            .filter(|i| !self.c.received.contains_key(*i))
+            .count();
+        assert!(
+            all,
+            "{missing} of {} activations lost\n{}",
+            ids.len(),
+            self.cluster.hosts[log_of].log()
+        );
+        ids.iter()
+            .map(|i| Controller::record(&self.c.received[i]))
+            .collect()
+    }
+
+    /// The host that is consuming now, and how long after `since_ms` it began.
+    fn next_active(&self, since_ms: i64, within: Duration) -> (usize, Value, i64) {
+        let next = self
+            .cluster
+            .active(within)
+            .expect("no standby on another machine took over");
+        let status = self.cluster.status(next).unwrap();
+        let took = status["consuming_since_ms"].as_i64().unwrap() - since_ms;
+        (next, status, took)
+    }
+}
+
+#[test]
+fn the_active_hosts_machine_fails_under_load_and_a_standby_elsewhere_keeps_every_container() {
+    on_bed(7501, |w| {
+        // two warm containers and a prewarm on the engine machine, all replicated
+        let warm: Vec<(&str, String)> = ["echo", "other"]
+            .into_iter()
+            .map(|action| (action, w.run(action).1))
+            .collect();
+        w.replicated(3);
+
+        // under a steady load (another action), the active host's whole machine dies
+        let first = w.active;
+        let (ids, (second, status, took)) = w.under_load(|w| {
+            let failed_at = now_ms();
+            w.bed.fail(HOSTS[first]);
+            w.cluster.hosts[first].kill();
+            w.next_active(failed_at, Duration::from_secs(10))
         });
         eprintln!(
             "machine failure → consuming on {}: {took} ms; takeover {}; {} activations sent",
@@ -153,23 +213,104 @@ fn the_active_hosts_machine_fails_under_load_and_a_standby_elsewhere_keeps_every
             status["last_takeover"]["reattached"].as_u64().unwrap() >= 2,
             "{status}"
         );
-        let all = c.poll_until(WAIT, |c| ids.iter().all(|i| c.received.contains_key(i)));
-        let missing = ids.iter().filter(|i| !c.received.contains_key(*i)).count();
-        assert!(
-            all,
-            "{missing} activations lost\n{}",
-            cluster.hosts[second].log()
-        );
+        w.all_answered(&ids, second);
 
         // the idle containers live on on the engine machine and run warm, same ids, from the
         // new host on another machine
         for (action, container) in &warm {
-            let (start, now) = run_on(&rt, &mut c, action);
+            let (start, now) = w.run(action);
             assert_eq!((start.as_str(), &now), ("warm", container), "{action}");
         }
-        assert_echo_runs_warm(&rt, &mut c, json!({"after": "machine failure"}));
-        drop(cluster);
-        drop(broker);
+        assert_echo_runs_warm(&w.rt, &mut w.c, json!({"after": "machine failure"}));
     });
-    drop(engine);
+}
+
+#[test]
+fn the_brokers_machine_cut_off_for_ten_seconds_loses_nothing_and_the_feed_resumes() {
+    on_bed(7502, |w| {
+        w.run("echo");
+        let active = w.active;
+        let (ids, ()) = w.under_load(|w| {
+            w.bed.cut("b");
+            std::thread::sleep(Duration::from_secs(10));
+            w.bed.mend("b");
+        });
+        let records = w.all_answered(&ids, active);
+        eprintln!("broker cut off 10 s: {} sent, 0 lost", records.len());
+        // nobody failed over: the broker's absence is not the active host's
+        assert_eq!(w.cluster.active(Duration::from_secs(1)), Some(active));
+        assert!(
+            records.iter().all(|r| r["response"]["statusCode"] == 0),
+            "{records:?}"
+        );
+        assert_echo_runs_warm(&w.rt, &mut w.c, json!({"after": "broker outage"}));
+    });
+}
+
+#[test]
+fn an_active_host_cut_off_from_its_peers_but_not_the_broker_never_runs_a_stale_activation() {
+    on_bed(7503, |w| {
+        w.run("echo");
+        w.replicated(2);
+        let first = w.active;
+        let peers: Vec<&str> = HOSTS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != first)
+            .map(|(_, h)| *h)
+            .collect();
+        let (ids, (second, status, took)) = w.under_load(|w| {
+            let cut_at = now_ms();
+            w.bed.isolate(HOSTS[first], &peers);
+            // the isolated host still reaches the broker and the engine; a standby claims
+            let next = keepwarm_tests::eventually(
+                Duration::from_secs(10),
+                || "no standby claimed".into(),
+                || {
+                    (0..HOSTS.len()).filter(|i| *i != first).find_map(|i| {
+                        let s = w.cluster.status(i)?;
+                        (s["consuming"] == true).then_some((i, s))
+                    })
+                },
+            );
+            let took = next.1["consuming_since_ms"].as_i64().unwrap() - cut_at;
+            (next.0, next.1, took)
+        });
+        eprintln!(
+            "partition of the active host from its peers → consuming on {}: {took} ms",
+            HOSTS[second]
+        );
+        let claimed_at = status["last_takeover"]["claimed_at_ms"].as_i64().unwrap();
+        let new_epoch = status["last_takeover"]["epoch"].as_u64().unwrap();
+        let records = w.all_answered(&ids, second);
+        // no stale run: nothing started under an older epoch after the new claim
+        let stale: Vec<&Value> = records
+            .iter()
+            .filter(|r| {
+                let epoch = annotation(r, "keepwarm").and_then(|k| k["epoch"].as_u64());
+                epoch.is_some_and(|e| e < new_epoch)
+                    && r["start"].as_i64().unwrap_or(0) >= claimed_at
+            })
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "stale runs after the claim at {claimed_at}: {stale:?}"
+        );
+        // the cut-off host stopped consuming, and rejoins as a standby once the links heal
+        w.bed.rejoin(HOSTS[first], &peers);
+        eventually(
+            Duration::from_secs(20),
+            || {
+                format!(
+                    "the isolated host rejoins\n{}",
+                    w.cluster.hosts[first].log()
+                )
+            },
+            || {
+                let s = w.cluster.status(first)?;
+                (s["consuming"] == false && s["epoch"].as_u64() == Some(new_epoch)).then_some(())
+            },
+        );
+        assert_echo_runs_warm(&w.rt, &mut w.c, json!({"after": "partition"}));
+    });
 }
