@@ -165,6 +165,11 @@ pub struct InvokerSection {
     /// next start). A second SIGTERM exits at once.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout_s: u64,
+    /// How often the engine's list of containers is checked against the pool: idle containers
+    /// it no longer lists (an engine machine failed) are forgotten, so no activation is sent
+    /// to them. The failover of an engine machine is noticed within this time.
+    #[serde(default = "default_reconcile_interval")]
+    pub reconcile_interval_s: u64,
 }
 
 /// Where activation logs go.
@@ -402,6 +407,9 @@ fn default_cluster() -> String {
 }
 fn default_drain_timeout() -> u64 {
     60
+}
+fn default_reconcile_interval() -> u64 {
+    2
 }
 fn default_max_response() -> usize {
     1 << 20
@@ -647,6 +655,10 @@ impl Config {
                 self.invoker.max_response_bytes == 0,
             ),
             ("[invoker] idle-timeout-s", self.invoker.idle_timeout_s == 0),
+            (
+                "[invoker] reconcile-interval-s",
+                self.invoker.reconcile_interval_s == 0,
+            ),
             (
                 "[invoker] activation-log-max-mb",
                 self.invoker.activation_log_max_mb == 0,

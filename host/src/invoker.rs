@@ -34,7 +34,11 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
     let pool = parts.pool(parts.factory.clone(), 0);
     remove_leftovers(&parts, &pool).await;
     pool.maintain().await;
-    let upkeep = upkeep(pool.clone(), None);
+    let upkeep = upkeep(
+        pool.clone(),
+        None,
+        parts.config.invoker.reconcile_interval_s,
+    );
     let runner = parts.runner(pool.clone(), parts.factory.clone(), None);
     let result = feed::run(parts.feed_config(), runner, parts.sink.clone(), shutdown).await;
     upkeep.abort();

@@ -199,10 +199,16 @@ impl Parts {
     }
 }
 
-/// Keeps prewarms topped up and idle containers timed out, every second; in cluster mode
-/// also puts the pool's counts (and why containers came and went) on the member's `/status`
-/// and destroys orphans every 10 s.
-pub(crate) fn upkeep(pool: Arc<Pool>, node: Option<Node>) -> tokio::task::JoinHandle<()> {
+/// Keeps prewarms topped up and idle containers timed out, every second; every
+/// `reconcile_every` seconds forgets idle containers the engine no longer lists (an engine
+/// machine failed); in cluster mode also puts the pool's counts (and why containers came and
+/// went) on the member's `/status` and destroys orphans every 10 s (a single host removes its
+/// leftovers at start instead).
+pub(crate) fn upkeep(
+    pool: Arc<Pool>,
+    node: Option<Node>,
+    reconcile_every: u64,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut n: u64 = 0;
@@ -210,11 +216,11 @@ pub(crate) fn upkeep(pool: Arc<Pool>, node: Option<Node>) -> tokio::task::JoinHa
             tick.tick().await;
             pool.maintain().await;
             n += 1;
+            let orphans = node.is_some() && n.is_multiple_of(10);
+            if orphans || n.is_multiple_of(reconcile_every.max(1)) {
+                pool.reconcile(orphans).await;
+            }
             if let Some(node) = &node {
-                // The active host reconciles the engine with its pool every 10 s.
-                if n.is_multiple_of(10) {
-                    pool.destroy_orphans().await;
-                }
                 let stats = pool.stats();
                 let retries = feed::PUBLISH_RETRIES.load(std::sync::atomic::Ordering::Relaxed);
                 node.report(|r| {

@@ -257,7 +257,11 @@ impl Member {
             commands_rx,
             lost_tx.clone(),
         ));
-        let upkeep = upkeep(pool.clone(), Some(node.clone()));
+        let upkeep = upkeep(
+            pool.clone(),
+            Some(node.clone()),
+            self.parts.config.invoker.reconcile_interval_s,
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
         let state = node.shared_state();
         let hooks = FeedHooks {

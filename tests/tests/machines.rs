@@ -22,11 +22,13 @@ const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 /// Several beds at once would share two cores with three hosts and a dockerd each.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// One bed, up: machines `ctl` (the test), `h1`–`h3` (keepwarm), `e1` (Docker over TLS) and
-/// `b` (the broker); a cluster consuming.
+/// One bed, up: machines `ctl` (the test), `h1`–`h3` (keepwarm), engine machines (Docker
+/// over TLS) and `b` (the broker); a cluster consuming.
 struct World<'a> {
     bed: &'a NetBed,
-    engine: &'a RemoteDocker,
+    /// The engine machines; with one, the plugin's route is `docker`, with several
+    /// `docker-<machine>`, each an entry of its `engines`.
+    engines: &'a [RemoteDocker],
     broker: Broker,
     rt: Runtime,
     instance: u32,
@@ -35,15 +37,54 @@ struct World<'a> {
     active: usize,
 }
 
-/// Builds the bed, and runs `scenario` on machine `ctl` with the cluster up.
-fn on_bed(base: u32, scenario: impl FnOnce(&mut World) + Send) {
+/// The Docker plugin's routes, config and TLS sections for `engines`.
+fn docker_on(engines: &[RemoteDocker], options: &mut HostOptions) -> String {
+    let route = |e: &RemoteDocker| match engines.len() {
+        1 => "docker".to_owned(),
+        _ => format!("docker-{}", e.machine),
+    };
+    let routes: Vec<String> = engines
+        .iter()
+        .map(|e| format!("\"{}\" = \"{}\"", route(e), e.route()))
+        .collect();
+    options.plugin.routes = routes.join(", ");
+    options.plugin.config = match engines {
+        [one] => format!("\"publish-ip\" = \"{}\"", one.ip),
+        several => {
+            let list: Vec<String> = several
+                .iter()
+                .map(|e| format!("{}@{}", route(e), e.ip))
+                .collect();
+            format!("engines = \"{}\"", list.join(", "))
+        }
+    };
+    engines
+        .iter()
+        .map(|e| {
+            format!(
+                "[plugin.tls.{}]\ncert-dir = \"{}\"\n",
+                route(e),
+                e.client_certs.display()
+            )
+        })
+        .collect()
+}
+
+/// Builds the bed with `engine_machines`, and runs `scenario` on machine `ctl` with the
+/// cluster up.
+fn on_bed(base: u32, engine_machines: &[&str], scenario: impl FnOnce(&mut World) + Send) {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     keepwarm_tests::keepwarm_bin();
     keepwarm_tests::component("keepwarm_docker");
-    let mut bed = NetBed::new(&["ctl", "h1", "h2", "h3", "e1", "b"]);
-    let engine = RemoteDocker::start(&mut bed, "e1");
+    let mut names = vec!["ctl", "h1", "h2", "h3", "b"];
+    names.extend(engine_machines);
+    let mut bed = NetBed::new(&names);
+    let engines: Vec<RemoteDocker> = engine_machines
+        .iter()
+        .map(|m| RemoteDocker::start(&mut bed, m))
+        .collect();
     let broker_at = format!("{}:9092", bed.machine("b").ip);
-    let (bed, engine) = (&bed, &engine);
+    let (bed, engines) = (&bed, &engines[..]);
     bed.inside("ctl", || {
         let broker = Broker::start_at(&broker_at, bed.prefix("b"));
         let rt = Runtime::new().unwrap();
@@ -53,17 +94,11 @@ fn on_bed(base: u32, scenario: impl FnOnce(&mut World) + Send) {
             instance,
             &format!("m{instance}"),
         ));
-        let mut options = HostOptions::new(instance, 1, 4096);
+        let mut options = HostOptions::new(instance, 1, 8192);
         options.brokers = broker.address.clone();
         options.local_engine = false;
-        options.plugin.routes = format!("docker = \"{}\"", engine.route());
-        options.plugin.config = format!("\"publish-ip\" = \"{}\"", engine.ip);
-        let cluster = Cluster::start_on(bed, &HOSTS, &options, |_, opts| {
-            opts.extra += &format!(
-                "[plugin.tls.docker]\ncert-dir = \"{}\"\n",
-                engine.client_certs.display()
-            );
-        });
+        let tls = docker_on(engines, &mut options);
+        let cluster = Cluster::start_on(bed, &HOSTS, &options, |_, opts| opts.extra += &tls);
         let active = cluster.active(WAIT).unwrap_or_else(|| {
             panic!("no host became active\n{}", cluster.hosts[0].log());
         });
@@ -71,7 +106,7 @@ fn on_bed(base: u32, scenario: impl FnOnce(&mut World) + Send) {
         assert_eq!(status["plugin"]["cluster_wide"], true, "{status}");
         let mut world = World {
             bed,
-            engine,
+            engines,
             broker,
             rt,
             instance,
@@ -97,29 +132,37 @@ impl World<'_> {
         )
     }
 
-    /// Waits until the engine has at least `at_least` containers and every one is in the
+    /// The cluster's containers on every engine.
+    fn containers(&self) -> usize {
+        self.engines
+            .iter()
+            .map(|e| e.containers(&self.cluster.label).len())
+            .sum()
+    }
+
+    /// Waits until the engines have at least `at_least` containers and every one is in the
     /// active host's replicated pool.
     fn replicated(&self, at_least: usize) {
-        let (engine, cluster, active) = (self.engine, &self.cluster, self.active);
+        let (cluster, active) = (&self.cluster, self.active);
         eventually(
             Duration::from_secs(30),
             || {
                 format!(
-                    "engine {:?}, replicated {:?}\n{}",
-                    engine.containers(&cluster.label),
+                    "engines {}, replicated {:?}\n{}",
+                    self.containers(),
                     cluster.status(active).map(|s| s["containers"].clone()),
                     cluster.hosts[active].log()
                 )
             },
             || {
-                let ids = engine.containers(&cluster.label);
+                let on_engines = self.containers();
                 let replicated = cluster.status(active)?["containers"].as_u64()? as usize;
-                (ids.len() >= at_least && ids.len() == replicated).then_some(())
+                (on_engines >= at_least && on_engines == replicated).then_some(())
             },
         );
     }
 
-    /// `guest/third` at 20/s from a thread of its own for 2 s, then through `fault`, then for
+    /// `guest/third` at 10/s from a thread of its own for 2 s, then through `fault`, then for
     /// 2 s more; returns the ids sent and what `fault` returned.
     fn under_load<T: Send>(
         &mut self,
@@ -137,16 +180,24 @@ impl World<'_> {
                     let (id, delivery) = sender.invoke_queued("guest", "third", json!({}));
                     ids.push(id);
                     rt.spawn(delivery);
-                    std::thread::sleep(Duration::from_millis(50));
+                    std::thread::sleep(Duration::from_millis(100));
                 }
                 // what is still queued goes out (a cut broker may need its reconnect)
                 rt.block_on(async { tokio::time::sleep(Duration::from_secs(2)).await });
                 ids
             });
+            // the load stops however this ends (a failed assertion in `fault` included)
+            struct StopOnExit<'s>(&'s AtomicBool);
+            impl Drop for StopOnExit<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let stopping = StopOnExit(&stop);
             std::thread::sleep(Duration::from_secs(2));
             let out = fault(self);
             std::thread::sleep(Duration::from_secs(2));
-            stop.store(true, Ordering::SeqCst);
+            drop(stopping);
             (load.join().unwrap(), out)
         })
     }
@@ -185,7 +236,7 @@ impl World<'_> {
 
 #[test]
 fn the_active_hosts_machine_fails_under_load_and_a_standby_elsewhere_keeps_every_container() {
-    on_bed(7501, |w| {
+    on_bed(7501, &["e1"], |w| {
         // two warm containers and a prewarm on the engine machine, all replicated
         let warm: Vec<(&str, String)> = ["echo", "other"]
             .into_iter()
@@ -227,7 +278,7 @@ fn the_active_hosts_machine_fails_under_load_and_a_standby_elsewhere_keeps_every
 
 #[test]
 fn the_brokers_machine_cut_off_for_ten_seconds_loses_nothing_and_the_feed_resumes() {
-    on_bed(7502, |w| {
+    on_bed(7502, &["e1"], |w| {
         w.run("echo");
         let active = w.active;
         let (ids, ()) = w.under_load(|w| {
@@ -249,7 +300,7 @@ fn the_brokers_machine_cut_off_for_ten_seconds_loses_nothing_and_the_feed_resume
 
 #[test]
 fn an_active_host_cut_off_from_its_peers_but_not_the_broker_never_runs_a_stale_activation() {
-    on_bed(7503, |w| {
+    on_bed(7503, &["e1"], |w| {
         w.run("echo");
         w.replicated(2);
         let first = w.active;
@@ -312,5 +363,119 @@ fn an_active_host_cut_off_from_its_peers_but_not_the_broker_never_runs_a_stale_a
             },
         );
         assert_echo_runs_warm(&w.rt, &mut w.c, json!({"after": "partition"}));
+    });
+}
+
+#[test]
+fn an_engine_machine_fails_under_load_and_its_containers_are_recreated_on_the_other() {
+    on_bed(7504, &["e1", "e2"], |w| {
+        // containers on both engine machines (placed round robin)
+        for action in ["echo", "other", "third"] {
+            w.run(action);
+        }
+        w.replicated(4);
+        let per_engine: Vec<Vec<String>> = w
+            .engines
+            .iter()
+            .map(|e| e.containers(&w.cluster.label))
+            .collect();
+        let (victim, survivor) = if per_engine[0].len() >= per_engine[1].len() {
+            (0, 1)
+        } else {
+            (1, 0)
+        };
+        let lost = per_engine[victim].len();
+        assert!(
+            lost > 0 && !per_engine[survivor].is_empty(),
+            "{per_engine:?}"
+        );
+        let (victim_ip, survivor_ip) =
+            (w.engines[victim].ip.clone(), w.engines[survivor].ip.clone());
+        let active = w.active;
+
+        // under load, the engine machine with the most containers dies; the active host
+        // notices at its next reconcile (the engine's list no longer has them)
+        let (ids, (failed_at, noticed_at)) = w.under_load(|w| {
+            let failed_at = now_ms();
+            w.bed.fail(&w.engines[victim].machine);
+            let noticed_at = eventually(
+                Duration::from_secs(20),
+                || {
+                    format!(
+                        "the pool never forgot the dead engine's containers\n{}",
+                        w.cluster.hosts[active].log()
+                    )
+                },
+                || {
+                    let s = w.cluster.status(active)?;
+                    (s["pool"]["churn"]["vanished"].as_u64()? > 0).then(now_ms)
+                },
+            );
+            (failed_at, noticed_at)
+        });
+        let records = w.all_answered(&ids, active);
+        let ran_on_victim = |r: &Value| {
+            annotation(r, "keepwarm")
+                .and_then(|k| {
+                    k["address"]
+                        .as_str()
+                        .map(|a| a.starts_with(&format!("{victim_ip}:")))
+                })
+                .unwrap_or(false)
+        };
+        let started = |r: &Value| r["start"].as_i64().unwrap_or(0);
+        // once noticed, nothing is sent there and nothing fails
+        let after: Vec<&Value> = records.iter().filter(|r| started(r) > noticed_at).collect();
+        assert!(!after.is_empty());
+        let bad: Vec<&&Value> = after
+            .iter()
+            .filter(|r| ran_on_victim(r) || r["response"]["statusCode"] != 0)
+            .collect();
+        assert!(bad.is_empty(), "after the pool noticed: {bad:?}");
+        // before, only what was already placed on the dead machine could fail
+        let failed = records
+            .iter()
+            .filter(|r| r["response"]["statusCode"] != 0)
+            .count();
+        let slowest = records
+            .iter()
+            .filter(|r| started(r) >= failed_at)
+            .map(|r| r["end"].as_i64().unwrap_or(0) - failed_at)
+            .max()
+            .unwrap_or(0);
+        eprintln!(
+            "engine machine failure: {lost} containers lost with it, noticed after {} ms; {} \
+             activations sent, {failed} answered with an error (placed on the dead machine \
+             before it was noticed), none lost; the last one sent during the fault answered \
+             {slowest} ms after the failure",
+            noticed_at - failed_at,
+            ids.len()
+        );
+
+        // the pool forgot the dead machine's containers: what it holds is on the survivor
+        eventually(
+            Duration::from_secs(20),
+            || {
+                format!(
+                    "the pool still holds containers of the dead engine\n{}",
+                    w.cluster.hosts[active].log()
+                )
+            },
+            || {
+                let s = w.cluster.status(active)?;
+                let held = s["containers"].as_u64()? as usize;
+                (held == w.engines[survivor].containers(&w.cluster.label).len()).then_some(())
+            },
+        );
+        // every action runs again, on the surviving engine machine
+        for action in ["echo", "other", "third"] {
+            let id = w.rt.block_on(w.c.invoke("guest", action, false, json!({})));
+            let record = Controller::record(&w.c.wait_for(&id, WAIT));
+            let address = annotation(&record, "keepwarm").unwrap()["address"].clone();
+            assert!(
+                address.as_str().unwrap().starts_with(&survivor_ip),
+                "{action} ran at {address}: {record}"
+            );
+        }
     });
 }

@@ -46,6 +46,11 @@ impl ProxyClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        // a container whose machine died answers nothing: keepalive probes end the wait for
+        // its response in ~5 s rather than at the action's timeout
+        connector.set_keepalive(Some(Duration::from_secs(2)));
+        connector.set_keepalive_interval(Some(Duration::from_secs(1)));
+        connector.set_keepalive_retries(Some(3));
         ProxyClient {
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(90))

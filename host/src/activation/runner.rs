@@ -187,36 +187,51 @@ impl Runner {
         };
         ran.action = Some(action.clone());
         let clock = std::time::Instant::now();
-        let allocation = match self.pool.acquire(&want).await {
-            Ok(l) => l,
-            Err(PoolError::Create(CallError::Fenced { .. })) => return None,
-            Err(e) => {
-                tracing::warn!(activation = %msg.activation_id, "{e}");
-                let response = ActivationResponse::whisk_error(format!(
-                    "Failed to run container with image '{}': {e}",
-                    want.image
-                ));
-                return Some(self.finish(&ran, response, Vec::new()));
-            }
-        };
-        if self.fenced() {
-            self.pool.release(&allocation, untouched(&allocation));
-            return None;
-        }
-        let acquired = clock.elapsed();
-        let (response, init_ms, fate) = match self
-            .execute(msg, &action, &args, &want.key, &allocation)
-            .await
-        {
-            Ok(done) => done,
-            Err(Fenced { initialized }) => {
-                let fate = if initialized {
-                    Fate::Reuse
-                } else {
-                    untouched(&allocation)
-                };
-                self.pool.release(&allocation, fate);
+        let mut placements = 0;
+        let (allocation, acquired, (response, init_ms, fate)) = loop {
+            let allocation = match self.pool.acquire(&want).await {
+                Ok(l) => l,
+                Err(PoolError::Create(CallError::Fenced { .. })) => return None,
+                Err(e) => {
+                    tracing::warn!(activation = %msg.activation_id, "{e}");
+                    let response = ActivationResponse::whisk_error(format!(
+                        "Failed to run container with image '{}': {e}",
+                        want.image
+                    ));
+                    return Some(self.finish(&ran, response, Vec::new()));
+                }
+            };
+            if self.fenced() {
+                self.pool.release(&allocation, untouched(&allocation));
                 return None;
+            }
+            let acquired = clock.elapsed();
+            placements += 1;
+            match self
+                .execute(msg, &action, &args, &want.key, &allocation)
+                .await
+            {
+                Ok(done) => break (allocation, acquired, done),
+                Err(Interrupted::Fenced { initialized }) => {
+                    let fate = if initialized {
+                        Fate::Reuse
+                    } else {
+                        untouched(&allocation)
+                    };
+                    self.pool.release(&allocation, fate);
+                    return None;
+                }
+                Err(Interrupted::Unsent) => {
+                    tracing::warn!(activation = %msg.activation_id, container = %allocation.container.id,
+                        "the engine lost the container before the activation reached it; placing it again ({placements} of {PLACEMENTS})");
+                    self.pool.release(&allocation, Fate::Destroy);
+                    if placements >= PLACEMENTS {
+                        let response = ActivationResponse::whisk_error(format!(
+                            "The action could not be placed: the engine lost {PLACEMENTS} containers in a row before the activation reached them"
+                        ));
+                        return Some(self.finish(&ran, response, Vec::new()));
+                    }
+                }
             }
         };
         ran.allocation = Some(allocation.clone());
@@ -264,7 +279,7 @@ impl Runner {
         args: &Arguments,
         key: &WarmKey,
         allocation: &Allocation,
-    ) -> Result<(ActivationResponse, Option<i64>, Fate), Fenced> {
+    ) -> Result<(ActivationResponse, Option<i64>, Fate), Interrupted> {
         let address = &allocation.container.address;
         let timeout = action.limits.timeout as i64;
         let mut init_ms = None;
@@ -287,10 +302,13 @@ impl Runner {
                         Fate::Destroy,
                     ))
                 }
-                Err(ProxyError::Fenced) => return Err(Fenced { initialized: false }),
+                Err(ProxyError::Fenced) => return Err(Interrupted::Fenced { initialized: false }),
                 // The lease lapsed meanwhile: the next active host may have destroyed this
                 // container as busy. Not this activation's fault: it is the next host's.
-                Err(_) if self.fenced() => return Err(Fenced { initialized: false }),
+                Err(_) if self.fenced() => return Err(Interrupted::Fenced { initialized: false }),
+                Err(ProxyError::Connect { .. }) if self.pool.vanished(&allocation.container.id) => {
+                    return Err(Interrupted::Unsent)
+                }
                 Err(e) => {
                     return Ok((
                         proxy_failure(&e, action, "initialization"),
@@ -311,6 +329,7 @@ impl Runner {
                 // engine says it runs or is itself unavailable, for up to pool::ENGINE_OUTAGE.
                 Err(ProxyError::Connect { .. })
                     if outage.may_wait()
+                        && !self.pool.vanished(&allocation.container.id)
                         && self.pool.may_still_answer(&allocation.container).await =>
                 {
                     tracing::warn!(activation = %msg.activation_id, container = %allocation.container.id,
@@ -330,8 +349,13 @@ impl Runner {
                 };
                 Ok((response, init_ms, fate))
             }
-            Err(ProxyError::Fenced) => Err(Fenced { initialized: true }),
-            Err(_) if self.fenced() => Err(Fenced { initialized: true }),
+            Err(ProxyError::Fenced) => Err(Interrupted::Fenced { initialized: true }),
+            Err(_) if self.fenced() => Err(Interrupted::Fenced { initialized: true }),
+            // Nothing was sent, and the engine no longer lists the container (its machine
+            // failed): the activation goes to another container.
+            Err(ProxyError::Connect { .. }) if self.pool.vanished(&allocation.container.id) => {
+                Err(Interrupted::Unsent)
+            }
             Err(e) => Ok((proxy_failure(&e, action, "run"), init_ms, Fate::Destroy)),
         }
     }
@@ -499,10 +523,17 @@ impl Runner {
     }
 }
 
-/// The lease lapsed before `/init` (`initialized: false`) or `/run` was sent.
-struct Fenced {
-    initialized: bool,
+/// Why an activation stopped before its container answered.
+enum Interrupted {
+    /// The lease lapsed before `/init` (`initialized: false`) or `/run` was sent.
+    Fenced { initialized: bool },
+    /// The container's engine stopped listing it before anything reached it.
+    Unsent,
 }
+
+/// How many containers one activation is tried on when the engine loses them before
+/// anything was sent (an engine machine failed).
+const PLACEMENTS: usize = 3;
 
 /// How to give back a container no request was sent to.
 fn untouched(allocation: &Allocation) -> Fate {

@@ -26,6 +26,25 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+/// How long a TCP connection to an engine may take: an engine on another machine that
+/// died answers nothing, and a call should fail fast enough for the plugin to try another.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An engine machine that dies answers nothing: a pooled connection to it would wait for a
+/// response until the plugin's call deadline. Keepalive probes find an idle or waiting
+/// connection dead within ~5 s, and unacknowledged data fails the socket after 5 s, so the
+/// call fails as `unavailable` and the plugin can go on without that engine.
+fn notice_a_dead_peer(stream: &TcpStream) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    socket.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(2))
+            .with_interval(Duration::from_secs(1))
+            .with_retries(3),
+    )?;
+    socket.set_tcp_user_timeout(Some(Duration::from_secs(5)))
+}
+
 /// Where one authority leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -360,8 +379,16 @@ impl tower_service::Service<http::Uri> for Connector {
                     endpoint: Endpoint::Tcp(addr),
                     tls,
                 }) => {
-                    let s = TcpStream::connect(&addr).await?;
+                    let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no connection to {addr} within {CONNECT_TIMEOUT:?}"),
+                            )
+                        })??;
                     s.set_nodelay(true)?;
+                    notice_a_dead_peer(&s)?;
                     match tls {
                         None => Stream::Tcp(s),
                         Some(tls) => {

@@ -20,11 +20,15 @@ pub struct Churn {
     pub destroyed_failed: u64,
     /// Labelled containers the pool did not know (found by the periodic reconcile).
     pub destroyed_orphans: u64,
+    /// Containers the engine no longer listed (their engine machine failed, or they were
+    /// removed behind the host's back), found by the periodic reconcile: idle ones are
+    /// forgotten at once, busy ones when their activation gives them back.
+    pub vanished: u64,
 }
 
 impl Churn {
     /// Each count with its cause, as `/metrics` labels them.
-    pub fn by_cause(&self) -> [(&'static str, u64); 7] {
+    pub fn by_cause(&self) -> [(&'static str, u64); 8] {
         [
             ("created_prewarm", self.created_prewarm),
             ("created_cold", self.created_cold),
@@ -33,6 +37,7 @@ impl Churn {
             ("destroyed_prewarm_expired", self.destroyed_prewarm_expired),
             ("destroyed_failed", self.destroyed_failed),
             ("destroyed_orphans", self.destroyed_orphans),
+            ("vanished", self.vanished),
         ]
     }
 }

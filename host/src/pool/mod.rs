@@ -127,6 +127,15 @@ pub enum PoolError {
     Create(#[from] CallError),
 }
 
+/// What one [`Pool::reconcile`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Idle containers the engine no longer listed, forgotten.
+    pub vanished: usize,
+    /// Containers the pool did not know, destroyed.
+    pub orphans: usize,
+}
+
 /// Counts by state, for status and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -365,35 +374,73 @@ impl Pool {
         }
     }
 
-    /// Reconciles the pool with what the engine lists under this pool's label: containers
-    /// the pool neither holds nor is creating are orphans (e.g. created by a host that lost
-    /// its lease while the call was in the engine) and are destroyed. Returns how many.
-    pub async fn destroy_orphans(&self) -> usize {
+    /// Reconciles the pool with what the engine lists under this pool's label. Idle
+    /// containers the engine no longer lists are forgotten (an engine machine failed: its
+    /// containers are gone, and no activation is sent to them) and busy ones are marked
+    /// [`Pool::vanished`]; with `destroy_orphans`,
+    /// containers the pool neither holds nor is creating (e.g. created by a host that lost its
+    /// lease while the call was in the engine, or left on an engine machine that came back)
+    /// are destroyed. A list that fails changes nothing.
+    pub async fn reconcile(&self, destroy_orphans: bool) -> Reconciled {
         let labels = cluster_labels(&self.config.cluster);
+        let held_before = self.state.lock().expect("pool lock").ids();
         let listed = match self.factory.list_containers(labels).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!("reconcile: cannot list containers: {e}");
-                return 0;
+                return Reconciled::default();
             }
         };
-        let orphans: Vec<String> = {
+        let listed_ids: std::collections::HashSet<&str> =
+            listed.iter().map(|c| c.id.as_str()).collect();
+        let (vanished, orphans) = {
             let mut st = self.state.lock().expect("pool lock");
-            let orphans: Vec<String> = listed
+            let (vanished, busy): (Vec<String>, Vec<String>) = held_before
                 .into_iter()
-                .filter(|c| !st.holds(&c.id) && !st.creating.contains(&c.name))
-                .map(|c| c.id)
-                .collect();
+                .filter(|id| !listed_ids.contains(id.as_str()) && st.holds(id))
+                .partition(|id| st.is_idle(id));
+            for id in &vanished {
+                st.remove(id);
+            }
+            // a busy one is destroyed when its activation gives it back
+            let marked = busy.iter().filter(|id| st.mark_vanished(id)).count();
+            st.churn.vanished += (vanished.len() + marked) as u64;
+            let orphans: Vec<String> = if destroy_orphans {
+                listed
+                    .iter()
+                    .filter(|c| !st.holds(&c.id) && !st.creating.contains(&c.name))
+                    .map(|c| c.id.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
             st.churn.destroyed_orphans += orphans.len() as u64;
-            orphans
+            (vanished, orphans)
         };
+        for id in &vanished {
+            tracing::warn!(container = %id, "reconcile: the engine no longer lists this idle container; forgetting it");
+            self.emit(PoolEvent::Destroyed { id: id.clone() });
+        }
+        if !vanished.is_empty() {
+            self.freed.notify_waiters();
+        }
         for id in &orphans {
             tracing::info!(container = %id, "reconcile: destroying a container the pool does not know");
             if let Err(e) = self.factory.destroy(id).await {
                 tracing::debug!(container = %id, "reconcile destroy: {e}");
             }
         }
-        orphans.len()
+        Reconciled {
+            vanished: vanished.len(),
+            orphans: orphans.len(),
+        }
+    }
+
+    /// Whether the engine stopped listing container `id` while an activation held it (or
+    /// the pool forgot it): a request not yet sent to it must go to another container.
+    pub fn vanished(&self, id: &str) -> bool {
+        let st = self.state.lock().expect("pool lock");
+        st.has_vanished(id) || !st.holds(id)
     }
 
     async fn create_for(&self, want: &Want) -> Result<Allocation, PoolError> {

@@ -33,6 +33,9 @@ pub struct State {
     /// Containers this pool created (not adopted).
     created: u64,
     pub churn: Churn,
+    /// Busy containers the engine no longer lists: what runs in them is lost with their
+    /// engine, and a request not yet sent must go elsewhere.
+    vanished: std::collections::HashSet<String>,
     /// Kinds of prewarm containers being created right now.
     pub pending_prewarm: Vec<String>,
     /// Cold starts per (kind, memory) since the last upkeep, for reactive prewarming.
@@ -85,6 +88,7 @@ impl State {
     }
 
     pub fn remove(&mut self, id: &str) -> Option<Entry> {
+        self.vanished.remove(id);
         let e = self.entries.remove(id)?;
         self.used_mb -= u64::from(e.memory_mb);
         Some(e)
@@ -170,6 +174,24 @@ impl State {
 
     pub fn holds(&self, id: &str) -> bool {
         self.entries.contains_key(id)
+    }
+
+    /// Ids of every container held.
+    pub fn ids(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
+
+    /// Marks a busy container its engine no longer lists; true the first time.
+    pub fn mark_vanished(&mut self, id: &str) -> bool {
+        self.entries.contains_key(id) && self.vanished.insert(id.to_owned())
+    }
+
+    pub fn has_vanished(&self, id: &str) -> bool {
+        self.vanished.contains(id)
+    }
+
+    pub fn is_idle(&self, id: &str) -> bool {
+        self.entries.get(id).is_some_and(|e| e.in_flight == 0)
     }
 
     /// The action a warm container holds.

@@ -185,3 +185,38 @@ async fn churn_counts_failed_containers() {
     pool.release(&a, Fate::Destroy);
     assert_eq!(pool.stats().churn.destroyed_failed, 1);
 }
+
+#[tokio::test]
+async fn containers_the_engine_no_longer_lists_are_forgotten_when_idle_and_marked_when_busy() {
+    // the fake engine lists nothing: as an engine machine that failed, for every container
+    let (_, pool) = pool(1024, Vec::new());
+    let idle = pool.acquire(&want("a")).await.unwrap();
+    pool.release(&idle, Fate::Reuse);
+    let busy = pool.acquire(&want("b")).await.unwrap();
+    let mut events = pool.subscribe();
+    let changed = pool.reconcile(false).await;
+    assert_eq!(
+        changed,
+        Reconciled {
+            vanished: 1,
+            orphans: 0
+        }
+    );
+    assert!(
+        matches!(events.try_recv(), Ok(PoolEvent::Destroyed { id }) if id == idle.container.id)
+    );
+    assert!(pool.vanished(&idle.container.id), "forgotten");
+    assert!(
+        pool.vanished(&busy.container.id),
+        "marked while its activation holds it"
+    );
+    assert_eq!(pool.stats().churn.vanished, 2);
+    // a second pass counts nothing twice; the busy one goes when given back
+    pool.reconcile(false).await;
+    assert_eq!(pool.stats().churn.vanished, 2);
+    pool.release(&busy, Fate::Destroy);
+    assert_eq!(pool.stats().busy, 0);
+    // a warm container for `a` is no longer offered
+    let again = pool.acquire(&want("a")).await.unwrap();
+    assert_eq!(again.start, Start::Cold);
+}

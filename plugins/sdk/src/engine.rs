@@ -108,17 +108,22 @@ impl EngineSettings {
     }
 }
 
+/// Whether an address is one other machines can reach the engine's machine at: neither
+/// loopback nor unspecified (a host name other than `localhost` is taken to be).
+pub fn shared_address(ip: &str) -> bool {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_loopback() && !ip.is_unspecified(),
+        Err(_) => !ip.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 impl EngineSettings {
     /// Whether every member of a cluster can reach the containers: their address is
-    /// `publish-ip`, and it is neither loopback nor unspecified (an engine on another machine,
+    /// `publish-ip`, and it is a [`shared_address`] (an engine on another machine,
     /// publishing on an address the members route to). A container IP on the engine's own
     /// network, or 127.0.0.1, is reached only from the engine's machine.
     pub fn cluster_wide(&self) -> bool {
-        self.address == AddressMode::Published
-            && match self.publish_ip.parse::<std::net::IpAddr>() {
-                Ok(ip) => !ip.is_loopback() && !ip.is_unspecified(),
-                Err(_) => !self.publish_ip.eq_ignore_ascii_case("localhost"),
-            }
+        self.address == AddressMode::Published && shared_address(&self.publish_ip)
     }
 
     /// The capabilities of a Docker-compatible engine plugin with these settings (`None`:

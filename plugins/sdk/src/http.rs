@@ -104,6 +104,11 @@ pub fn post_json<B: Serialize>(url: &str, body: &B) -> Result<Response, FactoryE
     )
 }
 
+/// Milliseconds on the host's monotonic clock (for a plugin's own timers between calls).
+pub fn monotonic_ms() -> u64 {
+    monotonic_clock::now() / 1_000_000
+}
+
 /// Sends one request and reads the whole response.
 pub fn request(
     method: &str,

@@ -299,6 +299,32 @@ fn cgroup_pids(cgroup: &str) -> Vec<u32> {
     pids
 }
 
+/// Removes `cgroup`'s (now empty) directories under every hierarchy, deepest first.
+fn remove_cgroup(cgroup: &str) {
+    fn remove(dir: &std::path::Path) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                remove(&entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    for root in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let dir = root.path().join(cgroup);
+        if dir.is_dir() {
+            remove(&dir);
+        }
+    }
+    let v2 = std::path::Path::new("/sys/fs/cgroup").join(cgroup);
+    if v2.is_dir() {
+        remove(&v2);
+    }
+}
+
 fn collect_procs(dir: &std::path::Path, pids: &mut Vec<u32>) {
     if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
         pids.extend(text.lines().filter_map(|l| l.parse::<u32>().ok()));
@@ -315,6 +341,9 @@ impl Drop for NetBed {
         for m in &self.machines {
             self.killed_all(&m.name);
             let _ = Command::new("ip").args(["netns", "del", &m.netns]).status();
+            if let Some(cgroup) = &m.cgroup {
+                remove_cgroup(cgroup);
+            }
         }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.switch])
