@@ -1,5 +1,5 @@
 # keepwarm — one target for each thing a developer does.
-.PHONY: test demo bench chaos verify plugins image
+.PHONY: test demo demo-machines bench chaos verify plugins image
 
 ## Install and start everything the tests need, run the gates and all tests, stop what started.
 test:
@@ -8,6 +8,10 @@ test:
 ## The demo (see README).
 demo:
 	bash scripts/demo.sh
+
+## The same demo across machines (network namespaces; needs root): a machine fails, not a process.
+demo-machines:
+	KW_DEMO=machines bash scripts/demo.sh
 
 ## Benchmarks (not part of the tests: run on a quiet machine, read the ratios).
 bench:

@@ -356,3 +356,34 @@ impl Member {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(local_engine: bool) -> ClusterSection {
+        let toml = format!(
+            "id = 1\npeers = {{ 1 = \"127.0.0.1:7000\" }}\nlocal-engine = {local_engine}\n"
+        );
+        toml::from_str(&toml).unwrap()
+    }
+
+    #[test]
+    fn a_plugin_only_this_machine_reaches_needs_local_engine_and_is_then_flagged() {
+        assert_eq!(engine_reach("docker", true, &cluster(false)).unwrap(), None);
+        let refused = engine_reach("docker", false, &cluster(false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("not cluster-wide") && refused.contains("local-engine = true"),
+            "{refused}"
+        );
+        let warning = engine_reach("docker", false, &cluster(true))
+            .unwrap()
+            .unwrap();
+        assert!(
+            warning.contains("a machine failure loses them"),
+            "{warning}"
+        );
+    }
+}

@@ -4,10 +4,17 @@
 //! activations lost and duplicated, whether each action that had a warm container re-attached
 //! ran **warm** first thing on the new host, and why containers came or went afterwards.
 //! Exits non-zero when an activation is lost or a re-attached warm container was not reused.
+//!
+//! `KW_DEMO=machines` (`make demo-machines`) runs the same story across machines: each host,
+//! the Docker engine (over TLS) and the broker on a machine of its own (network namespaces,
+//! `keepwarm_tests::netbed`), and the active host's whole machine fails instead of its process.
 
+use keepwarm_tests::chaos::broker::Broker;
 use keepwarm_tests::cluster::Cluster;
-use keepwarm_tests::host::containers_of;
+use keepwarm_tests::host::{containers_of, HostOptions};
 use keepwarm_tests::kafka::{annotation, Controller};
+use keepwarm_tests::netbed::engine::{docker_plugin, RemoteDocker};
+use keepwarm_tests::netbed::NetBed;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,14 +47,116 @@ fn start_of(record: &Value) -> (String, String) {
     )
 }
 
+const MACHINES: [&str; 3] = ["h1", "h2", "h3"];
+
+/// Where the demo runs.
+enum Stage<'a> {
+    /// Every host on this machine, sharing its Docker daemon and the broker (the default).
+    Local,
+    /// Each host, the engine and the broker on a machine of its own.
+    Machines {
+        bed: &'a NetBed,
+        engine: &'a RemoteDocker,
+        broker: &'a Broker,
+    },
+}
+
+impl Stage<'_> {
+    fn start(&self, instance: u32) -> (Controller, Cluster) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        match self {
+            Stage::Local => {
+                println!(
+                    "== starting three keepwarm hosts (Raft over mutual TLS on loopback, Docker plugin, invoker{instance})"
+                );
+                let c = rt.block_on(Controller::new(instance, &format!("demo{instance}")));
+                (c, Cluster::start(3, instance, 2))
+            }
+            Stage::Machines {
+                bed,
+                engine,
+                broker,
+            } => {
+                println!(
+                    "== starting three keepwarm hosts on machines h1-h3 ({}), the Docker engine on \
+                     e1 ({}, TLS), the broker on b ({}); invoker{instance}",
+                    MACHINES.map(|m| bed.machine(m).ip.clone()).join(", "),
+                    engine.ip,
+                    broker.address
+                );
+                let c = rt.block_on(Controller::on(
+                    &broker.address,
+                    instance,
+                    &format!("demo{instance}"),
+                ));
+                let mut options = HostOptions::new(instance, 2, 2048);
+                options.brokers = broker.address.clone();
+                let tls = docker_plugin(std::slice::from_ref(engine), &mut options);
+                let cluster = Cluster::start_on(bed, &MACHINES, &options, |_, o| o.extra += &tls);
+                (c, cluster)
+            }
+        }
+    }
+
+    /// Kills the active host (its process, or its whole machine); says what it did.
+    fn fail(&self, cluster: &mut Cluster, victim: usize) -> String {
+        match self {
+            Stage::Local => {
+                cluster.hosts[victim].kill();
+                format!("killed host {} (SIGKILL)", victim + 1)
+            }
+            Stage::Machines { bed, .. } => {
+                bed.fail(MACHINES[victim]);
+                cluster.hosts[victim].kill();
+                format!(
+                    "machine {} failed (every process killed, its link cut)",
+                    MACHINES[victim]
+                )
+            }
+        }
+    }
+
+    /// The cluster's containers on the engine (short ids, as `docker ps` prints them).
+    fn container_ids(&self, label: &str) -> Vec<String> {
+        match self {
+            Stage::Local => containers_of(label),
+            Stage::Machines { engine, .. } => engine
+                .containers(label)
+                .into_iter()
+                .map(|id| id.chars().take(12).collect())
+                .collect(),
+        }
+    }
+
+    fn containers(&self, label: &str) -> usize {
+        self.container_ids(label).len()
+    }
+}
+
 fn main() {
+    if std::env::var("KW_DEMO").as_deref() != Ok("machines") {
+        return demo(&Stage::Local);
+    }
+    keepwarm_tests::keepwarm_bin();
+    keepwarm_tests::component("keepwarm_docker");
+    let mut bed = NetBed::new(&["ctl", "h1", "h2", "h3", "e1", "b"]);
+    let engine = RemoteDocker::start(&mut bed, "e1");
+    let broker_at = format!("{}:9092", bed.machine("b").ip);
+    let (bed, engine) = (&bed, &engine);
+    bed.inside("ctl", || {
+        let broker = Broker::start_at(&broker_at, bed.prefix("b"));
+        demo(&Stage::Machines {
+            bed,
+            engine,
+            broker: &broker,
+        })
+    });
+}
+
+fn demo(stage: &Stage) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let instance = 9_000_000 + std::process::id() % 100_000;
-    let mut controller = rt.block_on(Controller::new(instance, &format!("demo{instance}")));
-    println!(
-        "== starting three keepwarm hosts (Raft over mutual TLS on loopback, Docker plugin, invoker{instance})"
-    );
-    let mut cluster = Cluster::start(3, instance, 2);
+    let (mut controller, mut cluster) = stage.start(instance);
     let active = cluster
         .active(Duration::from_secs(60))
         .expect("no host became active");
@@ -68,12 +177,10 @@ fn main() {
         warm_before.insert(action, start_of(&record).1);
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let before = containers_of(&cluster.label).len();
+    let before = stage.containers(&cluster.label);
     println!("   {before} idle containers, replicated to the standbys");
 
-    println!(
-        "== sending 200 activations at ~50/s; killing the active host (SIGKILL) after the 100th"
-    );
+    println!("== sending 200 activations at ~50/s; the active host fails after the 100th");
     let mut ids = Vec::new();
     let mut killed_at = 0;
     let mut victim = active;
@@ -89,8 +196,7 @@ fn main() {
                 println!("   (leadership had moved to host {} meanwhile)", victim + 1);
             }
             killed_at = now_ms();
-            cluster.hosts[victim].kill();
-            println!("   killed host {}", victim + 1);
+            println!("   {}", stage.fail(&mut cluster, victim));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -178,7 +284,11 @@ fn main() {
     println!();
     println!("== result");
     println!(
-        "   failover (SIGKILL → host {} consuming): {failover_ms} ms",
+        "   failover ({} → host {} consuming): {failover_ms} ms",
+        match stage {
+            Stage::Local => "SIGKILL",
+            Stage::Machines { .. } => "machine failure",
+        },
         next + 1
     );
     println!(
@@ -231,7 +341,7 @@ fn main() {
             }
         }
     }
-    let engine_now = containers_of(&cluster.label);
+    let engine_now = stage.container_ids(&cluster.label);
     let mut not_reused = Vec::new();
     let mut evicted = Vec::new();
     for path in &warm_actions {
@@ -285,7 +395,7 @@ fn main() {
         pool["prewarm"].as_u64().unwrap_or(0)
             + pool["warm_idle"].as_u64().unwrap_or(0)
             + pool["busy"].as_u64().unwrap_or(0),
-        containers_of(&cluster.label).len()
+        stage.containers(&cluster.label)
     );
     println!(
         "     since the takeover, created: {} prewarm (stem cells topped up to 2 again), \

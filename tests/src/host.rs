@@ -201,15 +201,7 @@ manifest = "{runtimes}"
             .append(true)
             .open(self.dir.join("host.log"))
             .unwrap();
-        let mut command = match self.prefix.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(keepwarm_bin());
-                c
-            }
-            None => Command::new(keepwarm_bin()),
-        };
-        let child = command
+        let child = crate::netbed::prefixed(&self.prefix, keepwarm_bin())
             .args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "keepwarm=debug,info")

@@ -9,7 +9,7 @@ use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::eventually;
 use keepwarm_tests::host::HostOptions;
 use keepwarm_tests::kafka::{annotation, assert_echo_runs_warm, Controller};
-use keepwarm_tests::netbed::engine::RemoteDocker;
+use keepwarm_tests::netbed::engine::{docker_plugin, RemoteDocker};
 use keepwarm_tests::netbed::NetBed;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,39 +35,6 @@ struct World<'a> {
     c: Controller,
     cluster: Cluster,
     active: usize,
-}
-
-/// The Docker plugin's routes, config and TLS sections for `engines`.
-fn docker_on(engines: &[RemoteDocker], options: &mut HostOptions) -> String {
-    let route = |e: &RemoteDocker| match engines.len() {
-        1 => "docker".to_owned(),
-        _ => format!("docker-{}", e.machine),
-    };
-    let routes: Vec<String> = engines
-        .iter()
-        .map(|e| format!("\"{}\" = \"{}\"", route(e), e.route()))
-        .collect();
-    options.plugin.routes = routes.join(", ");
-    options.plugin.config = match engines {
-        [one] => format!("\"publish-ip\" = \"{}\"", one.ip),
-        several => {
-            let list: Vec<String> = several
-                .iter()
-                .map(|e| format!("{}@{}", route(e), e.ip))
-                .collect();
-            format!("engines = \"{}\"", list.join(", "))
-        }
-    };
-    engines
-        .iter()
-        .map(|e| {
-            format!(
-                "[plugin.tls.{}]\ncert-dir = \"{}\"\n",
-                route(e),
-                e.client_certs.display()
-            )
-        })
-        .collect()
 }
 
 /// Builds the bed with `engine_machines`, and runs `scenario` on machine `ctl` with the
@@ -97,7 +64,7 @@ fn on_bed(base: u32, engine_machines: &[&str], scenario: impl FnOnce(&mut World)
         let mut options = HostOptions::new(instance, 1, 8192);
         options.brokers = broker.address.clone();
         options.local_engine = false;
-        let tls = docker_on(engines, &mut options);
+        let tls = docker_plugin(engines, &mut options);
         let cluster = Cluster::start_on(bed, &HOSTS, &options, |_, opts| opts.extra += &tls);
         let active = cluster.active(WAIT).unwrap_or_else(|| {
             panic!("no host became active\n{}", cluster.hosts[0].log());
@@ -362,7 +329,13 @@ fn an_active_host_cut_off_from_its_peers_but_not_the_broker_never_runs_a_stale_a
                 (s["consuming"] == false && s["epoch"].as_u64() == Some(new_epoch)).then_some(())
             },
         );
-        assert_echo_runs_warm(&w.rt, &mut w.c, json!({"after": "partition"}));
+        // and the cluster serves on, under the new epoch
+        let id =
+            w.rt.block_on(w.c.invoke("guest", "echo", false, json!({"after": "partition"})));
+        let record = Controller::record(&w.c.wait_for(&id, WAIT));
+        assert_eq!(record["response"]["statusCode"], 0, "{record}");
+        let epoch = annotation(&record, "keepwarm").unwrap()["epoch"].as_u64();
+        assert!(epoch >= Some(new_epoch), "{record}");
     });
 }
 

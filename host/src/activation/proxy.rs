@@ -111,7 +111,10 @@ impl ProxyClient {
             })?
     }
 
-    /// POSTs `/init`, retrying connection refusals while a new container's proxy starts.
+    /// POSTs `/init`, retrying while a new container's proxy starts: a refused connection,
+    /// or one reset before any answer (a userland port proxy such as `docker-proxy` accepts
+    /// and then resets while nothing listens behind it). Upstream's container client retries
+    /// `/init` on connection failures the same way, until the init timeout.
     pub async fn init(
         &self,
         address: &str,
@@ -122,7 +125,7 @@ impl ProxyClient {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.post(address, "/init", body, left).await {
-                Err(ProxyError::Connect { .. }) if !left.is_zero() => {
+                Err(ProxyError::Connect { .. } | ProxyError::Broken { .. }) if !left.is_zero() => {
                     tokio::time::sleep(Duration::from_millis(10)).await
                 }
                 other => return other,

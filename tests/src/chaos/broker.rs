@@ -4,7 +4,7 @@
 //! (where `scripts/tansu.sh` installs it).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,15 +95,7 @@ fn spawn(address: &str, prefix: &[String], dir: &Path, slot: &Mutex<Option<Child
             .append(true)
             .open(dir.join("tansu.log"))
             .expect("broker log");
-        let mut command = match prefix.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(tansu());
-                c
-            }
-            None => Command::new(tansu()),
-        };
-        let child = command
+        let child = crate::netbed::prefixed(prefix, tansu())
             .current_dir(dir)
             .args(["broker", "--storage-engine", "sqlite://chaos.db"])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])

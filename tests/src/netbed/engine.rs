@@ -166,6 +166,42 @@ impl RemoteDocker {
     }
 }
 
+/// Sets the Docker plugin of `options` to `engines` (its routes and config) and returns the
+/// TLS sections each host's config needs. With one engine the route is `docker`, with
+/// several `docker-<machine>`, each an entry of the plugin's `engines`.
+pub fn docker_plugin(engines: &[RemoteDocker], options: &mut crate::host::HostOptions) -> String {
+    let route = |e: &RemoteDocker| match engines.len() {
+        1 => "docker".to_owned(),
+        _ => format!("docker-{}", e.machine),
+    };
+    let routes: Vec<String> = engines
+        .iter()
+        .map(|e| format!("\"{}\" = \"{}\"", route(e), e.route()))
+        .collect();
+    options.plugin.routes = routes.join(", ");
+    options.plugin.config = match engines {
+        [one] => format!("\"publish-ip\" = \"{}\"", one.ip),
+        several => {
+            let list: Vec<String> = several
+                .iter()
+                .map(|e| format!("{}@{}", route(e), e.ip))
+                .collect();
+            format!("engines = \"{}\"", list.join(", "))
+        }
+    };
+    options.local_engine = false;
+    engines
+        .iter()
+        .map(|e| {
+            format!(
+                "[plugin.tls.{}]\ncert-dir = \"{}\"\n",
+                route(e),
+                e.client_certs.display()
+            )
+        })
+        .collect()
+}
+
 impl Drop for RemoteDocker {
     fn drop(&mut self) {
         let ids = self.docker(&["ps", "-aq"]);

@@ -46,6 +46,18 @@ pub struct NetBed {
     machines: Vec<Machine>,
 }
 
+/// `program` run under `prefix` (e.g. [`NetBed::prefix`]); on this machine when it is empty.
+pub fn prefixed(prefix: &[String], program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// Runs a command, panicking with its stderr when it fails.
 pub fn run(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
@@ -160,10 +172,7 @@ impl NetBed {
 
     /// `program` to be run on machine `name`.
     pub fn command(&self, name: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let prefix = self.prefix(name);
-        let mut c = Command::new(&prefix[0]);
-        c.args(&prefix[1..]).arg(program);
-        c
+        prefixed(&self.prefix(name), program)
     }
 
     /// Runs `f` on a thread inside machine `name`'s network (threads and processes it starts,
