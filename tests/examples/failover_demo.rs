@@ -9,12 +9,11 @@
 //! the Docker engine (over TLS) and the broker on a machine of its own (network namespaces,
 //! `keepwarm_tests::netbed`), and the active host's whole machine fails instead of its process.
 
-use keepwarm_tests::chaos::broker::Broker;
 use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::host::{containers_of, HostOptions};
 use keepwarm_tests::kafka::{annotation, Controller};
-use keepwarm_tests::netbed::engine::{docker_plugin, RemoteDocker};
-use keepwarm_tests::netbed::NetBed;
+use keepwarm_tests::netbed::engine::docker_plugin;
+use keepwarm_tests::netbed::site::{on_site, Site, HOSTS};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,18 +46,12 @@ fn start_of(record: &Value) -> (String, String) {
     )
 }
 
-const MACHINES: [&str; 3] = ["h1", "h2", "h3"];
-
 /// Where the demo runs.
 enum Stage<'a> {
     /// Every host on this machine, sharing its Docker daemon and the broker (the default).
     Local,
     /// Each host, the engine and the broker on a machine of its own.
-    Machines {
-        bed: &'a NetBed,
-        engine: &'a RemoteDocker,
-        broker: &'a Broker,
-    },
+    Machines(Site<'a>),
 }
 
 impl Stage<'_> {
@@ -72,16 +65,16 @@ impl Stage<'_> {
                 let c = rt.block_on(Controller::new(instance, &format!("demo{instance}")));
                 (c, Cluster::start(3, instance, 2))
             }
-            Stage::Machines {
+            Stage::Machines(Site {
                 bed,
-                engine,
+                engines,
                 broker,
-            } => {
+            }) => {
                 println!(
                     "== starting three keepwarm hosts on machines h1-h3 ({}), the Docker engine on \
                      e1 ({}, TLS), the broker on b ({}); invoker{instance}",
-                    MACHINES.map(|m| bed.machine(m).ip.clone()).join(", "),
-                    engine.ip,
+                    HOSTS.map(|m| bed.machine(m).ip.clone()).join(", "),
+                    engines[0].ip,
                     broker.address
                 );
                 let c = rt.block_on(Controller::on(
@@ -91,8 +84,8 @@ impl Stage<'_> {
                 ));
                 let mut options = HostOptions::new(instance, 2, 2048);
                 options.brokers = broker.address.clone();
-                let tls = docker_plugin(std::slice::from_ref(engine), &mut options);
-                let cluster = Cluster::start_on(bed, &MACHINES, &options, |_, o| o.extra += &tls);
+                let tls = docker_plugin(engines, &mut options);
+                let cluster = Cluster::start_on(bed, &HOSTS, &options, |_, o| o.extra += &tls);
                 (c, cluster)
             }
         }
@@ -105,12 +98,12 @@ impl Stage<'_> {
                 cluster.hosts[victim].kill();
                 format!("killed host {} (SIGKILL)", victim + 1)
             }
-            Stage::Machines { bed, .. } => {
-                bed.fail(MACHINES[victim]);
+            Stage::Machines(site) => {
+                site.bed.fail(HOSTS[victim]);
                 cluster.hosts[victim].kill();
                 format!(
                     "machine {} failed (every process killed, its link cut)",
-                    MACHINES[victim]
+                    HOSTS[victim]
                 )
             }
         }
@@ -120,7 +113,7 @@ impl Stage<'_> {
     fn container_ids(&self, label: &str) -> Vec<String> {
         match self {
             Stage::Local => containers_of(label),
-            Stage::Machines { engine, .. } => engine
+            Stage::Machines(site) => site.engines[0]
                 .containers(label)
                 .into_iter()
                 .map(|id| id.chars().take(12).collect())
@@ -137,20 +130,7 @@ fn main() {
     if std::env::var("KW_DEMO").as_deref() != Ok("machines") {
         return demo(&Stage::Local);
     }
-    keepwarm_tests::keepwarm_bin();
-    keepwarm_tests::component("keepwarm_docker");
-    let mut bed = NetBed::new(&["ctl", "h1", "h2", "h3", "e1", "b"]);
-    let engine = RemoteDocker::start(&mut bed, "e1");
-    let broker_at = format!("{}:9092", bed.machine("b").ip);
-    let (bed, engine) = (&bed, &engine);
-    bed.inside("ctl", || {
-        let broker = Broker::start_at(&broker_at, bed.prefix("b"));
-        demo(&Stage::Machines {
-            bed,
-            engine,
-            broker: &broker,
-        })
-    });
+    on_site(&["e1"], |site| demo(&Stage::Machines(site)));
 }
 
 fn demo(stage: &Stage) {

@@ -10,6 +10,7 @@ use keepwarm_tests::eventually;
 use keepwarm_tests::host::HostOptions;
 use keepwarm_tests::kafka::{annotation, assert_echo_runs_warm, Controller};
 use keepwarm_tests::netbed::engine::{docker_plugin, RemoteDocker};
+use keepwarm_tests::netbed::site::{on_site, Site, HOSTS};
 use keepwarm_tests::netbed::NetBed;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,6 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 
 const WAIT: Duration = Duration::from_secs(60);
-const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 
 /// Several beds at once would share two cores with three hosts and a dockerd each.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -29,7 +29,7 @@ struct World<'a> {
     /// The engine machines; with one, the plugin's route is `docker`, with several
     /// `docker-<machine>`, each an entry of its `engines`.
     engines: &'a [RemoteDocker],
-    broker: Broker,
+    broker: &'a Broker,
     rt: Runtime,
     instance: u32,
     c: Controller,
@@ -41,48 +41,43 @@ struct World<'a> {
 /// cluster up.
 fn on_bed(base: u32, engine_machines: &[&str], scenario: impl FnOnce(&mut World) + Send) {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    keepwarm_tests::keepwarm_bin();
-    keepwarm_tests::component("keepwarm_docker");
-    let mut names = vec!["ctl", "h1", "h2", "h3", "b"];
-    names.extend(engine_machines);
-    let mut bed = NetBed::new(&names);
-    let engines: Vec<RemoteDocker> = engine_machines
-        .iter()
-        .map(|m| RemoteDocker::start(&mut bed, m))
-        .collect();
-    let broker_at = format!("{}:9092", bed.machine("b").ip);
-    let (bed, engines) = (&bed, &engines[..]);
-    bed.inside("ctl", || {
-        let broker = Broker::start_at(&broker_at, bed.prefix("b"));
-        let rt = Runtime::new().unwrap();
-        let instance = base * 10_000 + std::process::id() % 10_000;
-        let c = rt.block_on(Controller::on(
-            &broker.address,
-            instance,
-            &format!("m{instance}"),
-        ));
-        let mut options = HostOptions::new(instance, 1, 8192);
-        options.brokers = broker.address.clone();
-        options.local_engine = false;
-        let tls = docker_plugin(engines, &mut options);
-        let cluster = Cluster::start_on(bed, &HOSTS, &options, |_, opts| opts.extra += &tls);
-        let active = cluster.active(WAIT).unwrap_or_else(|| {
-            panic!("no host became active\n{}", cluster.hosts[0].log());
-        });
-        let status = cluster.status(active).unwrap();
-        assert_eq!(status["plugin"]["cluster_wide"], true, "{status}");
-        let mut world = World {
-            bed,
-            engines,
-            broker,
-            rt,
-            instance,
-            c,
-            cluster,
-            active,
-        };
-        scenario(&mut world);
-    });
+    on_site(
+        engine_machines,
+        |Site {
+             bed,
+             engines,
+             broker,
+         }| {
+            let rt = Runtime::new().unwrap();
+            let instance = base * 10_000 + std::process::id() % 10_000;
+            let c = rt.block_on(Controller::on(
+                &broker.address,
+                instance,
+                &format!("m{instance}"),
+            ));
+            let mut options = HostOptions::new(instance, 1, 8192);
+            options.brokers = broker.address.clone();
+            options.local_engine = false;
+            let tls = docker_plugin(engines, &mut options);
+            let cluster = Cluster::start_on(bed, &HOSTS, &options, |_, opts| opts.extra += &tls);
+            let active = cluster.active(WAIT).unwrap_or_else(|| {
+                panic!("no host became active\n{}", cluster.hosts[0].log());
+            });
+            let status = cluster.status(active).unwrap();
+            assert_eq!(status["plugin"]["cluster_wide"], true, "{status}");
+            let mut world = World {
+                bed,
+                engines,
+                broker,
+                rt,
+                instance,
+                c,
+                cluster,
+                active,
+            };
+            scenario(&mut world);
+        },
+    );
 }
 
 impl World<'_> {

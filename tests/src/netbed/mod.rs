@@ -19,6 +19,7 @@
 //! namespaces.
 
 pub mod engine;
+pub mod site;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -77,12 +78,41 @@ fn ip(args: &[&str]) {
     run("ip", args);
 }
 
+fn is_root() -> bool {
+    #[allow(unsafe_code)]
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    euid == 0
+}
+
+/// Sends `signal` to process `pid`; one already gone is no error here.
+pub(crate) fn signal(pid: u32, signal: libc::c_int) {
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) takes two integers and touches none of our memory.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// Moves the calling thread into the network namespace `ns` refers to.
+fn enter_network(ns: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    #[allow(unsafe_code)]
+    // SAFETY: setns(2) takes a descriptor that `ns` keeps open for the call, and a flag.
+    let done = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 impl NetBed {
     /// Machines named `names` at 10.231.0.11, .12, ... in that order.
     pub fn new(names: &[&str]) -> NetBed {
         static BEDS: AtomicU32 = AtomicU32::new(0);
         assert!(
-            nix::unistd::geteuid().is_root(),
+            is_root(),
             "the namespace test bed needs root (ip netns, nsenter)"
         );
         let tag = format!(
@@ -182,8 +212,7 @@ impl NetBed {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let ns = std::fs::File::open(&path).expect("open the namespace");
-                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+                enter_network(&ns).unwrap_or_else(|e| panic!("setns {path}: {e}"));
                 f()
             })
             .join()
@@ -227,10 +256,7 @@ impl NetBed {
                 return true;
             }
             for pid in pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                signal(pid, libc::SIGKILL);
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -239,26 +265,17 @@ impl NetBed {
 
     /// Machine `name`'s link goes down (its processes live on, unreachable).
     pub fn cut(&self, name: &str) {
-        ip(&[
-            "-n",
-            &self.switch,
-            "link",
-            "set",
-            &self.machine(name).port,
-            "down",
-        ]);
+        self.link(name, "down");
     }
 
     /// Machine `name`'s link comes back.
     pub fn mend(&self, name: &str) {
-        ip(&[
-            "-n",
-            &self.switch,
-            "link",
-            "set",
-            &self.machine(name).port,
-            "up",
-        ]);
+        self.link(name, "up");
+    }
+
+    fn link(&self, name: &str, state: &str) {
+        let port = &self.machine(name).port;
+        ip(&["-n", &self.switch, "link", "set", port, state]);
     }
 
     /// `name` and each of `others` stop reaching each other (both directions dropped by

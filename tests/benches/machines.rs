@@ -1,0 +1,228 @@
+//! Many machines vs one, measured in one run (read the ratios: the machine is shared):
+//!
+//! - failover after the active host's **machine** fails (network namespaces, the engine on a
+//!   machine of its own over TLS) vs after its **process** is killed (all on loopback, Docker
+//!   on its unix socket): p50/p99 over `KW_BENCH_RUNS` each (default 10);
+//! - the takeover's re-attach time with 10 and 100 idle containers, over TLS to the remote
+//!   engine vs over the local socket;
+//! - warm activation latency (sent → acknowledged) through the remote engine vs the local one.
+
+use keepwarm_tests::cluster::Cluster;
+use keepwarm_tests::host::HostOptions;
+use keepwarm_tests::kafka::Controller;
+use keepwarm_tests::netbed::engine::docker_plugin;
+use keepwarm_tests::netbed::site::{on_site, Site, HOSTS};
+use keepwarm_tests::netbed::NetBed;
+use keepwarm_tests::stats::{ratio, summarize, Summary};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::runtime::Runtime;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A three-host cluster on one machine, or one host per machine of a bed.
+struct Rig<'a> {
+    bed: Option<&'a NetBed>,
+    cluster: Cluster,
+    c: Controller,
+}
+
+impl Rig<'_> {
+    /// Kills the active host (its machine on a bed, else its process) and brings it back
+    /// after the takeover; returns (kill → consuming, the takeover's own time, re-attached).
+    fn failover(&mut self) -> (Duration, Duration, u64) {
+        let active = self
+            .cluster
+            .active(Duration::from_secs(30))
+            .expect("no active host");
+        let at = now_ms();
+        if let Some(bed) = self.bed {
+            bed.fail(HOSTS[active]);
+        }
+        self.cluster.hosts[active].kill();
+        let next = self
+            .cluster
+            .active(Duration::from_secs(10))
+            .expect("no standby took over");
+        let s = self.cluster.status(next).unwrap();
+        let took = s["consuming_since_ms"].as_i64().unwrap() - at;
+        let takeover = &s["last_takeover"];
+        let result = (
+            Duration::from_millis(took.max(0) as u64),
+            Duration::from_millis(takeover["took_ms"].as_u64().unwrap_or(0)),
+            takeover["reattached"].as_u64().unwrap_or(0),
+        );
+        // the machine (or process) comes back with its disk and rejoins as a standby
+        if let Some(bed) = self.bed {
+            bed.mend(HOSTS[active]);
+        }
+        self.cluster.hosts[active].spawn();
+        let epoch = takeover["epoch"].clone();
+        keepwarm_tests::eventually(
+            Duration::from_secs(60),
+            || "the failed host did not rejoin".into(),
+            || {
+                self.cluster
+                    .status(active)
+                    .is_some_and(|s| s["state"] == "Follower" && s["epoch"] == epoch)
+                    .then_some(())
+            },
+        );
+        result
+    }
+
+    /// `n` warm `echo` containers (a burst of n at once), replicated.
+    fn warm(&mut self, rt: &Runtime, n: usize) {
+        let ids = rt.block_on(self.c.invoke_many("guest", "echo", n));
+        assert!(self.c.poll_until(Duration::from_secs(600), |c| ids
+            .iter()
+            .all(|i| c.received.contains_key(i))));
+        std::thread::sleep(Duration::from_secs(3));
+    }
+
+    /// Sent → acknowledged for `n` sequential warm activations.
+    fn latency(&mut self, rt: &Runtime, n: usize) -> Summary {
+        let samples = (0..n)
+            .map(|i| {
+                let started = Instant::now();
+                let id = rt.block_on(self.c.invoke(
+                    "guest",
+                    "echo",
+                    false,
+                    serde_json::json!({ "i": i }),
+                ));
+                self.c.wait_for(&id, Duration::from_secs(60));
+                started.elapsed()
+            })
+            .collect();
+        summarize(samples)
+    }
+}
+
+/// What one rig measured.
+struct Measured {
+    failover: Summary,
+    reattach: Vec<(usize, Duration, u64)>,
+    latency: Summary,
+}
+
+fn measure<'a>(rt: &Runtime, rig: &mut dyn FnMut(usize) -> Rig<'a>, runs: usize) -> Measured {
+    // failover with a few warm containers, `runs` times
+    let mut r = rig(0);
+    r.warm(rt, 2);
+    let latency = r.latency(rt, 100);
+    let failover = summarize((0..runs).map(|_| r.failover().0).collect());
+    drop(r);
+    // re-attach time as the pool grows
+    let reattach = [10, 100]
+        .into_iter()
+        .map(|n| {
+            let mut r = rig(n);
+            r.warm(rt, n);
+            let (_, took, reattached) = r.failover();
+            (n, took, reattached)
+        })
+        .collect();
+    Measured {
+        failover,
+        reattach,
+        latency,
+    }
+}
+
+fn main() {
+    let runs: usize = std::env::var("KW_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    keepwarm_tests::keepwarm_bin();
+    let base = 8_500_000 + (std::process::id() % 10_000) * 10;
+
+    println!("== one machine: hosts on loopback, Docker on its unix socket, a process is killed");
+    let rt = Runtime::new().unwrap();
+    let mut round = 0;
+    let mut local = |warm: usize| {
+        round += 1;
+        let instance = base + round;
+        let c = rt.block_on(Controller::new(instance, &format!("mb{instance}")));
+        let cluster =
+            Cluster::start_from(3, &HostOptions::new(instance, 0, 128 * (warm as u64 + 8)));
+        cluster
+            .active(Duration::from_secs(60))
+            .expect("no active host");
+        Rig {
+            bed: None,
+            cluster,
+            c,
+        }
+    };
+    let one = measure(&rt, &mut local, runs);
+    drop(rt);
+
+    println!(
+        "== many machines: a namespace per host, the engine over TLS, the broker; a machine fails"
+    );
+    let many = on_site(
+        &["e1"],
+        |Site {
+             bed,
+             engines,
+             broker,
+         }| {
+            let rt = Runtime::new().unwrap();
+            let mut round = 50;
+            let mut remote = |warm: usize| {
+                round += 1;
+                let instance = base + round;
+                let c = rt.block_on(Controller::on(
+                    &broker.address,
+                    instance,
+                    &format!("mb{instance}"),
+                ));
+                let mut options = HostOptions::new(instance, 0, 128 * (warm as u64 + 8));
+                options.brokers = broker.address.clone();
+                options.local_engine = false;
+                let tls = docker_plugin(engines, &mut options);
+                let cluster = Cluster::start_on(bed, &HOSTS, &options, |_, o| o.extra += &tls);
+                cluster
+                    .active(Duration::from_secs(60))
+                    .expect("no active host");
+                Rig {
+                    bed: Some(bed),
+                    cluster,
+                    c,
+                }
+            };
+            measure(&rt, &mut remote, runs)
+        },
+    );
+
+    println!();
+    println!("== failover (kill → consuming)");
+    println!("   process kill,   one machine:   {}", one.failover);
+    println!("   machine failure, many machines: {}", many.failover);
+    println!(
+        "   machine / process: p50 {:.2}, p99 {:.2}",
+        ratio(many.failover.p50, one.failover.p50),
+        ratio(many.failover.p99, one.failover.p99)
+    );
+    println!("== takeover (claim, reconcile, re-attach every idle container, proxy checks)");
+    for ((n, local, kept_l), (_, remote, kept_r)) in one.reattach.iter().zip(&many.reattach) {
+        println!(
+            "   {n:>3} containers: local socket {local:>8.1?} ({kept_l} re-attached), TLS to the engine machine {remote:>8.1?} ({kept_r} re-attached), ratio {:.2}",
+            ratio(*remote, *local)
+        );
+    }
+    println!("== warm activation, sent → acknowledged (100 sequential)");
+    println!("   local engine:  {}", one.latency);
+    println!("   remote engine: {}", many.latency);
+    println!(
+        "   remote / local: p50 {:.2}, p99 {:.2}",
+        ratio(many.latency.p50, one.latency.p50),
+        ratio(many.latency.p99, one.latency.p99)
+    );
+}
