@@ -212,13 +212,15 @@ pub(crate) fn upkeep(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut n: u64 = 0;
+        // containers the last list left out are looked at again on the next tick
+        let mut recheck = false;
         loop {
             tick.tick().await;
             pool.maintain().await;
             n += 1;
             let orphans = node.is_some() && n.is_multiple_of(10);
-            if orphans || n.is_multiple_of(reconcile_every.max(1)) {
-                pool.reconcile(orphans).await;
+            if recheck || orphans || n.is_multiple_of(reconcile_every.max(1)) {
+                recheck = pool.reconcile(orphans).await.unlisted > 0;
             }
             if let Some(node) = &node {
                 let stats = pool.stats();

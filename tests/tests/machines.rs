@@ -367,24 +367,29 @@ fn an_engine_machine_fails_under_load_and_its_containers_are_recreated_on_the_ot
         let active = w.active;
 
         // under load, the engine machine with the most containers dies; the active host
-        // notices at its next reconcile (the engine's list no longer has them)
-        let (ids, (failed_at, noticed_at)) = w.under_load(|w| {
+        // notices at its next reconcile (the engine's list no longer has them: nothing more is
+        // sent there) and forgets them when the list after that has them neither
+        let (ids, (failed_at, noticed_at, forgotten_at)) = w.under_load(|w| {
             let failed_at = now_ms();
             w.bed.fail(&w.engines[victim].machine);
-            let noticed_at = eventually(
-                Duration::from_secs(20),
-                || {
-                    format!(
-                        "the pool never forgot the dead engine's containers\n{}",
-                        w.cluster.hosts[active].log()
-                    )
-                },
-                || {
-                    let s = w.cluster.status(active)?;
-                    (s["pool"]["churn"]["vanished"].as_u64()? > 0).then(now_ms)
-                },
-            );
-            (failed_at, noticed_at)
+            let pool_since = |what: &str, seen: fn(&Value) -> bool| {
+                eventually(
+                    Duration::from_secs(30),
+                    || {
+                        format!(
+                            "the pool never {what} the dead engine's containers\n{}",
+                            w.cluster.hosts[active].log()
+                        )
+                    },
+                    || seen(&w.cluster.status(active)?["pool"]).then(now_ms),
+                )
+            };
+            let vanished = |p: &Value| p["churn"]["vanished"].as_u64() > Some(0);
+            let noticed_at = pool_since("noticed", |p| {
+                p["unlisted"].as_u64() > Some(0) || p["churn"]["vanished"].as_u64() > Some(0)
+            });
+            let forgotten_at = pool_since("forgot", vanished);
+            (failed_at, noticed_at, forgotten_at)
         });
         let records = w.all_answered(&ids, active);
         let ran_on_victim = |r: &Value| {
@@ -417,11 +422,12 @@ fn an_engine_machine_fails_under_load_and_its_containers_are_recreated_on_the_ot
             .max()
             .unwrap_or(0);
         eprintln!(
-            "engine machine failure: {lost} containers lost with it, noticed after {} ms; {} \
-             activations sent, {failed} answered with an error (placed on the dead machine \
+            "engine machine failure: {lost} containers lost with it, noticed after {} ms \
+             (forgotten after {} ms); {} activations sent, {failed} answered with an error (placed on the dead machine \
              before it was noticed), none lost; the last one sent during the fault answered \
              {slowest} ms after the failure",
             noticed_at - failed_at,
+            forgotten_at - failed_at,
             ids.len()
         );
 

@@ -134,6 +134,8 @@ pub struct Reconciled {
     pub vanished: usize,
     /// Containers the pool did not know, destroyed.
     pub orphans: usize,
+    /// Containers this list left out for the first time: the next reconcile, soon, decides.
+    pub unlisted: usize,
 }
 
 /// Counts by state, for status and tests.
@@ -143,6 +145,8 @@ pub struct PoolStats {
     pub prewarm: usize,
     pub warm_idle: usize,
     pub busy: usize,
+    /// Held containers the engine's last list left out (offered to nothing until listed).
+    pub unlisted: usize,
     pub used_mb: u64,
     pub created: u64,
     pub churn: Churn,
@@ -374,10 +378,12 @@ impl Pool {
         }
     }
 
-    /// Reconciles the pool with what the engine lists under this pool's label. Idle
-    /// containers the engine no longer lists are forgotten (an engine machine failed: its
-    /// containers are gone, and no activation is sent to them) and busy ones are marked
-    /// [`Pool::vanished`]; with `destroy_orphans`,
+    /// Reconciles the pool with what the engine lists under this pool's label. A container
+    /// one list leaves out is offered to no activation and counts as [`Pool::vanished`] until
+    /// a list has it again; left out of the next list too, it is forgotten when idle (an
+    /// engine machine failed: its containers are gone) and marked vanished for good when
+    /// busy. One list alone is not proof: an engine of several may miss one call, and its warm
+    /// containers are worth a second look. With `destroy_orphans`,
     /// containers the pool neither holds nor is creating (e.g. created by a host that lost its
     /// lease while the call was in the engine, or left on an engine machine that came back)
     /// are destroyed. A list that fails changes nothing.
@@ -393,12 +399,19 @@ impl Pool {
         };
         let listed_ids: std::collections::HashSet<&str> =
             listed.iter().map(|c| c.id.as_str()).collect();
-        let (vanished, orphans) = {
+        let (vanished, orphans, unlisted) = {
             let mut st = self.state.lock().expect("pool lock");
-            let (vanished, busy): (Vec<String>, Vec<String>) = held_before
+            let missing: std::collections::HashSet<String> = held_before
                 .into_iter()
                 .filter(|id| !listed_ids.contains(id.as_str()) && st.holds(id))
-                .partition(|id| st.is_idle(id));
+                .collect();
+            let (gone, unlisted): (Vec<String>, Vec<String>) = missing
+                .iter()
+                .cloned()
+                .partition(|id| st.unlisted.contains(id));
+            st.unlisted = missing;
+            let (vanished, busy): (Vec<String>, Vec<String>) =
+                gone.into_iter().partition(|id| st.is_idle(id));
             for id in &vanished {
                 st.remove(id);
             }
@@ -415,7 +428,7 @@ impl Pool {
                 Vec::new()
             };
             st.churn.destroyed_orphans += orphans.len() as u64;
-            (vanished, orphans)
+            (vanished, orphans, unlisted.len())
         };
         for id in &vanished {
             tracing::warn!(container = %id, "reconcile: the engine no longer lists this idle container; forgetting it");
@@ -430,14 +443,21 @@ impl Pool {
                 tracing::debug!(container = %id, "reconcile destroy: {e}");
             }
         }
+        if unlisted > 0 {
+            tracing::info!(
+                unlisted,
+                "reconcile: the engine's list left out containers the pool holds; asking again"
+            );
+        }
         Reconciled {
             vanished: vanished.len(),
             orphans: orphans.len(),
+            unlisted,
         }
     }
 
-    /// Whether the engine stopped listing container `id` while an activation held it (or
-    /// the pool forgot it): a request not yet sent to it must go to another container.
+    /// Whether the engine stopped listing container `id` (or the pool forgot it): a request
+    /// not yet sent to it must go to another container.
     pub fn vanished(&self, id: &str) -> bool {
         let st = self.state.lock().expect("pool lock");
         st.has_vanished(id) || !st.holds(id)

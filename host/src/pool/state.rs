@@ -36,6 +36,10 @@ pub struct State {
     /// Busy containers the engine no longer lists: what runs in them is lost with their
     /// engine, and a request not yet sent must go elsewhere.
     vanished: std::collections::HashSet<String>,
+    /// Containers held that the engine's last list left out: not offered to activations
+    /// until a list has them again. One list may miss a container whose engine did not
+    /// answer for a moment; the next one decides whether it is forgotten.
+    pub unlisted: std::collections::HashSet<String>,
     /// Kinds of prewarm containers being created right now.
     pub pending_prewarm: Vec<String>,
     /// Cold starts per (kind, memory) since the last upkeep, for reactive prewarming.
@@ -100,10 +104,12 @@ impl State {
     }
 
     pub fn take_warm(&mut self, want: &Want) -> Option<Allocation> {
+        let unlisted = &self.unlisted;
         let e = self
             .entries
             .values_mut()
             .filter(|e| e.phase == Phase::Warm(want.key.clone()) && e.in_flight < e.concurrency)
+            .filter(|e| !unlisted.contains(&e.container.id))
             .max_by_key(|e| e.in_flight)?;
         e.in_flight += 1;
         e.last_used = Instant::now();
@@ -119,8 +125,12 @@ impl State {
         if want.blackbox {
             return None;
         }
+        let unlisted = &self.unlisted;
         let e = self.entries.values_mut().find(|e| {
-            e.phase == Phase::Prewarm && e.kind == want.kind && e.memory_mb == want.memory_mb
+            e.phase == Phase::Prewarm
+                && e.kind == want.kind
+                && e.memory_mb == want.memory_mb
+                && !unlisted.contains(&e.container.id)
         })?;
         e.phase = Phase::Warm(want.key.clone());
         e.concurrency = want.concurrency.max(1);
@@ -186,8 +196,9 @@ impl State {
         self.entries.contains_key(id) && self.vanished.insert(id.to_owned())
     }
 
+    /// Whether the engine stopped listing `id` (once is enough to send nothing more there).
     pub fn has_vanished(&self, id: &str) -> bool {
-        self.vanished.contains(id)
+        self.vanished.contains(id) || self.unlisted.contains(id)
     }
 
     pub fn is_idle(&self, id: &str) -> bool {
@@ -295,6 +306,7 @@ impl State {
             ..Default::default()
         };
         for e in self.entries.values() {
+            s.unlisted += usize::from(self.unlisted.contains(&e.container.id));
             match (&e.phase, e.in_flight) {
                 (Phase::Prewarm, _) => s.prewarm += 1,
                 (_, 0) => s.warm_idle += 1,

@@ -194,12 +194,35 @@ async fn containers_the_engine_no_longer_lists_are_forgotten_when_idle_and_marke
     pool.release(&idle, Fate::Reuse);
     let busy = pool.acquire(&want("b")).await.unwrap();
     let mut events = pool.subscribe();
+    // one list that leaves them out is not enough: nothing changes yet
+    let first = pool.reconcile(false).await;
+    assert_eq!(
+        first,
+        Reconciled {
+            vanished: 0,
+            orphans: 0,
+            unlisted: 2
+        }
+    );
+    assert!(events.try_recv().is_err());
+    assert_eq!(pool.stats().churn.vanished, 0);
+    // ... but nothing more is sent to them
+    assert!(pool.vanished(&idle.container.id) && pool.vanished(&busy.container.id));
+    let meanwhile = pool.acquire(&want("a")).await.unwrap();
+    assert_eq!(
+        meanwhile.start,
+        Start::Cold,
+        "a container left out is not offered"
+    );
+    pool.release(&meanwhile, Fate::Destroy);
+    let mut events = pool.subscribe();
     let changed = pool.reconcile(false).await;
     assert_eq!(
         changed,
         Reconciled {
             vanished: 1,
-            orphans: 0
+            orphans: 0,
+            unlisted: 0
         }
     );
     assert!(

@@ -315,23 +315,16 @@ fn list_on(engine: &Engine, labels: &Pairs) -> Result<Vec<Container>, FactoryErr
         .collect())
 }
 
-/// Runs `call` on each engine; an engine that fails it is noted and left out. Fails only
-/// when none answers (with the first error).
+/// Runs `call` on each engine, every one every time (one that did not answer lately may
+/// answer now: leaving it out of a list would have the host forget its containers); an
+/// engine that fails it is noted (placed on last) and left out. Fails only when none
+/// answers (with the first error).
 fn on_every_engine<T>(
     mut call: impl FnMut(&Engine) -> Result<T, FactoryError>,
 ) -> Result<Vec<T>, FactoryError> {
     let mut answers = Vec::new();
     let mut first_error = None;
     for engine in &Config::get().engines {
-        if lately_down(engine) && Config::get().engines.len() > 1 {
-            // asked again once DOWN_FOR_MS has passed: a dead machine costs a connect
-            // timeout per call, not per call per engine
-            first_error.get_or_insert(FactoryError::Unavailable(format!(
-                "engine `{}` did not answer lately",
-                engine.route
-            )));
-            continue;
-        }
         match call(engine) {
             Ok(v) => {
                 seen_down(engine, false);
