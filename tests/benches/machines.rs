@@ -75,9 +75,10 @@ impl Rig<'_> {
         result
     }
 
-    /// `n` warm `echo` containers (a burst of n at once), replicated.
-    fn warm(&mut self, rt: &Runtime, n: usize) {
-        let ids = rt.block_on(self.c.invoke_many("guest", "echo", n));
+    /// `n` warm containers of `action` (a burst of n at once: with `slow`, 30 s each, every
+    /// one needs its own container), replicated.
+    fn warm(&mut self, rt: &Runtime, action: &str, n: usize) {
+        let ids = rt.block_on(self.c.invoke_many("guest", action, n));
         assert!(self.c.poll_until(Duration::from_secs(600), |c| ids
             .iter()
             .all(|i| c.received.contains_key(i))));
@@ -103,6 +104,13 @@ impl Rig<'_> {
     }
 }
 
+/// A host with room (memory, activations at once) for `warm` containers and a few more.
+fn options(instance: u32, warm: usize) -> HostOptions {
+    let mut options = HostOptions::new(instance, 0, 128 * (warm as u64 + 8));
+    options.max_in_flight = warm + 8;
+    options
+}
+
 /// What one rig measured.
 struct Measured {
     failover: Summary,
@@ -113,7 +121,7 @@ struct Measured {
 fn measure<'a>(rt: &Runtime, rig: &mut dyn FnMut(usize) -> Rig<'a>, runs: usize) -> Measured {
     // failover with a few warm containers, `runs` times
     let mut r = rig(0);
-    r.warm(rt, 2);
+    r.warm(rt, "echo", 2);
     let latency = r.latency(rt, 100);
     let failover = summarize((0..runs).map(|_| r.failover().0).collect());
     drop(r);
@@ -122,7 +130,7 @@ fn measure<'a>(rt: &Runtime, rig: &mut dyn FnMut(usize) -> Rig<'a>, runs: usize)
         .into_iter()
         .map(|n| {
             let mut r = rig(n);
-            r.warm(rt, n);
+            r.warm(rt, "slow", n);
             let (_, took, reattached) = r.failover();
             (n, took, reattached)
         })
@@ -149,8 +157,7 @@ fn main() {
         round += 1;
         let instance = base + round;
         let c = rt.block_on(Controller::new(instance, &format!("mb{instance}")));
-        let cluster =
-            Cluster::start_from(3, &HostOptions::new(instance, 0, 128 * (warm as u64 + 8)));
+        let cluster = Cluster::start_from(3, &options(instance, warm));
         cluster
             .active(Duration::from_secs(60))
             .expect("no active host");
@@ -183,7 +190,7 @@ fn main() {
                     instance,
                     &format!("mb{instance}"),
                 ));
-                let mut options = HostOptions::new(instance, 0, 128 * (warm as u64 + 8));
+                let mut options = options(instance, warm);
                 options.brokers = broker.address.clone();
                 options.local_engine = false;
                 let tls = docker_plugin(engines, &mut options);
