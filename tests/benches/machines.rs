@@ -10,8 +10,7 @@
 use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::host::HostOptions;
 use keepwarm_tests::kafka::Controller;
-use keepwarm_tests::netbed::engine::docker_plugin;
-use keepwarm_tests::netbed::site::{on_site, Site, HOSTS};
+use keepwarm_tests::netbed::site::{on_site, HOSTS};
 use keepwarm_tests::netbed::NetBed;
 use keepwarm_tests::stats::{ratio, summarize, Summary};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -173,49 +172,32 @@ fn main() {
     println!(
         "== many machines: a namespace per host, the engine over TLS, the broker; a machine fails"
     );
-    let many = on_site(
-        &["e1"],
-        |Site {
-             bed,
-             engines,
-             broker,
-         }| {
-            let rt = Runtime::new().unwrap();
-            let mut round = 50;
-            let mut remote = |warm: usize| {
-                round += 1;
-                let instance = base + round;
-                let c = rt.block_on(Controller::on(
-                    &broker.address,
-                    instance,
-                    &format!("mb{instance}"),
-                ));
-                let mut options = options(instance, warm);
-                options.brokers = broker.address.clone();
-                options.local_engine = false;
-                let tls = docker_plugin(engines, &mut options);
-                let cluster = Cluster::start_on(bed, &HOSTS, &options, |_, o| o.extra += &tls);
-                cluster
-                    .active(Duration::from_secs(60))
-                    .expect("no active host");
-                Rig {
-                    bed: Some(bed),
-                    cluster,
-                    c,
-                }
-            };
-            measure(&rt, &mut remote, runs)
-        },
-    );
+    let many = on_site(&["e1"], |site| {
+        let rt = Runtime::new().unwrap();
+        let mut round = 50;
+        let mut remote = |warm: usize| {
+            round += 1;
+            let instance = base + round;
+            let (c, cluster) =
+                site.start_cluster(&rt, &format!("mb{instance}"), options(instance, warm));
+            cluster
+                .active(Duration::from_secs(60))
+                .expect("no active host");
+            Rig {
+                bed: Some(site.bed),
+                cluster,
+                c,
+            }
+        };
+        measure(&rt, &mut remote, runs)
+    });
 
     println!();
     println!("== failover (kill → consuming)");
-    println!("   process kill,   one machine:   {}", one.failover);
-    println!("   machine failure, many machines: {}", many.failover);
-    println!(
-        "   machine / process: p50 {:.2}, p99 {:.2}",
-        ratio(many.failover.p50, one.failover.p50),
-        ratio(many.failover.p99, one.failover.p99)
+    compare(
+        ("process kill, one machine", &one.failover),
+        ("machine failure, many machines", &many.failover),
+        "machine / process",
     );
     println!("== takeover (claim, reconcile, re-attach every idle container, proxy checks)");
     for ((n, local, kept_l), (_, remote, kept_r)) in one.reattach.iter().zip(&many.reattach) {
@@ -225,11 +207,20 @@ fn main() {
         );
     }
     println!("== warm activation, sent → acknowledged (100 sequential)");
-    println!("   local engine:  {}", one.latency);
-    println!("   remote engine: {}", many.latency);
+    compare(
+        ("local engine", &one.latency),
+        ("remote engine", &many.latency),
+        "remote / local",
+    );
+}
+
+/// Prints a baseline, a contender and their p50 and p99 ratios.
+fn compare(baseline: (&str, &Summary), contender: (&str, &Summary), ratio_name: &str) {
+    println!("   {:<32} {}", baseline.0, baseline.1);
+    println!("   {:<32} {}", contender.0, contender.1);
     println!(
-        "   remote / local: p50 {:.2}, p99 {:.2}",
-        ratio(many.latency.p50, one.latency.p50),
-        ratio(many.latency.p99, one.latency.p99)
+        "   {ratio_name}: p50 {:.2}, p99 {:.2}",
+        ratio(contender.1.p50, baseline.1.p50),
+        ratio(contender.1.p99, baseline.1.p99)
     );
 }

@@ -12,7 +12,6 @@
 use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::host::{containers_of, HostOptions};
 use keepwarm_tests::kafka::{annotation, Controller};
-use keepwarm_tests::netbed::engine::docker_plugin;
 use keepwarm_tests::netbed::site::{on_site, Site, HOSTS};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,28 +64,16 @@ impl Stage<'_> {
                 let c = rt.block_on(Controller::new(instance, &format!("demo{instance}")));
                 (c, Cluster::start(3, instance, 2))
             }
-            Stage::Machines(Site {
-                bed,
-                engines,
-                broker,
-            }) => {
+            Stage::Machines(site) => {
                 println!(
                     "== starting three keepwarm hosts on machines h1-h3 ({}), the Docker engine on \
                      e1 ({}, TLS), the broker on b ({}); invoker{instance}",
-                    HOSTS.map(|m| bed.machine(m).ip.clone()).join(", "),
-                    engines[0].ip,
-                    broker.address
+                    HOSTS.map(|m| site.bed.machine(m).ip.clone()).join(", "),
+                    site.engines[0].ip,
+                    site.broker.address
                 );
-                let c = rt.block_on(Controller::on(
-                    &broker.address,
-                    instance,
-                    &format!("demo{instance}"),
-                ));
-                let mut options = HostOptions::new(instance, 2, 2048);
-                options.brokers = broker.address.clone();
-                let tls = docker_plugin(engines, &mut options);
-                let cluster = Cluster::start_on(bed, &HOSTS, &options, |_, o| o.extra += &tls);
-                (c, cluster)
+                let options = HostOptions::new(instance, 2, 2048);
+                site.start_cluster(&rt, &format!("demo{instance}"), options)
             }
         }
     }

@@ -9,7 +9,7 @@ use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::eventually;
 use keepwarm_tests::host::HostOptions;
 use keepwarm_tests::kafka::{annotation, assert_echo_runs_warm, Controller};
-use keepwarm_tests::netbed::engine::{docker_plugin, RemoteDocker};
+use keepwarm_tests::netbed::engine::RemoteDocker;
 use keepwarm_tests::netbed::site::{on_site, Site, HOSTS};
 use keepwarm_tests::netbed::NetBed;
 use serde_json::{json, Value};
@@ -41,43 +41,33 @@ struct World<'a> {
 /// cluster up.
 fn on_bed(base: u32, engine_machines: &[&str], scenario: impl FnOnce(&mut World) + Send) {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    on_site(
-        engine_machines,
-        |Site {
-             bed,
-             engines,
-             broker,
-         }| {
-            let rt = Runtime::new().unwrap();
-            let instance = base * 10_000 + std::process::id() % 10_000;
-            let c = rt.block_on(Controller::on(
-                &broker.address,
-                instance,
-                &format!("m{instance}"),
-            ));
-            let mut options = HostOptions::new(instance, 1, 8192);
-            options.brokers = broker.address.clone();
-            options.local_engine = false;
-            let tls = docker_plugin(engines, &mut options);
-            let cluster = Cluster::start_on(bed, &HOSTS, &options, |_, opts| opts.extra += &tls);
-            let active = cluster.active(WAIT).unwrap_or_else(|| {
-                panic!("no host became active\n{}", cluster.hosts[0].log());
-            });
-            let status = cluster.status(active).unwrap();
-            assert_eq!(status["plugin"]["cluster_wide"], true, "{status}");
-            let mut world = World {
-                bed,
-                engines,
-                broker,
-                rt,
-                instance,
-                c,
-                cluster,
-                active,
-            };
-            scenario(&mut world);
-        },
-    );
+    on_site(engine_machines, |site| {
+        let rt = Runtime::new().unwrap();
+        let instance = base * 10_000 + std::process::id() % 10_000;
+        let options = HostOptions::new(instance, 1, 8192);
+        let (c, cluster) = site.start_cluster(&rt, &format!("m{instance}"), options);
+        let Site {
+            bed,
+            engines,
+            broker,
+        } = site;
+        let active = cluster.active(WAIT).unwrap_or_else(|| {
+            panic!("no host became active\n{}", cluster.hosts[0].log());
+        });
+        let status = cluster.status(active).unwrap();
+        assert_eq!(status["plugin"]["cluster_wide"], true, "{status}");
+        let mut world = World {
+            bed,
+            engines,
+            broker,
+            rt,
+            instance,
+            c,
+            cluster,
+            active,
+        };
+        scenario(&mut world);
+    });
 }
 
 impl World<'_> {

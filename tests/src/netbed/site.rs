@@ -2,9 +2,12 @@
 //! stand-in controller), `h1`–`h3` (keepwarm hosts), engine machines each with a
 //! [`RemoteDocker`], and `b` (the broker).
 
-use super::engine::RemoteDocker;
+use super::engine::{docker_plugin, RemoteDocker};
 use super::NetBed;
 use crate::chaos::broker::Broker;
+use crate::cluster::Cluster;
+use crate::host::HostOptions;
+use crate::kafka::Controller;
 
 /// The machines keepwarm hosts run on.
 pub const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
@@ -16,6 +19,25 @@ pub struct Site<'a> {
     /// In the order their machines were named.
     pub engines: &'a [RemoteDocker],
     pub broker: &'a Broker,
+}
+
+impl Site<'_> {
+    /// A stand-in controller (`controller`, for `options.instance`) on the site's broker, and
+    /// a cluster on [`HOSTS`] whose Docker plugin reaches every engine over TLS.
+    pub fn start_cluster(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        controller: &str,
+        mut options: HostOptions,
+    ) -> (Controller, Cluster) {
+        let address = &self.broker.address;
+        let c = rt.block_on(Controller::on(address, options.instance, controller));
+        options.brokers = address.clone();
+        options.local_engine = false;
+        let tls = docker_plugin(self.engines, &mut options);
+        let cluster = Cluster::start_on(self.bed, &HOSTS, &options, |_, o| o.extra += &tls);
+        (c, cluster)
+    }
 }
 
 /// Builds the site with `engine_machines` (the keepwarm binary and Docker plugin built first),
