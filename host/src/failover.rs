@@ -12,7 +12,7 @@ use crate::pool::{Pool, PoolEvent};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// Reconciles the engine with the replicated pool under the committed claim `epoch` and
 /// attaches; fills `pool` with the containers it keeps.
@@ -41,12 +41,23 @@ pub async fn take_over(
             pool.learn_held(key, Duration::from_millis(ms));
         }
     }
+    // A planned step-down: what is busy is the old host's until it hands it back.
+    let lending = node
+        .state()
+        .lent
+        .as_ref()
+        .is_some_and(|l| now_ms() < l.until_ms);
     let Plan {
         orphans,
         busy,
         gone,
         idle,
     } = plan(&records, &engine);
+    let (lent, busy): (BTreeSet<String>, Vec<String>) = if lending {
+        (busy.into_iter().collect(), Vec::new())
+    } else {
+        (BTreeSet::new(), busy)
+    };
     let orphans_destroyed = orphans.len();
     let busy_destroyed = busy.len();
     let mut removed: Vec<String> = gone.into_iter().chain(busy.iter().cloned()).collect();
@@ -76,7 +87,70 @@ pub async fn take_over(
         lost,
         busy_destroyed,
         orphans_destroyed,
+        lent,
     })
+}
+
+/// Adopts containers the member that handed over is done with (`ids`, lent at takeover) into
+/// `pool` as they were recorded, and records them idle. Those that cannot be attached are
+/// destroyed and forgotten.
+pub async fn take_back(
+    node: &Node,
+    epoch: u64,
+    factory: &Arc<dyn ContainerFactory>,
+    pool: &Pool,
+    ids: &[String],
+) -> Result<usize, ClusterError> {
+    let records: Vec<ContainerRecord> = {
+        let state = node.state();
+        ids.iter()
+            .filter_map(|id| state.containers.get(id).cloned())
+            .collect()
+    };
+    let attached = reattach(factory, pool, &records).await;
+    let at_ms = now_ms();
+    let mut changes: Vec<PoolChange> = records
+        .iter()
+        .filter(|r| !attached.failed.contains(&r.container.id))
+        .map(|r| PoolChange::Busy {
+            id: r.container.id.clone(),
+            busy: false,
+            at_ms,
+        })
+        .collect();
+    changes.extend(
+        attached
+            .failed
+            .iter()
+            .map(|id| PoolChange::Removed { id: id.clone() }),
+    );
+    destroy_in_background(factory, attached.failed);
+    if !changes.is_empty() {
+        node.propose(Command::Pool { epoch, changes }).await?;
+    }
+    Ok(attached.count)
+}
+
+/// Destroys and forgets containers lent to the member that handed over and never handed
+/// back by its deadline: what ran in them has an unknown outcome.
+pub async fn expire_lent(
+    node: &Node,
+    epoch: u64,
+    factory: &Arc<dyn ContainerFactory>,
+    ids: Vec<String>,
+) -> Result<(), ClusterError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(containers = ?ids, "the member that handed over never handed these back: destroying them");
+    let changes = ids
+        .iter()
+        .map(|id| PoolChange::Removed { id: id.clone() })
+        .collect();
+    destroy_in_background(factory, ids);
+    node.propose(Command::Pool { epoch, changes })
+        .await
+        .map(|_| ())
 }
 
 /// What re-attaching the replicated idle containers came to.
@@ -245,18 +319,34 @@ fn note_progress(
     }
 }
 
+/// What the replicator batches.
+#[derive(Debug)]
+pub struct Inputs {
+    pub events: broadcast::Receiver<PoolEvent>,
+    pub progress: mpsc::UnboundedReceiver<Progress>,
+    /// Commands made elsewhere (plugin `state` writes).
+    pub extra: mpsc::UnboundedReceiver<Command>,
+    /// Answered once everything queued before the request is committed.
+    pub flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+}
+
 /// Proposes pool changes, offsets and completions in batches until leadership is lost
 /// (then it signals `lost`). Nothing on the activation path waits for it.
 pub async fn replicate(
     node: Node,
     epoch: u64,
     plugin: String,
-    mut events: broadcast::Receiver<PoolEvent>,
-    mut progress: mpsc::UnboundedReceiver<Progress>,
-    mut extra: mpsc::UnboundedReceiver<Command>,
+    inputs: Inputs,
     lost: watch::Sender<bool>,
 ) {
+    let Inputs {
+        mut events,
+        mut progress,
+        mut extra,
+        mut flushes,
+    } = inputs;
     loop {
+        let mut flushed = Vec::new();
         let mut changes = Vec::new();
         let mut offsets = BTreeMap::new();
         let mut completed = Vec::new();
@@ -275,6 +365,10 @@ pub async fn replicate(
             },
             p = progress.recv() => match p {
                 Some(p) => note_progress(&node, p, &mut offsets, &mut completed),
+                None => return,
+            },
+            f = flushes.recv() => match f {
+                Some(f) => flushed.push(f),
                 None => return,
             },
         }
@@ -310,6 +404,10 @@ pub async fn replicate(
                 }
                 Err(e) => tracing::warn!("replication: {e}"),
             }
+        }
+        // everything queued before a flush was asked for is committed now
+        for f in flushed {
+            let _ = f.send(());
         }
     }
 }

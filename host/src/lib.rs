@@ -45,4 +45,5 @@ pub mod pem;
 pub mod plugin;
 pub mod pool;
 pub mod role;
+pub mod step_down;
 pub mod testing;

@@ -5,16 +5,19 @@
 
 use crate::clock::now_ms;
 use crate::cluster::plugin_state::ReplicatedPluginState;
+use crate::cluster::state::Command;
 use crate::cluster::status::Role;
 use crate::cluster::status::Takeover;
 use crate::cluster::{ClusterConfig, ClusterError, Node};
 use crate::config::{ClusterSection, Config};
 use crate::factory::ContainerFactory;
 use crate::failover;
+use crate::feed::InFlight;
 use crate::feed::{self, FeedHooks};
 use crate::fence::FencedFactory;
 use crate::lease::{self, Lease};
 use crate::parts::{upkeep, Parts};
+use crate::step_down::{self, StepDownError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -110,6 +113,7 @@ pub async fn run_cluster(
         parts,
         plugin_state,
         lease: Duration::from_millis(cluster.lease_ms),
+        election_timeout_max: Duration::from_millis(cluster.election_timeout_max_ms),
     };
     tracing::info!(id = cluster.id, "cluster member started; standing by");
 
@@ -133,6 +137,11 @@ pub async fn run_cluster(
             }
             Ok(Ended::CannotServe) => {
                 failed_takeovers = 0;
+                member.hand_over(&cluster).await;
+            }
+            Ok(Ended::HandOver(feed)) => {
+                failed_takeovers = 0;
+                draining.push(feed);
                 member.hand_over(&cluster).await;
             }
             Err(e) => {
@@ -162,6 +171,19 @@ enum Ended {
     /// The feed failed (Kafka unreachable, offsets unwritable) while this host still leads:
     /// nothing is running any more, and another member should lead.
     CannotServe,
+    /// A step-down stopped the feed but no member took over: hand over the slow way.
+    HandOver(JoinHandle<()>),
+}
+
+/// Why an active term ends.
+enum Why {
+    Shutdown,
+    /// Leadership of the term ended.
+    Lost,
+    FeedFailed,
+    /// A planned step-down handed leadership over (`true`) or stopped the feed without
+    /// another member taking over (`false`).
+    SteppedDown(bool),
 }
 
 struct Member {
@@ -169,6 +191,7 @@ struct Member {
     parts: Parts,
     plugin_state: Arc<ReplicatedPluginState>,
     lease: Duration,
+    election_timeout_max: Duration,
 }
 
 impl Member {
@@ -247,14 +270,18 @@ impl Member {
 
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
         self.plugin_state.activate(takeover.epoch, commands_tx);
         let replicator = tokio::spawn(failover::replicate(
             node.clone(),
             takeover.epoch,
             self.parts.config.plugin.name.clone(),
-            pool.subscribe(),
-            progress_rx,
-            commands_rx,
+            failover::Inputs {
+                events: pool.subscribe(),
+                progress: progress_rx,
+                extra: commands_rx,
+                flushes: flush_rx,
+            },
             lost_tx.clone(),
         ));
         let upkeep = upkeep(
@@ -264,6 +291,8 @@ impl Member {
         );
         let (stop_tx, stop_rx) = watch::channel(false);
         let state = node.shared_state();
+        let lent_state = node.shared_state();
+        let in_flight = Arc::new(InFlight::default());
         let hooks = FeedHooks {
             offsets: Some(node.state().offsets.clone()),
             already_done: Some(Arc::new(move |id: &str| {
@@ -271,8 +300,15 @@ impl Member {
             })),
             progress: Some(progress_tx),
             may_pull: Some(gate.clone()),
+            in_flight: Some(in_flight.clone()),
+            lent_until: Some(Arc::new(move |id: &str| {
+                lent_state.read().expect("state lock").lent_until(id)
+            })),
         };
-        let runner = self.parts.runner(pool, factory.clone(), Some(gate));
+        // Containers the member that handed over still uses, until it hands them back.
+        let mut lent = takeover.lent.clone();
+        let lent_until = node.state().lent.as_ref().map_or(0, |l| l.until_ms);
+        let runner = self.parts.runner(pool.clone(), factory.clone(), Some(gate));
         let mut feed = {
             let (config, sink) = (self.parts.feed_config(), self.parts.sink.clone());
             tokio::spawn(async move {
@@ -282,15 +318,93 @@ impl Member {
             })
         };
 
-        // Active until leadership of this term ends, the host shuts down, or the feed fails.
+        // Active until leadership of this term ends, the host shuts down, the feed fails, or
+        // the operator asks this host to step down.
+        let term = step_down::Term {
+            node,
+            epoch: takeover.epoch,
+            led_at,
+            election_timeout_max: self.election_timeout_max,
+            drain_timeout: self.parts.feed_config().drain_timeout,
+            in_flight: &in_flight,
+            stop_feed: &stop_tx,
+            flush: &flush_tx,
+        };
+        let mut step_downs = node.requests.step_down.lock().await;
+        let mut handbacks = node.requests.handback.lock().await;
         let mut shutdown = shutdown;
-        let (shutting_down, feed_failed) = loop {
+        let why = loop {
+            let lent_expires = tokio::time::Instant::now()
+                + Duration::from_millis(u64::try_from(lent_until - now_ms()).unwrap_or(0));
             tokio::select! {
-                _ = shutdown.changed() => if *shutdown.borrow() { break (true, false) },
-                _ = lost_rx.changed() => break (false, false),
-                _ = &mut feed => break (false, true),
+                _ = shutdown.changed() => if *shutdown.borrow() { break Why::Shutdown },
+                _ = lost_rx.changed() => break Why::Lost,
+                _ = &mut feed => break Why::FeedFailed,
+                Some(asked) = step_downs.recv() => {
+                    if asked.is_closed() {
+                        continue;
+                    }
+                    match step_down::step_down(&term).await {
+                        Ok(done) => {
+                            tracing::info!(?done, "stepped down: another member leads");
+                            let _ = asked.send(Ok(done));
+                            break Why::SteppedDown(true);
+                        }
+                        Err(e) => {
+                            tracing::warn!("step-down: {e}");
+                            let stopped = matches!(e, StepDownError::Stopped(_));
+                            let _ = asked.send(Err(e.to_string()));
+                            if stopped {
+                                break Why::SteppedDown(false);
+                            }
+                        }
+                    }
+                }
+                Some(back) = handbacks.recv() => {
+                    let ids: Vec<String> = back.containers.iter().filter(|id| lent.remove(*id)).cloned().collect();
+                    let (node, factory, pool, epoch) = (node.clone(), factory.clone(), pool.clone(), takeover.epoch);
+                    tokio::spawn(async move {
+                        let handed_back = Command::HandedBack { epoch, completed: back.completed, unfinished: back.unfinished };
+                        if let Err(e) = node.propose(handed_back).await {
+                            tracing::warn!("recording the handback: {e}");
+                        }
+                        match failover::take_back(&node, epoch, &factory, &pool, &ids).await {
+                            Ok(n) => tracing::info!(from = back.from, taken_back = n, "containers handed back after a step-down"),
+                            Err(e) => tracing::warn!("taking back containers: {e}"),
+                        }
+                    });
+                }
+                _ = tokio::time::sleep_until(lent_expires), if !lent.is_empty() => {
+                    let ids: Vec<String> = std::mem::take(&mut lent).into_iter().collect();
+                    if let Err(e) = failover::expire_lent(node, takeover.epoch, &factory, ids).await {
+                        tracing::warn!("forgetting containers never handed back: {e}");
+                    }
+                }
             }
         };
+        drop((step_downs, handbacks));
+        // SIGTERM on the active host: hand over first when another member can take it.
+        let why = match why {
+            Why::Shutdown => match step_down::step_down(&term).await {
+                Ok(done) => {
+                    tracing::info!(?done, "stopping: handed the active role over first");
+                    Why::Shutdown
+                }
+                Err(e) => {
+                    tracing::warn!("stopping without a handover ({e}): a standby takes over when this host is gone");
+                    Why::Shutdown
+                }
+            },
+            other => other,
+        };
+        let handed_over = in_flight.has_stopped_pulling() && !node.is_leader();
+        let (shutting_down, feed_failed) = match why {
+            Why::Shutdown => (true, false),
+            Why::Lost | Why::SteppedDown(true) => (false, false),
+            Why::FeedFailed => (false, true),
+            Why::SteppedDown(false) => (false, false),
+        };
+        let slow_hand_over = matches!(why, Why::SteppedDown(false));
 
         // Stepping down: take no further work; what runs finishes in the background.
         node.report(|r| r.role = Role::SteppingDown);
@@ -299,7 +413,7 @@ impl Member {
         self.plugin_state.deactivate();
         upkeep.abort();
         watcher.abort();
-        if shutting_down || feed_failed {
+        if (shutting_down && !handed_over) || feed_failed || slow_hand_over {
             // Still the leader: let the last progress reach the log.
             let mut replicator = replicator;
             if tokio::time::timeout(Duration::from_millis(500), &mut replicator)
@@ -315,11 +429,18 @@ impl Member {
         if feed_failed {
             return Ok(Ended::CannotServe);
         }
+        // A handover leaves what runs here to finish here; once it has, hand it back.
+        let node = node.clone();
         let feed = tokio::spawn(async move {
             let _ = feed.await;
+            if let Some(running) = in_flight.handed_over() {
+                step_down::hand_back(node, running, in_flight, pool).await;
+            }
         });
         Ok(if shutting_down {
             Ended::Shutdown(feed)
+        } else if slow_hand_over {
+            Ended::HandOver(feed)
         } else {
             Ended::SteppedDown(feed)
         })

@@ -48,6 +48,16 @@ pub enum ClusterCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Hand the active role to a caught-up member before this host stops pulling (a rolling
+    /// upgrade: step down, then stop the host). Prints who took over and how long pulling
+    /// paused; fails, changing nothing, when no other member is caught up.
+    StepDown {
+        /// Peer address of the current leader (the active host).
+        #[arg(long)]
+        leader: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 /// How the operator proves it is the admin.
@@ -107,6 +117,9 @@ pub async fn run(command: ClusterCommand) -> i32 {
         ClusterCommand::Leave { leader, id, admin } => {
             let path = format!("/admin/members/{id}");
             ask_leader(&admin, &leader, "DELETE", &path, String::new()).await
+        }
+        ClusterCommand::StepDown { leader, admin } => {
+            ask_leader(&admin, &leader, "POST", "/admin/step-down", String::new()).await
         }
     }
 }

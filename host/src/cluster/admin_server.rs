@@ -14,7 +14,7 @@ use openraft::BasicNode;
 
 impl Peer {
     /// An admin certificate, or the admin token (compared in constant time).
-    fn admin(&self, connection: Identity, headers: &HeaderMap) -> Result<(), Refusal> {
+    pub(super) fn admin(&self, connection: Identity, headers: &HeaderMap) -> Result<(), Refusal> {
         if connection == Identity::Admin {
             return Ok(());
         }
@@ -38,7 +38,7 @@ impl Peer {
     }
 
     /// The current voters, or a 421 naming the leader.
-    fn voters(&self) -> Result<std::collections::BTreeSet<NodeId>, Refusal> {
+    pub(super) fn voters(&self) -> Result<std::collections::BTreeSet<NodeId>, Refusal> {
         let metrics = self.raft.metrics().borrow().clone();
         if metrics.current_leader != Some(metrics.id) {
             return Err(error(

@@ -14,6 +14,7 @@
 
 mod admin_server;
 pub mod campaign;
+pub mod handover;
 pub mod network;
 pub mod plugin_state;
 mod rpc_server;
@@ -89,6 +90,9 @@ pub struct Node {
     db: std::sync::Weak<redb::Database>,
     db_path: PathBuf,
     servers: Arc<tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    peers: Peers,
+    /// Step-down and handback requests for the roles.
+    pub requests: Arc<handover::Requests>,
 }
 
 impl std::fmt::Debug for Node {
@@ -201,7 +205,9 @@ impl Node {
                 status::MemberStatus::of(&raft, &state.read().expect("state lock"), host, voting)
             })
         };
+        let (inbox, requests) = handover::inbox();
         let peer = server::Peer {
+            inbox,
             raft: raft.clone(),
             transport: Arc::new(config.transport.clone()),
             admin_token: config.admin_token.clone().map(Into::into),
@@ -255,6 +261,8 @@ impl Node {
             db,
             db_path: path,
             servers: Arc::new(tokio::sync::Mutex::new(servers)),
+            peers,
+            requests,
         })
     }
 
@@ -282,7 +290,9 @@ impl Node {
             Command::Pool { epoch, .. }
             | Command::Offsets { epoch, .. }
             | Command::Completed { epoch, .. }
-            | Command::PluginState { epoch, .. } => Some(*epoch),
+            | Command::PluginState { epoch, .. }
+            | Command::Handover { epoch, .. }
+            | Command::HandedBack { epoch, .. } => Some(*epoch),
             Command::Claim { .. } => None,
         };
         match self.raft.client_write(command).await {
@@ -323,6 +333,57 @@ impl Node {
     /// Confirms with a quorum that this member still leads (one heartbeat round).
     pub async fn confirm_leadership(&self) -> bool {
         self.raft.ensure_linearizable().await.is_ok()
+    }
+
+    /// Posts `body` to member `to`'s peer endpoint `path`; its answer when it is a success.
+    pub async fn call_member(
+        &self,
+        to: NodeId,
+        path: &str,
+        body: Vec<u8>,
+        limit: Duration,
+    ) -> Result<bytes::Bytes, String> {
+        let address = self
+            .peers
+            .routes()
+            .get(&to)
+            .ok_or_else(|| format!("member {to} is not a peer of this member"))?;
+        let (status, answer) = self.peers.call(to, address, path, body, limit).await?;
+        if status.is_success() {
+            Ok(answer)
+        } else {
+            Err(format!(
+                "member {to} answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            ))
+        }
+    }
+
+    /// The voters other than this member whose log matches the leader's up to `index`,
+    /// best first (openraft's replication metrics; empty on a follower).
+    pub fn caught_up(&self, index: u64) -> Vec<NodeId> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        let Some(replication) = metrics.replication else {
+            return Vec::new();
+        };
+        let mut ready: Vec<(u64, NodeId)> = replication
+            .iter()
+            .filter(|(id, _)| **id != self.id && voters.contains(id))
+            .filter_map(|(id, matched)| Some((matched.as_ref()?.index, *id)))
+            .filter(|(matched, _)| *matched >= index)
+            .collect();
+        ready.sort_by(|a, b| b.cmp(a));
+        ready.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The index of the last entry in this member's log.
+    pub fn last_log_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_log_index
+            .unwrap_or_default()
     }
 
     /// Stops serving peers, shuts Raft down and returns once the storage file is closed

@@ -28,6 +28,8 @@ pub struct Peer {
     pub vote_floor: Arc<AtomicU64>,
     /// Touched on every append-entries this member accepts from a leader.
     pub contact: Arc<LeaderContact>,
+    /// Step-down and handback requests, on their way to the roles.
+    pub inbox: super::handover::Inbox,
 }
 
 type AppendEntries = openraft::raft::AppendEntriesRequest<super::types::TypeConfig>;
@@ -43,7 +45,11 @@ impl std::fmt::Debug for Peer {
 
 impl Peer {
     /// The member a request may speak for, or the refusal.
-    fn member(&self, connection: Identity, headers: &HeaderMap) -> Result<Identity, Refusal> {
+    pub(super) fn member(
+        &self,
+        connection: Identity,
+        headers: &HeaderMap,
+    ) -> Result<Identity, Refusal> {
         match self.transport.peer(connection, headers) {
             Some(Identity::Admin) => Err(error(
                 StatusCode::FORBIDDEN,
@@ -58,7 +64,7 @@ impl Peer {
     }
 
     /// Refuses an RPC whose vote names another member than the certificate does.
-    fn speaks_for(&self, peer: Identity, id: NodeId) -> Result<(), Refusal> {
+    pub(super) fn speaks_for(&self, peer: Identity, id: NodeId) -> Result<(), Refusal> {
         if peer.speaks_for(id) {
             Ok(())
         } else {

@@ -16,7 +16,7 @@
 //! request (408).
 
 use super::tls::Identity;
-use super::{admin_server, rpc_server};
+use super::{admin_server, handover, rpc_server};
 use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -187,6 +187,18 @@ pub fn peer_router(state: Peer, limits: Limits) -> Router {
         .route("/raft/snapshot", post(rpc_server::snapshot).layer(large))
         .route("/raft/vote", post(rpc_server::vote).layer(small.clone()))
         .route("/raft/ping", post(rpc_server::ping).layer(small.clone()))
+        .route(
+            "/raft/campaign",
+            post(handover::campaign).layer(small.clone()),
+        )
+        .route(
+            "/raft/handback",
+            post(handover::handback).layer(small.clone()),
+        )
+        .route(
+            "/admin/step-down",
+            post(handover::step_down).layer(small.clone()),
+        )
         .route(
             "/admin/members",
             post(admin_server::join).layer(small.clone()),

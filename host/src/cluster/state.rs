@@ -10,7 +10,7 @@ use crate::plugin::StoredValue;
 use crate::pool::WarmKey;
 use serde::{Deserialize, Serialize};
 use serde_with::{As, Same};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// How many completed activation ids are kept for de-duplication after a failover.
 pub const COMPLETED_KEPT: usize = 10_000;
@@ -44,6 +44,23 @@ pub enum PoolChange {
     Removed { id: String },
 }
 
+/// A planned step-down: the active host stopped pulling, names the member it asks to lead
+/// next, and lends it nothing it still uses: the activations still running there finish there.
+/// The next claim takes it over (as [`Replicated::lent`]); see `docs/architecture.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    /// The member handing over.
+    pub from: u64,
+    /// The member asked to campaign.
+    pub to: u64,
+    /// Activations still running on `from`: the next active host neither runs them nor
+    /// reuses their containers while `from` may still finish them.
+    pub running: BTreeSet<String>,
+    /// Epoch millis by which `from` has finished or given up (its drain timeout): then what
+    /// still runs is run again and the containers it held are destroyed (outcome unknown).
+    pub until_ms: i64,
+}
+
 /// A Raft log entry's payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
@@ -70,6 +87,18 @@ pub enum Command {
         key: String,
         #[serde(with = "As::<Option<StoredValue>>")]
         value: Option<Vec<u8>>,
+    },
+    /// The active host steps down in an orderly way.
+    Handover {
+        epoch: u64,
+        handover: Handover,
+    },
+    /// The member that handed over is done with what ran there: `completed` were
+    /// acknowledged; `unfinished` were not (fenced, or its drain timed out) and are run here.
+    HandedBack {
+        epoch: u64,
+        completed: Vec<String>,
+        unfinished: Vec<String>,
     },
 }
 
@@ -103,6 +132,12 @@ pub struct Replicated {
     pub completed: VecDeque<String>,
     #[serde(with = "As::<BTreeMap<Same, BTreeMap<Same, StoredValue>>>")]
     pub plugin_state: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Offered by the active host stepping down, for the next claim.
+    #[serde(default)]
+    pub handover: Option<Handover>,
+    /// The handover the current claim took over: what still runs on the member before.
+    #[serde(default)]
+    pub lent: Option<Handover>,
 }
 
 impl Replicated {
@@ -110,6 +145,9 @@ impl Replicated {
     pub fn apply(&mut self, index: u64, command: &Command) -> Reply {
         let epoch = match command {
             Command::Claim { node } => {
+                // A pending handover was offered under the claim this one ends (every claim
+                // takes it or clears it): the new active host inherits what still runs.
+                self.lent = self.handover.take();
                 self.claim = Claim {
                     node: *node,
                     epoch: index,
@@ -119,7 +157,9 @@ impl Replicated {
             Command::Pool { epoch, .. }
             | Command::Offsets { epoch, .. }
             | Command::Completed { epoch, .. }
-            | Command::PluginState { epoch, .. } => *epoch,
+            | Command::PluginState { epoch, .. }
+            | Command::Handover { epoch, .. }
+            | Command::HandedBack { epoch, .. } => *epoch,
         };
         if epoch < self.claim.epoch {
             return Reply::StaleEpoch {
@@ -135,11 +175,18 @@ impl Replicated {
                     *e = (*e).max(*o);
                 }
             }
-            Command::Completed { ids, .. } => {
-                self.completed.extend(ids.iter().cloned());
-                while self.completed.len() > COMPLETED_KEPT {
-                    self.completed.pop_front();
+            Command::Completed { ids, .. } => self.complete(ids),
+            Command::HandedBack {
+                completed,
+                unfinished,
+                ..
+            } => {
+                if let Some(lent) = &mut self.lent {
+                    for id in completed.iter().chain(unfinished) {
+                        lent.running.remove(id);
+                    }
                 }
+                self.complete(completed);
             }
             Command::PluginState {
                 plugin, key, value, ..
@@ -150,8 +197,16 @@ impl Replicated {
                     None => map.remove(key),
                 };
             }
+            Command::Handover { handover, .. } => self.handover = Some(handover.clone()),
         }
         Reply::Applied
+    }
+
+    fn complete(&mut self, ids: &[String]) {
+        self.completed.extend(ids.iter().cloned());
+        while self.completed.len() > COMPLETED_KEPT {
+            self.completed.pop_front();
+        }
     }
 
     fn change(&mut self, change: &PoolChange) {
@@ -186,6 +241,15 @@ impl Replicated {
 
     pub fn is_completed(&self, activation_id: &str) -> bool {
         self.completed.iter().any(|c| c == activation_id)
+    }
+
+    /// Until when (epoch millis) `activation_id` is left to the member that handed over, if
+    /// it was running there and has not been reported finished.
+    pub fn lent_until(&self, activation_id: &str) -> Option<i64> {
+        self.lent
+            .as_ref()
+            .filter(|l| l.running.contains(activation_id))
+            .map(|l| l.until_ms)
     }
 }
 
@@ -276,6 +340,60 @@ mod tests {
         s.apply(5, &busy(true, 2_000));
         s.apply(6, &busy(false, 2_080));
         assert_eq!(s.containers["a"].held_ms, Some(50), "(3 × 40 + 80) / 4");
+    }
+
+    #[test]
+    fn the_claim_after_a_handover_inherits_what_still_runs_and_the_one_after_does_not() {
+        let mut s = Replicated::default();
+        s.apply(1, &Command::Claim { node: 1 });
+        let handover = Handover {
+            from: 1,
+            to: 2,
+            running: ["a1".to_string(), "a2".to_string()].into(),
+            until_ms: 5_000,
+        };
+        let offer_at = |epoch| Command::Handover {
+            epoch,
+            handover: handover.clone(),
+        };
+        let offer = offer_at(1);
+        assert_eq!(s.apply(2, &offer), Reply::Applied);
+        assert_eq!(s.lent_until("a1"), None, "not lent before the next claim");
+        s.apply(3, &Command::Claim { node: 2 });
+        assert_eq!(s.lent.as_ref(), Some(&handover));
+        assert_eq!(s.lent_until("a1"), Some(5_000));
+        assert_eq!(s.lent_until("a2"), Some(5_000));
+        s.apply(
+            4,
+            &Command::HandedBack {
+                epoch: 3,
+                completed: vec!["a1".into()],
+                unfinished: vec![],
+            },
+        );
+        assert_eq!(s.lent_until("a1"), None, "reported finished");
+        assert!(s.is_completed("a1"));
+        assert_eq!(s.lent_until("a2"), Some(5_000));
+        // an old epoch cannot offer a handover, and the next claim clears what was lent
+        assert!(matches!(s.apply(5, &offer), Reply::StaleEpoch { .. }));
+        s.apply(
+            6,
+            &Command::HandedBack {
+                epoch: 3,
+                completed: vec![],
+                unfinished: vec!["a2".into()],
+            },
+        );
+        assert_eq!(s.lent_until("a2"), None, "handed back unfinished: run here");
+        assert!(!s.is_completed("a2"));
+        s.apply(7, &offer_at(3));
+        s.apply(8, &Command::Claim { node: 3 });
+        assert!(s.lent.is_some());
+        s.apply(9, &Command::Claim { node: 1 });
+        assert_eq!(
+            s.lent, None,
+            "only the claim right after the offer inherits it"
+        );
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub struct Takeover {
     pub busy_destroyed: usize,
     /// Labelled containers the replicated state did not know: destroyed.
     pub orphans_destroyed: usize,
+    /// Containers busy on the member that handed over (a planned step-down): left to it
+    /// until it hands them back.
+    #[serde(default)]
+    pub lent: BTreeSet<String>,
 }
 
 /// A member's role, as `role.rs` moves through them.

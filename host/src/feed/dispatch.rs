@@ -22,6 +22,7 @@ pub(super) struct Dispatch {
     /// An activation stopped running (its acknowledgement may still be publishing).
     pub ran: mpsc::UnboundedSender<()>,
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
+    pub in_flight: Option<Arc<super::InFlight>>,
     pub gate: Option<Gate>,
     pub stop: watch::Receiver<bool>,
 }
@@ -46,10 +47,22 @@ impl Dispatch {
     /// Runs `msg` in its own task.
     pub fn run(&self, msg: ActivationMessage, partition: i32, offset: i64) {
         let this = self.clone();
-        tokio::spawn(async move { this.run_to_the_end(msg, partition, offset).await });
+        // before the task runs: a step-down reads what runs as soon as the feed stops pulling
+        if let Some(f) = &this.in_flight {
+            f.begin(&msg.activation_id);
+        }
+        tokio::spawn(async move {
+            let id = msg.activation_id.clone();
+            let in_flight = this.in_flight.clone();
+            let acknowledged = this.run_to_the_end(msg, partition, offset).await;
+            if let Some(f) = in_flight {
+                f.end(&id, acknowledged);
+            }
+        });
     }
 
-    async fn run_to_the_end(self, msg: ActivationMessage, partition: i32, offset: i64) {
+    /// Whether its acknowledgement was published.
+    async fn run_to_the_end(self, msg: ActivationMessage, partition: i32, offset: i64) -> bool {
         let runner = &self.runner;
         let outcome = loop {
             match AssertUnwindSafe(runner.run(&msg)).catch_unwind().await {
@@ -67,7 +80,7 @@ impl Dispatch {
                             // offset back, never acknowledged.
                             let _ = self.ran.send(());
                             let _ = self.done.send((partition, offset));
-                            return;
+                            return false;
                         }
                     }
                 }
@@ -77,7 +90,7 @@ impl Dispatch {
             // active host runs it from the replicated offset.
             if !lease_regained(self.gate.as_ref(), self.stop.clone()).await {
                 let _ = self.ran.send(());
-                return;
+                return false;
             }
         };
         let _ = self.ran.send(());
@@ -92,6 +105,7 @@ impl Dispatch {
             let _ = p.send(Progress::Completed(msg.activation_id.clone()));
         }
         let _ = self.done.send((partition, offset));
+        true
     }
 }
 

@@ -3,9 +3,11 @@
 //! once acknowledged, and ping `health` every second.
 
 mod dispatch;
+mod in_flight;
 pub mod offsets;
 mod sink;
 
+pub use in_flight::InFlight;
 pub use sink::{ActivationSink, Rotation};
 
 use crate::activation::{Acknowledgement, ActivationMessage, PingMessage, Runner, Unreadable};
@@ -74,6 +76,8 @@ pub enum Progress {
 }
 
 type Predicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// Until when (epoch millis) an activation is left to another member, if it is.
+pub type LentUntil = Arc<dyn Fn(&str) -> Option<i64> + Send + Sync>;
 
 /// What cluster mode adds to the feed.
 #[derive(Clone, Default)]
@@ -87,6 +91,11 @@ pub struct FeedHooks {
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
     /// Nothing is pulled while closed (cluster mode: the lease is not held).
     pub may_pull: Option<crate::activation::Gate>,
+    /// The activations running now, by id (what a planned step-down leaves to finish here).
+    pub in_flight: Option<Arc<InFlight>>,
+    /// Until when (epoch millis) an activation is left to the member that handed over: it is
+    /// held back, skipped once reported finished, and run if it is not by then.
+    pub lent_until: Option<LentUntil>,
 }
 
 impl std::fmt::Debug for FeedHooks {
@@ -173,6 +182,7 @@ pub async fn run_with(
         done: done_tx.clone(),
         ran: ran_tx.clone(),
         progress: hooks.progress.clone(),
+        in_flight: hooks.in_flight.clone(),
         gate: hooks.may_pull.clone(),
         stop: shutdown.clone(),
     };
@@ -183,6 +193,8 @@ pub async fn run_with(
         tracker: OffsetTracker::default(),
     };
 
+    // Messages of activations still running on the member that handed over.
+    let mut held: Vec<Held> = Vec::new();
     loop {
         let gate_open = hooks.may_pull.as_ref().is_none_or(|g| g.open());
         let can_pull = gate_open && running < config.max_in_flight && runner.pool.waiting() == 0;
@@ -191,6 +203,21 @@ pub async fn run_with(
             _ = tokio::time::sleep(Duration::from_millis(5)), if !gate_open => {}
             Some(()) = ran_rx.recv() => running -= 1,
             Some((p, o)) = done_rx.recv() => offsets.done(p, o)?,
+            _ = tokio::time::sleep(Duration::from_millis(10)), if !held.is_empty() => {
+                let now = crate::clock::now_ms();
+                for h in std::mem::take(&mut held) {
+                    if hooks.already_done.as_ref().is_some_and(|done| done(&h.msg.activation_id)) {
+                        tracing::info!(activation = %h.msg.activation_id, "finished on the member that handed over: skipped");
+                        offsets.done(h.partition, h.offset)?;
+                    } else if lent_until(&hooks, &h.msg.activation_id).is_none_or(|until| now >= until) {
+                        tracing::warn!(activation = %h.msg.activation_id, "not finished on the member that handed over: running it here");
+                        running += 1;
+                        dispatch.run(h.msg, h.partition, h.offset);
+                    } else {
+                        held.push(h);
+                    }
+                }
+            }
             received = consumer.recv(), if can_pull => {
                 let m = match received {
                     Ok(m) => m,
@@ -218,15 +245,21 @@ pub async fn run_with(
                         tracing::info!(activation = %msg.activation_id, partition, offset, "skipping an activation completed before the failover");
                         offsets.done(partition, offset)?;
                     }
-                    Ok(msg) => {
-                        running += 1;
-                        dispatch.run(msg, partition, offset);
-                    }
+                    Ok(msg) => match lent_until(&hooks, &msg.activation_id) {
+                        Some(_) => held.push(Held { msg, partition, offset }),
+                        None => {
+                            running += 1;
+                            dispatch.run(msg, partition, offset);
+                        }
+                    },
                 }
             }
         }
     }
 
+    if let Some(f) = &hooks.in_flight {
+        f.stop_pulling();
+    }
     tracing::info!(
         in_flight = offsets.tracker.in_flight(),
         running,
@@ -255,6 +288,20 @@ pub async fn run_with(
     }
     health.abort();
     Ok(())
+}
+
+/// An activation the member that handed over may still be running.
+struct Held {
+    msg: ActivationMessage,
+    partition: i32,
+    offset: i64,
+}
+
+fn lent_until(hooks: &FeedHooks, activation_id: &str) -> Option<i64> {
+    hooks
+        .lent_until
+        .as_ref()
+        .and_then(|lent| lent(activation_id))
 }
 
 /// librdkafka backs off up to 10 s between reconnects by default, so a broker back after a

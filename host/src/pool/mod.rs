@@ -214,6 +214,16 @@ impl Pool {
         self.state.lock().expect("pool lock").stats()
     }
 
+    /// The containers no activation is using now.
+    pub fn idle_ids(&self) -> Vec<String> {
+        let state = self.state.lock().expect("pool lock");
+        state
+            .ids()
+            .into_iter()
+            .filter(|id| state.is_idle(id))
+            .collect()
+    }
+
     /// Activations waiting for capacity; the feed pulls nothing while any wait.
     pub fn waiting(&self) -> usize {
         self.state.lock().expect("pool lock").waiting

@@ -1,0 +1,204 @@
+//! A planned step-down, from the active host's side (see `docs/architecture.md`, "Stepping
+//! down in an orderly way"): choose a caught-up member, stop pulling, replicate a
+//! [`Handover`] naming what still runs here, ask the chosen member to campaign, and, once the
+//! activations still running here have finished, hand their containers back.
+
+use crate::clock::now_ms;
+use crate::cluster::handover::{Handback, SteppedDown};
+use crate::cluster::state::{Command, Handover};
+use crate::cluster::Node;
+use crate::feed::InFlight;
+use crate::pool::Pool;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// What a step-down works with: the active term's feed, replicator and timings.
+#[allow(missing_debug_implementations)]
+pub struct Term<'a> {
+    pub node: &'a Node,
+    pub epoch: u64,
+    /// When this member became leader: openraft's own vote refuses a candidate until
+    /// `election_timeout_max` after that.
+    pub led_at: Instant,
+    pub election_timeout_max: Duration,
+    /// How long the feed may drain what runs (the old host gives up after it).
+    pub drain_timeout: Duration,
+    pub in_flight: &'a Arc<InFlight>,
+    pub stop_feed: &'a watch::Sender<bool>,
+    pub flush: &'a mpsc::UnboundedSender<oneshot::Sender<()>>,
+}
+
+/// How long to wait for a member to catch up before refusing the step-down.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+
+/// Hands the active role to a caught-up member. Nothing has changed when it fails before
+/// the feed stops (no member caught up); after that the caller hands over the slow way.
+pub async fn step_down(term: &Term<'_>) -> Result<SteppedDown, StepDownError> {
+    let node = term.node;
+    let others = node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|id| *id != node.id)
+        .count();
+    if others == 0 {
+        return Err(StepDownError::Refused(
+            "this is the only member: there is no one to hand over to".into(),
+        ));
+    }
+    // 1. A member that holds everything this leader has, before anything stops.
+    let deadline = Instant::now() + CATCH_UP_WAIT;
+    let mut to = loop {
+        if let Some(to) = node.caught_up(node.last_log_index()).first() {
+            break *to;
+        }
+        if Instant::now() > deadline {
+            return Err(StepDownError::Refused(
+                "no other member has caught up with the log within 2 s: not stepping down".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // openraft 0.9 lets a leader vote for another candidate only once its own vote is
+    // older than the leader lease (`election-timeout-max-ms`); wait that out while serving.
+    let votable_at = term.led_at + term.election_timeout_max + Duration::from_millis(20);
+    tokio::time::sleep_until(votable_at.into()).await;
+
+    // 2. Stop pulling; what runs now is all that will ever run here.
+    let stopped_at = Instant::now();
+    let stopped_at_ms = now_ms();
+    let _ = term.stop_feed.send(true);
+    let stop_by = Instant::now() + Duration::from_secs(1);
+    while !term.in_flight.has_stopped_pulling() && Instant::now() < stop_by {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let running = term.in_flight.hand_over();
+
+    // 3. Everything acknowledged so far, then the handover, committed.
+    let (flushed_tx, flushed) = oneshot::channel();
+    if term.flush.send(flushed_tx).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), flushed).await;
+    }
+    if let Some(better) = node.caught_up(node.last_log_index()).first() {
+        to = *better;
+    }
+    let handover = Handover {
+        from: node.id,
+        to,
+        running: running.clone(),
+        until_ms: now_ms() + term.drain_timeout.as_millis() as i64,
+    };
+    node.propose(Command::Handover {
+        epoch: term.epoch,
+        handover,
+    })
+    .await
+    .map_err(|e| StepDownError::Stopped(format!("replicating the handover: {e}")))?;
+
+    // 4. The chosen member campaigns; this leader's vote elects it.
+    node.raft.runtime_config().elect(false);
+    let asked = node
+        .call_member(to, "/raft/campaign", Vec::new(), Duration::from_secs(1))
+        .await;
+    let result = match asked {
+        Err(e) => Err(StepDownError::Stopped(format!(
+            "member {to} did not campaign: {e}"
+        ))),
+        Ok(_) => {
+            let wait_until = Instant::now() + term.election_timeout_max * 2;
+            loop {
+                if !node.is_leader() {
+                    break Ok(SteppedDown {
+                        from: node.id,
+                        to,
+                        stopped_at_ms,
+                        handed_over_ms: stopped_at.elapsed().as_millis() as u64,
+                        running: running.len(),
+                    });
+                }
+                if Instant::now() > wait_until {
+                    break Err(StepDownError::Stopped(format!(
+                        "member {to} campaigned but did not win within {:?}",
+                        term.election_timeout_max * 2
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    node.raft.runtime_config().elect(true);
+    result
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepDownError {
+    /// Nothing changed: this host stays active.
+    #[error("{0}")]
+    Refused(String),
+    /// The feed stopped but no member took over: hand over the slow way.
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// Once the feed has drained, tells the new leader which activations of the handover
+/// finished here and that this host's containers are free again; retried while the
+/// leadership settles.
+pub async fn hand_back(
+    node: Node,
+    running: BTreeSet<String>,
+    in_flight: Arc<InFlight>,
+    pool: Arc<Pool>,
+) {
+    let completed: Vec<String> = in_flight.acknowledged();
+    let finished: BTreeSet<&String> = completed.iter().collect();
+    let handback = Handback {
+        from: node.id,
+        unfinished: running
+            .iter()
+            .filter(|id| !finished.contains(id))
+            .cloned()
+            .collect(),
+        completed,
+        containers: pool.idle_ids(),
+    };
+    let body = serde_json::to_vec(&handback).expect("handback json");
+    for attempt in 0..600 {
+        let leader = node.leader().filter(|l| *l != node.id);
+        if let Some(leader) = leader {
+            match node
+                .call_member(
+                    leader,
+                    "/raft/handback",
+                    body.clone(),
+                    Duration::from_secs(2),
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(
+                        leader,
+                        completed = handback.completed.len(),
+                        unfinished = handback.unfinished.len(),
+                        containers = handback.containers.len(),
+                        "handed back what ran here after the step-down"
+                    );
+                    return;
+                }
+                Err(e) if attempt % 10 == 0 => {
+                    tracing::warn!(attempt, "handing back to member {leader}: {e}")
+                }
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::error!(
+        "could not hand back to the new leader: it destroys the containers that ran here and \
+         runs again what was not acknowledged once the handover's deadline passes"
+    );
+}
