@@ -161,7 +161,8 @@ pub type CallResult<T> = Result<T, CallError>;
 /// A container engine as the host uses it.
 #[async_trait::async_trait]
 pub trait ContainerFactory: Send + Sync + std::fmt::Debug {
-    fn info(&self) -> &PluginInfo;
+    /// What the plugin's `describe` said (the running build's, for a swapped plugin).
+    fn info(&self) -> PluginInfo;
     async fn create(&self, spec: ContainerSpec) -> CallResult<Container>;
     async fn attach(&self, known: Container) -> CallResult<Container>;
     async fn list_containers(&self, labels: Pairs) -> CallResult<Vec<Container>>;

@@ -52,7 +52,7 @@ impl FencedFactory {
 
 #[async_trait::async_trait]
 impl ContainerFactory for FencedFactory {
-    fn info(&self) -> &PluginInfo {
+    fn info(&self) -> PluginInfo {
         self.inner.info()
     }
     async fn create(&self, spec: ContainerSpec) -> CallResult<Container> {

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::data_dir::DataDirLock;
 use crate::feed;
 use crate::parts::{upkeep, Parts};
-use crate::plugin::FileState;
+use crate::plugin::{FileState, HotPlugin};
 use crate::pool::Pool;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -39,14 +39,40 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
         None,
         parts.config.invoker.reconcile_interval_s,
     );
+    let swaps = tokio::spawn(swap_on_change(parts.plugin.clone(), pool.clone()));
     let runner = parts.runner(pool.clone(), parts.factory.clone(), None);
     let result = feed::run(parts.feed_config(), runner, parts.sink.clone(), shutdown).await;
     upkeep.abort();
+    swaps.abort();
     if parts.config.invoker.destroy_on_exit {
         pool.destroy_everything().await;
     }
     tracing::info!("invoker stopped");
     Ok(result?)
+}
+
+/// A single host watches its plugin's file (every 2 s) and swaps to a new build once it has
+/// attached every pooled container (a refused build leaves the running one; see
+/// [`HotPlugin::switch`]).
+async fn swap_on_change(plugin: Arc<HotPlugin>, pool: Arc<Pool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        if !plugin.file_changed() {
+            continue;
+        }
+        let mut pooled = pool.containers();
+        match plugin.switch(&mut pooled).await {
+            Ok(swap) => {
+                pool.refresh(pooled);
+                tracing::info!(
+                    ?swap,
+                    "the plugin's file changed: switched to the new build"
+                );
+            }
+            Err(e) => tracing::warn!("the plugin's file changed: {e}"),
+        }
+    }
 }
 
 /// Destroys the containers a previous run of this single host left behind (it was killed, or

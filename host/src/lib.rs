@@ -45,5 +45,6 @@ pub mod pem;
 pub mod plugin;
 pub mod pool;
 pub mod role;
+pub mod rollout;
 pub mod step_down;
 pub mod testing;

@@ -11,7 +11,7 @@ use crate::config::StoreKind;
 use crate::config::{Config, LogStore};
 use crate::factory::ContainerFactory;
 use crate::feed::{self, ActivationSink, FeedConfig};
-use crate::plugin::{Limits, PluginRuntime, PluginSpec, StateLimits, WasmFactory};
+use crate::plugin::{HotPlugin, Limits, MemoryState, PluginRuntime, PluginSpec, StateLimits};
 use crate::pool::{Pool, PoolConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +20,12 @@ use std::time::Duration;
 pub(crate) struct Parts {
     pub(crate) config: Config,
     pub(crate) factory: Arc<dyn ContainerFactory>,
+    /// The same plugin, for swapping its build.
+    pub(crate) plugin: Arc<HotPlugin>,
     runtimes: Runtimes,
     store: Arc<dyn ActionStore>,
     encryption: ParameterEncryption,
     pub(crate) sink: Arc<ActivationSink>,
-    /// The loaded plugin file's sha256.
-    pub(crate) plugin_sha256: String,
 }
 
 impl Parts {
@@ -39,7 +39,7 @@ impl Parts {
             .cache_dir
             .clone()
             .unwrap_or_else(|| config.invoker.data_dir.join("plugin-cache"));
-        let runtime = PluginRuntime::new(Some(cache))?;
+        let runtime = Arc::new(PluginRuntime::new(Some(cache))?);
         let spec = PluginSpec {
             name: config.plugin.name.clone(),
             file: config.plugin.file.clone(),
@@ -63,13 +63,8 @@ impl Parts {
             allowed_addresses: config.plugin.allowed_addresses.clone(),
             sha256: config.plugin.sha256.clone(),
         };
-        let factory = match plugin_state {
-            Some(state) => WasmFactory::load_with_state(&runtime, spec, state).await?,
-            None => WasmFactory::load(&runtime, spec).await?,
-        };
-        factory
-            .prewarm_instances(config.plugin.max_instances)
-            .await?;
+        let state = plugin_state.unwrap_or_else(|| Arc::new(MemoryState::default()));
+        let factory = HotPlugin::load(runtime, spec, state, config.plugin.max_instances).await?;
         if config.invoker.log_store == LogStore::Collect && !factory.info().capabilities.logs {
             anyhow::bail!(
                 "[invoker] log-store = \"collect\" reads each activation's logs through the \
@@ -121,11 +116,11 @@ impl Parts {
             sink = sink.with_couchdb(records);
         }
         let sink = Arc::new(sink);
-        let plugin_sha256 = factory.sha256().to_owned();
-        tracing::info!(plugin = %config.plugin.name, sha256 = %plugin_sha256, "plugin loaded");
+        tracing::info!(plugin = %config.plugin.name, sha256 = %factory.sha256(), "plugin loaded");
+        let plugin = Arc::new(factory);
         Ok(Parts {
-            plugin_sha256,
-            factory: Arc::new(factory),
+            factory: plugin.clone(),
+            plugin,
             runtimes,
             store,
             encryption,

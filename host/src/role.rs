@@ -17,6 +17,7 @@ use crate::feed::{self, FeedHooks};
 use crate::fence::FencedFactory;
 use crate::lease::{self, Lease};
 use crate::parts::{upkeep, Parts};
+use crate::rollout;
 use crate::step_down::{self, StepDownError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,11 +93,15 @@ pub async fn run_cluster(
     let cluster_wide = parts.factory.info().capabilities.cluster_wide;
     let plugin = crate::cluster::status::PluginReport {
         name: parts.config.plugin.name.clone(),
-        sha256: parts.plugin_sha256.clone(),
+        version: parts.plugin.versions().version,
+        sha256: parts.plugin.sha256(),
+        staged: None,
+        last_swap: None,
         cluster_wide,
         warning: engine_reach(&parts.config.plugin.name, cluster_wide, &cluster)?,
     };
     node.report(|r| r.plugin = Some(plugin));
+    tokio::spawn(rollout::watch(node.clone(), parts.plugin.clone()));
     if let Some(couch) = parts.sink.couchdb() {
         // every member drains its own record backlog, whatever its role
         let (stats, node) = (couch.stats.clone(), node.clone());
@@ -234,6 +239,8 @@ impl Member {
         let factory: Arc<dyn ContainerFactory> =
             Arc::new(FencedFactory::new(self.parts.factory.clone(), gate.clone()));
 
+        // The build the cluster last switched to, if this member has staged it.
+        rollout::follow(node, &self.parts.plugin).await;
         // Takeover. The claim's commit is itself a quorum acknowledgement, so the lease is
         // held right after it.
         let takeover = async {
@@ -332,6 +339,7 @@ impl Member {
         };
         let mut step_downs = node.requests.step_down.lock().await;
         let mut handbacks = node.requests.handback.lock().await;
+        let mut reloads = node.requests.reload.lock().await;
         let mut shutdown = shutdown;
         let why = loop {
             let lent_expires = tokio::time::Instant::now()
@@ -360,6 +368,20 @@ impl Member {
                         }
                     }
                 }
+                Some(asked) = reloads.recv() => {
+                    if asked.reply.is_closed() {
+                        continue;
+                    }
+                    let plugin = self.parts.plugin.clone();
+                    if let Some(name) = asked.plugin.filter(|n| n != plugin.name()) {
+                        let _ = asked.reply.send(Err(format!("this cluster runs plugin `{}`, not `{name}`", plugin.name())));
+                        continue;
+                    }
+                    let (node, pool, epoch) = (node.clone(), pool.clone(), takeover.epoch);
+                    tokio::spawn(async move {
+                        let _ = asked.reply.send(rollout::cluster_wide(&node, &plugin, &pool, epoch).await);
+                    });
+                }
                 Some(back) = handbacks.recv() => {
                     let ids: Vec<String> = back.containers.iter().filter(|id| lent.remove(*id)).cloned().collect();
                     let (node, factory, pool, epoch) = (node.clone(), factory.clone(), pool.clone(), takeover.epoch);
@@ -382,7 +404,7 @@ impl Member {
                 }
             }
         };
-        drop((step_downs, handbacks));
+        drop((step_downs, handbacks, reloads));
         // SIGTERM on the active host: hand over first when another member can take it.
         let why = match why {
             Why::Shutdown => match step_down::step_down(&term).await {

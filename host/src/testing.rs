@@ -28,13 +28,15 @@ impl FakeEngine {
 
 #[async_trait::async_trait]
 impl ContainerFactory for FakeEngine {
-    fn info(&self) -> &PluginInfo {
-        self.info.get_or_init(|| PluginInfo {
-            name: "fake".into(),
-            version: "0".into(),
-            engine: "fake".into(),
-            capabilities: Default::default(),
-        })
+    fn info(&self) -> PluginInfo {
+        self.info
+            .get_or_init(|| PluginInfo {
+                name: "fake".into(),
+                version: "0".into(),
+                engine: "fake".into(),
+                capabilities: Default::default(),
+            })
+            .clone()
     }
 
     async fn create(&self, spec: ContainerSpec) -> CallResult<Container> {

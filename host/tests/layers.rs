@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["activation_store"],
     &["feed"],
     &["cluster"],
-    &["failover", "lease"],
+    &["failover", "lease", "step_down", "rollout"],
     &["config"],
     &["parts"],
     &["role"],

@@ -39,6 +39,7 @@ fn failovers(rt: &tokio::runtime::Runtime, warm: usize, kills: usize, mesos: Opt
             stem: "keepwarm_mesos".into(),
             routes: format!("mesos = \"{}\"", master.route()),
             config: String::new(),
+            file: None,
         };
     }
     let engine = if mesos.is_some() { "mesos" } else { "docker" };

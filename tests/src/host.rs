@@ -66,6 +66,8 @@ pub struct PluginChoice {
     pub routes: String,
     /// The body of the TOML inline table `config = { ... }`.
     pub config: String,
+    /// The component file (default: the built `stem`), e.g. a copy a test replaces.
+    pub file: Option<PathBuf>,
 }
 
 impl PluginChoice {
@@ -75,6 +77,7 @@ impl PluginChoice {
             stem: "keepwarm_docker".into(),
             routes: "docker = \"unix:///var/run/docker.sock\"".into(),
             config: String::new(),
+            file: None,
         }
     }
 }
@@ -171,7 +174,12 @@ manifest = "{runtimes}"
                 log_store = opts.log_store,
                 dir = dir.display(),
                 brokers = opts.brokers,
-                plugin = component(&opts.plugin.stem).display(),
+                plugin = opts
+                    .plugin
+                    .file
+                    .clone()
+                    .unwrap_or_else(|| component(&opts.plugin.stem))
+                    .display(),
                 plugin_name = opts.plugin.name,
                 routes = opts.plugin.routes,
                 plugin_config = opts.plugin.config,

@@ -319,6 +319,7 @@ fn a_plugin_that_names_a_foreign_address_is_sent_no_code_and_no_key() {
         stem: "probe".into(),
         routes: String::new(),
         config: format!("address = \"{}\"", foreign.local_addr().unwrap()),
+        file: None,
     };
     let (host, mut c) = start(&rt, o);
     let id = rt.block_on(c.invoke("guest", "echo", false, json!({"secret": 1})));

@@ -32,6 +32,7 @@ fn mesos_hosts(master: &MesosMaster, instance: u32, failover_timeout_s: &str) ->
         stem: "keepwarm_mesos".into(),
         routes: format!("mesos = \"{}\"", master.route()),
         config: format!("failover-timeout-s = \"{failover_timeout_s}\""),
+        file: None,
     };
     opts
 }

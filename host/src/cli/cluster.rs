@@ -169,6 +169,12 @@ async fn verify_member(admin: &AdminArgs, id: u64, address: &str) -> Result<(), 
     Ok(())
 }
 
+/// `keepwarm plugin reload NAME`: the leader's answer, after checking it runs plugin `name`.
+pub async fn reload_plugin(admin: &AdminArgs, leader: &str, name: &str) -> i32 {
+    let body = serde_json::json!({ "plugin": name }).to_string();
+    ask_leader(admin, leader, "POST", "/admin/plugin/reload", body).await
+}
+
 async fn ask_leader(
     admin: &AdminArgs,
     leader: &str,
@@ -242,7 +248,13 @@ async fn ask_member(
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .map_err(|e| format!("cannot ask {address}: {e}"))?;
     let client = transport::member_http(channel.clone());
-    let (status, bytes) = transport::exchange(&client, req, Duration::from_secs(30))
+    // a plugin reload waits for every member to compile the new build
+    let limit = Duration::from_secs(if path == "/admin/plugin/reload" {
+        320
+    } else {
+        30
+    });
+    let (status, bytes) = transport::exchange(&client, req, limit)
         .await
         .map_err(|e| format!("cannot reach {address}: {e}"))?;
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))

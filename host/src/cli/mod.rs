@@ -76,6 +76,20 @@ pub enum PluginCommand {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Swap the running plugin's build for the file as it is now, on every member of a
+    /// cluster (the file must be the same on each): staged everywhere, then switched once it
+    /// attached every pooled container. Prints the swap; exits 1, the old build still
+    /// running, when it is refused (and says why). A single host swaps on its own when the
+    /// file changes.
+    Reload {
+        /// The plugin's name (`[plugin] name`).
+        name: String,
+        /// Peer address of the current leader (the active host).
+        #[arg(long)]
+        leader: String,
+        #[command(flatten)]
+        admin: cluster::AdminArgs,
+    },
     /// Run init, then one operation, and print its result as JSON.
     ///
     /// Exit status: 0 success, 1 the plugin returned a factory-error, 2 trap, timeout, memory
@@ -129,6 +143,11 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Cluster(command) => cluster::run(command).await,
         Command::Actions(command) => actions(command).await,
         Command::Plugin(PluginCommand::Inspect { file, sandbox }) => inspect(file, sandbox).await,
+        Command::Plugin(PluginCommand::Reload {
+            name,
+            leader,
+            admin,
+        }) => cluster::reload_plugin(&admin, &leader, &name).await,
         Command::Plugin(PluginCommand::Call {
             file,
             operation,

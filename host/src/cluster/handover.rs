@@ -21,9 +21,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::oneshot;
 
 /// What a step-down came to, as the operator is told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,37 +54,8 @@ pub struct Handback {
     pub containers: Vec<String>,
 }
 
-/// The requests' way from the listeners to the roles.
-#[derive(Debug, Clone)]
-pub struct Inbox {
-    pub step_down: mpsc::UnboundedSender<StepDownRequest>,
-    pub handback: mpsc::UnboundedSender<Handback>,
-}
-
-/// The roles' end of the [`Inbox`]: one role at a time holds it.
-#[derive(Debug)]
-pub struct Requests {
-    pub step_down: Mutex<mpsc::UnboundedReceiver<StepDownRequest>>,
-    pub handback: Mutex<mpsc::UnboundedReceiver<Handback>>,
-}
-
-pub fn inbox() -> (Inbox, Arc<Requests>) {
-    let (step_down, step_down_rx) = mpsc::unbounded_channel();
-    let (handback, handback_rx) = mpsc::unbounded_channel();
-    (
-        Inbox {
-            step_down,
-            handback,
-        },
-        Arc::new(Requests {
-            step_down: Mutex::new(step_down_rx),
-            handback: Mutex::new(handback_rx),
-        }),
-    )
-}
-
 /// How long the operator's request waits for the leader to hand over.
-const STEP_DOWN_WAIT: Duration = Duration::from_secs(30);
+const STEP_DOWN_WAIT: Duration = Duration::from_secs(8);
 
 /// `POST /admin/step-down`: the leader hands the active role to a caught-up member.
 pub(super) async fn step_down(
@@ -110,7 +80,7 @@ pub(super) async fn step_down(
             )),
             Err(_) => Err(error(
                 StatusCode::GATEWAY_TIMEOUT,
-                "no member took over within 30 s",
+                "no member took over within 8 s (see the active host's log)",
             )),
         }
     };

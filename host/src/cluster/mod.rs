@@ -15,7 +15,9 @@
 mod admin_server;
 pub mod campaign;
 pub mod handover;
+pub mod inbox;
 pub mod network;
+mod plugin_server;
 pub mod plugin_state;
 mod rpc_server;
 pub mod server;
@@ -92,7 +94,9 @@ pub struct Node {
     servers: Arc<tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     peers: Peers,
     /// Step-down and handback requests for the roles.
-    pub requests: Arc<handover::Requests>,
+    pub requests: Arc<inbox::Requests>,
+    /// The same requests' senders: a member can ask its own roles too.
+    pub inbox: inbox::Inbox,
 }
 
 impl std::fmt::Debug for Node {
@@ -205,9 +209,9 @@ impl Node {
                 status::MemberStatus::of(&raft, &state.read().expect("state lock"), host, voting)
             })
         };
-        let (inbox, requests) = handover::inbox();
+        let (inbox, requests) = inbox::inbox();
         let peer = server::Peer {
-            inbox,
+            inbox: inbox.clone(),
             raft: raft.clone(),
             transport: Arc::new(config.transport.clone()),
             admin_token: config.admin_token.clone().map(Into::into),
@@ -263,6 +267,7 @@ impl Node {
             servers: Arc::new(tokio::sync::Mutex::new(servers)),
             peers,
             requests,
+            inbox,
         })
     }
 
@@ -292,7 +297,8 @@ impl Node {
             | Command::Completed { epoch, .. }
             | Command::PluginState { epoch, .. }
             | Command::Handover { epoch, .. }
-            | Command::HandedBack { epoch, .. } => Some(*epoch),
+            | Command::HandedBack { epoch, .. }
+            | Command::PluginBuild { epoch, .. } => Some(*epoch),
             Command::Claim { .. } => None,
         };
         match self.raft.client_write(command).await {

@@ -29,7 +29,7 @@ pub struct Peer {
     /// Touched on every append-entries this member accepts from a leader.
     pub contact: Arc<LeaderContact>,
     /// Step-down and handback requests, on their way to the roles.
-    pub inbox: super::handover::Inbox,
+    pub inbox: super::inbox::Inbox,
 }
 
 type AppendEntries = openraft::raft::AppendEntriesRequest<super::types::TypeConfig>;

@@ -16,7 +16,7 @@
 //! request (408).
 
 use super::tls::Identity;
-use super::{admin_server, handover, rpc_server};
+use super::{admin_server, handover, plugin_server, rpc_server};
 use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -47,6 +47,9 @@ pub struct Limits {
     pub small_body: usize,
     /// To answer a request.
     pub request: Duration,
+    /// To answer a request that compiles a plugin build (`/admin/plugin/reload`,
+    /// `/raft/plugin/stage`).
+    pub compile: Duration,
 }
 
 impl Default for Limits {
@@ -58,11 +61,17 @@ impl Default for Limits {
             raft_body: 16 << 20,
             small_body: 64 << 10,
             request: Duration::from_secs(10),
+            compile: Duration::from_secs(310),
         }
     }
 }
 
-/// Serves `router` on `listener` (TLS when `acceptor` is set) until `shutdown` turns true.
+/// Answers 408 to a request not answered within `limit`.
+pub(super) fn deadline(limit: Duration) -> tower_http::timeout::TimeoutLayer {
+    tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit)
+}
+
+/// Serves `router` (whose routes carry their deadlines) on `listener` (TLS when `acceptor` is set) until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -70,10 +79,6 @@ pub async fn serve(
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        limits.request,
-    ));
     let open = Arc::new(Semaphore::new(limits.connections));
     let mut pause = Duration::from_millis(5);
     let mut refused = 0u64;
@@ -206,6 +211,20 @@ pub fn peer_router(state: Peer, limits: Limits) -> Router {
         .route(
             "/admin/members/{id}",
             delete(admin_server::leave).layer(small.clone()),
+        )
+        .layer(deadline(limits.request))
+        .merge(
+            // compiling a plugin build takes longer than any other request
+            Router::new()
+                .route(
+                    "/raft/plugin/stage",
+                    post(plugin_server::stage).layer(small.clone()),
+                )
+                .route(
+                    "/admin/plugin/reload",
+                    post(plugin_server::reload).layer(small.clone()),
+                )
+                .layer(deadline(limits.compile)),
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)

@@ -93,6 +93,13 @@ pub enum Command {
         epoch: u64,
         handover: Handover,
     },
+    /// The active host switched a plugin to a new build: standbys that staged the same build
+    /// switch too, and a new active host runs it.
+    PluginBuild {
+        epoch: u64,
+        plugin: String,
+        sha256: String,
+    },
     /// The member that handed over is done with what ran there: `completed` were
     /// acknowledged; `unfinished` were not (fenced, or its drain timed out) and are run here.
     HandedBack {
@@ -138,6 +145,9 @@ pub struct Replicated {
     /// The handover the current claim took over: what still runs on the member before.
     #[serde(default)]
     pub lent: Option<Handover>,
+    /// The build (sha256) each plugin was last switched to cluster-wide.
+    #[serde(default)]
+    pub plugin_builds: BTreeMap<String, String>,
 }
 
 impl Replicated {
@@ -159,7 +169,8 @@ impl Replicated {
             | Command::Completed { epoch, .. }
             | Command::PluginState { epoch, .. }
             | Command::Handover { epoch, .. }
-            | Command::HandedBack { epoch, .. } => *epoch,
+            | Command::HandedBack { epoch, .. }
+            | Command::PluginBuild { epoch, .. } => *epoch,
         };
         if epoch < self.claim.epoch {
             return Reply::StaleEpoch {
@@ -198,6 +209,9 @@ impl Replicated {
                 };
             }
             Command::Handover { handover, .. } => self.handover = Some(handover.clone()),
+            Command::PluginBuild { plugin, sha256, .. } => {
+                self.plugin_builds.insert(plugin.clone(), sha256.clone());
+            }
         }
         Reply::Applied
     }

@@ -72,7 +72,16 @@ pub struct HostReport {
 #[serde(default)]
 pub struct PluginReport {
     pub name: String,
+    /// What the running build's `describe` says.
+    pub version: String,
+    /// The running build's sha256.
     pub sha256: String,
+    /// A new build loaded and waiting for the cluster to switch to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staged: Option<String>,
+    /// The last swap of builds, done or refused (and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_swap: Option<crate::plugin::Swap>,
     /// Whether the plugin's containers are reachable from every member (it declares
     /// `cluster-wide`).
     pub cluster_wide: bool,

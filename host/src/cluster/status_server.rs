@@ -47,6 +47,9 @@ pub fn status_router(status: Status, token: Option<Arc<str>>) -> Router {
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(1024))
+        .layer(super::server::deadline(
+            super::server::Limits::default().request,
+        ))
         .with_state(StatusState { status, token })
 }
 

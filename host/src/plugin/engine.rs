@@ -170,6 +170,11 @@ fn contract_version(engine: &wasmtime::Engine, component: &Component) -> Option<
     })
 }
 
+/// A file's sha256 as `[plugin] sha256` and `/status` write it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -406,8 +406,8 @@ fn unexpected(op: &str) -> ! {
 
 #[async_trait::async_trait]
 impl ContainerFactory for WasmFactory {
-    fn info(&self) -> &PluginInfo {
-        &self.info
+    fn info(&self) -> PluginInfo {
+        self.info.clone()
     }
 
     async fn create(&self, spec: ContainerSpec) -> CallResult<Container> {

@@ -15,11 +15,13 @@ pub mod engine;
 mod error;
 pub mod factory;
 mod host;
+pub mod hot;
 pub mod route;
 pub mod state;
 
 pub use engine::PluginRuntime;
 pub use error::PluginError;
 pub use factory::{Limits, PluginSpec, WasmFactory};
+pub use hot::{HotPlugin, PluginVersions, Swap};
 pub use route::RouteTls;
 pub use state::{FileState, MemoryState, PluginState, StateLimits, StateUsage, StoredValue};

@@ -214,6 +214,25 @@ impl Pool {
         self.state.lock().expect("pool lock").stats()
     }
 
+    /// Every container held, busy or idle.
+    pub fn containers(&self) -> Vec<Container> {
+        let state = self.state.lock().expect("pool lock");
+        state
+            .ids()
+            .iter()
+            .filter_map(|id| state.container(id))
+            .collect()
+    }
+
+    /// Takes the addresses and handles of `attached` (the same containers, as a new plugin
+    /// build attached them) for their next use.
+    pub fn refresh(&self, attached: Vec<Container>) {
+        let mut state = self.state.lock().expect("pool lock");
+        for c in attached {
+            state.refresh(c);
+        }
+    }
+
     /// The containers no activation is using now.
     pub fn idle_ids(&self) -> Vec<String> {
         let state = self.state.lock().expect("pool lock");

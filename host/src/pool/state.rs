@@ -201,6 +201,17 @@ impl State {
         self.vanished.contains(id) || self.unlisted.contains(id)
     }
 
+    pub fn container(&self, id: &str) -> Option<Container> {
+        self.entries.get(id).map(|e| e.container.clone())
+    }
+
+    /// Replaces a held container's record (same id) with `c`.
+    pub fn refresh(&mut self, c: Container) {
+        if let Some(e) = self.entries.get_mut(&c.id) {
+            e.container = c;
+        }
+    }
+
     pub fn is_idle(&self, id: &str) -> bool {
         self.entries.get(id).is_some_and(|e| e.in_flight == 0)
     }

@@ -1,15 +1,19 @@
-//! A rolling upgrade under load, with real processes: three `keepwarm run` hosts on loopback,
-//! tansu, Docker. The controller sends activations at a steady rate for the whole test while
-//! every host is restarted in turn — the active one after `keepwarm cluster step-down`, the
-//! standbys directly. Counted from the acknowledgements and the engine: no activation lost or
-//! failed, the same containers before and after, and no cold start during the roll.
+//! Upgrades under load, with real processes: three `keepwarm run` hosts on loopback, tansu,
+//! Docker. The controller sends 30 activations a second for the whole test while the test
+//! (a) swaps the Docker plugin for a new build (`keepwarm plugin reload`), (b) puts a broken
+//! build in its place (refused: the running build keeps serving), and (c) restarts every host
+//! in turn — the active one after `keepwarm cluster step-down`, the standbys directly.
+//! Counted from the acknowledgements and the engine: no activation lost or failed, the same
+//! containers before and after, and no cold start during the upgrades.
 
+use keepwarm::plugin::engine::sha256_hex;
 use keepwarm_tests::cluster::Cluster;
-use keepwarm_tests::host::containers_of;
+use keepwarm_tests::host::{containers_of, HostOptions};
 use keepwarm_tests::kafka::{annotation, Controller};
 use keepwarm_tests::{eventually, keepwarm_bin};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +39,135 @@ fn step_down(cluster: &Cluster, i: usize) -> Value {
         tail(&cluster.hosts[i].log())
     );
     serde_json::from_str(&text).unwrap()
+}
+
+/// `keepwarm plugin reload docker` against host `i`: exit code, stdout, stderr.
+fn reload(cluster: &Cluster, i: usize) -> (i32, String, String) {
+    let out = std::process::Command::new(keepwarm_bin())
+        .args([
+            "plugin",
+            "reload",
+            "docker",
+            "--leader",
+            &cluster.addresses[i],
+        ])
+        .arg("--tls-dir")
+        .arg(&cluster.certs)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A new build of the same plugin: the component with one more custom section (same code,
+/// another file and digest, as a rebuild with a new version stamp gives).
+fn rebuilt(component: &[u8], stamp: &str) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"keepwarm-build";
+    let mut body = Vec::new();
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name);
+    body.extend_from_slice(stamp.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0); // custom section
+    leb128(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Puts `bytes` in place of `file` the way a deployment does (write beside, rename over).
+fn deploy(file: &Path, bytes: &[u8]) {
+    let tmp = file.with_extension("wasm.new");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+/// Waits until every host runs the plugin build `sha256`.
+fn every_host_runs(cluster: &Cluster, sha256: &str) {
+    eventually(
+        Duration::from_secs(30),
+        || {
+            let shas: Vec<Value> = (0..3)
+                .map(|i| {
+                    cluster
+                        .status(i)
+                        .map_or(Value::Null, |s| s["plugin"].clone())
+                })
+                .collect();
+            format!("every host runs build {sha256}: {shas:?}")
+        },
+        || {
+            (0..3)
+                .all(|i| {
+                    cluster
+                        .status(i)
+                        .is_some_and(|s| s["plugin"]["sha256"] == sha256)
+                })
+                .then_some(())
+        },
+    );
+}
+
+/// (a) and (b): a new build swapped in, then a broken one refused.
+fn swap_builds(cluster: &Cluster, file: &Path, good: &[u8]) -> String {
+    let new = rebuilt(good, "2");
+    let new_sha = sha256_hex(&new);
+    deploy(file, &new);
+    let active = cluster
+        .active(Duration::from_secs(10))
+        .expect("an active host");
+    let started = Instant::now();
+    let (code, out, err) = reload(cluster, active);
+    assert_eq!(
+        code,
+        0,
+        "reload refused: {out}{err}\n{}",
+        tail(&cluster.hosts[active].log())
+    );
+    let swap: Value = serde_json::from_str(&out).unwrap();
+    eprintln!("hot swap in {:?}: {swap}", started.elapsed());
+    assert_eq!(swap["swapped"], true, "{swap}");
+    assert_eq!(swap["to"], new_sha.as_str(), "{swap}");
+    every_host_runs(cluster, &new_sha);
+
+    // a broken build: refused, with the reason, and the running one stays
+    deploy(file, &new[..new.len() / 2]);
+    let (code, out, err) = reload(cluster, active);
+    assert_ne!(code, 0, "a broken build was accepted: {out}");
+    eprintln!("broken build refused: {}", err.trim());
+    // `/status` carries the refusal and its reason (refreshed every 100 ms)
+    let s = eventually(
+        Duration::from_secs(5),
+        || format!("the refusal in /status: {:?}", cluster.status(active)),
+        || {
+            cluster
+                .status(active)
+                .filter(|s| s["plugin"]["last_swap"]["swapped"] == false)
+        },
+    );
+    assert_eq!(s["plugin"]["sha256"], new_sha.as_str(), "{s}");
+    assert!(
+        s["plugin"]["last_swap"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a valid component")),
+        "{s}"
+    );
+    // the good build back in place before anything restarts
+    deploy(file, &new);
+    new_sha
 }
 
 fn tail(log: &str) -> String {
@@ -89,11 +222,18 @@ fn roll(cluster: &mut Cluster) -> Vec<i64> {
 }
 
 #[test]
-fn a_rolling_restart_under_load_loses_nothing_and_keeps_every_container() {
+fn swaps_and_a_rolling_restart_under_load_lose_nothing_and_keep_every_container() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let instance = 7700_0000 + std::process::id() % 10_000;
     let mut c = rt.block_on(Controller::new(instance, &format!("r{instance}")));
-    let mut cluster = Cluster::start(3, instance, 1);
+    // every host loads the plugin from one file the test replaces (a deployment to each)
+    let plugins = tempfile::tempdir().unwrap();
+    let file = plugins.path().join("docker.wasm");
+    let good = std::fs::read(keepwarm_tests::components::component("keepwarm_docker")).unwrap();
+    std::fs::write(&file, &good).unwrap();
+    let mut options = HostOptions::new(instance, 1, 2048);
+    options.plugin.file = Some(file.clone());
+    let mut cluster = Cluster::start_from(3, &options);
     cluster
         .active(Duration::from_secs(30))
         .expect("no host became active");
@@ -120,12 +260,14 @@ fn a_rolling_restart_under_load_loses_nothing_and_keeps_every_container() {
     let before: BTreeSet<String> = containers_of(&cluster.label).into_iter().collect();
     let steady = sent.lock().unwrap().len();
 
-    // the roll, while the load goes on
+    // the upgrades, while the load goes on
     let rolling = Arc::new(AtomicBool::new(false));
     let roller = {
         let rolling = rolling.clone();
         std::thread::spawn(move || {
+            let sha = swap_builds(&cluster, &file, &good);
             let pauses = roll(&mut cluster);
+            every_host_runs(&cluster, &sha);
             rolling.store(true, Ordering::SeqCst);
             (cluster, pauses)
         })
@@ -182,8 +324,8 @@ fn a_rolling_restart_under_load_loses_nothing_and_keeps_every_container() {
         })
         .count();
     eprintln!(
-        "rolling upgrade: {} activations ({} during the roll), {} lost, {} failed, {} cold \
-         starts during the roll, {} acknowledged twice; containers before {:?} after {:?}; \
+        "upgrades under load: {} activations ({} during the upgrades), {} lost, {} failed, {} \
+         cold starts during the upgrades, {} acknowledged twice; containers before {:?} after {:?}; \
          step-down pauses {pauses:?} ms",
         ids.len(),
         during.len(),
@@ -209,6 +351,6 @@ fn a_rolling_restart_under_load_loses_nothing_and_keeps_every_container() {
     );
     assert!(!pauses.is_empty(), "the active host was never stepped down");
     assert_eq!(before, after, "containers changed\n{}", logs());
-    assert_eq!(cold, 0, "cold starts during the roll\n{}", logs());
+    assert_eq!(cold, 0, "cold starts during the upgrades\n{}", logs());
     assert_eq!(twice, 0, "acknowledged twice\n{}", logs());
 }

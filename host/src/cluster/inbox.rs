@@ -1,0 +1,55 @@
+//! Requests that reach a member's listeners and are answered by its roles: a step-down and a
+//! handback (`handover`), a plugin reload and a plugin stage (`plugin_server`).
+
+use super::handover::{Handback, StepDownRequest};
+use crate::plugin::Swap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+/// A plugin reload: which plugin (`None`: the one this host runs), and where the answer goes.
+#[derive(Debug)]
+pub struct ReloadRequest {
+    pub plugin: Option<String>,
+    pub reply: oneshot::Sender<Result<Swap, String>>,
+}
+/// The active host's request to stage the plugin's file: the staged build's sha256.
+pub type StageRequest = oneshot::Sender<Result<String, String>>;
+
+/// The requests' way from the listeners to the roles.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    pub step_down: mpsc::UnboundedSender<StepDownRequest>,
+    pub handback: mpsc::UnboundedSender<Handback>,
+    pub reload: mpsc::UnboundedSender<ReloadRequest>,
+    pub stage: mpsc::UnboundedSender<StageRequest>,
+}
+
+/// The roles' end of the [`Inbox`]: one role at a time holds it.
+#[derive(Debug)]
+pub struct Requests {
+    pub step_down: Mutex<mpsc::UnboundedReceiver<StepDownRequest>>,
+    pub handback: Mutex<mpsc::UnboundedReceiver<Handback>>,
+    pub reload: Mutex<mpsc::UnboundedReceiver<ReloadRequest>>,
+    pub stage: Mutex<mpsc::UnboundedReceiver<StageRequest>>,
+}
+
+pub fn inbox() -> (Inbox, Arc<Requests>) {
+    let (step_down, step_down_rx) = mpsc::unbounded_channel();
+    let (handback, handback_rx) = mpsc::unbounded_channel();
+    let (reload, reload_rx) = mpsc::unbounded_channel();
+    let (stage, stage_rx) = mpsc::unbounded_channel();
+    (
+        Inbox {
+            step_down,
+            handback,
+            reload,
+            stage,
+        },
+        Arc::new(Requests {
+            step_down: Mutex::new(step_down_rx),
+            handback: Mutex::new(handback_rx),
+            reload: Mutex::new(reload_rx),
+            stage: Mutex::new(stage_rx),
+        }),
+    )
+}

@@ -1,0 +1,154 @@
+//! A new plugin build, rolled out without losing a container (see `docs/architecture.md`,
+//! "Swapping a plugin's build"):
+//!
+//! - the active host stages the file, asks every other member to stage its copy, and switches
+//!   only once all of them hold the same build (so a failover right after never falls back to
+//!   the old one); it attaches every pooled container through the new build first and records
+//!   the build in the log (`PluginBuild`);
+//! - a standby switches to a staged build once the log says the cluster runs it;
+//! - every member watches the file: a standby stages a new build at once (so the active
+//!   host's swap does not wait for its compile), the active host rolls it out.
+
+use crate::cluster::inbox::ReloadRequest;
+use crate::cluster::state::Command;
+use crate::cluster::Node;
+use crate::plugin::{HotPlugin, Swap};
+use crate::pool::Pool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long a member may take to stage (compile) a build.
+const STAGE_WAIT: Duration = Duration::from_secs(300);
+
+/// On the active host: the file's build on every member, then on this one.
+pub async fn cluster_wide(
+    node: &Node,
+    plugin: &HotPlugin,
+    pool: &Pool,
+    epoch: u64,
+) -> Result<Swap, String> {
+    let Some(staged) = plugin.stage().await? else {
+        // the running build already (asked twice: the file watch and the operator)
+        return plugin.switch(&mut []).await;
+    };
+    let others: Vec<u64> = node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|id| *id != node.id)
+        .collect();
+    let asks = others
+        .iter()
+        .map(|id| node.call_member(*id, "/raft/plugin/stage", Vec::new(), STAGE_WAIT));
+    let answers = futures::future::join_all(asks).await;
+    for (id, answer) in others.iter().zip(answers) {
+        let theirs = answer
+            .and_then(|body| {
+                serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| e.to_string())?
+                    ["sha256"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| "no sha256 in its answer".to_string())
+            })
+            .map_err(|e| format!("member {id} could not stage the new build: {e}"))?;
+        if theirs != staged.sha256 {
+            return Err(format!(
+                "member {id} holds build {theirs}, this host {}: put the same file on every \
+                 member first",
+                staged.sha256
+            ));
+        }
+    }
+    let mut pooled = pool.containers();
+    let swap = plugin.switch(&mut pooled).await?;
+    pool.refresh(pooled);
+    node.propose(Command::PluginBuild {
+        epoch,
+        plugin: plugin.name().to_owned(),
+        sha256: swap.to.clone(),
+    })
+    .await
+    .map_err(|e| format!("switched, but recording the build failed: {e}"))?;
+    Ok(swap)
+}
+
+/// Switches a member that is not active to the build the cluster runs, if it has staged it.
+pub async fn follow(node: &Node, plugin: &HotPlugin) {
+    let wanted = node.state().plugin_builds.get(plugin.name()).cloned();
+    let Some(wanted) = wanted.filter(|w| *w != plugin.sha256()) else {
+        return;
+    };
+    if plugin.staged().is_some_and(|s| s.sha256 == wanted) {
+        match plugin.switch(&mut []).await {
+            Ok(swap) => tracing::info!(?swap, "switched to the build the cluster runs"),
+            Err(e) => tracing::warn!("switching to the build the cluster runs: {e}"),
+        }
+    }
+}
+
+/// Runs on every member for the life of the process: answers the active host's stage
+/// requests, follows the cluster's build while standing by, watches the plugin's file, and
+/// keeps `/status`'s plugin versions current.
+pub async fn watch(node: Node, plugin: Arc<HotPlugin>) {
+    let stage_requests = {
+        let (node, plugin) = (node.clone(), plugin.clone());
+        tokio::spawn(async move {
+            let mut requests = node.requests.stage.lock().await;
+            while let Some(reply) = requests.recv().await {
+                let staged = plugin
+                    .stage()
+                    .await
+                    .map(|s| s.map_or_else(|| plugin.sha256(), |s| s.sha256));
+                let _ = reply.send(staged);
+            }
+        })
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut ticks = 0u64;
+    loop {
+        tick.tick().await;
+        ticks += 1;
+        if !node.is_leader() {
+            follow(&node, &plugin).await;
+        }
+        if ticks.is_multiple_of(20) && plugin.file_changed() {
+            if node.is_leader() {
+                let (reply, rx) = oneshot::channel::<Result<Swap, String>>();
+                let request = ReloadRequest {
+                    plugin: None,
+                    reply,
+                };
+                if node.inbox.reload.send(request).is_ok() {
+                    tokio::spawn(async move {
+                        match rx.await {
+                            Ok(Ok(swap)) => tracing::info!(
+                                ?swap,
+                                "the plugin's file changed: new build rolled out"
+                            ),
+                            Ok(Err(e)) => tracing::warn!("the plugin's file changed: {e}"),
+                            Err(_) => {}
+                        }
+                    });
+                }
+            } else if let Err(e) = plugin.stage().await {
+                tracing::warn!("the plugin's file changed, its build is refused: {e}");
+            }
+        }
+        let versions = plugin.versions();
+        node.report(|r| {
+            if let Some(p) = &mut r.plugin {
+                p.version = versions.version.clone();
+                p.sha256 = versions.sha256.clone();
+                p.staged = versions.staged.clone();
+                p.last_swap = versions.last_swap.clone();
+            }
+        });
+        if stage_requests.is_finished() {
+            return;
+        }
+    }
+}

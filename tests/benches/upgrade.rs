@@ -1,0 +1,177 @@
+//! Upgrade benchmark with real processes (three hosts on loopback, tansu, Docker, 10 warm
+//! containers): the pause in consumption of a planned step-down (`keepwarm cluster
+//! step-down`: the old host stopped pulling → the successor consuming) against a failover
+//! (the active host SIGKILLed → the successor consuming), 20 of each in the same run, and
+//! activation latency under a steady load while step-downs happen against without them.
+
+use keepwarm_tests::cluster::Cluster;
+use keepwarm_tests::host::HostOptions;
+use keepwarm_tests::kafka::Controller;
+use keepwarm_tests::keepwarm_bin;
+use keepwarm_tests::stats::{compare, summarize};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const ROUNDS: usize = 20;
+const WARM: usize = 10;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn step_down(cluster: &Cluster, i: usize) -> Value {
+    let out = std::process::Command::new(keepwarm_bin())
+        .args(["cluster", "step-down", "--leader", &cluster.addresses[i]])
+        .arg("--tls-dir")
+        .arg(&cluster.certs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The successor's `consuming_since_ms` once it consumes.
+fn consuming_since(cluster: &Cluster, not: usize) -> (usize, Value) {
+    let start = Instant::now();
+    loop {
+        for i in (0..cluster.hosts.len()).filter(|i| *i != not) {
+            if let Some(s) = cluster.status(i).filter(|s| s["consuming"] == true) {
+                return (i, s);
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no successor");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn rejoined(cluster: &Cluster, i: usize, epoch: &Value) {
+    let start = Instant::now();
+    while !cluster
+        .status(i)
+        .is_some_and(|s| s["state"] == "Follower" && s["epoch"] == *epoch)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "host did not rejoin"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // caught up, and openraft's vote of the new leader older than its leader lease
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let instance = 8_500_000 + std::process::id() % 10_000;
+    let mut c = rt.block_on(Controller::new(instance, &format!("ub{instance}")));
+    let mut cluster =
+        Cluster::start_from(3, &HostOptions::new(instance, 0, 128 * (WARM as u64 + 8)));
+    cluster
+        .active(Duration::from_secs(60))
+        .expect("no active host");
+    let ids = rt.block_on(c.invoke_many("guest", "echo", WARM));
+    assert!(c.poll_until(Duration::from_secs(300), |c| ids
+        .iter()
+        .all(|i| c.received.contains_key(i))));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let (mut planned, mut handed, mut takeover) = (Vec::new(), Vec::new(), Vec::new());
+    let mut failover = Vec::new();
+    for round in 0..ROUNDS * 2 {
+        let active = cluster
+            .active(Duration::from_secs(30))
+            .expect("no active host");
+        let stopped_at = if round % 2 == 0 {
+            let done = step_down(&cluster, active);
+            handed.push(Duration::from_millis(
+                done["handed_over_ms"].as_u64().unwrap(),
+            ));
+            done["stopped_at_ms"].as_i64().unwrap()
+        } else {
+            let killed = now_ms();
+            cluster.hosts[active].kill();
+            killed
+        };
+        let (_, s) = consuming_since(&cluster, active);
+        let pause =
+            Duration::from_millis((s["consuming_since_ms"].as_i64().unwrap() - stopped_at) as u64);
+        if round % 2 == 0 {
+            planned.push(pause);
+            takeover.push(Duration::from_millis(
+                s["last_takeover"]["took_ms"].as_u64().unwrap(),
+            ));
+        } else {
+            failover.push(pause);
+            cluster.hosts[active].spawn();
+        }
+        rejoined(&cluster, active, &s["epoch"]);
+        eprintln!("round {round}: pause {pause:?}");
+    }
+    compare(
+        "pause in consumption",
+        ("planned step-down", planned),
+        ("failover (SIGKILL)", failover),
+    );
+    println!(
+        "  step-down: stopped pulling → another member leads: {}",
+        summarize(handed)
+    );
+    println!(
+        "  step-down: successor's takeover (claim → re-attached): {}",
+        summarize(takeover)
+    );
+
+    // activation latency under a steady load (20/s) with step-downs against without
+    let latency = |c: &mut Controller, cluster: &Cluster, with_step_downs: bool| {
+        let mut sent = Vec::new();
+        let start = Instant::now();
+        let mut next_step = start + Duration::from_secs(2);
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(20) {
+            let due = start + Duration::from_millis(n * 50);
+            if Instant::now() >= due {
+                let (id, _) = c.invoke_queued("guest", "echo", json!({ "n": n }));
+                sent.push((id, Instant::now()));
+                n += 1;
+            }
+            if with_step_downs && Instant::now() >= next_step {
+                if let Some(active) = cluster.active(Duration::from_secs(1)) {
+                    step_down(cluster, active);
+                }
+                next_step = Instant::now() + Duration::from_secs(4);
+            }
+            c.drain(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut done = Vec::new();
+        let ids: Vec<String> = sent.iter().map(|(id, _)| id.clone()).collect();
+        assert!(c.poll_until(Duration::from_secs(60), |c| ids
+            .iter()
+            .all(|i| c.received.contains_key(i))));
+        for (id, at) in &sent {
+            let end = c.received[id]
+                .iter()
+                .find_map(|a| a["response"]["end"].as_i64());
+            let sent_ms = now_ms() - at.elapsed().as_millis() as i64;
+            if let Some(end) = end {
+                done.push(Duration::from_millis((end - sent_ms).max(0) as u64));
+            }
+        }
+        done
+    };
+    let quiet = latency(&mut c, &cluster, false);
+    let stepping = latency(&mut c, &cluster, true);
+    compare(
+        "activation latency (send → end)",
+        ("during step-downs", stepping),
+        ("no step-down", quiet),
+    );
+    drop(cluster);
+}
