@@ -1,8 +1,10 @@
 //! Upgrade benchmark with real processes (three hosts on loopback, tansu, Docker, 10 warm
 //! containers): the pause in consumption of a planned step-down (`keepwarm cluster
 //! step-down`: the old host stopped pulling → the successor consuming) against a failover
-//! (the active host SIGKILLed → the successor consuming), 20 of each in the same run, and
-//! activation latency under a steady load while step-downs happen against without them.
+//! (the active host SIGKILLed → the successor consuming), 20 of each in the same run;
+//! activation latency under a steady load while step-downs happen, and while plugin builds
+//! are hot-swapped (20 swaps), against without either; and how long compiling a component
+//! takes against its size.
 
 use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::host::HostOptions;
@@ -67,12 +69,81 @@ fn rejoined(cluster: &Cluster, i: usize, epoch: &Value) {
     std::thread::sleep(Duration::from_millis(1500));
 }
 
+/// Compile time of every built component, no cache, against its size.
+fn compile_times() {
+    let runtime = keepwarm::plugin::PluginRuntime::new(None).unwrap();
+    for stem in [
+        "plugin_static",
+        "probe",
+        "keepwarm_podman",
+        "keepwarm_docker",
+        "keepwarm_mesos",
+    ] {
+        let file = keepwarm_tests::components::component(stem);
+        let bytes = std::fs::metadata(&file).unwrap().len();
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let start = Instant::now();
+            runtime.load_component(&file, None).unwrap();
+            times.push(start.elapsed());
+        }
+        let s = summarize(times);
+        println!(
+            "compile {stem:<16} {:>8} bytes: p50 {:>8.1?} ({:.1} ms per 100 KB)",
+            bytes,
+            s.p50,
+            s.p50.as_secs_f64() * 1000.0 / (bytes as f64 / 100_000.0)
+        );
+    }
+}
+
+/// A new build of the same component: one more custom section.
+fn rebuilt(component: &[u8], stamp: &str) -> Vec<u8> {
+    let name = b"keepwarm-build";
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(stamp.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0);
+    assert!(body.len() < 128);
+    out.push(body.len() as u8);
+    out.extend_from_slice(&body);
+    out
+}
+
+fn reload(cluster: &Cluster, i: usize) -> Value {
+    let out = std::process::Command::new(keepwarm_bin())
+        .args([
+            "plugin",
+            "reload",
+            "docker",
+            "--leader",
+            &cluster.addresses[i],
+        ])
+        .arg("--tls-dir")
+        .arg(&cluster.certs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn main() {
+    compile_times();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let instance = 8_500_000 + std::process::id() % 10_000;
     let mut c = rt.block_on(Controller::new(instance, &format!("ub{instance}")));
-    let mut cluster =
-        Cluster::start_from(3, &HostOptions::new(instance, 0, 128 * (WARM as u64 + 8)));
+    let plugins = tempfile::tempdir().unwrap();
+    let file = plugins.path().join("docker.wasm");
+    let good = std::fs::read(keepwarm_tests::components::component("keepwarm_docker")).unwrap();
+    std::fs::write(&file, &good).unwrap();
+    let mut options = HostOptions::new(instance, 0, 128 * (WARM as u64 + 8));
+    options.plugin.file = Some(file.clone());
+    let mut cluster = Cluster::start_from(3, &options);
     cluster
         .active(Duration::from_secs(60))
         .expect("no active host");
@@ -128,8 +199,10 @@ fn main() {
         summarize(takeover)
     );
 
-    // activation latency under a steady load (20/s) with step-downs against without
-    let latency = |c: &mut Controller, cluster: &Cluster, with_step_downs: bool| {
+    // activation latency under a steady load (20/s): with step-downs, with hot swaps, without
+    let mut swaps = 0;
+    let mut swap_ms = Vec::new();
+    let mut latency = |c: &mut Controller, cluster: &Cluster, event: Option<&str>| {
         let mut sent = Vec::new();
         let start = Instant::now();
         let mut next_step = start + Duration::from_secs(2);
@@ -141,11 +214,23 @@ fn main() {
                 sent.push((id, Instant::now()));
                 n += 1;
             }
-            if with_step_downs && Instant::now() >= next_step {
+            if event.is_some() && Instant::now() >= next_step {
                 if let Some(active) = cluster.active(Duration::from_secs(1)) {
-                    step_down(cluster, active);
+                    if event == Some("swap") {
+                        swaps += 1;
+                        let tmp = file.with_extension("new");
+                        std::fs::write(&tmp, rebuilt(&good, &swaps.to_string())).unwrap();
+                        std::fs::rename(&tmp, &file).unwrap();
+                        let started = Instant::now();
+                        let swap = reload(cluster, active);
+                        assert_eq!(swap["swapped"], true, "{swap}");
+                        swap_ms.push(started.elapsed());
+                    } else {
+                        step_down(cluster, active);
+                    }
                 }
-                next_step = Instant::now() + Duration::from_secs(4);
+                let every = if event == Some("swap") { 1 } else { 4 };
+                next_step = Instant::now() + Duration::from_secs(every);
             }
             c.drain(Duration::from_millis(2));
             std::thread::sleep(Duration::from_millis(2));
@@ -166,12 +251,22 @@ fn main() {
         }
         done
     };
-    let quiet = latency(&mut c, &cluster, false);
-    let stepping = latency(&mut c, &cluster, true);
+    let quiet = latency(&mut c, &cluster, None);
+    let stepping = latency(&mut c, &cluster, Some("step-down"));
+    let swapping = latency(&mut c, &cluster, Some("swap"));
     compare(
         "activation latency (send → end)",
         ("during step-downs", stepping),
-        ("no step-down", quiet),
+        ("no upgrade", quiet.clone()),
+    );
+    compare(
+        "activation latency (send → end)",
+        ("during hot swaps", swapping),
+        ("no upgrade", quiet),
+    );
+    println!(
+        "  hot swap (plugin reload: staged on 3 members, every pooled container attached): {}",
+        summarize(swap_ms)
     );
     drop(cluster);
 }
