@@ -32,15 +32,7 @@ pub async fn cluster_wide(
         // the running build already (asked twice: the file watch and the operator)
         return plugin.switch(&mut []).await;
     };
-    let others: Vec<u64> = node
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .filter(|id| *id != node.id)
-        .collect();
+    let others = node.other_voters();
     let asks = others
         .iter()
         .map(|id| node.call_member(*id, "/raft/plugin/stage", Vec::new(), STAGE_WAIT));

@@ -37,16 +37,7 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 /// the feed stops (no member caught up); after that the caller hands over the slow way.
 pub async fn step_down(term: &Term<'_>) -> Result<SteppedDown, StepDownError> {
     let node = term.node;
-    let others = node
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .filter(|id| *id != node.id)
-        .count();
-    if others == 0 {
+    if node.other_voters().is_empty() {
         return Err(StepDownError::Refused(
             "this is the only member: there is no one to hand over to".into(),
         ));

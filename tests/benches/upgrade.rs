@@ -9,8 +9,8 @@
 use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::host::HostOptions;
 use keepwarm_tests::kafka::Controller;
-use keepwarm_tests::keepwarm_bin;
 use keepwarm_tests::stats::{compare, summarize};
+use keepwarm_tests::upgrade::{deploy, rebuilt, reload, step_down};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,21 +22,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-fn step_down(cluster: &Cluster, i: usize) -> Value {
-    let out = std::process::Command::new(keepwarm_bin())
-        .args(["cluster", "step-down", "--leader", &cluster.addresses[i]])
-        .arg("--tls-dir")
-        .arg(&cluster.certs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The successor's `consuming_since_ms` once it consumes.
@@ -95,41 +80,6 @@ fn compile_times() {
             s.p50.as_secs_f64() * 1000.0 / (bytes as f64 / 100_000.0)
         );
     }
-}
-
-/// A new build of the same component: one more custom section.
-fn rebuilt(component: &[u8], stamp: &str) -> Vec<u8> {
-    let name = b"keepwarm-build";
-    let mut body = vec![name.len() as u8];
-    body.extend_from_slice(name);
-    body.extend_from_slice(stamp.as_bytes());
-    let mut out = component.to_vec();
-    out.push(0);
-    assert!(body.len() < 128);
-    out.push(body.len() as u8);
-    out.extend_from_slice(&body);
-    out
-}
-
-fn reload(cluster: &Cluster, i: usize) -> Value {
-    let out = std::process::Command::new(keepwarm_bin())
-        .args([
-            "plugin",
-            "reload",
-            "docker",
-            "--leader",
-            &cluster.addresses[i],
-        ])
-        .arg("--tls-dir")
-        .arg(&cluster.certs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn main() {
@@ -218,11 +168,11 @@ fn main() {
                 if let Some(active) = cluster.active(Duration::from_secs(1)) {
                     if event == Some("swap") {
                         swaps += 1;
-                        let tmp = file.with_extension("new");
-                        std::fs::write(&tmp, rebuilt(&good, &swaps.to_string())).unwrap();
-                        std::fs::rename(&tmp, &file).unwrap();
+                        deploy(&file, &rebuilt(&good, &swaps.to_string()));
                         let started = Instant::now();
-                        let swap = reload(cluster, active);
+                        let (code, out, err) = reload(cluster, active);
+                        assert_eq!(code, 0, "{out}{err}");
+                        let swap: Value = serde_json::from_str(&out).unwrap();
                         assert_eq!(swap["swapped"], true, "{swap}");
                         swap_ms.push(started.elapsed());
                     } else {

@@ -13,6 +13,7 @@ pub mod mesos;
 pub mod netbed;
 pub mod proxy;
 pub mod stats;
+pub mod upgrade;
 
 pub use components::{component, keepwarm_bin, load, load_with, runtime, spec};
 

@@ -8,9 +8,10 @@
 
 use keepwarm::plugin::engine::sha256_hex;
 use keepwarm_tests::cluster::Cluster;
+use keepwarm_tests::eventually;
 use keepwarm_tests::host::{containers_of, HostOptions};
 use keepwarm_tests::kafka::{annotation, Controller};
-use keepwarm_tests::{eventually, keepwarm_bin};
+use keepwarm_tests::upgrade::{deploy, rebuilt, reload, step_down};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -21,79 +22,6 @@ use std::time::{Duration, Instant};
 /// Activations per second, as the issue asks.
 const RATE: u64 = 30;
 const ACTIONS: [&str; 3] = ["echo", "other", "third"];
-
-/// `keepwarm cluster step-down` against host `i`: what it printed.
-fn step_down(cluster: &Cluster, i: usize) -> Value {
-    let out = std::process::Command::new(keepwarm_bin())
-        .args(["cluster", "step-down", "--leader", &cluster.addresses[i]])
-        .arg("--tls-dir")
-        .arg(&cluster.certs)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "step-down failed: {}{}\n{}",
-        text,
-        String::from_utf8_lossy(&out.stderr),
-        tail(&cluster.hosts[i].log())
-    );
-    serde_json::from_str(&text).unwrap()
-}
-
-/// `keepwarm plugin reload docker` against host `i`: exit code, stdout, stderr.
-fn reload(cluster: &Cluster, i: usize) -> (i32, String, String) {
-    let out = std::process::Command::new(keepwarm_bin())
-        .args([
-            "plugin",
-            "reload",
-            "docker",
-            "--leader",
-            &cluster.addresses[i],
-        ])
-        .arg("--tls-dir")
-        .arg(&cluster.certs)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A new build of the same plugin: the component with one more custom section (same code,
-/// another file and digest, as a rebuild with a new version stamp gives).
-fn rebuilt(component: &[u8], stamp: &str) -> Vec<u8> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"keepwarm-build";
-    let mut body = Vec::new();
-    leb128(name.len(), &mut body);
-    body.extend_from_slice(name);
-    body.extend_from_slice(stamp.as_bytes());
-    let mut out = component.to_vec();
-    out.push(0); // custom section
-    leb128(body.len(), &mut out);
-    out.extend_from_slice(&body);
-    out
-}
-
-/// Puts `bytes` in place of `file` the way a deployment does (write beside, rename over).
-fn deploy(file: &Path, bytes: &[u8]) {
-    let tmp = file.with_extension("wasm.new");
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, file).unwrap();
-}
 
 /// Waits until every host runs the plugin build `sha256`.
 fn every_host_runs(cluster: &Cluster, sha256: &str) {

@@ -12,6 +12,7 @@
 //!
 //! [`Handover`]: super::state::Handover
 
+use super::inbox::{ask_roles, NOT_ACTIVE};
 use super::rpc_server::Peer;
 use super::server::{answer, error, parse, Refusal};
 use super::tls::Identity;
@@ -66,25 +67,36 @@ pub(super) async fn step_down(
     let run = async {
         peer.admin(connection, &headers)?;
         peer.voters()?;
-        let (tx, rx) = oneshot::channel();
-        peer.inbox
-            .step_down
-            .send(tx)
-            .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "this member is stopping"))?;
-        match tokio::time::timeout(STEP_DOWN_WAIT, rx).await {
-            Ok(Ok(Ok(done))) => Ok(answer(done)),
-            Ok(Ok(Err(why))) => Err(error(StatusCode::CONFLICT, why)),
-            Ok(Err(_)) => Err(error(
-                StatusCode::CONFLICT,
-                "this member is not the active host (taking over, or stopping): ask again",
-            )),
-            Err(_) => Err(error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "no member took over within 8 s (see the active host's log)",
-            )),
-        }
+        let done = ask_roles(
+            |reply| peer.inbox.step_down.send(reply).is_ok(),
+            STEP_DOWN_WAIT,
+            NOT_ACTIVE,
+            "no member took over within 8 s (see the active host's log)",
+        )
+        .await?;
+        Ok::<_, Refusal>(answer(done))
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+impl Peer {
+    /// The leader this member follows, when it is the one asking; else 403 saying what only
+    /// it may ask (`what`).
+    pub(super) fn leader_asking(
+        &self,
+        connection: Identity,
+        headers: &HeaderMap,
+        what: &str,
+    ) -> Result<NodeId, Refusal> {
+        let who = self.member(connection, headers)?;
+        let leader = self.raft.metrics().borrow().current_leader;
+        leader.filter(|l| who.speaks_for(*l)).ok_or_else(|| {
+            error(
+                StatusCode::FORBIDDEN,
+                format!("only the leader this member follows may {what}"),
+            )
+        })
+    }
 }
 
 /// `POST /raft/campaign`: the leader asks this member to campaign now.
@@ -94,14 +106,7 @@ pub(super) async fn campaign(
     headers: HeaderMap,
 ) -> Response {
     let run = async {
-        let who = peer.member(connection, &headers)?;
-        let leader = peer.raft.metrics().borrow().current_leader;
-        let Some(leader) = leader.filter(|l| who.speaks_for(*l)) else {
-            return Err(error(
-                StatusCode::FORBIDDEN,
-                "only the leader this member follows may ask it to campaign",
-            ));
-        };
+        let leader = peer.leader_asking(connection, &headers, "ask it to campaign")?;
         tracing::info!(
             leader,
             "asked by the leader to campaign: it is stepping down"

@@ -2,8 +2,11 @@
 //! handback (`handover`), a plugin reload and a plugin stage (`plugin_server`).
 
 use super::handover::{Handback, StepDownRequest};
+use super::server::{error, Refusal};
 use crate::plugin::Swap;
+use axum::http::StatusCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 /// A plugin reload: which plugin (`None`: the one this host runs), and where the answer goes.
@@ -53,3 +56,32 @@ pub fn inbox() -> (Inbox, Arc<Requests>) {
         }),
     )
 }
+
+/// Hands a request to the roles (`send` wraps the reply channel into it; false: the roles
+/// are gone) and waits up to `wait` for their answer: a refusal names why (409), that the
+/// roles dropped it (`dropped`, 409: e.g. no longer the active host), or that `wait` passed
+/// (504, `late`).
+pub(super) async fn ask_roles<T>(
+    send: impl FnOnce(oneshot::Sender<Result<T, String>>) -> bool,
+    wait: Duration,
+    dropped: &str,
+    late: &str,
+) -> Result<T, Refusal> {
+    let (tx, rx) = oneshot::channel();
+    if !send(tx) {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this member is stopping",
+        ));
+    }
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(Ok(answer))) => Ok(answer),
+        Ok(Ok(Err(why))) => Err(error(StatusCode::CONFLICT, why)),
+        Ok(Err(_)) => Err(error(StatusCode::CONFLICT, dropped)),
+        Err(_) => Err(error(StatusCode::GATEWAY_TIMEOUT, late)),
+    }
+}
+
+/// What a request the roles dropped tells the operator.
+pub(super) const NOT_ACTIVE: &str =
+    "this member is not the active host (taking over, or stopping): ask again";

@@ -383,6 +383,13 @@ impl Node {
         ready.into_iter().map(|(_, id)| id).collect()
     }
 
+    /// The voters other than this member.
+    pub fn other_voters(&self) -> Vec<NodeId> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let voters = metrics.membership_config.membership().voter_ids();
+        voters.filter(|id| *id != self.id).collect()
+    }
+
     /// The index of the last entry in this member's log.
     pub fn last_log_index(&self) -> u64 {
         self.raft

@@ -3,16 +3,15 @@
 //! stage its copy of the file (`POST /raft/plugin/stage`, taken only from the member this one
 //! follows) and switches only once each has staged the same build.
 
-use super::inbox::ReloadRequest;
+use super::inbox::{ask_roles, ReloadRequest, NOT_ACTIVE};
 use super::rpc_server::Peer;
-use super::server::{answer, error, parse};
+use super::server::{answer, parse, Refusal};
 use super::tls::Identity;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 #[derive(serde::Deserialize)]
 struct Reload {
@@ -33,26 +32,20 @@ pub(super) async fn reload(
         peer.admin(connection, &headers)?;
         peer.voters()?;
         let asked: Reload = parse(&body)?;
-        let (tx, rx) = oneshot::channel();
-        peer.inbox
-            .reload
-            .send(ReloadRequest {
-                plugin: Some(asked.plugin),
-                reply: tx,
-            })
-            .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "this member is stopping"))?;
-        match tokio::time::timeout(STAGE_WAIT, rx).await {
-            Ok(Ok(Ok(swap))) => Ok(answer(swap)),
-            Ok(Ok(Err(why))) => Err(error(StatusCode::CONFLICT, why)),
-            Ok(Err(_)) => Err(error(
-                StatusCode::CONFLICT,
-                "this member is not the active host (taking over, or stopping): ask again",
-            )),
-            Err(_) => Err(error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the new build was not ready within 300 s",
-            )),
-        }
+        let swap = ask_roles(
+            |reply| {
+                let plugin = Some(asked.plugin);
+                peer.inbox
+                    .reload
+                    .send(ReloadRequest { plugin, reply })
+                    .is_ok()
+            },
+            STAGE_WAIT,
+            NOT_ACTIVE,
+            "the new build was not ready within 300 s",
+        )
+        .await?;
+        Ok::<_, Refusal>(answer(swap))
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -64,31 +57,15 @@ pub(super) async fn stage(
     headers: HeaderMap,
 ) -> Response {
     let run = async {
-        let who = peer.member(connection, &headers)?;
-        let leader = peer.raft.metrics().borrow().current_leader;
-        if !leader.is_some_and(|l| who.speaks_for(l)) {
-            return Err(error(
-                StatusCode::FORBIDDEN,
-                "only the leader this member follows may ask it to stage a plugin build",
-            ));
-        }
-        let (tx, rx) = oneshot::channel();
-        peer.inbox
-            .stage
-            .send(tx)
-            .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "this member is stopping"))?;
-        match tokio::time::timeout(STAGE_WAIT, rx).await {
-            Ok(Ok(Ok(sha256))) => Ok(answer(serde_json::json!({ "sha256": sha256 }))),
-            Ok(Ok(Err(why))) => Err(error(StatusCode::CONFLICT, why)),
-            Ok(Err(_)) => Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this member is stopping",
-            )),
-            Err(_) => Err(error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "not staged within 300 s",
-            )),
-        }
+        peer.leader_asking(connection, &headers, "ask it to stage a plugin build")?;
+        let sha256 = ask_roles(
+            |reply| peer.inbox.stage.send(reply).is_ok(),
+            STAGE_WAIT,
+            "this member is stopping",
+            "not staged within 300 s",
+        )
+        .await?;
+        Ok::<_, Refusal>(answer(serde_json::json!({ "sha256": sha256 })))
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
