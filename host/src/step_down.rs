@@ -159,6 +159,12 @@ pub async fn hand_back(
     };
     let body = serde_json::to_vec(&handback).expect("handback json");
     for attempt in 0..600 {
+        if attempt >= 200 && node.is_leader() {
+            // the step-down did not complete and this host still leads (it is stopping, or
+            // handing over the slow way): whoever claims next waits out the handover's deadline
+            tracing::warn!("no other member leads: not handing back");
+            return;
+        }
         let leader = node.leader().filter(|l| *l != node.id);
         if let Some(leader) = leader {
             match node

@@ -179,8 +179,8 @@ fn main() {
                         step_down(cluster, active);
                     }
                 }
-                let every = if event == Some("swap") { 1 } else { 4 };
-                next_step = Instant::now() + Duration::from_secs(every);
+                let every = if event == Some("swap") { 500 } else { 4000 };
+                next_step = Instant::now() + Duration::from_millis(every);
             }
             c.drain(Duration::from_millis(2));
             std::thread::sleep(Duration::from_millis(2));

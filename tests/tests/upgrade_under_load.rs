@@ -93,6 +93,17 @@ fn swap_builds(cluster: &Cluster, file: &Path, good: &[u8]) -> String {
             .is_some_and(|e| e.contains("not a valid component")),
         "{s}"
     );
+    // the operator's view
+    let out = std::process::Command::new(keepwarm_tests::keepwarm_bin())
+        .args(["status", "--address", &cluster.status_addresses[active]])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("plugin docker 0.1.0  sha256 {new_sha}"))
+            && text.contains("last swap refused"),
+        "{text}"
+    );
     // the good build back in place before anything restarts
     deploy(file, &new);
     new_sha
@@ -159,7 +170,9 @@ fn swaps_and_a_rolling_restart_under_load_lose_nothing_and_keep_every_container(
     let file = plugins.path().join("docker.wasm");
     let good = std::fs::read(keepwarm_tests::components::component("keepwarm_docker")).unwrap();
     std::fs::write(&file, &good).unwrap();
-    let mut options = HostOptions::new(instance, 1, 2048);
+    // room for every container this load needs: at the memory cap the pool evicts one to
+    // make another, churn of its own that would blur what the upgrades do
+    let mut options = HostOptions::new(instance, 1, 4096);
     options.plugin.file = Some(file.clone());
     let mut cluster = Cluster::start_from(3, &options);
     cluster
@@ -185,7 +198,17 @@ fn swaps_and_a_rolling_restart_under_load_lose_nothing_and_keep_every_container(
 
     // steady state: every action warm, the pool settled under this load
     send_for(&mut c, Duration::from_secs(8), None);
-    let before: BTreeSet<String> = containers_of(&cluster.label).into_iter().collect();
+    // the engine's containers once the active host's replicated pool holds each of them
+    let before: BTreeSet<String> = eventually(
+        Duration::from_secs(20),
+        || "the engine's containers all in the replicated pool".into(),
+        || {
+            let engine: BTreeSet<String> = containers_of(&cluster.label).into_iter().collect();
+            let active = cluster.active(Duration::from_secs(1))?;
+            let replicated = cluster.status(active)?["containers"].as_u64()? as usize;
+            (engine.len() == replicated).then_some(engine)
+        },
+    );
     let steady = sent.lock().unwrap().len();
 
     // the upgrades, while the load goes on

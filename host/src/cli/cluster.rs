@@ -311,9 +311,29 @@ pub async fn status(address: &str, token: Option<&str>, raw: bool) -> i32 {
     );
     if let Some(t) = &s.host.last_takeover {
         println!(
-            "last takeover: epoch {}  {} ms to ready  re-attached {}  lost {}  busy destroyed {}  orphans destroyed {}",
-            t.epoch, t.took_ms, t.reattached, t.lost, t.busy_destroyed, t.orphans_destroyed
+            "last takeover: epoch {}  {} ms to ready  re-attached {}  lost {}  busy destroyed {}  orphans destroyed {}  lent by a step-down {}",
+            t.epoch, t.took_ms, t.reattached, t.lost, t.busy_destroyed, t.orphans_destroyed, t.lent.len()
         );
+    }
+    if let Some(p) = &s.host.plugin {
+        println!(
+            "plugin {} {}  sha256 {}{}",
+            p.name,
+            p.version,
+            p.sha256,
+            p.staged
+                .as_ref()
+                .map_or(String::new(), |s| format!("  staged {s}"))
+        );
+        if let Some(swap) = &p.last_swap {
+            match &swap.error {
+                None => println!(
+                    "last swap: {} → {}  {} containers attached  build loaded in {} ms",
+                    swap.from, swap.to, swap.attached, swap.load_ms
+                ),
+                Some(why) => println!("last swap refused ({}): {why}", swap.to),
+            }
+        }
     }
     0
 }
