@@ -6,6 +6,7 @@ use crate::clock::now_ms;
 use crate::cluster::state::{Command, ContainerRecord, PoolChange};
 use crate::cluster::status::Takeover;
 use crate::cluster::{ClusterError, Node};
+use crate::engines::{plugin_of, PLUGIN_LABEL};
 use crate::factory::{Container, ContainerFactory};
 use crate::feed::Progress;
 use crate::pool::{Pool, PoolEvent};
@@ -162,15 +163,25 @@ struct Reattached {
     failed: Vec<String>,
 }
 
+/// The container of `record`, labelled with the plugin that made it (a record from an older
+/// keepwarm has the plugin only in the record), so the attach goes to that plugin.
+fn known(record: &ContainerRecord) -> Container {
+    let mut container = record.container.clone();
+    if plugin_of(&container).is_none() {
+        container
+            .labels
+            .push((PLUGIN_LABEL.to_owned(), record.plugin.clone()));
+    }
+    container
+}
+
 /// Attaches every idle record at once and adopts into `pool` each container that answers.
 async fn reattach(
     factory: &Arc<dyn ContainerFactory>,
     pool: &Pool,
     idle: &[ContainerRecord],
 ) -> Reattached {
-    let attaches = idle
-        .iter()
-        .map(|r| attach_and_check(factory, r.container.clone()));
+    let attaches = idle.iter().map(|r| attach_and_check(factory, known(r)));
     let results = futures::future::join_all(attaches).await;
     let mut done = Reattached {
         count: 0,
@@ -264,6 +275,8 @@ async fn attach_and_check(
     }
 }
 
+/// The replicated change for a pool event; a new container is recorded with the plugin its
+/// label names (else `plugin`, the default one).
 fn change_of(plugin: &str, event: PoolEvent) -> PoolChange {
     match event {
         PoolEvent::Created {
@@ -272,7 +285,7 @@ fn change_of(plugin: &str, event: PoolEvent) -> PoolChange {
             image,
             memory_mb,
         } => PoolChange::Upsert(Box::new(ContainerRecord {
-            plugin: plugin.to_owned(),
+            plugin: plugin_of(&container).unwrap_or(plugin).to_owned(),
             container,
             kind,
             image,

@@ -1,4 +1,4 @@
-//! One keepwarm host doing an OpenWhisk invoker's job: load the plugin, build the pool, keep
+//! One keepwarm host doing an OpenWhisk invoker's job: load the plugins, build the pool, keep
 //! prewarms up, run the feed until told to stop, then drain.
 //!
 //! In cluster mode ([`crate::config::ClusterSection`]) the host joins the Raft cluster and
@@ -7,10 +7,13 @@
 
 use crate::config::Config;
 use crate::data_dir::DataDirLock;
+use crate::engines::Engines;
+use crate::factory::ContainerFactory;
 use crate::feed;
 use crate::parts::{upkeep, Parts};
-use crate::plugin::{FileState, HotPlugin};
+use crate::plugin::{FileState, HotPlugin, PluginState};
 use crate::pool::Pool;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -20,11 +23,21 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     match config.cluster.clone() {
         Some(c) => crate::role::run_cluster(config, c, shutdown).await,
         None => {
-            // A single host keeps its plugin's state on disk, so a restart finds e.g. its
+            // A single host keeps its plugins' state on disk, so a restart finds e.g. its
             // Mesos framework (and the tasks it left) again.
             std::fs::create_dir_all(&config.invoker.data_dir)?;
-            let state = FileState::open(&config.invoker.data_dir.join("plugin-state.json"))?;
-            let parts = Parts::load(config, Some(Arc::new(state))).await?;
+            let mut states = HashMap::new();
+            for (i, p) in config.plugins.iter().enumerate() {
+                // the first plugin's file keeps the name it had when a host ran one plugin
+                let file = match i {
+                    0 => "plugin-state.json".to_owned(),
+                    _ => format!("plugin-state.{}.json", p.name),
+                };
+                let state = FileState::open(&config.invoker.data_dir.join(file))?;
+                states.insert(p.name.clone(), Arc::new(state) as Arc<dyn PluginState>);
+            }
+            let state_of = |name: &str| states[name].clone();
+            let parts = Parts::load(config, Some(&state_of)).await?;
             run_single(parts, shutdown).await
         }
     }
@@ -39,11 +52,21 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
         None,
         parts.config.invoker.reconcile_interval_s,
     );
-    let swaps = tokio::spawn(swap_on_change(parts.plugin.clone(), pool.clone()));
+    let swaps: Vec<_> = parts
+        .plugins
+        .iter()
+        .map(|p| {
+            tokio::spawn(swap_on_change(
+                p.clone(),
+                parts.factory.clone(),
+                pool.clone(),
+            ))
+        })
+        .collect();
     let runner = parts.runner(pool.clone(), parts.factory.clone(), None);
     let result = feed::run(parts.feed_config(), runner, parts.sink.clone(), shutdown).await;
     upkeep.abort();
-    swaps.abort();
+    swaps.iter().for_each(|s| s.abort());
     if parts.config.invoker.destroy_on_exit {
         pool.destroy_everything().await;
     }
@@ -51,10 +74,10 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
     Ok(result?)
 }
 
-/// A single host watches its plugin's file (every 2 s) and swaps to a new build once it has
-/// attached every pooled container (a refused build leaves the running one; see
-/// [`HotPlugin::switch`]).
-async fn swap_on_change(plugin: Arc<HotPlugin>, pool: Arc<Pool>) {
+/// A single host watches each plugin's file (every 2 s) and swaps to a new build once it has
+/// attached every pooled container of that plugin (a refused build leaves the running one;
+/// see [`HotPlugin::switch`]).
+async fn swap_on_change(plugin: Arc<HotPlugin>, engines: Arc<Engines>, pool: Arc<Pool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
         tick.tick().await;
@@ -62,15 +85,17 @@ async fn swap_on_change(plugin: Arc<HotPlugin>, pool: Arc<Pool>) {
             continue;
         }
         let mut pooled = pool.containers();
+        pooled.retain(|c| engines.holds(plugin.name(), c));
         match plugin.switch(&mut pooled).await {
             Ok(swap) => {
                 pool.refresh(pooled);
                 tracing::info!(
+                    plugin = plugin.name(),
                     ?swap,
                     "the plugin's file changed: switched to the new build"
                 );
             }
-            Err(e) => tracing::warn!("the plugin's file changed: {e}"),
+            Err(e) => tracing::warn!(plugin = plugin.name(), "the plugin's file changed: {e}"),
         }
     }
 }

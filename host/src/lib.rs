@@ -18,6 +18,7 @@
 //! - [`activation_store`]: activation records to CouchDB, through a backlog on disk;
 //! - [`pool`]: warm, prewarm and busy containers;
 //! - [`factory`]: the [`factory::ContainerFactory`] trait the host uses for engines;
+//!   [`engines`]: a host's several plugins as one factory, each container with its plugin;
 //! - [`plugin`]: the wasmtime runtime that loads engine plugins behind that trait;
 //! - [`cli`]: the `keepwarm` command line; [`testing`]: a native fake engine for tests.
 //!
@@ -33,6 +34,7 @@ pub mod cluster;
 pub mod config;
 pub mod couchdb;
 pub mod data_dir;
+pub mod engines;
 pub mod factory;
 pub mod failover;
 pub mod feed;

@@ -9,19 +9,24 @@ use crate::activation::{proxy::ProxyClient, Gate, InvokerInstanceId, Runner};
 use crate::cluster::Node;
 use crate::config::StoreKind;
 use crate::config::{Config, LogStore};
+use crate::engines::{Engine, Engines};
 use crate::factory::ContainerFactory;
 use crate::feed::{self, ActivationSink, FeedConfig};
-use crate::plugin::{HotPlugin, Limits, MemoryState, PluginRuntime, PluginSpec, StateLimits};
+use crate::plugin::{HotPlugin, MemoryState, PluginRuntime, PluginState};
 use crate::pool::{Pool, PoolConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Gives each plugin (by name) its `state` store.
+pub(crate) type StateOf<'a> = dyn Fn(&str) -> Arc<dyn PluginState> + 'a;
+
 /// What a host loads once and reuses across leadership changes.
 pub(crate) struct Parts {
     pub(crate) config: Config,
-    pub(crate) factory: Arc<dyn ContainerFactory>,
-    /// The same plugin, for swapping its build.
-    pub(crate) plugin: Arc<HotPlugin>,
+    /// Every plugin as one factory: a container goes to the plugin serving its action.
+    pub(crate) factory: Arc<Engines>,
+    /// The same plugins, in declared order, for swapping their builds.
+    pub(crate) plugins: Vec<Arc<HotPlugin>>,
     runtimes: Runtimes,
     store: Arc<dyn ActionStore>,
     encryption: ParameterEncryption,
@@ -29,50 +34,48 @@ pub(crate) struct Parts {
 }
 
 impl Parts {
+    /// Loads every plugin of `config`; `state_of` gives each (by name) its `state` store
+    /// (default: in memory).
     pub(crate) async fn load(
         config: Config,
-        plugin_state: Option<Arc<dyn crate::plugin::PluginState>>,
+        state_of: Option<&StateOf<'_>>,
     ) -> anyhow::Result<Parts> {
         std::fs::create_dir_all(&config.invoker.data_dir)?;
         let cache = config
-            .plugin
-            .cache_dir
-            .clone()
+            .plugins
+            .iter()
+            .find_map(|p| p.cache_dir.clone())
             .unwrap_or_else(|| config.invoker.data_dir.join("plugin-cache"));
         let runtime = Arc::new(PluginRuntime::new(Some(cache))?);
-        let spec = PluginSpec {
-            name: config.plugin.name.clone(),
-            file: config.plugin.file.clone(),
-            routes: config.plugin.routes.clone().into_iter().collect(),
-            tls: config
-                .plugin
-                .tls
-                .iter()
-                .map(|(route, t)| Ok((route.clone(), t.files(route).map_err(anyhow::Error::msg)?)))
-                .collect::<anyhow::Result<_>>()?,
-            config: config.plugin.config.clone().into_iter().collect(),
-            limits: Limits {
-                call_timeout: Duration::from_millis(config.plugin.call_timeout_ms),
-                memory_mb: config.plugin.memory_mb,
-                max_instances: config.plugin.max_instances,
-                state: StateLimits {
-                    max_keys: config.plugin.state_max_keys,
-                    max_bytes: config.plugin.state_max_kb << 10,
-                },
-            },
-            allowed_addresses: config.plugin.allowed_addresses.clone(),
-            sha256: config.plugin.sha256.clone(),
-        };
-        let state = plugin_state.unwrap_or_else(|| Arc::new(MemoryState::default()));
-        let factory = HotPlugin::load(runtime, spec, state, config.plugin.max_instances).await?;
-        if config.invoker.log_store == LogStore::Collect && !factory.info().capabilities.logs {
-            anyhow::bail!(
-                "[invoker] log-store = \"collect\" reads each activation's logs through the \
-                 plugin, but plugin `{}` ({}) cannot read logs: set log-store = \"log-driver\"",
-                config.plugin.name,
-                factory.info().engine
+        let mut plugins = Vec::new();
+        let mut engines = Vec::new();
+        for section in &config.plugins {
+            let spec = section.spec().map_err(anyhow::Error::msg)?;
+            let state = match state_of {
+                Some(state_of) => state_of(&section.name),
+                None => Arc::new(MemoryState::default()),
+            };
+            let plugin = Arc::new(
+                HotPlugin::load(runtime.clone(), spec, state, section.max_instances).await?,
             );
+            let info = plugin.info();
+            if config.invoker.log_store == LogStore::Collect && !info.capabilities.logs {
+                anyhow::bail!(
+                    "[invoker] log-store = \"collect\" reads each activation's logs through the \
+                     plugin, but plugin `{}` ({}) cannot read logs: set log-store = \"log-driver\"",
+                    section.name,
+                    info.engine
+                );
+            }
+            tracing::info!(plugin = %section.name, version = %info.version, sha256 = %plugin.sha256(), kinds = ?section.kinds, images = ?section.images, "plugin loaded");
+            engines.push(Engine {
+                name: section.name.clone(),
+                serves: section.serves(),
+                factory: plugin.clone(),
+            });
+            plugins.push(plugin);
         }
+        let factory = Arc::new(Engines::new(engines).map_err(anyhow::Error::msg)?);
         let runtimes = Runtimes::load(&config.runtimes.manifest)?;
         let store: Arc<dyn ActionStore> = match config.actions.store {
             StoreKind::Catalog => {
@@ -82,14 +85,14 @@ impl Parts {
                     .as_deref()
                     .expect("checked by Config::load");
                 let catalog = CatalogDir::load(dir)?;
-                tracing::info!(actions = catalog.len(), catalog = %dir.display(), plugin = %factory.name(), "invoker starting");
+                tracing::info!(actions = catalog.len(), catalog = %dir.display(), plugins = config.plugins.len(), "invoker starting");
                 Arc::new(catalog)
             }
             StoreKind::Couchdb => {
                 let couch = config.couchdb.as_ref().expect("checked by Config::load");
                 let db =
                     crate::couchdb::CouchDb::open(couch, "whisks").map_err(anyhow::Error::msg)?;
-                tracing::info!(database = db.name(), url = %couch.url, plugin = %factory.name(), "invoker starting: actions from CouchDB");
+                tracing::info!(database = db.name(), url = %couch.url, plugins = config.plugins.len(), "invoker starting: actions from CouchDB");
                 Arc::new(CouchActions::new(db))
             }
         };
@@ -116,11 +119,9 @@ impl Parts {
             sink = sink.with_couchdb(records);
         }
         let sink = Arc::new(sink);
-        tracing::info!(plugin = %config.plugin.name, sha256 = %factory.sha256(), "plugin loaded");
-        let plugin = Arc::new(factory);
         Ok(Parts {
-            factory: plugin.clone(),
-            plugin,
+            factory,
+            plugins,
             runtimes,
             store,
             encryption,

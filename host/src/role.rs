@@ -88,20 +88,37 @@ pub async fn run_cluster(
         r.consuming = false;
         r.role = Role::Standby;
     });
-    let plugin_state = ReplicatedPluginState::new(&config.plugin.name, node.shared_state());
-    let parts = Parts::load(config, Some(plugin_state.clone())).await?;
-    let cluster_wide = parts.factory.info().capabilities.cluster_wide;
-    let plugin = crate::cluster::status::PluginReport {
-        name: parts.config.plugin.name.clone(),
-        version: parts.plugin.versions().version,
-        sha256: parts.plugin.sha256(),
-        staged: None,
-        last_swap: None,
-        cluster_wide,
-        warning: engine_reach(&parts.config.plugin.name, cluster_wide, &cluster)?,
+    let plugin_states: Vec<Arc<ReplicatedPluginState>> = config
+        .plugins
+        .iter()
+        .map(|p| ReplicatedPluginState::new(&p.name, node.shared_state()))
+        .collect();
+    let state_of = |name: &str| {
+        let state = plugin_states.iter().find(|s| s.plugin() == name);
+        state.expect("one per plugin").clone() as Arc<dyn crate::plugin::PluginState>
     };
-    node.report(|r| r.plugin = Some(plugin));
-    tokio::spawn(rollout::watch(node.clone(), parts.plugin.clone()));
+    let parts = Parts::load(config, Some(&state_of)).await?;
+    let mut reports = Vec::new();
+    for (section, plugin) in parts.config.plugins.iter().zip(&parts.plugins) {
+        let cluster_wide = plugin.info().capabilities.cluster_wide;
+        reports.push(crate::cluster::status::PluginReport {
+            name: section.name.clone(),
+            version: plugin.versions().version,
+            sha256: plugin.sha256(),
+            staged: None,
+            last_swap: None,
+            cluster_wide,
+            warning: engine_reach(&section.name, cluster_wide, &cluster)?,
+            kinds: section.kinds.clone(),
+            images: section.images.clone(),
+            default: section.name == parts.factory.default_engine().name,
+        });
+    }
+    node.report(|r| {
+        r.plugin = reports.iter().find(|p| p.default).cloned();
+        r.plugins = reports;
+    });
+    tokio::spawn(rollout::watch(node.clone(), parts.plugins.clone()));
     if let Some(couch) = parts.sink.couchdb() {
         // every member drains its own record backlog, whatever its role
         let (stats, node) = (couch.stats.clone(), node.clone());
@@ -116,7 +133,7 @@ pub async fn run_cluster(
     let member = Member {
         node,
         parts,
-        plugin_state,
+        plugin_states,
         lease: Duration::from_millis(cluster.lease_ms),
         election_timeout_max: Duration::from_millis(cluster.election_timeout_max_ms),
     };
@@ -194,7 +211,8 @@ enum Why {
 struct Member {
     node: Node,
     parts: Parts,
-    plugin_state: Arc<ReplicatedPluginState>,
+    /// One per plugin.
+    plugin_states: Vec<Arc<ReplicatedPluginState>>,
     lease: Duration,
     election_timeout_max: Duration,
 }
@@ -239,8 +257,10 @@ impl Member {
         let factory: Arc<dyn ContainerFactory> =
             Arc::new(FencedFactory::new(self.parts.factory.clone(), gate.clone()));
 
-        // The build the cluster last switched to, if this member has staged it.
-        rollout::follow(node, &self.parts.plugin).await;
+        // The builds the cluster last switched to, if this member has staged them.
+        for plugin in &self.parts.plugins {
+            rollout::follow(node, plugin).await;
+        }
         // Takeover. The claim's commit is itself a quorum acknowledgement, so the lease is
         // held right after it.
         let takeover = async {
@@ -278,11 +298,14 @@ impl Member {
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
-        self.plugin_state.activate(takeover.epoch, commands_tx);
+        for state in &self.plugin_states {
+            state.activate(takeover.epoch, commands_tx.clone());
+        }
+        drop(commands_tx);
         let replicator = tokio::spawn(failover::replicate(
             node.clone(),
             takeover.epoch,
-            self.parts.config.plugin.name.clone(),
+            self.parts.factory.default_engine().name.clone(),
             failover::Inputs {
                 events: pool.subscribe(),
                 progress: progress_rx,
@@ -372,14 +395,15 @@ impl Member {
                     if asked.reply.is_closed() {
                         continue;
                     }
-                    let plugin = self.parts.plugin.clone();
-                    if let Some(name) = asked.plugin.filter(|n| n != plugin.name()) {
-                        let _ = asked.reply.send(Err(format!("this cluster runs plugin `{}`, not `{name}`", plugin.name())));
+                    let Some(plugin) = rollout::named(&self.parts.plugins, asked.plugin.as_deref()).cloned() else {
+                        let names: Vec<&str> = self.parts.plugins.iter().map(|p| p.name()).collect();
+                        let asked_for = asked.plugin.unwrap_or_default();
+                        let _ = asked.reply.send(Err(format!("this cluster runs no plugin `{asked_for}` (it runs {})", names.join(", "))));
                         continue;
-                    }
-                    let (node, pool, epoch) = (node.clone(), pool.clone(), takeover.epoch);
+                    };
+                    let (node, engines, pool, epoch) = (node.clone(), self.parts.factory.clone(), pool.clone(), takeover.epoch);
                     tokio::spawn(async move {
-                        let _ = asked.reply.send(rollout::cluster_wide(&node, &plugin, &pool, epoch).await);
+                        let _ = asked.reply.send(rollout::cluster_wide(&node, &plugin, &engines, &pool, epoch).await);
                     });
                 }
                 Some(back) = handbacks.recv() => {
@@ -432,7 +456,7 @@ impl Member {
         node.report(|r| r.role = Role::SteppingDown);
         let _ = stop_tx.send(true);
         node.report(|r| r.consuming = false);
-        self.plugin_state.deactivate();
+        self.plugin_states.iter().for_each(|s| s.deactivate());
         upkeep.abort();
         watcher.abort();
         if (shutting_down && !handed_over) || feed_failed || slow_hand_over {

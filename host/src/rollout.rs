@@ -12,6 +12,7 @@
 use crate::cluster::inbox::ReloadRequest;
 use crate::cluster::state::Command;
 use crate::cluster::Node;
+use crate::engines::Engines;
 use crate::plugin::{HotPlugin, Swap};
 use crate::pool::Pool;
 use std::sync::Arc;
@@ -21,10 +22,12 @@ use tokio::sync::oneshot;
 /// How long a member may take to stage (compile) a build.
 const STAGE_WAIT: Duration = Duration::from_secs(300);
 
-/// On the active host: the file's build on every member, then on this one.
+/// On the active host: the file's build on every member, then on this one (attaching the
+/// pooled containers of this plugin, of those `engines` run).
 pub async fn cluster_wide(
     node: &Node,
     plugin: &HotPlugin,
+    engines: &Engines,
     pool: &Pool,
     epoch: u64,
 ) -> Result<Swap, String> {
@@ -33,9 +36,15 @@ pub async fn cluster_wide(
         return plugin.switch(&mut []).await;
     };
     let others = node.other_voters();
-    let asks = others
-        .iter()
-        .map(|id| node.call_member(*id, "/raft/plugin/stage", Vec::new(), STAGE_WAIT));
+    let body = serde_json::json!({ "plugin": plugin.name() }).to_string();
+    let asks = others.iter().map(|id| {
+        node.call_member(
+            *id,
+            "/raft/plugin/stage",
+            body.clone().into_bytes(),
+            STAGE_WAIT,
+        )
+    });
     let answers = futures::future::join_all(asks).await;
     for (id, answer) in others.iter().zip(answers) {
         let theirs = answer
@@ -56,6 +65,7 @@ pub async fn cluster_wide(
         }
     }
     let mut pooled = pool.containers();
+    pooled.retain(|c| engines.holds(plugin.name(), c));
     let swap = plugin.switch(&mut pooled).await?;
     pool.refresh(pooled);
     node.propose(Command::PluginBuild {
@@ -83,19 +93,28 @@ pub async fn follow(node: &Node, plugin: &HotPlugin) {
 }
 
 /// Runs on every member for the life of the process: answers the active host's stage
-/// requests, follows the cluster's build while standing by, watches the plugin's file, and
+/// requests, follows the cluster's builds while standing by, watches each plugin's file, and
 /// keeps `/status`'s plugin versions current.
-pub async fn watch(node: Node, plugin: Arc<HotPlugin>) {
+pub async fn watch(node: Node, plugins: Vec<Arc<HotPlugin>>) {
     let stage_requests = {
-        let (node, plugin) = (node.clone(), plugin.clone());
+        let (node, plugins) = (node.clone(), plugins.clone());
         tokio::spawn(async move {
             let mut requests = node.requests.stage.lock().await;
-            while let Some(reply) = requests.recv().await {
+            while let Some(asked) = requests.recv().await {
+                let Some(plugin) = named(&plugins, asked.plugin.as_deref()) else {
+                    let names: Vec<&str> = plugins.iter().map(|p| p.name()).collect();
+                    let _ = asked.reply.send(Err(format!(
+                        "this member runs no plugin `{}` (it runs {})",
+                        asked.plugin.unwrap_or_default(),
+                        names.join(", ")
+                    )));
+                    continue;
+                };
                 let staged = plugin
                     .stage()
                     .await
                     .map(|s| s.map_or_else(|| plugin.sha256(), |s| s.sha256));
-                let _ = reply.send(staged);
+                let _ = asked.reply.send(staged);
             }
         })
     };
@@ -104,43 +123,63 @@ pub async fn watch(node: Node, plugin: Arc<HotPlugin>) {
     loop {
         tick.tick().await;
         ticks += 1;
-        if !node.is_leader() {
-            follow(&node, &plugin).await;
-        }
-        if ticks.is_multiple_of(20) && plugin.file_changed() {
-            if node.is_leader() {
-                let (reply, rx) = oneshot::channel::<Result<Swap, String>>();
-                let request = ReloadRequest {
-                    plugin: None,
-                    reply,
-                };
-                if node.inbox.reload.send(request).is_ok() {
-                    tokio::spawn(async move {
-                        match rx.await {
-                            Ok(Ok(swap)) => tracing::info!(
-                                ?swap,
-                                "the plugin's file changed: new build rolled out"
-                            ),
-                            Ok(Err(e)) => tracing::warn!("the plugin's file changed: {e}"),
-                            Err(_) => {}
-                        }
-                    });
+        for plugin in &plugins {
+            if !node.is_leader() {
+                follow(&node, plugin).await;
+            }
+            if ticks.is_multiple_of(20) && plugin.file_changed() {
+                file_changed(&node, plugin).await;
+            }
+            let versions = plugin.versions();
+            node.report(|r| {
+                let reports = r.plugins.iter_mut().chain(r.plugin.as_mut());
+                for p in reports.filter(|p| p.name == plugin.name()) {
+                    p.version = versions.version.clone();
+                    p.sha256 = versions.sha256.clone();
+                    p.staged = versions.staged.clone();
+                    p.last_swap = versions.last_swap.clone();
                 }
-            } else if let Err(e) = plugin.stage().await {
-                tracing::warn!("the plugin's file changed, its build is refused: {e}");
-            }
+            });
         }
-        let versions = plugin.versions();
-        node.report(|r| {
-            if let Some(p) = &mut r.plugin {
-                p.version = versions.version.clone();
-                p.sha256 = versions.sha256.clone();
-                p.staged = versions.staged.clone();
-                p.last_swap = versions.last_swap.clone();
-            }
-        });
         if stage_requests.is_finished() {
             return;
         }
+    }
+}
+
+/// The plugin named `name` (`None`: the first, what a member running one plugin means).
+pub fn named<'a>(plugins: &'a [Arc<HotPlugin>], name: Option<&str>) -> Option<&'a Arc<HotPlugin>> {
+    match name {
+        Some(name) => plugins.iter().find(|p| p.name() == name),
+        None => plugins.first(),
+    }
+}
+
+/// A plugin's file changed: the active host rolls the new build out, a standby stages it.
+async fn file_changed(node: &Node, plugin: &HotPlugin) {
+    let name = plugin.name().to_owned();
+    if !node.is_leader() {
+        if let Err(e) = plugin.stage().await {
+            tracing::warn!(plugin = %name, "the plugin's file changed, its build is refused: {e}");
+        }
+        return;
+    }
+    let (reply, rx) = oneshot::channel::<Result<Swap, String>>();
+    let request = ReloadRequest {
+        plugin: Some(name.clone()),
+        reply,
+    };
+    if node.inbox.reload.send(request).is_ok() {
+        tokio::spawn(async move {
+            match rx.await {
+                Ok(Ok(swap)) => tracing::info!(
+                    plugin = %name,
+                    ?swap,
+                    "the plugin's file changed: new build rolled out"
+                ),
+                Ok(Err(e)) => tracing::warn!(plugin = %name, "the plugin's file changed: {e}"),
+                Err(_) => {}
+            }
+        });
     }
 }

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["clock", "json_file", "data_dir", "couchdb", "pem"],
     &["factory"],
     &["testing"],
-    &["plugin", "fence"],
+    &["plugin", "fence", "engines"],
     &["action"],
     &["pool"],
     &["activation"],

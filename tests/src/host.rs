@@ -45,6 +45,8 @@ pub struct HostOptions {
     pub cluster: Option<String>,
     /// The factory plugin (default: Docker).
     pub plugin: PluginChoice,
+    /// `[invoker] plugins-dir`: more plugins, dropped in as `NAME.toml` beside `NAME.wasm`.
+    pub plugins_dir: Option<PathBuf>,
     /// `[kafka] brokers` (default: the shared test broker).
     pub brokers: String,
     /// The body of `[actions]` (default: the catalog `tests/fixtures/actions`).
@@ -93,6 +95,7 @@ impl HostOptions {
             extra: String::new(),
             cluster: None,
             plugin: PluginChoice::docker(),
+            plugins_dir: None,
             brokers: crate::kafka::brokers(),
             actions: format!(
                 "catalog = \"{}\"",
@@ -149,6 +152,7 @@ activation-log = "{dir}/activations.jsonl"
 cluster = "{cluster}"
 max-in-flight = {max_in_flight}
 log-store = "{log_store}"
+{plugins_dir}
 
 [kafka]
 brokers = "{brokers}"
@@ -172,6 +176,10 @@ manifest = "{runtimes}"
                 mem = opts.user_memory_mb,
                 max_in_flight = opts.max_in_flight,
                 log_store = opts.log_store,
+                plugins_dir = opts.plugins_dir.as_ref().map_or(String::new(), |d| format!(
+                    "plugins-dir = \"{}\"",
+                    d.display()
+                )),
                 dir = dir.display(),
                 brokers = opts.brokers,
                 plugin = opts

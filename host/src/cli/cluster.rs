@@ -315,23 +315,39 @@ pub async fn status(address: &str, token: Option<&str>, raw: bool) -> i32 {
             t.epoch, t.took_ms, t.reattached, t.lost, t.busy_destroyed, t.orphans_destroyed, t.lent.len()
         );
     }
-    if let Some(p) = &s.host.plugin {
+    // a member of an older release reports its one plugin only as `plugin`
+    let plugins = match &s.host.plugin {
+        Some(p) if s.host.plugins.is_empty() => std::slice::from_ref(p),
+        _ => s.host.plugins.as_slice(),
+    };
+    for p in plugins {
+        let serves = [
+            (!p.kinds.is_empty()).then(|| format!("kinds {}", p.kinds.join(","))),
+            (!p.images.is_empty()).then(|| format!("images {}", p.images.join(","))),
+            p.default.then(|| "default".to_string()),
+        ];
+        let serves: Vec<String> = serves.into_iter().flatten().collect();
         println!(
-            "plugin {} {}  sha256 {}{}",
+            "plugin {} {}  sha256 {}{}{}",
             p.name,
             p.version,
             p.sha256,
             p.staged
                 .as_ref()
-                .map_or(String::new(), |s| format!("  staged {s}"))
+                .map_or(String::new(), |s| format!("  staged {s}")),
+            if serves.is_empty() {
+                String::new()
+            } else {
+                format!("  serves {}", serves.join("; "))
+            }
         );
         if let Some(swap) = &p.last_swap {
             match &swap.error {
                 None => println!(
-                    "last swap: {} → {}  {} containers attached  build loaded in {} ms",
+                    "  last swap: {} → {}  {} containers attached  build loaded in {} ms",
                     swap.from, swap.to, swap.attached, swap.load_ms
                 ),
-                Some(why) => println!("last swap refused ({}): {why}", swap.to),
+                Some(why) => println!("  last swap refused ({}): {why}", swap.to),
             }
         }
     }

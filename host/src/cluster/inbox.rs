@@ -9,14 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-/// A plugin reload: which plugin (`None`: the one this host runs), and where the answer goes.
+/// A plugin reload: which plugin (`None`: the first this host runs), and where the answer
+/// goes.
 #[derive(Debug)]
 pub struct ReloadRequest {
     pub plugin: Option<String>,
     pub reply: oneshot::Sender<Result<Swap, String>>,
 }
-/// The active host's request to stage the plugin's file: the staged build's sha256.
-pub type StageRequest = oneshot::Sender<Result<String, String>>;
+/// The active host's request to stage a plugin's file (`None`: the first plugin); the answer
+/// is the staged build's sha256.
+#[derive(Debug)]
+pub struct StageRequest {
+    pub plugin: Option<String>,
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
 
 /// The requests' way from the listeners to the roles.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! stage its copy of the file (`POST /raft/plugin/stage`, taken only from the member this one
 //! follows) and switches only once each has staged the same build.
 
-use super::inbox::{ask_roles, ReloadRequest, NOT_ACTIVE};
+use super::inbox::{ask_roles, ReloadRequest, StageRequest, NOT_ACTIVE};
 use super::rpc_server::Peer;
 use super::server::{answer, parse, Refusal};
 use super::tls::Identity;
@@ -16,6 +16,13 @@ use std::time::Duration;
 #[derive(serde::Deserialize)]
 struct Reload {
     plugin: String,
+}
+
+/// Which plugin to stage (absent: the first; a member of an older release asks so).
+#[derive(serde::Deserialize, Default)]
+struct Stage {
+    #[serde(default)]
+    plugin: Option<String>,
 }
 
 /// Compiling a large component on a busy machine takes a while.
@@ -55,11 +62,23 @@ pub(super) async fn stage(
     State(peer): State<Peer>,
     Extension(connection): Extension<Identity>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     let run = async {
         peer.leader_asking(connection, &headers, "ask it to stage a plugin build")?;
+        let asked: Stage = if body.is_empty() {
+            Stage::default()
+        } else {
+            parse(&body)?
+        };
         let sha256 = ask_roles(
-            |reply| peer.inbox.stage.send(reply).is_ok(),
+            |reply| {
+                let plugin = asked.plugin;
+                peer.inbox
+                    .stage
+                    .send(StageRequest { plugin, reply })
+                    .is_ok()
+            },
             STAGE_WAIT,
             "this member is stopping",
             "not staged within 300 s",

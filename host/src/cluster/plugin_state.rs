@@ -34,6 +34,11 @@ impl ReplicatedPluginState {
         })
     }
 
+    /// The plugin whose state this is.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
     /// This host became active under `epoch`: the writes made while taking over, and every
     /// write from now on, go to the cluster.
     pub fn activate(&self, epoch: u64, commands: mpsc::UnboundedSender<Command>) {

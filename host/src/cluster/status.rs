@@ -63,8 +63,10 @@ pub struct HostReport {
     pub publish_retries: u64,
     /// With `[activations] store = "couchdb"`: this host's records and its backlog.
     pub activation_records: Option<RecordsReport>,
-    /// The plugin this host loaded.
+    /// The default plugin (the one serving what no other plugin names), as in `plugins`.
     pub plugin: Option<PluginReport>,
+    /// Every plugin this host loaded, in declared order.
+    pub plugins: Vec<PluginReport>,
 }
 
 /// Which plugin file a host runs (its sha256 is what `[plugin] sha256` pins).
@@ -88,6 +90,11 @@ pub struct PluginReport {
     /// Set with `local-engine = true`: what a machine failure costs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// The kinds and blackbox images of the actions it serves, and whether it serves what no
+    /// other plugin names.
+    pub kinds: Vec<String>,
+    pub images: Vec<String>,
+    pub default: bool,
 }
 
 /// The CouchDB activation store of one host, since the process started (`waiting`: on disk now).

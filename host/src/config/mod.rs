@@ -2,6 +2,9 @@
 //! by an environment variable `KEEPWARM_<SECTION>_<KEY>` (dashes become underscores), as
 //! container deployments expect.
 
+mod plugin;
+
+pub use plugin::{PluginSection, RouteTlsSection};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +14,13 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     pub invoker: InvokerSection,
     pub kafka: KafkaSection,
-    pub plugin: PluginSection,
+    /// The first plugin; [`Config::load`] moves it to the front of `plugins`.
+    #[serde(default)]
+    plugin: Option<PluginSection>,
+    /// Every plugin this host runs: `[plugin]`, then `[[plugins]]`, then the drop-in
+    /// directory's (`[invoker] plugins-dir`). Never empty once loaded.
+    #[serde(default)]
+    pub plugins: Vec<PluginSection>,
     pub runtimes: RuntimesSection,
     pub actions: ActionsSection,
     /// Where activation records go (default: the JSON-lines `[invoker] activation-log`).
@@ -170,6 +179,10 @@ pub struct InvokerSection {
     /// to them. The failover of an engine machine is noticed within this time.
     #[serde(default = "default_reconcile_interval")]
     pub reconcile_interval_s: u64,
+    /// A drop-in directory of plugins: each `NAME.toml` (a plugin section) beside its
+    /// `NAME.wasm`.
+    #[serde(default)]
+    pub plugins_dir: Option<PathBuf>,
 }
 
 /// Where activation logs go.
@@ -189,97 +202,6 @@ pub struct KafkaSection {
     pub fetch_wait_max_ms: u32,
     #[serde(default)]
     pub linger_ms: u32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct PluginSection {
-    pub name: String,
-    pub file: PathBuf,
-    #[serde(default)]
-    pub routes: BTreeMap<String, String>,
-    #[serde(default)]
-    pub config: BTreeMap<String, String>,
-    #[serde(default = "default_call_timeout")]
-    pub call_timeout_ms: u64,
-    #[serde(default = "default_plugin_memory")]
-    pub memory_mb: u64,
-    #[serde(default = "default_instances")]
-    pub max_instances: usize,
-    #[serde(default)]
-    pub cache_dir: Option<PathBuf>,
-    /// How many keys the plugin may keep in its `state`.
-    #[serde(default = "default_state_max_keys")]
-    pub state_max_keys: usize,
-    /// How much the plugin may keep in its `state` (keys and values), in KiB.
-    #[serde(default = "default_state_max_kb")]
-    pub state_max_kb: usize,
-    /// Where the plugin's containers may be: IPs or CIDRs with optional ports
-    /// (`10.0.0.0/8:30000-32767`). Default: its `publish-ip` (else 127.0.0.1) and the hosts of
-    /// its TCP routes. The host sends action code and the caller's API key only there.
-    #[serde(default)]
-    pub allowed_addresses: Option<Vec<String>>,
-    /// The plugin file's sha256 (hex; `keepwarm plugin inspect` prints it): any other file
-    /// is refused at start.
-    #[serde(default)]
-    pub sha256: Option<String>,
-    /// TLS to engines on other machines, by route name (`[plugin.tls.docker]`).
-    #[serde(default)]
-    pub tls: BTreeMap<String, RouteTlsSection>,
-}
-
-/// TLS to one route's engine: `cert-dir` (Docker's layout: `ca.pem`, `cert.pem`, `key.pem`),
-/// or `ca` with an optional client `cert` and `key`; `server-name` when the engine's
-/// certificate names something other than the route's host. Relative paths are relative to
-/// the config file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RouteTlsSection {
-    #[serde(default)]
-    pub cert_dir: Option<PathBuf>,
-    #[serde(default)]
-    pub ca: Option<PathBuf>,
-    #[serde(default)]
-    pub cert: Option<PathBuf>,
-    #[serde(default)]
-    pub key: Option<PathBuf>,
-    #[serde(default)]
-    pub server_name: Option<String>,
-}
-
-impl RouteTlsSection {
-    /// The files this section names, or what is wrong with it.
-    pub fn files(&self, route: &str) -> Result<crate::plugin::RouteTls, String> {
-        let section = format!("[plugin.tls.{route}]");
-        let mut files = match (&self.cert_dir, &self.ca) {
-            (Some(dir), None) if self.cert.is_none() && self.key.is_none() => {
-                crate::plugin::RouteTls::in_dir(dir)
-            }
-            (Some(_), _) => {
-                return Err(format!(
-                    "{section}: cert-dir names ca.pem, cert.pem and key.pem; set it or ca/cert/key, not both"
-                ))
-            }
-            (None, Some(ca)) => crate::plugin::RouteTls {
-                ca: ca.clone(),
-                cert: self.cert.clone(),
-                key: self.key.clone(),
-                server_name: None,
-            },
-            (None, None) => {
-                return Err(format!(
-                    "{section}: set cert-dir (ca.pem, cert.pem, key.pem) or ca (and cert + key)"
-                ))
-            }
-        };
-        if files.cert.is_some() != files.key.is_some() {
-            return Err(format!(
-                "{section}: set both cert and key (a client certificate), or neither"
-            ));
-        }
-        files.server_name = self.server_name.clone();
-        Ok(files)
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -420,23 +342,6 @@ fn yes() -> bool {
 fn default_fetch_wait() -> u32 {
     2
 }
-fn default_call_timeout() -> u64 {
-    crate::plugin::Limits::DEFAULT_CALL_TIMEOUT_MS
-}
-fn default_plugin_memory() -> u64 {
-    crate::plugin::Limits::DEFAULT_MEMORY_MB
-}
-fn default_instances() -> usize {
-    crate::plugin::Limits::DEFAULT_MAX_INSTANCES
-}
-
-fn default_state_max_keys() -> usize {
-    crate::plugin::StateLimits::default().max_keys
-}
-
-fn default_state_max_kb() -> usize {
-    crate::plugin::StateLimits::default().max_bytes >> 10
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -569,35 +474,59 @@ impl Config {
         let from_env = overlay_env(&mut table, env).map_err(invalid)?;
         let mut config: Config = deserialize_with_env(table, &from_env).map_err(invalid)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        config.gather_plugins().map_err(invalid)?;
         config.validate().map_err(invalid)?;
         Ok(config)
     }
 
+    /// The default plugin's section (the one marked `default`, else the first).
+    pub fn default_plugin(&self) -> &PluginSection {
+        self.plugins
+            .iter()
+            .find(|p| p.default)
+            .unwrap_or(&self.plugins[0])
+    }
+
+    /// `[plugin]`, `[[plugins]]` and the drop-in directory's, in that order, in `plugins`.
+    fn gather_plugins(&mut self) -> Result<(), String> {
+        for p in &mut self.plugins {
+            p.origin = format!("[[plugins]] {}", p.name);
+        }
+        if let Some(mut first) = self.plugin.take() {
+            first.origin = "[plugin]".into();
+            self.plugins.insert(0, first);
+        }
+        if let Some(dir) = &self.invoker.plugins_dir {
+            self.plugins.extend(plugin::drop_ins(dir)?);
+        }
+        if self.plugins.is_empty() {
+            return Err(
+                "no plugin: declare one in [plugin] (name, file), in [[plugins]], or \
+                        in a drop-in directory ([invoker] plugins-dir)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Relative paths in the file are relative to the file.
     fn resolve_paths(&mut self, base: &Path) {
-        for p in [
-            &mut self.invoker.data_dir,
-            &mut self.plugin.file,
-            &mut self.runtimes.manifest,
-        ] {
+        for p in [&mut self.invoker.data_dir, &mut self.runtimes.manifest] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
+        for p in self.plugin.iter_mut().chain(&mut self.plugins) {
+            p.resolve_paths(base);
+        }
         let tls = self.cluster.as_mut().and_then(|c| c.tls.as_mut());
-        let mut tls_paths: Vec<&mut PathBuf> = tls
+        let tls_paths: Vec<&mut PathBuf> = tls
             .map(|t| vec![&mut t.ca, &mut t.cert, &mut t.key])
             .unwrap_or_default();
-        for t in self.plugin.tls.values_mut() {
-            tls_paths.extend(
-                [&mut t.cert_dir, &mut t.ca, &mut t.cert, &mut t.key]
-                    .into_iter()
-                    .flatten(),
-            );
-        }
         for p in [
             self.invoker.activation_log.as_mut(),
             self.actions.catalog.as_mut(),
+            self.invoker.plugins_dir.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -610,8 +539,26 @@ impl Config {
 
     /// Every rule a setting's type cannot say: the error names the setting and what to fix.
     fn validate(&self) -> Result<(), String> {
-        for (route, tls) in &self.plugin.tls {
-            tls.files(route)?;
+        for (i, p) in self.plugins.iter().enumerate() {
+            p.validate()?;
+            if let Some(other) = self.plugins[..i].iter().find(|o| o.name == p.name) {
+                return Err(format!(
+                    "{} and {} are both named `{}`: plugin names must differ",
+                    other.origin, p.origin, p.name
+                ));
+            }
+        }
+        let defaults: Vec<&str> = self
+            .plugins
+            .iter()
+            .filter(|p| p.default)
+            .map(|p| p.origin.as_str())
+            .collect();
+        if defaults.len() > 1 {
+            return Err(format!(
+                "{} all say default = true: at most one plugin may",
+                defaults.join(", ")
+            ));
         }
         if self.actions.store == StoreKind::Catalog && self.actions.catalog.is_none() {
             return Err(
@@ -663,11 +610,6 @@ impl Config {
                 "[invoker] activation-log-max-mb",
                 self.invoker.activation_log_max_mb == 0,
             ),
-            ("[plugin] call-timeout-ms", self.plugin.call_timeout_ms == 0),
-            ("[plugin] memory-mb", self.plugin.memory_mb == 0),
-            ("[plugin] max-instances", self.plugin.max_instances == 0),
-            ("[plugin] state-max-keys", self.plugin.state_max_keys == 0),
-            ("[plugin] state-max-kb", self.plugin.state_max_kb == 0),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return Err(format!("{name} must be more than 0"));
@@ -678,12 +620,6 @@ impl Config {
             if let Some((name, _)) = zero.iter().find(|(_, v)| *v == 0) {
                 return Err(format!("[cluster] {name} must be more than 0"));
             }
-        }
-        if !self.plugin.file.exists() {
-            return Err(format!(
-                "[plugin] file {} does not exist (build the plugins: make plugins)",
-                self.plugin.file.display()
-            ));
         }
         Ok(())
     }
@@ -788,219 +724,4 @@ impl ClusterSection {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(dir: &Path, text: &str) -> PathBuf {
-        std::fs::write(dir.join("plugin.wasm"), b"").unwrap();
-        let p = dir.join("kw.toml");
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    const OK: &str = r#"
-[invoker]
-user-memory-mb = 1024
-data-dir = "data"
-[kafka]
-brokers = "127.0.0.1:9092"
-[plugin]
-name = "docker"
-file = "plugin.wasm"
-routes = { docker = "unix:///var/run/docker.sock" }
-[runtimes]
-manifest = "runtimes.json"
-[actions]
-catalog = "actions"
-"#;
-
-    #[test]
-    fn loads_with_defaults_and_env_overrides() {
-        let dir = std::env::temp_dir().join(format!("kw-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = write(&dir, OK);
-        let env = vec![
-            (
-                "KEEPWARM_KAFKA_BROKERS".to_string(),
-                "127.0.0.2:9093".to_string(),
-            ),
-            (
-                "KEEPWARM_INVOKER_USER_MEMORY_MB".to_string(),
-                "4096".to_string(),
-            ),
-            ("PATH".to_string(), "/bin".to_string()),
-        ];
-        let c = Config::load(&p, env).unwrap();
-        assert_eq!(c.kafka.brokers, "127.0.0.2:9093");
-        assert_eq!(c.invoker.user_memory_mb, 4096);
-        assert_eq!(c.kafka.fetch_wait_max_ms, 2);
-        assert_eq!(c.invoker.data_dir, dir.join("data"));
-
-        let bad = write(&dir, &OK.replace("brokers =", "brokerz ="));
-        let e = Config::load(&bad, Vec::new()).unwrap_err().to_string();
-        assert!(e.contains("brokerz"), "{e}");
-        assert!(e.contains("kw.toml"), "{e}");
-        let e = Config::load(&p, vec![("KEEPWARM_NOPE_X".into(), "1".into())])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("KEEPWARM_NOPE_X"), "{e}");
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn environment_strings_stay_strings_unless_the_setting_takes_a_number() {
-        let dir = std::env::temp_dir().join(format!("kw-config-env-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cluster = format!(
-            "{OK}[cluster]\nid = 1\ninsecure = true\npeers = {{ 1 = \"127.0.0.1:7000\" }}\n"
-        );
-        let p = write(&dir, &cluster);
-        let var = |k: &str, v: &str| (k.to_string(), v.to_string());
-        let c = Config::load(
-            &p,
-            vec![
-                var("KEEPWARM_CLUSTER_SECRET", "12345678"),
-                var("KEEPWARM_CLUSTER_HEARTBEAT_MS", "40"),
-                var("KEEPWARM_INVOKER_DESTROY_ON_EXIT", "false"),
-                var("KEEPWARM_INVOKER_CLUSTER", "true"),
-                var("KEEPWARM_ADMIN_TOKEN", "not-an-override"),
-                var("KEEPWARM_STATUS_TOKEN", "not-an-override"),
-            ],
-        )
-        .unwrap();
-        let section = c.cluster.unwrap();
-        assert_eq!(section.secret.as_deref(), Some("12345678"));
-        assert_eq!(section.heartbeat_ms, 40);
-        assert!(!c.invoker.destroy_on_exit);
-        assert_eq!(c.invoker.cluster, "true");
-        let e = Config::load(&p, vec![var("KEEPWARM_CLUSTER_HEARTBEAT_MS", "soon")])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("cluster.heartbeat-ms"), "{e}");
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn a_cluster_talks_tls_unless_insecure_is_said_with_a_secret() {
-        let dir = std::env::temp_dir().join(format!("kw-config-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cluster = |extra: &str| {
-            format!("{OK}[cluster]\nid = 1\npeers = {{ 1 = \"127.0.0.1:7000\" }}\n{extra}")
-        };
-        let error = |text: &str| {
-            Config::load(&write(&dir, text), Vec::new())
-                .unwrap_err()
-                .to_string()
-        };
-        let e = error(&cluster(""));
-        assert!(
-            e.contains("mutual TLS") && e.contains("keepwarm cluster certs"),
-            "{e}"
-        );
-        let e = error(&cluster("insecure = true\n"));
-        assert!(e.contains("at least 8 characters"), "{e}");
-        let e = error(&cluster("insecure = true\nsecret = \"short\"\n"));
-        assert!(e.contains("at least 8 characters"), "{e}");
-        let both = cluster(
-            "insecure = true\nsecret = \"long-enough\"\ntls = { ca = \"a\", cert = \"b\", key = \"c\" }\n",
-        );
-        assert!(error(&both).contains("choose one"));
-        let e = error(&cluster(
-            "tls = { ca = \"missing.pem\", cert = \"missing.pem\", key = \"missing.pem\" }\n",
-        ));
-        assert!(
-            e.contains("[cluster.tls]") && e.contains("missing.pem"),
-            "{e}"
-        );
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn engine_tls_is_a_cert_dir_or_named_files_relative_to_the_config() {
-        let dir = std::env::temp_dir().join(format!("kw-config-route-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let load = |tls: &str| {
-            Config::load(
-                &write(&dir, &format!("{OK}[plugin.tls.docker]\n{tls}")),
-                Vec::new(),
-            )
-        };
-        let c = load("cert-dir = \"engines/e1\"\n").unwrap();
-        let files = c.plugin.tls["docker"].files("docker").unwrap();
-        assert_eq!(files.ca, dir.join("engines/e1/ca.pem"));
-        assert_eq!(files.key, Some(dir.join("engines/e1/key.pem")));
-        let c = load("ca = \"/pki/ca.pem\"\nserver-name = \"engine-1\"\n").unwrap();
-        let files = c.plugin.tls["docker"].files("docker").unwrap();
-        assert_eq!(
-            (files.cert, files.server_name.as_deref()),
-            (None, Some("engine-1"))
-        );
-        for (tls, says) in [
-            ("cert-dir = \"e\"\nca = \"ca.pem\"\n", "not both"),
-            ("server-name = \"e\"\n", "set cert-dir"),
-            ("ca = \"ca.pem\"\ncert = \"c.pem\"\n", "both cert and key"),
-        ] {
-            let e = load(tls).unwrap_err().to_string();
-            assert!(e.contains("[plugin.tls.docker]") && e.contains(says), "{e}");
-        }
-    }
-
-    #[test]
-    fn zero_limits_are_refused() {
-        let dir = std::env::temp_dir().join(format!("kw-config-zero-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = write(&dir, OK);
-        for (var, name) in [
-            ("KEEPWARM_INVOKER_MAX_IN_FLIGHT", "max-in-flight"),
-            ("KEEPWARM_PLUGIN_CALL_TIMEOUT_MS", "call-timeout-ms"),
-            ("KEEPWARM_PLUGIN_MAX_INSTANCES", "max-instances"),
-            ("KEEPWARM_INVOKER_USER_MEMORY_MB", "user-memory-mb"),
-            ("KEEPWARM_PLUGIN_STATE_MAX_KEYS", "state-max-keys"),
-            ("KEEPWARM_PLUGIN_STATE_MAX_KB", "state-max-kb"),
-        ] {
-            let e = Config::load(&p, vec![(var.to_string(), "0".to_string())])
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(name) && e.contains("more than 0"), "{e}");
-        }
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn couchdb_stores_need_a_couchdb_section_and_keys_must_be_valid() {
-        let dir = std::env::temp_dir().join(format!("kw-config-couch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let couch = OK.replace("catalog = \"actions\"", "store = \"couchdb\"");
-        let e = Config::load(&write(&dir, &couch), Vec::new())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("[couchdb]"), "{e}");
-        let with = format!("{couch}[couchdb]\nurl = \"http://127.0.0.1:5984\"\n");
-        let c = Config::load(&write(&dir, &with), Vec::new()).unwrap();
-        assert_eq!(c.actions.store, StoreKind::Couchdb);
-        assert_eq!(c.couchdb.as_ref().unwrap().db_prefix, "whisk_local_");
-        let bad_key = with.replace(
-            "store = \"couchdb\"",
-            "store = \"couchdb\"\naes-256-key = \"c2hvcnQ=\"",
-        );
-        let e = Config::load(&write(&dir, &bad_key), Vec::new())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("aes-256"), "{e}");
-        let limits = format!("{OK}[limits]\nmemory-max-mb = 2048\n");
-        let c = Config::load(&write(&dir, &limits), Vec::new()).unwrap();
-        assert_eq!(c.limits.system().memory.max, 2048);
-        assert_eq!(c.limits.system().memory.min, 128);
-        let inverted = format!("{OK}[limits]\nmemory-max-mb = 64\n");
-        let e = Config::load(&write(&dir, &inverted), Vec::new())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("[limits] memory"), "{e}");
-        let no_catalog = OK.replace("catalog = \"actions\"", "");
-        let e = Config::load(&write(&dir, &no_catalog), Vec::new())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("catalog"), "{e}");
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-}
+mod tests;
