@@ -93,6 +93,7 @@ pub enum FactoryError {
 
 /// What a plugin can do beyond the mandatory operations.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Capabilities {
     pub pause: bool,
     pub logs: bool,

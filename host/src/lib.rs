@@ -28,6 +28,7 @@
 pub mod action;
 pub mod activation;
 pub mod activation_store;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod cluster;

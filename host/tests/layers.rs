@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["parts"],
     &["role"],
-    &["invoker"],
+    &["invoker", "check"],
     &["cli"],
 ];
 

@@ -6,8 +6,8 @@
 //! shows the SDK's pieces: config, state, routed HTTP and factory errors.
 
 use keepwarm_plugin_sdk::{
-    config_value, export, http, state, Capabilities, Container, ContainerSpec, ContainerState,
-    Factory, FactoryError, Pairs, PluginInfo,
+    config_value, export, http, serde_json, state, Capabilities, Container, ContainerSpec,
+    ContainerState, Factory, FactoryError, Pairs, PluginInfo,
 };
 
 struct StaticPool;
@@ -29,6 +29,18 @@ fn remember(key: &str, value: &[u8]) -> Result<(), FactoryError> {
 
 fn claim_key(address: &str) -> String {
     format!("claim/{address}")
+}
+
+/// Who claimed `address`: the spec's name and labels (a claim an older build wrote holds the
+/// name alone).
+fn claimed(address: &str) -> Option<(String, Pairs)> {
+    let claim = state::get(&claim_key(address))?;
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&claim) else {
+        return Some((String::from_utf8_lossy(&claim).into_owned(), Vec::new()));
+    };
+    let name = json["name"].as_str().unwrap_or_default().to_owned();
+    let labels = serde_json::from_value(json["labels"].clone()).unwrap_or_default();
+    Some((name, labels))
 }
 
 fn as_container(address: &str, name: String, labels: Pairs) -> Container {
@@ -72,41 +84,27 @@ impl Factory for StaticPool {
             let url = String::from_utf8_lossy(&url).into_owned();
             http::request("GET", &url, &[], None)?.ok("health check")?;
         }
-        remember(&claim_key(&free), spec.name.as_bytes())?;
+        let claim = serde_json::json!({ "name": spec.name, "labels": spec.labels });
+        remember(&claim_key(&free), claim.to_string().as_bytes())?;
         Ok(as_container(&free, spec.name, spec.labels))
     }
 
     fn attach(known: Container) -> Result<Container, FactoryError> {
-        match state::get(&claim_key(&known.id)) {
-            Some(_) => Ok(known),
+        match claimed(&known.id) {
+            Some((name, labels)) => Ok(as_container(&known.id, name, labels)),
             None => Err(FactoryError::NotFound(known.id)),
         }
     }
 
-    fn list_containers(_labels: Pairs) -> Result<Vec<Container>, FactoryError> {
+    fn list_containers(labels: Pairs) -> Result<Vec<Container>, FactoryError> {
         Ok(proxies()
             .into_iter()
             .filter_map(|p| {
-                let name = state::get(&claim_key(&p))?;
-                Some(as_container(
-                    &p,
-                    String::from_utf8_lossy(&name).into_owned(),
-                    Vec::new(),
-                ))
+                let (name, theirs) = claimed(&p)?;
+                let all = labels.iter().all(|l| theirs.contains(l));
+                all.then(|| as_container(&p, name, theirs))
             })
             .collect())
-    }
-
-    fn pause(id: String) -> Result<(), FactoryError> {
-        Err(FactoryError::InvalidSpec(format!(
-            "{id}: static proxies cannot pause"
-        )))
-    }
-
-    fn resume(id: String) -> Result<(), FactoryError> {
-        Err(FactoryError::InvalidSpec(format!(
-            "{id}: static proxies cannot resume"
-        )))
     }
 
     fn destroy(id: String) -> Result<(), FactoryError> {
@@ -116,12 +114,8 @@ impl Factory for StaticPool {
         state::delete(&claim_key(&id));
         Ok(())
     }
-
-    fn logs(id: String, _since_ms: u64, _max_bytes: u32) -> Result<String, FactoryError> {
-        Err(FactoryError::NotFound(format!(
-            "{id}: static proxies keep no logs"
-        )))
-    }
+    // pause, resume and logs: the SDK's defaults (an `engine` error), as static proxies
+    // have none of them
 }
 
 export!(StaticPool);

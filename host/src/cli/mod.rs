@@ -1,12 +1,12 @@
 //! The `keepwarm` command line. `main.rs` parses and calls [`run`]; tests call the same code.
 
-use crate::factory::{CallError, ContainerFactory, Pairs};
-use crate::plugin::{Limits, PluginRuntime, PluginSpec, RouteTls, WasmFactory};
+use crate::plugin::Limits;
 use clap::{Parser, Subcommand};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 mod cluster;
+mod json;
+mod plugin;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,10 +98,42 @@ pub enum PluginCommand {
         file: PathBuf,
         /// describe, create, attach, list-containers, pause, resume, destroy or logs.
         operation: String,
-        /// The operation's argument as JSON: a container-spec for create, a container for
-        /// attach, a label object for list-containers, an id for pause/resume/destroy, and
-        /// {"id", "since_ms", "max_bytes"} for logs.
+        /// The operation's argument as JSON, named as in the WIT (kebab-case), labels and env
+        /// as objects: a container-spec for create ({"name":"c1","image":"…","memory-mb":256,
+        /// "labels":{"k":"v"}}), a container for attach (as create printed it), a label object
+        /// for list-containers, an id for pause/resume/destroy, and {"id":"…","since-ms":0,
+        /// "max-bytes":65536} (or an id) for logs.
         arg: Option<String>,
+        /// Keep the plugin's `state` in this JSON file across calls (created when missing),
+        /// so create → list-containers → attach → destroy can be chained; without it every
+        /// call starts with an empty `state`.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// Check a plugin against the factory contract on the engine its routes reach: create,
+    /// the action proxy, list by label, a second instance attaching (shared `state`), pause
+    /// and logs as declared, destroy and not-found rules, a missing image, concurrency,
+    /// deadlines. Prints what passed, failed and was skipped, and destroys what it created.
+    ///
+    /// Exit status: 0 every check passed, 1 some failed, 2 the plugin did not load.
+    Check {
+        file: PathBuf,
+        /// The image containers are created from (it runs an OpenWhisk action proxy).
+        #[arg(long, default_value = "keepwarm/action-runtime:latest")]
+        image: String,
+        /// The engine's containers run no action proxy the check can reach: skip `/init` and
+        /// `/run`.
+        #[arg(long)]
+        no_proxy: bool,
+        /// A check that does not apply (e.g. --skip image-missing for an engine without
+        /// images); repeatable.
+        #[arg(long)]
+        skip: Vec<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -142,7 +174,9 @@ pub async fn run(cli: Cli) -> i32 {
         } => cluster::status(&address, token.as_deref(), json).await,
         Command::Cluster(command) => cluster::run(command).await,
         Command::Actions(command) => actions(command).await,
-        Command::Plugin(PluginCommand::Inspect { file, sandbox }) => inspect(file, sandbox).await,
+        Command::Plugin(PluginCommand::Inspect { file, sandbox }) => {
+            plugin::inspect(file, sandbox).await
+        }
         Command::Plugin(PluginCommand::Reload {
             name,
             leader,
@@ -152,176 +186,25 @@ pub async fn run(cli: Cli) -> i32 {
             file,
             operation,
             arg,
+            state,
             sandbox,
-        }) => call(file, &operation, arg.as_deref(), sandbox).await,
-    }
-}
-
-fn spec(file: PathBuf, sandbox: SandboxArgs) -> PluginSpec {
-    let name = file
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "plugin".into());
-    PluginSpec {
-        name,
-        file,
-        routes: sandbox.routes,
-        tls: sandbox
-            .tls
-            .into_iter()
-            .map(|(route, dir)| (route, RouteTls::in_dir(Path::new(&dir))))
-            .collect(),
-        config: sandbox.config,
-        limits: Limits {
-            call_timeout: Duration::from_millis(sandbox.timeout_ms),
-            memory_mb: sandbox.memory_mb,
-            max_instances: 1,
-            state: Default::default(),
-        },
-        allowed_addresses: None,
-        sha256: None,
-    }
-}
-
-fn runtime() -> Result<PluginRuntime, i32> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("keepwarm").join("plugins"));
-    PluginRuntime::new(cache).map_err(|e| {
-        eprintln!("error: cannot start the wasm engine: {e:#}");
-        2
-    })
-}
-
-/// Prints the error and returns its exit code: 1 for a factory-error, 2 for anything else.
-fn report(err: CallError) -> i32 {
-    eprintln!("error: {err}");
-    match err {
-        CallError::Factory { error, .. } => {
-            println!("{}", serde_json::json!({ "error": error }));
-            1
-        }
-        CallError::Fault(_) | CallError::Fenced { .. } => 2,
-    }
-}
-
-async fn inspect(file: PathBuf, sandbox: SandboxArgs) -> i32 {
-    let runtime = match runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let (component, sha256) = match runtime.load_component(&file, None) {
-        Ok(c) => c,
-        Err(e) => return report(e.into()),
-    };
-    let ty = component.component_type();
-    let imports: Vec<String> = ty
-        .imports(runtime.engine())
-        .map(|(n, _)| n.to_owned())
-        .collect();
-    let exports: Vec<String> = ty
-        .exports(runtime.engine())
-        .map(|(n, _)| n.to_owned())
-        .collect();
-    let factory = match WasmFactory::load(&runtime, spec(file, sandbox)).await {
-        Ok(f) => f,
-        Err(e) => return report(e),
-    };
-    let out = serde_json::json!({
-        "describe": factory.info(),
-        "sha256": sha256,
-        "imports": imports,
-        "exports": exports,
-    });
-    println!("{}", serde_json::to_string_pretty(&out).expect("json"));
-    0
-}
-
-async fn call(file: PathBuf, operation: &str, arg: Option<&str>, sandbox: SandboxArgs) -> i32 {
-    let runtime = match runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let factory = match WasmFactory::load(&runtime, spec(file, sandbox)).await {
-        Ok(f) => f,
-        Err(e) => return report(e),
-    };
-    match dispatch(&factory, operation, arg).await {
-        Ok(Ok(value)) => {
-            println!("{}", serde_json::to_string_pretty(&value).expect("json"));
-            0
-        }
-        Ok(Err(e)) => report(e),
-        Err(usage) => {
-            eprintln!("error: {usage}");
-            2
-        }
-    }
-}
-
-type Dispatched = Result<Result<serde_json::Value, CallError>, String>;
-
-async fn dispatch(f: &WasmFactory, operation: &str, arg: Option<&str>) -> Dispatched {
-    fn json<T: serde::de::DeserializeOwned>(op: &str, arg: Option<&str>) -> Result<T, String> {
-        let arg = arg.ok_or_else(|| format!("`{op}` needs a JSON argument"))?;
-        serde_json::from_str(arg).map_err(|e| format!("bad JSON argument for `{op}`: {e}"))
-    }
-    fn id(op: &str, arg: Option<&str>) -> Result<String, String> {
-        let arg = arg.ok_or_else(|| format!("`{op}` needs a container id"))?;
-        Ok(serde_json::from_str::<String>(arg).unwrap_or_else(|_| arg.to_owned()))
-    }
-    fn to_json<T: serde::Serialize>(
-        r: Result<T, CallError>,
-    ) -> Result<serde_json::Value, CallError> {
-        r.map(|v| serde_json::to_value(v).expect("json"))
-    }
-    Ok(match operation {
-        "describe" => Ok(serde_json::to_value(f.info()).expect("json")),
-        "create" => to_json(f.create(json(operation, arg)?).await),
-        "attach" => to_json(f.attach(json(operation, arg)?).await),
-        "list-containers" => {
-            let labels: std::collections::BTreeMap<String, String> = arg
-                .map(|_| json(operation, arg))
-                .transpose()?
-                .unwrap_or_default();
-            to_json(
-                f.list_containers(labels.into_iter().collect::<Pairs>())
-                    .await,
-            )
-        }
-        "pause" => to_json(f.pause(&id(operation, arg)?).await),
-        "resume" => to_json(f.resume(&id(operation, arg)?).await),
-        "destroy" => to_json(f.destroy(&id(operation, arg)?).await),
-        "logs" => {
-            #[derive(serde::Deserialize)]
-            struct LogsArg {
-                id: String,
-                #[serde(default)]
-                since_ms: u64,
-                #[serde(default = "default_max")]
-                max_bytes: u32,
-            }
-            fn default_max() -> u32 {
-                64 * 1024
-            }
-            let a: LogsArg = match arg.map(serde_json::from_str::<LogsArg>) {
-                Some(Ok(a)) => a,
-                _ => LogsArg {
-                    id: id(operation, arg)?,
-                    since_ms: 0,
-                    max_bytes: default_max(),
-                },
+        }) => plugin::call(file, &operation, arg.as_deref(), state, sandbox).await,
+        Command::Plugin(PluginCommand::Check {
+            file,
+            image,
+            no_proxy,
+            skip,
+            json,
+            sandbox,
+        }) => {
+            let options = crate::check::CheckOptions {
+                image,
+                proxy: !no_proxy,
+                skip,
             };
-            to_json(f.logs(&a.id, a.since_ms, a.max_bytes).await)
+            plugin::check(file, &options, json, sandbox).await
         }
-        other => {
-            return Err(format!(
-                "unknown operation `{other}`; use describe, create, attach, list-containers, \
-                 pause, resume, destroy or logs"
-            ))
-        }
-    })
+    }
 }
 
 async fn serve(path: PathBuf) -> i32 {

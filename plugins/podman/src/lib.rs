@@ -225,7 +225,9 @@ impl Factory for Podman {
     }
 
     fn destroy(id: String) -> Result<(), FactoryError> {
-        let path = format!("/containers/{}?force=true", encode_query(&id));
+        // timeout=0: kill at once (the default waits 10 s for an action proxy that ignores
+        // SIGTERM, as a shell PID 1 does)
+        let path = format!("/containers/{}?force=true&timeout=0", encode_query(&id));
         container_delete(&url(&path), &id)
     }
 
