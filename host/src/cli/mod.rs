@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 mod cluster;
 mod json;
+mod new;
 mod plugin;
 
 #[derive(Debug, Parser)]
@@ -112,6 +113,26 @@ pub enum PluginCommand {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Make a plugin project that builds and passes `keepwarm plugin check` as made: an
+    /// in-memory engine to replace with calls to yours, the SDK and the contract (`wit/`)
+    /// copied in, a README with the build and check commands.
+    New {
+        /// The plugin's name (lowercase letters, digits, `-`, `_`): the directory, the crate
+        /// and the component (`target/wasm32-wasip2/release/NAME.wasm`, `-` as `_`).
+        name: String,
+        /// The language of the project.
+        #[arg(long, default_value = "rust", value_parser = ["rust"])]
+        lang: String,
+        /// Where to make it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Replace the SDK copied into a plugin project (`keepwarm-plugin-sdk/`) with this
+    /// keepwarm's, e.g. to move the plugin to a newer contract.
+    Sdk {
+        /// The plugin project's directory.
+        project: PathBuf,
+    },
     /// Check a plugin against the factory contract on the engine its routes reach: create,
     /// the action proxy, list by label, a second instance attaching (shared `state`), pause
     /// and logs as declared, destroy and not-found rules, a missing image, concurrency,
@@ -189,6 +210,44 @@ pub async fn run(cli: Cli) -> i32 {
             state,
             sandbox,
         }) => plugin::call(file, &operation, arg.as_deref(), state, sandbox).await,
+        Command::Plugin(PluginCommand::New { name, lang: _, dir }) => {
+            match new::rust(&dir, &name, false) {
+                Ok(made) => {
+                    let lib = name.replace('-', "_");
+                    println!(
+                        "made {}: a plugin that builds and checks as it is",
+                        made.display()
+                    );
+                    println!("  cd {}", made.display());
+                    println!("  cargo build --release");
+                    println!("  keepwarm plugin check target/wasm32-wasip2/release/{lib}.wasm --no-proxy");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    2
+                }
+            }
+        }
+        Command::Plugin(PluginCommand::Sdk { project }) => {
+            if !project.join("Cargo.toml").exists() {
+                eprintln!(
+                    "error: {} has no Cargo.toml: name a plugin project",
+                    project.display()
+                );
+                return 2;
+            }
+            match new::rust(&project, "", true) {
+                Ok(_) => {
+                    println!("replaced {}/keepwarm-plugin-sdk", project.display());
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    2
+                }
+            }
+        }
         Command::Plugin(PluginCommand::Check {
             file,
             image,

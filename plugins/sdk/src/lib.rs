@@ -20,7 +20,7 @@
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "container-factory",
         pub_export_macro: true,
         export_macro_name: "export",
