@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests and the demo need on a fresh Debian machine:
 # the wasm32-wasip2 target, Docker and Podman engines, busybox-static for the action image,
-# Node and npm for the CouchDB test server.
+# Node and npm for the CouchDB test server, componentize-py for the Python plugins.
 # Idempotent; records what it started in $KW_RUN so teardown.sh stops only that.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,6 +30,20 @@ fi
 if ! rustup target list --installed | grep -q wasm32-wasip2; then
   say "adding rust target wasm32-wasip2"
   rustup target add wasm32-wasip2
+fi
+
+# componentize-py builds Python plugins (pinned; like the tansu binary it does not change with
+# the source, so it is kept in ~/.cache between runs)
+py_tools=$HOME/.cache/keepwarm/componentize-py-0.25.1
+if ! componentize-py --version 2>/dev/null | grep -q '^componentize-py 0.25.1$' \
+   && [ ! -x "$py_tools/bin/componentize-py" ]; then
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    say "installing python3-venv"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
+  step "installing componentize-py 0.25.1 into $py_tools (Python plugins)" "under a minute" \
+    bash -c "python3 -m venv '$py_tools' && '$py_tools/bin/pip' install -q componentize-py==0.25.1"
 fi
 
 "$here/engines.sh" start

@@ -47,6 +47,20 @@ pub fn component(crate_file_stem: &str) -> PathBuf {
     path
 }
 
+/// The version of componentize-py the Python plugins are built with.
+pub const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// The directory holding `componentize-py` when `scripts/setup.sh` installed it into its
+/// own virtualenv (it was not on `PATH`).
+pub fn python_tools() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let bin = PathBuf::from(home)
+        .join(".cache/keepwarm")
+        .join(format!("componentize-py-{COMPONENTIZE_PY}"))
+        .join("bin");
+    bin.join("componentize-py").exists().then_some(bin)
+}
+
 /// One runtime per test process (as in the host), with a compiled-component cache.
 pub fn runtime() -> &'static PluginRuntime {
     static RT: OnceLock<PluginRuntime> = OnceLock::new();

@@ -1,6 +1,7 @@
-//! The plugin author's quick start, run as written: the `sh` block under "## Quick start" in
-//! `plugins/sdk/README.md`, line by line in an empty directory, with the `keepwarm` built from
-//! this source first on `PATH`. It passes only if the last line (`keepwarm plugin check`) does.
+//! The plugin authors' quick starts, run as written: the `sh` block under "## Quick start" in
+//! `plugins/sdk/README.md` (Rust) and `plugins/python/README.md`, line by line in an empty
+//! directory, with the `keepwarm` built from this source first on `PATH`. Each passes only if
+//! its last line (`keepwarm plugin check`) does.
 
 use keepwarm_tests::components::keepwarm_bin;
 use keepwarm_tests::host::repo_root;
@@ -26,7 +27,17 @@ fn block(markdown: &str, heading: &str) -> Vec<String> {
 
 #[test]
 fn the_sdk_readme_quick_start_builds_a_plugin_that_passes_the_check() {
-    let readme = std::fs::read_to_string(repo_root().join("plugins/sdk/README.md")).unwrap();
+    quick_start("plugins/sdk/README.md");
+}
+
+#[test]
+fn the_python_quick_start_builds_a_plugin_that_passes_the_check() {
+    quick_start("plugins/python/README.md");
+}
+
+/// Runs the quick start of `readme` in an empty directory; its check must pass.
+fn quick_start(readme: &str) {
+    let readme = std::fs::read_to_string(repo_root().join(readme)).unwrap();
     let commands = block(&readme, "## Quick start");
     assert!(
         commands
@@ -40,8 +51,12 @@ fn the_sdk_readme_quick_start_builds_a_plugin_that_passes_the_check() {
     let dir = tempfile::tempdir().unwrap();
     let bin_dir = keepwarm_bin().parent().unwrap().to_owned();
     let path = format!(
-        "{}:{}",
+        "{}:{}{}",
         bin_dir.display(),
+        // where scripts/setup.sh installs componentize-py when it is not on PATH
+        keepwarm_tests::components::python_tools()
+            .map(|d| format!("{}:", d.display()))
+            .unwrap_or_default(),
         std::env::var("PATH").unwrap_or_default()
     );
     let started = Instant::now();

@@ -120,8 +120,8 @@ pub enum PluginCommand {
         /// The plugin's name (lowercase letters, digits, `-`, `_`): the directory, the crate
         /// and the component (`target/wasm32-wasip2/release/NAME.wasm`, `-` as `_`).
         name: String,
-        /// The language of the project.
-        #[arg(long, default_value = "rust", value_parser = ["rust"])]
+        /// The language of the project: `rust` (cargo) or `python` (componentize-py).
+        #[arg(long, default_value = "rust", value_parser = ["rust", "python"])]
         lang: String,
         /// Where to make it.
         #[arg(long, default_value = ".")]
@@ -210,25 +210,7 @@ pub async fn run(cli: Cli) -> i32 {
             state,
             sandbox,
         }) => plugin::call(file, &operation, arg.as_deref(), state, sandbox).await,
-        Command::Plugin(PluginCommand::New { name, lang: _, dir }) => {
-            match new::rust(&dir, &name, false) {
-                Ok(made) => {
-                    let lib = name.replace('-', "_");
-                    println!(
-                        "made {}: a plugin that builds and checks as it is",
-                        made.display()
-                    );
-                    println!("  cd {}", made.display());
-                    println!("  cargo build --release");
-                    println!("  keepwarm plugin check target/wasm32-wasip2/release/{lib}.wasm --no-proxy");
-                    0
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    2
-                }
-            }
-        }
+        Command::Plugin(PluginCommand::New { name, lang, dir }) => new_plugin(&dir, &name, &lang),
         Command::Plugin(PluginCommand::Sdk { project }) => {
             if !project.join("Cargo.toml").exists() {
                 eprintln!(
@@ -264,6 +246,35 @@ pub async fn run(cli: Cli) -> i32 {
             plugin::check(file, &options, json, sandbox).await
         }
     }
+}
+
+/// `keepwarm plugin new`: the project, and the commands that build and check it.
+fn new_plugin(dir: &std::path::Path, name: &str, lang: &str) -> i32 {
+    let made = match lang {
+        "python" => new::python(dir, name),
+        _ => new::rust(dir, name, false),
+    };
+    let made = match made {
+        Ok(made) => made,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let lib = name.replace('-', "_");
+    println!(
+        "made {}: a plugin that builds and checks as it is",
+        made.display()
+    );
+    println!("  cd {}", made.display());
+    if lang == "python" {
+        println!("  componentize-py -d wit -w container-factory componentize app -o {lib}.wasm");
+        println!("  keepwarm plugin check {lib}.wasm --no-proxy");
+    } else {
+        println!("  cargo build --release");
+        println!("  keepwarm plugin check target/wasm32-wasip2/release/{lib}.wasm --no-proxy");
+    }
+    0
 }
 
 async fn serve(path: PathBuf) -> i32 {

@@ -1,6 +1,6 @@
-//! `keepwarm plugin new NAME`: a plugin project that builds and passes `keepwarm plugin check`
-//! as made. The SDK and the contract (`wit/`) are copied in from this binary, so the project
-//! needs nothing beside it.
+//! `keepwarm plugin new NAME [--lang rust|python]`: a plugin project that builds and passes
+//! `keepwarm plugin check` as made. The SDK (Rust) and the contract (`wit/`) are copied in
+//! from this binary, so the project needs nothing beside it (and, for Python, componentize-py).
 
 use std::path::{Path, PathBuf};
 
@@ -62,55 +62,94 @@ const RUST: &[(&str, &str)] = &[
     ("README.md", include_str!("templates/rust/README.md.in")),
 ];
 
-/// Writes a new Rust plugin project `name` under `parent` (or, with `sdk_only`, only the SDK
-/// into the project at `parent`); returns what was made.
-pub(super) fn rust(parent: &Path, name: &str, sdk_only: bool) -> Result<PathBuf, String> {
+const PYTHON: &[(&str, &str)] = &[
+    ("app.py", include_str!("templates/python/app.py.in")),
+    ("README.md", include_str!("templates/python/README.md.in")),
+];
+
+/// A plugin's name: the project's directory, the crate, the component.
+fn check_name(name: &str) -> Result<(), String> {
     let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !valid && !sdk_only {
-        return Err(format!(
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
             "`{name}`: a plugin name starts with a lowercase letter and has only lowercase \
              letters, digits, `-` and `_` (e.g. my-engine)"
-        ));
+        ))
     }
-    let project = if sdk_only {
-        parent.to_owned()
-    } else {
-        parent.join(name)
-    };
-    if !sdk_only && project.exists() {
-        return Err(format!(
-            "{} exists: choose another name or directory",
-            project.display()
-        ));
-    }
-    let sdk = project.join("keepwarm-plugin-sdk");
-    if sdk_only && sdk.exists() {
-        std::fs::remove_dir_all(&sdk).map_err(|e| format!("{}: {e}", sdk.display()))?;
-    }
-    let lib = name.replace('-', "_");
-    let fill = |text: &str| {
-        text.replace("{name}", name)
-            .replace("{lib}", &lib)
-            .replace("{contract}", CONTRACT)
-    };
-    let mut files: Vec<(PathBuf, String)> = Vec::new();
-    if !sdk_only {
-        files.extend(RUST.iter().map(|(p, t)| (project.join(p), fill(t))));
-    }
-    files.extend(SDK.iter().map(|(p, t)| (sdk.join(p), t.to_string())));
-    files.extend(
-        WIT.iter()
-            .map(|(p, t)| (sdk.join("wit").join(p), t.to_string())),
-    );
+}
+
+fn fill(text: &str, name: &str) -> String {
+    text.replace("{name}", name)
+        .replace("{lib}", &name.replace('-', "_"))
+        .replace("{contract}", CONTRACT)
+}
+
+fn write(files: Vec<(PathBuf, String)>) -> Result<(), String> {
     for (path, text) in files {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    Ok(())
+}
+
+/// A new project's directory, which must not exist yet.
+fn fresh(parent: &Path, name: &str) -> Result<PathBuf, String> {
+    check_name(name)?;
+    let project = parent.join(name);
+    if project.exists() {
+        return Err(format!(
+            "{} exists: choose another name or directory",
+            project.display()
+        ));
+    }
+    Ok(project)
+}
+
+/// Writes a new Python plugin project `name` under `parent` (built with componentize-py);
+/// returns its directory.
+pub(super) fn python(parent: &Path, name: &str) -> Result<PathBuf, String> {
+    let project = fresh(parent, name)?;
+    let mut files: Vec<(PathBuf, String)> = PYTHON
+        .iter()
+        .map(|(p, t)| (project.join(p), fill(t, name)))
+        .collect();
+    files.extend(
+        WIT.iter()
+            .map(|(p, t)| (project.join("wit").join(p), t.to_string())),
+    );
+    write(files)?;
+    Ok(project)
+}
+
+/// Writes a new Rust plugin project `name` under `parent` (or, with `sdk_only`, only the SDK
+/// into the project at `parent`); returns what was made.
+pub(super) fn rust(parent: &Path, name: &str, sdk_only: bool) -> Result<PathBuf, String> {
+    let project = if sdk_only {
+        parent.to_owned()
+    } else {
+        fresh(parent, name)?
+    };
+    let sdk = project.join("keepwarm-plugin-sdk");
+    if sdk_only && sdk.exists() {
+        std::fs::remove_dir_all(&sdk).map_err(|e| format!("{}: {e}", sdk.display()))?;
+    }
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    if !sdk_only {
+        files.extend(RUST.iter().map(|(p, t)| (project.join(p), fill(t, name))));
+    }
+    files.extend(SDK.iter().map(|(p, t)| (sdk.join(p), t.to_string())));
+    files.extend(
+        WIT.iter()
+            .map(|(p, t)| (sdk.join("wit").join(p), t.to_string())),
+    );
+    write(files)?;
     Ok(project)
 }
 
@@ -144,5 +183,15 @@ mod tests {
         rust(&made, "", true).unwrap();
         assert!(!made.join("keepwarm-plugin-sdk/stale").exists());
         assert!(made.join("keepwarm-plugin-sdk/src/lib.rs").exists());
+
+        let py = python(dir.path(), "py-engine").unwrap();
+        let app = std::fs::read_to_string(py.join("app.py")).unwrap();
+        assert!(
+            app.contains("name=\"py-engine\"") && !app.contains("{name}"),
+            "{app}"
+        );
+        assert!(py.join("wit/factory.wit").exists() && py.join("wit/deps/io.wit").exists());
+        let readme = std::fs::read_to_string(py.join("README.md")).unwrap();
+        assert!(readme.contains("-o py_engine.wasm"), "{readme}");
     }
 }
