@@ -61,6 +61,42 @@ pub fn python_tools() -> Option<PathBuf> {
     bin.join("componentize-py").exists().then_some(bin)
 }
 
+/// The component of the Python plugin in `plugins/python/<dir>/` (its `app.py` and modules),
+/// built with componentize-py once per test process into `<plugins target>/python/`.
+pub fn python_component(dir: &str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(file) = built.get(dir) {
+        return file.clone();
+    }
+    let out = plugins_target().join("python");
+    std::fs::create_dir_all(&out).expect("plugins target");
+    let file = out.join(format!("{dir}.wasm"));
+    let tool = python_tools()
+        .map(|d| d.join("componentize-py"))
+        .unwrap_or_else(|| PathBuf::from("componentize-py"));
+    let status = Command::new(&tool)
+        .args([
+            "-d",
+            "../../../wit",
+            "-w",
+            "container-factory",
+            "componentize",
+            "app",
+            "-o",
+        ])
+        .arg(&file)
+        .current_dir(repo_root().join("plugins/python").join(dir))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("run {} (scripts/setup.sh installs it): {e}", tool.display()));
+    assert!(status.success(), "building the Python plugin {dir} failed");
+    built.insert(dir.to_owned(), file.clone());
+    file
+}
+
 /// One runtime per test process (as in the host), with a compiled-component cache.
 pub fn runtime() -> &'static PluginRuntime {
     static RT: OnceLock<PluginRuntime> = OnceLock::new();

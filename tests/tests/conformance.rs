@@ -4,12 +4,13 @@
 //! stopping the daemon other tests share; calls must fail as `unavailable`, and the same plugin
 //! instance must work again once the engine is back.
 //!
-//! Adding a factory is one line at the bottom: `conformance!(module, "component", "route
+//! Adding a factory is one line at the bottom: `conformance!(module, component file, "route
 //! name", engine);` where the engine is a daemon's socket path or something started for the
 //! test (the Mesos master simulator).
 
 use keepwarm::factory::{CallError, ContainerFactory, ContainerSpec, FactoryError};
 use keepwarm::plugin::WasmFactory;
+use keepwarm_tests::components::python_component;
 use keepwarm_tests::engine::Relay;
 use keepwarm_tests::mesos::{MesosMaster, Options};
 use keepwarm_tests::{component, load_with, spec};
@@ -42,8 +43,8 @@ fn container_spec(name: &str, run: &str, image: &str) -> ContainerSpec {
     }
 }
 
-async fn load_plugin(stem: &str, route: &str, endpoint: &str) -> Arc<WasmFactory> {
-    load_with(spec(stem, component(stem), &[(route, endpoint)])).await
+async fn load_plugin(name: &str, file: PathBuf, route: &str, endpoint: &str) -> Arc<WasmFactory> {
+    load_with(spec(name, file, &[(route, endpoint)])).await
 }
 
 fn factory_error<T: std::fmt::Debug>(r: Result<T, CallError>) -> FactoryError {
@@ -54,10 +55,10 @@ fn factory_error<T: std::fmt::Debug>(r: Result<T, CallError>) -> FactoryError {
 }
 
 /// The engine going away and coming back.
-pub async fn engine_away(stem: &str, route: &str, socket: &str) {
+pub async fn engine_away(name: &str, file: PathBuf, route: &str, socket: &str) {
     let mut relay = Relay::new(Path::new(socket));
-    let factory = load_plugin(stem, route, &relay.route()).await;
-    let run = unique(stem);
+    let factory = load_plugin(name, file, route, &relay.route()).await;
+    let run = unique(name);
 
     // the engine goes away: calls fail as unavailable, the host carries on
     let labels = vec![("keepwarm.test-run".to_string(), run.clone())];
@@ -97,7 +98,7 @@ async fn mesos_master() -> MesosMaster {
 }
 
 macro_rules! conformance {
-    ($module:ident, $stem:literal, $route:literal, $engine:expr) => {
+    ($module:ident, $file:expr, $route:literal, $engine:expr) => {
         mod $module {
             use super::*;
 
@@ -105,17 +106,34 @@ macro_rules! conformance {
             async fn engine_away() {
                 let engine = $engine;
                 let socket = engine.socket();
-                super::engine_away($stem, $route, socket.to_str().unwrap()).await;
+                let name = stringify!($module);
+                super::engine_away(name, $file, $route, socket.to_str().unwrap()).await;
             }
         }
     };
 }
 
-conformance!(docker, "keepwarm_docker", "docker", "/var/run/docker.sock");
+conformance!(
+    docker,
+    component("keepwarm_docker"),
+    "docker",
+    "/var/run/docker.sock"
+);
 conformance!(
     podman,
-    "keepwarm_podman",
+    component("keepwarm_podman"),
     "podman",
     "/run/podman/podman.sock"
 );
-conformance!(mesos, "keepwarm_mesos", "mesos", mesos_master().await);
+conformance!(
+    mesos,
+    component("keepwarm_mesos"),
+    "mesos",
+    mesos_master().await
+);
+conformance!(
+    python_docker,
+    python_component("docker"),
+    "docker",
+    "/var/run/docker.sock"
+);

@@ -1,15 +1,21 @@
 //! `keepwarm plugin check`, the factory contract as a command, run on the repository's own
 //! plugins against their real engines (Mesos: the master simulator, its agents running Docker
-//! containers), and on the example plugin, which has no engine and no images.
+//! containers; Docker in Rust and in Python), and on the example plugin, which has no engine
+//! and no images.
 
-use keepwarm_tests::components::{component, keepwarm_bin};
+use keepwarm_tests::components::{component, keepwarm_bin, python_component};
 use keepwarm_tests::mesos::{MesosMaster, Options};
+use std::path::Path;
 use std::process::Output;
 
 fn check(stem: &str, args: &[&str]) -> Output {
+    check_file(&component(stem), args)
+}
+
+fn check_file(file: &Path, args: &[&str]) -> Output {
     std::process::Command::new(keepwarm_bin())
         .args(["plugin", "check"])
-        .arg(component(stem))
+        .arg(file)
         .args(args)
         .output()
         .expect("run keepwarm plugin check")
@@ -47,6 +53,14 @@ fn podman_passes() {
         &["--route", "podman=unix:///run/podman/podman.sock"],
     );
     assert_passes("podman", &out, 14);
+}
+
+/// The Docker engine written in Python (componentize-py) passes what the Rust one does.
+#[test]
+fn the_python_docker_plugin_passes() {
+    let file = python_component("docker");
+    let out = check_file(&file, &["--route", "docker=unix:///var/run/docker.sock"]);
+    assert_passes("python docker", &out, 14);
 }
 
 #[test]

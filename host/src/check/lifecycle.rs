@@ -18,6 +18,8 @@ const ECHO: &str = "#!/bin/sh\necho \"log line from the check\"\necho \"{\\\"ech
 /// What OpenWhisk runtimes print after each activation's output.
 const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
 const RUN_LABEL: &str = "keepwarm.check-run";
+/// How long a new container's action proxy may take to answer `/init` (the host waits 60 s).
+const PROXY_READY: Duration = Duration::from_secs(30);
 
 pub(super) async fn run(c: &mut Checks) {
     let run = format!(
@@ -493,7 +495,7 @@ async fn init_and_run(address: &str, n: u32) -> Result<String, String> {
     let proxy = ProxyClient::new(1 << 20);
     let init = json!({ "value": { "name": "check", "main": "main", "binary": false, "code": ECHO, "env": {} } });
     let answer = proxy
-        .init(address, &init, Duration::from_secs(10))
+        .init(address, &init, PROXY_READY)
         .await
         .map_err(|e| format!("/init: {e}"))?;
     // a proxy initialized already (after resume) answers 403: it still runs the action
