@@ -171,3 +171,20 @@ fn call_with_a_state_file_chains_a_lifecycle() {
     let (_, describe, _) = call(&["describe"]);
     assert_eq!(describe["capabilities"]["cluster-wide"], true, "{describe}");
 }
+
+/// A plugin built against the first contract (`keepwarm:factory@0.1.0`) passes what applies,
+/// and the report says which contract it speaks.
+#[test]
+fn a_plugin_of_the_first_contract_passes_the_check() {
+    let proxies = "proxies=127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003";
+    let args = ["--no-proxy", "--config", proxies, "--skip", "image-missing"];
+    let out = check("contract_v0_1", &args);
+    assert_passes("contract-v0.1", &out, 11);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("keepwarm:factory@0.1.0"), "{text}");
+    let mut json = args.to_vec();
+    json.push("--json");
+    let report: serde_json::Value =
+        serde_json::from_slice(&check("contract_v0_1", &json).stdout).expect("a JSON report");
+    assert_eq!(report["contract"], "0.1.0", "{report}");
+}

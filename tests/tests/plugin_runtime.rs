@@ -470,3 +470,87 @@ async fn a_plugin_that_floods_its_state_is_refused_at_the_limit_and_keeps_what_i
     );
     assert_eq!(usage.keys, 20);
 }
+
+/// A plugin built against the first contract (`keepwarm:factory@0.1.0`, whose `put` returns
+/// nothing) still loads and runs; a write past the state limits, which it cannot be told
+/// about, fails that call naming the limit, keeps what was stored, and the plugin carries on.
+#[tokio::test]
+async fn a_plugin_of_the_first_contract_loads_and_a_refused_write_fails_only_its_call() {
+    use keepwarm::plugin::{MemoryState, PluginState, StateLimits};
+    let state = std::sync::Arc::new(MemoryState::default());
+    let mut s = spec("static-v0.1", component("contract_v0_1"), &[]);
+    s.config = vec![(
+        "proxies".into(),
+        "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003".into(),
+    )];
+    // the proxy list and one claim
+    s.limits.state = StateLimits {
+        max_keys: 2,
+        max_bytes: 1 << 20,
+    };
+    let old = WasmFactory::load_with_state(runtime(), s, state.clone())
+        .await
+        .unwrap();
+    assert_eq!(old.contract(), "0.1.0");
+    assert_eq!(old.info().name, "static-v0.1");
+
+    let first = old.create(probe_spec("first", "")).await.unwrap();
+    assert_eq!(first.address, "127.0.0.1:9001");
+    let refused = plugin_fault(old.create(probe_spec("second", "")).await);
+    let why = refused.to_string();
+    assert!(
+        why.contains("state write refused") && why.contains("state-max-keys"),
+        "{why}"
+    );
+    assert_eq!(state.usage().keys, 2, "nothing more was stored");
+
+    // a fresh instance carries on with what was stored: the one claim, paused and resumed
+    let listed = old.list_containers(Vec::new()).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    old.pause(&first.id).await.unwrap();
+    old.resume(&first.id).await.unwrap();
+    old.destroy(&first.id).await.unwrap();
+    let again = old.create(probe_spec("third", "")).await.unwrap();
+    assert_eq!(again.address, "127.0.0.1:9001");
+}
+
+/// A component naming a contract version no host release had is refused at load, naming it
+/// and the versions this host loads.
+#[tokio::test]
+async fn a_plugin_of_an_unknown_contract_version_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(component("contract_v0_1")).unwrap();
+    // same length, so the component stays well-formed: 0.1.0 → 9.1.0 in every name
+    let renamed = replace_all(&wasm, b"keepwarm:factory/", b"@0.1.0", b"@9.1.0");
+    let file = dir.path().join("future.wasm");
+    std::fs::write(&file, renamed).unwrap();
+    let mut s = spec("future", file, &[]);
+    s.config = vec![("proxies".into(), "127.0.0.1:9001".into())];
+    let err = WasmFactory::load(runtime(), s)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("keepwarm:factory@9.1.0") && err.contains("0.2.0") && err.contains("0.1.0"),
+        "{err}"
+    );
+}
+
+/// `bytes` with `from` replaced by `to` wherever it follows `prefix` closely (within 40 bytes).
+fn replace_all(bytes: &[u8], prefix: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let mut i = 0;
+    while let Some(at) = find(&out[i..], prefix) {
+        let start = i + at + prefix.len();
+        let window = (start + 40).min(out.len());
+        if let Some(v) = find(&out[start..window], from) {
+            out[start + v..start + v + from.len()].copy_from_slice(to);
+        }
+        i = start;
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}

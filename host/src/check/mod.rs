@@ -9,6 +9,7 @@
 mod lifecycle;
 
 use crate::factory::{CallError, ContainerFactory, PluginInfo};
+use crate::plugin::engine::CONTRACT_VERSION;
 use crate::plugin::{MemoryState, PluginRuntime, PluginSpec, WasmFactory};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -60,6 +61,8 @@ pub struct Outcome {
 pub struct Report {
     pub file: String,
     pub sha256: String,
+    /// The `keepwarm:factory` version the plugin was built against.
+    pub contract: String,
     pub plugin: PluginInfo,
     pub outcomes: Vec<Outcome>,
     /// The slowest call of each operation, in milliseconds.
@@ -113,6 +116,7 @@ pub async fn run(
     let active = WasmFactory::load_with_state(runtime, spec.clone(), state.clone()).await?;
     let loaded = started.elapsed();
     let info = active.info();
+    let contract = active.contract();
     let mut checks = Checks {
         options: options.clone(),
         outcomes: Vec::new(),
@@ -128,9 +132,15 @@ pub async fn run(
         loaded,
         describe_ok(&info).map(|()| {
             format!(
-                "init and describe answered: {} {} (capabilities: {})",
+                "init and describe answered: {} {} (keepwarm:factory@{contract}{}, \
+                 capabilities: {})",
                 info.name,
                 info.version,
+                if contract == CONTRACT_VERSION {
+                    ""
+                } else {
+                    ": an older contract, still loaded; rebuild with this release's SDK"
+                },
                 capabilities(&info)
             )
         }),
@@ -166,6 +176,7 @@ pub async fn run(
     );
     Ok(Report {
         sha256: checks.active.sha256().to_owned(),
+        contract: contract.to_owned(),
         file,
         plugin: info,
         outcomes: checks.outcomes,

@@ -81,6 +81,7 @@ pub(super) async fn inspect(file: PathBuf, sandbox: SandboxArgs) -> i32 {
     let out = serde_json::json!({
         "describe": factory.info(),
         "sha256": sha256,
+        "contract": factory.contract(),
         "imports": imports,
         "exports": exports,
     });

@@ -2,7 +2,7 @@
 //! call deadlines, the linker with the host's imports, and the on-disk cache of precompiled
 //! components.
 
-use super::bindings::{keepwarm::factory::state, ContainerFactoryPre};
+use super::bindings::{keepwarm::factory::state, v0_1, ContainerFactoryPre};
 use super::host::HostState;
 use super::PluginError;
 use sha2::{Digest, Sha256};
@@ -46,6 +46,10 @@ impl PluginRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         state::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        v0_1::keepwarm::factory::state::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )?;
 
         Ok(PluginRuntime {
             _ticker: EpochTicker::start(engine.clone()),
@@ -108,24 +112,23 @@ impl PluginRuntime {
         Ok((component, sha256))
     }
 
-    /// Links a component against the host's imports and checks it exports the factory.
-    pub fn prepare(
-        &self,
-        file: &Path,
-        component: &Component,
-    ) -> Result<ContainerFactoryPre<HostState>, PluginError> {
+    /// Links a component against the host's imports and checks it exports the factory, in
+    /// the contract version it was built against (see [`CONTRACT_VERSIONS`]).
+    pub fn prepare(&self, file: &Path, component: &Component) -> Result<Prepared, PluginError> {
         let fail = |reason: String| PluginError::Load {
             file: file.to_owned(),
             reason,
         };
-        if let Some(version) = contract_version(&self.engine, component) {
-            if version != CONTRACT_VERSION {
-                return Err(fail(format!(
-                    "was built against keepwarm:factory@{version}; this host speaks \
-                     keepwarm:factory@{CONTRACT_VERSION}: rebuild it with this release's SDK \
-                     (plugins/sdk)"
-                )));
-            }
+        let version = contract_version(&self.engine, component)
+            .unwrap_or_else(|| CONTRACT_VERSION.to_owned());
+        if !CONTRACT_VERSIONS.contains(&version.as_str()) {
+            return Err(fail(format!(
+                "was built against keepwarm:factory@{version}; this host speaks \
+                 keepwarm:factory@{} (and loads {}): rebuild it with this release's SDK \
+                 (plugins/sdk)",
+                CONTRACT_VERSION,
+                CONTRACT_VERSIONS[1..].join(", ")
+            )));
         }
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
             fail(format!(
@@ -133,13 +136,26 @@ impl PluginRuntime {
                  wasi:http/outgoing-handler, keepwarm:factory/state and the WASI basics): {e:#}"
             ))
         })?;
-        ContainerFactoryPre::new(pre).map_err(|e| {
+        let not_a_factory = |e: wasmtime::Error| {
             fail(format!(
                 "does not implement world \
-                 keepwarm:factory/container-factory@{CONTRACT_VERSION} (it must export \
-                 keepwarm:factory/factory@{CONTRACT_VERSION}): {e:#}"
+                 keepwarm:factory/container-factory@{version} (it must export \
+                 keepwarm:factory/factory@{version}): {e:#}"
             ))
-        })
+        };
+        if version == "0.1.0" {
+            tracing::warn!(
+                file = %file.display(),
+                "plugin speaks keepwarm:factory@0.1.0: loaded, but its state writes past the \
+                 limits trap instead of returning an error; rebuild it with this release's SDK"
+            );
+            return v0_1::ContainerFactoryPre::new(pre)
+                .map(Prepared::V0_1)
+                .map_err(not_a_factory);
+        }
+        ContainerFactoryPre::new(pre)
+            .map(Prepared::V0_2)
+            .map_err(not_a_factory)
     }
 
     fn cache_path(&self, wasm: &[u8]) -> Option<PathBuf> {
@@ -155,6 +171,31 @@ impl PluginRuntime {
 
 /// The version of the `keepwarm:factory` package (`wit/factory.wit`) this host links.
 pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// Every contract version this host loads, newest first (older ones from `wit/compat/`).
+pub const CONTRACT_VERSIONS: &[&str] = &[CONTRACT_VERSION, "0.1.0"];
+
+/// A component linked and checked against the contract version it was built for.
+pub enum Prepared {
+    V0_2(ContainerFactoryPre<HostState>),
+    V0_1(v0_1::ContainerFactoryPre<HostState>),
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Prepared(keepwarm:factory@{})", self.contract())
+    }
+}
+
+impl Prepared {
+    /// The `keepwarm:factory` version the component speaks.
+    pub fn contract(&self) -> &'static str {
+        match self {
+            Prepared::V0_2(_) => CONTRACT_VERSION,
+            Prepared::V0_1(_) => "0.1.0",
+        }
+    }
+}
 
 /// The `keepwarm:factory` version a component imports or exports, if it names one.
 fn contract_version(engine: &wasmtime::Engine, component: &Component) -> Option<String> {

@@ -7,8 +7,8 @@
 //! others get exactly one, so their calls run in order.
 
 use super::address::AllowedAddresses;
-use super::bindings::{wit, ContainerFactory as Bindings, ContainerFactoryPre};
-use super::engine::{PluginRuntime, EPOCH_TICK};
+use super::bindings::{v0_1, wit, ContainerFactory as Bindings};
+use super::engine::{PluginRuntime, Prepared, EPOCH_TICK};
 use super::host::HostState;
 use super::route::{Outbound, Routes};
 use super::state::{MemoryState, PluginState, StateLimits};
@@ -74,14 +74,37 @@ pub struct PluginSpec {
 
 struct Instance {
     store: Store<HostState>,
-    bindings: Bindings,
+    bindings: Bound,
+}
+
+/// An instance's exports, in the contract version its component speaks.
+enum Bound {
+    V0_2(Bindings),
+    V0_1(v0_1::ContainerFactory),
+}
+
+/// Runs `$body` with `$g` bound to the instance's `factory` export, whichever contract version
+/// it speaks (the versions' functions have the same signatures and share their types).
+macro_rules! with_factory {
+    ($bound:expr, $g:ident => $body:expr) => {
+        match $bound {
+            Bound::V0_2(b) => {
+                let $g = b.keepwarm_factory_factory();
+                $body
+            }
+            Bound::V0_1(b) => {
+                let $g = b.keepwarm_factory_factory();
+                $body
+            }
+        }
+    };
 }
 
 /// A loaded plugin.
 pub struct WasmFactory {
     name: String,
     info: PluginInfo,
-    pre: ContainerFactoryPre<HostState>,
+    pre: Prepared,
     engine: wasmtime::Engine,
     outbound: Outbound,
     state: Arc<dyn PluginState>,
@@ -142,10 +165,9 @@ type GuestResult = wasmtime::Result<Result<Reply, wit::FactoryError>>;
 
 impl Instance {
     async fn invoke(&mut self, op: Op) -> GuestResult {
-        let g = self.bindings.keepwarm_factory_factory();
         let s = &mut self.store;
-        Ok(match op {
-            Op::Describe => Ok(Reply::Info(g.call_describe(s).await?)),
+        with_factory!(&self.bindings, g => Ok(match op {
+            Op::Describe => Ok(Reply::Info(g.call_describe(&mut *s).await?)),
             Op::Create(spec) => g.call_create(s, &spec).await?.map(Reply::Container),
             Op::Attach(c) => g.call_attach(s, &c).await?.map(Reply::Container),
             Op::List(labels) => g
@@ -156,7 +178,12 @@ impl Instance {
             Op::Resume(id) => g.call_resume(s, &id).await?.map(|()| Reply::Done),
             Op::Destroy(id) => g.call_destroy(s, &id).await?.map(|()| Reply::Done),
             Op::Logs(id, since, max) => g.call_logs(s, &id, since, max).await?.map(Reply::Text),
-        })
+        }))
+    }
+
+    async fn init(&mut self, config: &Pairs) -> wasmtime::Result<Result<(), wit::FactoryError>> {
+        let s = &mut self.store;
+        with_factory!(&self.bindings, g => g.call_init(s, config).await)
     }
 }
 
@@ -238,6 +265,11 @@ impl WasmFactory {
         &self.name
     }
 
+    /// The `keepwarm:factory` version the plugin was built against.
+    pub fn contract(&self) -> &'static str {
+        self.pre.contract()
+    }
+
     /// The sha256 (hex) of the loaded file, to pin it with `[plugin] sha256`.
     pub fn sha256(&self) -> &str {
         &self.sha256
@@ -261,28 +293,32 @@ impl WasmFactory {
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
         let timeout = self.limits.call_timeout;
-        let bindings =
-            match tokio::time::timeout(timeout, self.pre.instantiate_async(&mut store)).await {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    return Err(PluginError::Instantiate {
-                        plugin: self.name.clone(),
-                        reason: format!("{e:#}"),
-                    }
-                    .into())
+        let instantiated = async {
+            match &self.pre {
+                Prepared::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Bound::V0_2),
+                Prepared::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Bound::V0_1),
+            }
+        };
+        let bindings = match tokio::time::timeout(timeout, instantiated).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                return Err(PluginError::Instantiate {
+                    plugin: self.name.clone(),
+                    reason: format!("{e:#}"),
                 }
-                Err(_) => {
-                    return Err(PluginError::Timeout {
-                        plugin: self.name.clone(),
-                        operation: "instantiate",
-                        limit_ms: timeout.as_millis() as u64,
-                    }
-                    .into())
+                .into())
+            }
+            Err(_) => {
+                return Err(PluginError::Timeout {
+                    plugin: self.name.clone(),
+                    operation: "instantiate",
+                    limit_ms: timeout.as_millis() as u64,
                 }
-            };
+                .into())
+            }
+        };
         let mut instance = Instance { store, bindings };
-        let g = instance.bindings.keepwarm_factory_factory();
-        let result = tokio::time::timeout(timeout, g.call_init(&mut instance.store, &self.config))
+        let result = tokio::time::timeout(timeout, instance.init(&self.config))
             .await
             .map_err(|_| PluginError::Timeout {
                 plugin: self.name.clone(),

@@ -2,6 +2,7 @@
 //! client, the memory cap and the plugin's `state` map.
 
 use super::bindings::keepwarm::factory::state;
+use super::bindings::v0_1::keepwarm::factory::state as v0_1_state;
 use super::route::Outbound;
 use super::state::{PluginState, StateLimits};
 use std::sync::Arc;
@@ -122,6 +123,17 @@ impl state::Host for HostState {
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        self.admit_put(key, value)
+    }
+
+    fn delete(&mut self, key: String) {
+        self.state.delete(&key)
+    }
+}
+
+impl HostState {
+    /// Stores a plugin's write unless it would break the plugin's `state` limits.
+    fn admit_put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
         let replaced = self.state.get(&key).map(|v| v.len());
         let admitted = self
             .state_limits
@@ -136,6 +148,24 @@ impl state::Host for HostState {
                 Err(why)
             }
         }
+    }
+}
+
+/// `keepwarm:factory@0.1.0`'s `state`: the same map. Its `put` cannot report a refusal, so a
+/// write past the limits traps the call (the plugin sees its operation fail; nothing it
+/// believes stored is missing) rather than being dropped in silence.
+impl v0_1_state::Host for HostState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.state.get(&key)
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.admit_put(key, value).map_err(|why| {
+            wasmtime::Error::msg(format!(
+                "state write refused: {why} (a keepwarm:factory@0.1.0 plugin cannot be told; \
+                 rebuild it with this release's SDK to get the error)"
+            ))
+        })
     }
 
     fn delete(&mut self, key: String) {
