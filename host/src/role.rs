@@ -136,6 +136,7 @@ pub async fn run_cluster(
         plugin_states,
         lease: Duration::from_millis(cluster.lease_ms),
         election_timeout_max: Duration::from_millis(cluster.election_timeout_max_ms),
+        clients: feed::PreparedClients::default(),
     };
     tracing::info!(id = cluster.id, "cluster member started; standing by");
 
@@ -215,6 +216,8 @@ struct Member {
     plugin_states: Vec<Arc<ReplicatedPluginState>>,
     lease: Duration,
     election_timeout_max: Duration,
+    /// Kafka clients a standby connects ahead for its next takeover.
+    clients: feed::PreparedClients,
 }
 
 impl Member {
@@ -222,6 +225,7 @@ impl Member {
     /// `None` on shutdown.
     async fn standby(&self, shutdown: &mut watch::Receiver<bool>) -> Option<u64> {
         self.node.report(|r| r.role = Role::Standby);
+        self.clients.prepare(&self.parts.feed_config());
         let mut metrics = self.node.raft.metrics();
         loop {
             if *shutdown.borrow() {
@@ -250,6 +254,12 @@ impl Member {
         let node = &self.node;
         node.report(|r| r.role = Role::Takeover);
         let led_at = Instant::now();
+        // The feed's Kafka clients: the set this member connected as a standby, or a new one
+        // connected while the claim and the re-attach run.
+        let clients = {
+            let (prepared, config) = (self.clients.clone(), self.parts.feed_config());
+            tokio::spawn(async move { prepared.take(&config).await })
+        };
         let lease = Lease::new(self.lease);
         let (lost_tx, mut lost_rx) = watch::channel(false);
         let watcher = lease::watch_leadership(node, term, lease.clone(), lost_tx.clone());
@@ -342,7 +352,19 @@ impl Member {
         let mut feed = {
             let (config, sink) = (self.parts.feed_config(), self.parts.sink.clone());
             tokio::spawn(async move {
-                if let Err(e) = feed::run_with(config, hooks, runner, sink, stop_rx).await {
+                let clients = match clients.await {
+                    Ok(Ok(clients)) => Some(clients),
+                    Ok(Err(e)) => {
+                        tracing::warn!("kafka clients: {e}; connecting again");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!("kafka clients: {e}; connecting again");
+                        None
+                    }
+                };
+                if let Err(e) = feed::run_with(config, hooks, clients, runner, sink, stop_rx).await
+                {
                     tracing::warn!("feed stopped: {e}");
                 }
             })

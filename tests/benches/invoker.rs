@@ -1,9 +1,12 @@
 //! Invoker benchmark: warm activation latency through Kafka (tansu) + a real `keepwarm run`
-//! host vs calling `/run` on the same container directly; throughput at concurrency 1, 8 and
-//! 32 against direct `/run` calls at the same concurrency. One run, ratios.
+//! host vs the minimal pipeline (`keepwarm_tests::pipeline`: consumer → `/run` → producer on
+//! the same broker and containers, the ceiling of any invoker here) vs calling `/run` on the
+//! same container directly; throughput at concurrency 1, 8 and 32 against both baselines at
+//! the same concurrency. One run, ratios, and a summary table at the end.
 
 use keepwarm_tests::host::{Host, HostOptions};
-use keepwarm_tests::kafka::{annotation, Controller};
+use keepwarm_tests::kafka::{annotation, brokers, Controller};
+use keepwarm_tests::pipeline::Pipeline;
 use keepwarm_tests::proxy::{run_body, ProxyClient};
 use keepwarm_tests::stats::{ratio, summarize};
 use serde_json::json;
@@ -15,16 +18,22 @@ const WAIT: Duration = Duration::from_secs(120);
 fn main() {
     let rt = Runtime::new().unwrap();
     let run = std::process::id() % 10_000;
+    let mut table = Vec::new();
     for (base, log_store) in [
         (72_000_000 + run * 100, "collect"),
         (73_000_000 + run * 100, "log-driver"),
     ] {
         println!("== log-store = {log_store}");
-        bench(&rt, base, log_store);
+        table.extend(bench(&rt, base, log_store));
+    }
+    println!("\nsummary: keepwarm against the minimal pipeline and direct /run (same broker, same containers)");
+    for line in table {
+        println!("  {line}");
     }
 }
 
-fn bench(rt: &Runtime, base: u32, log_store: &'static str) {
+fn bench(rt: &Runtime, base: u32, log_store: &'static str) -> Vec<String> {
+    let mut table = Vec::new();
     let mut c = rt.block_on(Controller::new(base, &format!("bench{base}")));
     let mut opts = HostOptions::new(base, 0, 8192);
     opts.log_store = log_store;
@@ -38,10 +47,18 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) {
         .unwrap()
         .to_owned();
     let proxy = ProxyClient::default();
+    let mut cp = rt.block_on(Controller::new(base + 50, &format!("bench{}", base + 50)));
+    let pipeline =
+        rt.block_on(async { Pipeline::start(&brokers(), base + 50, vec![address.clone()], 1) });
 
     // 1. latency, interleaved
     let (mut via_host, mut in_host, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    let mut via_pipeline = Vec::new();
     for i in 0..300 {
+        let t = Instant::now();
+        let id = rt.block_on(cp.invoke("guest", "other", false, json!({ "i": i })));
+        cp.wait_for(&id, WAIT);
+        via_pipeline.push(t.elapsed());
         let t = Instant::now();
         let id = rt.block_on(c.invoke("guest", "other", false, json!({ "i": i })));
         let acks = c.wait_for(&id, WAIT);
@@ -55,8 +72,11 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) {
             .unwrap();
         direct.push(t.elapsed());
     }
+    drop(pipeline);
     let (h, d) = (summarize(via_host), summarize(direct));
+    let p = summarize(via_pipeline);
     println!("warm activation, controller→Kafka→host→ack  {h}");
+    println!("the same through the minimal pipeline       {p}");
     println!(
         "in-host time (record duration, ms units)    {}",
         summarize(in_host)
@@ -67,6 +87,13 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) {
         h.p50.saturating_sub(d.p50),
         ratio(h.p50, d.p50)
     );
+    table.push(format!(
+        "{log_store:<10} latency p50: host {:.2?}, pipeline {:.2?} (host adds {:.2?}), direct {:.2?}",
+        h.p50,
+        p.p50,
+        h.p50.saturating_sub(p.p50),
+        d.p50
+    ));
 
     drop(host);
 
@@ -119,11 +146,30 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) {
             }
         });
         let direct_rate = (n / conc * conc) as f64 / t.elapsed().as_secs_f64();
+
+        // the minimal pipeline on the same containers, the same number in flight
+        let pi = instance + 50;
+        let mut cp = rt.block_on(Controller::new(pi, &format!("bench{pi}")));
+        let pipeline =
+            rt.block_on(async { Pipeline::start(&brokers(), pi, addresses.clone(), conc) });
+        let t = Instant::now();
+        let ids = rt.block_on(cp.invoke_many("guest", "third", n));
+        assert!(cp.poll_until(WAIT, |c| ids.iter().all(|i| c.received.contains_key(i))));
+        let pipeline_rate = n as f64 / t.elapsed().as_secs_f64();
+        drop(pipeline);
         println!(
-            "throughput at concurrency {conc:>2}: host {host_rate:>7.1}/s, direct {direct_rate:>7.1}/s, ratio {:.2} ({} warm containers)",
+            "throughput at concurrency {conc:>2}: host {host_rate:>7.1}/s, pipeline {pipeline_rate:>7.1}/s, direct {direct_rate:>7.1}/s; host/pipeline {:.2}, host/direct {:.2} ({} warm containers)",
+            host_rate / pipeline_rate,
             host_rate / direct_rate,
             addresses.len()
         );
+        table.push(format!(
+            "{log_store:<10} concurrency {conc:>2}: host/pipeline {:.2}, host/direct {:.2}, pipeline/direct {:.2}",
+            host_rate / pipeline_rate,
+            host_rate / direct_rate,
+            pipeline_rate / direct_rate
+        ));
         drop(host);
     }
+    table
 }

@@ -10,10 +10,13 @@
 //!   `admin_server` (membership), `status_server` (`/status`, `/metrics`);
 //! - [`campaign`]: a member campaigns only when it reaches a quorum and no live leader is
 //!   heard (a pre-vote);
+//! - [`completed`]: the completed activation ids kept for de-duplication, with a set for the
+//!   feed's per-message lookup;
 //! - [`Node`]: one member: starts Raft, serves peers, claims leadership, proposes commands.
 
 mod admin_server;
 pub mod campaign;
+pub mod completed;
 pub mod handover;
 pub mod inbox;
 pub mod network;

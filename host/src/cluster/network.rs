@@ -187,7 +187,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 }
 
 /// The answers of those peers that answer an authenticated ping within `limit`.
-pub async fn ping(peers: &Peers, limit: Duration) -> Vec<Pong> {
+pub async fn ping(peers: &Peers, limit: Duration) -> Vec<(NodeId, Pong)> {
     let probes = peers.routes().iter().map(|(id, address)| async move {
         let (status, body) = peers
             .call(*id, address, "/raft/ping", Vec::new(), limit)
@@ -196,7 +196,7 @@ pub async fn ping(peers: &Peers, limit: Duration) -> Vec<Pong> {
         if !status.is_success() {
             return None;
         }
-        serde_json::from_slice::<Pong>(&body).ok()
+        serde_json::from_slice::<Pong>(&body).ok().map(|p| (*id, p))
     });
     futures::future::join_all(probes)
         .await
@@ -212,6 +212,7 @@ pub async fn running_cluster(peers: &Peers) -> Option<u64> {
     ping(peers, Duration::from_millis(300))
         .await
         .into_iter()
+        .map(|(_, pong)| pong)
         .filter(|pong| pong.term > 0)
         .map(|pong| pong.last_applied.unwrap_or(0))
         .max()

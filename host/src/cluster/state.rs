@@ -5,12 +5,13 @@
 //! the epoch. A mutation from an older epoch (a host that lost leadership but did not notice
 //! yet) is rejected, so a stale active host can never overwrite what the new one decided.
 
+use super::completed::CompletedIds;
 use crate::factory::Container;
 use crate::plugin::StoredValue;
 use crate::pool::WarmKey;
 use serde::{Deserialize, Serialize};
 use serde_with::{As, Same};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How many completed activation ids are kept for de-duplication after a failover.
 pub const COMPLETED_KEPT: usize = 10_000;
@@ -136,7 +137,7 @@ pub struct Replicated {
     pub claim: Claim,
     pub containers: BTreeMap<String, ContainerRecord>,
     pub offsets: BTreeMap<i32, i64>,
-    pub completed: VecDeque<String>,
+    pub completed: CompletedIds,
     #[serde(with = "As::<BTreeMap<Same, BTreeMap<Same, StoredValue>>>")]
     pub plugin_state: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// Offered by the active host stepping down, for the next claim.
@@ -217,10 +218,7 @@ impl Replicated {
     }
 
     fn complete(&mut self, ids: &[String]) {
-        self.completed.extend(ids.iter().cloned());
-        while self.completed.len() > COMPLETED_KEPT {
-            self.completed.pop_front();
-        }
+        self.completed.extend(ids, COMPLETED_KEPT);
     }
 
     fn change(&mut self, change: &PoolChange) {
@@ -254,7 +252,7 @@ impl Replicated {
     }
 
     pub fn is_completed(&self, activation_id: &str) -> bool {
-        self.completed.iter().any(|c| c == activation_id)
+        self.completed.contains(activation_id)
     }
 
     /// Until when (epoch millis) `activation_id` is left to the member that handed over, if

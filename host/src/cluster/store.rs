@@ -332,11 +332,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let path = self.snapshot_path.clone();
         let stored = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let stored = StoredSnapshot {
                 meta,
                 data: serde_json::to_vec(&doc).map_err(store_err)?,
             };
             stored.save(&path)?;
+            tracing::info!(
+                containers = doc.state.containers.len(),
+                bytes = stored.data.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "snapshot built"
+            );
             Ok::<_, StorageError>(stored)
         })
         .await

@@ -121,17 +121,19 @@ impl ClusterSection {
     }
 }
 
+// Chosen with `cargo bench --bench election` (see docs/architecture.md, "Failover timings"):
+// the fastest setting with no spurious election idle, under load and with both cores busy.
 fn default_heartbeat() -> u64 {
-    50
+    30
 }
 fn default_election_min() -> u64 {
-    150
+    100
 }
 fn default_election_max() -> u64 {
-    300
+    200
 }
 fn default_lease() -> u64 {
-    100
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,11 +2,13 @@
 //! run each activation, publish acknowledgements to `completed{controller}`, record offsets
 //! once acknowledged, and ping `health` every second.
 
+mod clients;
 mod dispatch;
 mod in_flight;
 pub mod offsets;
 mod sink;
 
+pub use clients::{Clients, Prepared as PreparedClients};
 pub use in_flight::InFlight;
 pub use sink::{ActivationSink, Rotation};
 
@@ -16,7 +18,7 @@ use offsets::{FileOffsets, OffsetStore, OffsetTracker, ReplicatedOffsets};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,40 +115,27 @@ pub async fn run(
     sink: Arc<ActivationSink>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), FeedError> {
-    run_with(config, FeedHooks::default(), runner, sink, shutdown).await
+    run_with(config, FeedHooks::default(), None, runner, sink, shutdown).await
 }
 
-/// As [`run`], with cluster hooks.
+/// As [`run`], with cluster hooks and, when connected ahead, its Kafka clients.
 pub async fn run_with(
     config: FeedConfig,
     hooks: FeedHooks,
+    clients: Option<Clients>,
     runner: Arc<Runner>,
     sink: Arc<ActivationSink>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), FeedError> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("linger.ms", config.linger_ms.to_string())
-        // Kafka's default broker limit. A result near `max-response-bytes` (1 MiB) makes a
-        // larger acknowledgement, which goes out shrunk, as upstream's does.
-        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-        .set("acks", "all")
-        .set("reconnect.backoff.ms", RECONNECT_BACKOFF_MS)
-        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
-        .create()
-        .map_err(kafka("producer"))?;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("group.id", &config.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
-        .set("fetch.min.bytes", "1")
-        .set("reconnect.backoff.ms", RECONNECT_BACKOFF_MS)
-        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
-        .create()
-        .map_err(kafka("consumer"))?;
+    let Clients {
+        producer,
+        consumer,
+        partitions,
+        ..
+    } = match clients {
+        Some(clients) => clients,
+        None => Clients::connect(&config).await?,
+    };
 
     let store: Box<dyn OffsetStore> = match &hooks.offsets {
         Some(replicated) => Box::new(ReplicatedOffsets::new(
@@ -155,7 +144,6 @@ pub async fn run_with(
         )),
         None => Box::new(FileOffsets::open(&config.offsets_file)?),
     };
-    let partitions = partitions_of(&consumer, &config).await?;
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {
         let offset = store.start(*p).map_or(Offset::Stored, Offset::Offset);
@@ -302,37 +290,6 @@ fn lent_until(hooks: &FeedHooks, activation_id: &str) -> Option<i64> {
         .lent_until
         .as_ref()
         .and_then(|lent| lent(activation_id))
-}
-
-/// librdkafka backs off up to 10 s between reconnects by default, so a broker back after a
-/// 2 s restart was reached again only seconds later (measured: activations waited 11 s). The
-/// Java client's default ceiling is 1 s; keepwarm uses the same.
-const RECONNECT_BACKOFF_MS: &str = "50";
-const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
-
-async fn partitions_of(
-    consumer: &StreamConsumer,
-    config: &FeedConfig,
-) -> Result<Vec<i32>, FeedError> {
-    for _ in 0..50 {
-        let md = consumer
-            .fetch_metadata(Some(&config.topic), Duration::from_secs(5))
-            .map_err(kafka("metadata"))?;
-        let parts: Vec<i32> = md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == config.topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if !parts.is_empty() {
-            return Ok(parts);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(FeedError::NoTopic {
-        topic: config.topic.clone(),
-        brokers: config.brokers.clone(),
-    })
 }
 
 /// Marks an offset done; when the committable offset moves, stores it and commits it.

@@ -1,0 +1,136 @@
+//! The Kafka path's ceiling: a minimal invoker with nothing but the pipeline — an rdkafka
+//! consumer on `invoker{N}` → `/run` on a warm container → an rdkafka producer to
+//! `completed{controller}` — with the host's broker settings (`fetch.wait.max.ms` 2,
+//! `linger.ms` 0, `acks` all) and a fixed number of activations in flight. No pool, no
+//! records, no offsets, no Raft: the best any invoker could do on this broker with these
+//! containers, the baseline the invoker bench compares keepwarm against.
+//!
+//! Its acknowledgement is a combined completion-and-result message shaped as the host's (an
+//! activation record with the result), so both put the same bytes on the broker.
+
+use crate::proxy::{run_body, ProxyClient};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+/// A running minimal invoker; dropped, it stops.
+#[derive(Debug)]
+pub struct Pipeline {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The combined acknowledgement for `msg` whose `/run` answered `result`.
+fn acknowledgement(msg: &Value, instance: u32, result: Value, start: i64) -> Value {
+    let end = now_ms();
+    json!({
+        "transid": msg["transid"],
+        "response": {
+            "namespace": msg["user"]["namespace"]["name"],
+            "name": msg["action"]["name"],
+            "subject": msg["user"]["subject"],
+            "version": "0.0.1",
+            "activationId": msg["activationId"],
+            "start": start,
+            "end": end,
+            "duration": end - start,
+            "response": { "statusCode": 0, "result": result },
+            "logs": [],
+            "annotations": [],
+            "publish": false
+        },
+        "isSystemError": false,
+        "instance": { "instance": instance, "instanceType": "invoker", "userMemory": "8192 MB" }
+    })
+}
+
+impl Pipeline {
+    /// Consumes `invoker{instance}` from its beginning and runs each activation on
+    /// `containers` (round robin), `in_flight` at a time, acknowledging to the controller the
+    /// message names.
+    pub fn start(
+        brokers: &str,
+        instance: u32,
+        containers: Vec<String>,
+        in_flight: usize,
+    ) -> Pipeline {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", format!("pipeline{instance}"))
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "2")
+            .set("fetch.min.bytes", "1")
+            .create()
+            .expect("consumer");
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "0")
+            .set("acks", "all")
+            .create()
+            .expect("producer");
+        let topic = format!("invoker{instance}");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+            .expect("partition");
+        consumer.assign(&tpl).expect("assign");
+        let slots = Arc::new(Semaphore::new(in_flight));
+        let proxy = ProxyClient::default();
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            loop {
+                let permit = slots.clone().acquire_owned().await.expect("open");
+                let Ok(m) = consumer.recv().await else {
+                    continue;
+                };
+                let Some(msg) = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                else {
+                    continue;
+                };
+                let address = containers[next % containers.len()].clone();
+                next += 1;
+                let (producer, proxy) = (producer.clone(), proxy.clone());
+                tokio::spawn(async move {
+                    let start = now_ms();
+                    let id = msg["activationId"].as_str().unwrap_or_default().to_owned();
+                    let body = run_body(msg["content"].clone(), &id);
+                    let result = match proxy.post(&address, "/run", &body).await {
+                        Ok((_, v)) => v,
+                        Err(e) => json!({ "error": e }),
+                    };
+                    let ack = acknowledgement(&msg, instance, result, start).to_string();
+                    let controller = msg["rootControllerIndex"]["asString"]
+                        .as_str()
+                        .unwrap_or_default();
+                    let topic = format!("completed{controller}");
+                    let _ = producer
+                        .send(
+                            FutureRecord::<(), _>::to(&topic).payload(&ack),
+                            Duration::from_secs(30),
+                        )
+                        .await;
+                    drop(permit);
+                });
+            }
+        });
+        Pipeline { task }
+    }
+}
