@@ -201,18 +201,9 @@ fn measure(
             takeover["reattached"].as_u64() >= Some(10) && takeover["lost"] == 0,
             "{takeover}"
         );
-        cluster.hosts[active].spawn();
-        let start = Instant::now();
-        while !cluster
-            .status(active)
-            .is_some_and(|x| x["state"] == "Follower" && x["epoch"] == s["epoch"])
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "host did not rejoin"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        cluster.rejoin(active, Duration::from_secs(30), |x| {
+            x["epoch"] == s["epoch"]
+        });
         std::thread::sleep(Duration::from_millis(500));
     }
     Row {

@@ -73,18 +73,9 @@ fn failovers(rt: &tokio::runtime::Runtime, warm: usize, kills: usize, mesos: Opt
         ));
         reattached.push(s["last_takeover"]["reattached"].as_u64().unwrap());
         // the killed host comes back as a standby before the next round
-        cluster.hosts[active].spawn();
-        let start = Instant::now();
-        while !cluster
-            .status(active)
-            .is_some_and(|x| x["state"] == "Follower" && x["epoch"] == s["epoch"])
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "host did not rejoin"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        cluster.rejoin(active, Duration::from_secs(30), |x| {
+            x["epoch"] == s["epoch"]
+        });
         std::thread::sleep(Duration::from_millis(300));
     }
     println!(

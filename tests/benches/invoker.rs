@@ -49,7 +49,7 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) -> Vec<String> {
     let proxy = ProxyClient::default();
     let mut cp = rt.block_on(Controller::new(base + 50, &format!("bench{}", base + 50)));
     let pipeline =
-        rt.block_on(async { Pipeline::start(&brokers(), base + 50, vec![address.clone()], 1) });
+        rt.block_on(async { Pipeline::start(&brokers(), base + 50, vec![address.clone()]) });
 
     // 1. latency, interleaved
     let (mut via_host, mut in_host, mut direct) = (Vec::new(), Vec::new(), Vec::new());
@@ -150,8 +150,7 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) -> Vec<String> {
         // the minimal pipeline on the same containers, the same number in flight
         let pi = instance + 50;
         let mut cp = rt.block_on(Controller::new(pi, &format!("bench{pi}")));
-        let pipeline =
-            rt.block_on(async { Pipeline::start(&brokers(), pi, addresses.clone(), conc) });
+        let pipeline = rt.block_on(async { Pipeline::start(&brokers(), pi, addresses.clone()) });
         let t = Instant::now();
         let ids = rt.block_on(cp.invoke_many("guest", "third", n));
         assert!(cp.poll_until(WAIT, |c| ids.iter().all(|i| c.received.contains_key(i))));

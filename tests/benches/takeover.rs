@@ -147,17 +147,9 @@ fn measure(rt: &tokio::runtime::Runtime, n: usize, latency_ms: u64, kills: usize
             (s["consuming_since_ms"].as_i64().unwrap() - killed).max(0) as u64,
         ));
         calls.push(sim.calls() - before);
-        cluster.hosts[active].spawn();
-        let start = Instant::now();
-        while !cluster.status(active).is_some_and(|x| {
-            x["state"] == "Follower" && x["idle_containers"].as_u64() >= Some(n as u64)
-        }) {
-            assert!(
-                start.elapsed() < Duration::from_secs(600),
-                "host did not rejoin"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        cluster.rejoin(active, Duration::from_secs(600), |x| {
+            x["idle_containers"].as_u64() >= Some(n as u64)
+        });
         std::thread::sleep(Duration::from_secs(1));
     }
     calls.sort();

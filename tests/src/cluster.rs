@@ -192,6 +192,23 @@ impl Cluster {
     pub fn status(&self, i: usize) -> Option<Value> {
         status(&self.status_addresses[i])
     }
+
+    /// Starts host `i` again (after a kill) and waits, up to `within`, until it follows and
+    /// `caught_up` holds for its status.
+    pub fn rejoin(&mut self, i: usize, within: Duration, caught_up: impl Fn(&Value) -> bool) {
+        self.hosts[i].spawn();
+        let start = Instant::now();
+        while !self
+            .status(i)
+            .is_some_and(|s| s["state"] == "Follower" && caught_up(&s))
+        {
+            assert!(
+                start.elapsed() < within,
+                "host {i} did not rejoin within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// An idle prewarm container record, for Raft tests and benchmarks.

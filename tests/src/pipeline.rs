@@ -1,8 +1,10 @@
 //! The Kafka path's ceiling: a minimal invoker with nothing but the pipeline — an rdkafka
 //! consumer on `invoker{N}` → `/run` on a warm container → an rdkafka producer to
 //! `completed{controller}` — with the host's broker settings (`fetch.wait.max.ms` 2,
-//! `linger.ms` 0, `acks` all) and a fixed number of activations in flight. No pool, no
-//! records, no offsets, no Raft: the best any invoker could do on this broker with these
+//! `linger.ms` 0, `acks` all) and one activation in flight per container: the next message is
+//! taken when a container is free, and a container is free once its `/run` answered (its
+//! acknowledgement is published meanwhile, as the host does). No pool, no records, no offsets,
+//! no Raft: the best any invoker could do on this broker with these
 //! containers, the baseline the invoker bench compares keepwarm against.
 //!
 //! Its acknowledgement is a combined completion-and-result message shaped as the host's (an
@@ -13,9 +15,8 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// A running minimal invoker; dropped, it stops.
@@ -62,15 +63,10 @@ fn acknowledgement(msg: &Value, instance: u32, result: Value, start: i64) -> Val
 }
 
 impl Pipeline {
-    /// Consumes `invoker{instance}` from its beginning and runs each activation on
-    /// `containers` (round robin), `in_flight` at a time, acknowledging to the controller the
-    /// message names.
-    pub fn start(
-        brokers: &str,
-        instance: u32,
-        containers: Vec<String>,
-        in_flight: usize,
-    ) -> Pipeline {
+    /// Consumes `invoker{instance}` from its beginning and runs each activation on a free one
+    /// of `containers` (as many in flight as there are containers), acknowledging to the
+    /// controller the message names.
+    pub fn start(brokers: &str, instance: u32, containers: Vec<String>) -> Pipeline {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", format!("pipeline{instance}"))
@@ -90,24 +86,28 @@ impl Pipeline {
         tpl.add_partition_offset(&topic, 0, Offset::Beginning)
             .expect("partition");
         consumer.assign(&tpl).expect("assign");
-        let slots = Arc::new(Semaphore::new(in_flight));
+        let (free_tx, mut free) = mpsc::unbounded_channel::<String>();
+        for c in containers {
+            free_tx.send(c).expect("open");
+        }
         let proxy = ProxyClient::default();
         let task = tokio::spawn(async move {
-            let mut next = 0usize;
             loop {
-                let permit = slots.clone().acquire_owned().await.expect("open");
-                let Ok(m) = consumer.recv().await else {
-                    continue;
+                let Some(address) = free.recv().await else {
+                    return;
                 };
-                let Some(msg) = m
-                    .payload()
-                    .and_then(|p| serde_json::from_slice::<Value>(p).ok())
-                else {
-                    continue;
+                let msg = loop {
+                    let Ok(m) = consumer.recv().await else {
+                        continue;
+                    };
+                    if let Some(msg) = m
+                        .payload()
+                        .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                    {
+                        break msg;
+                    }
                 };
-                let address = containers[next % containers.len()].clone();
-                next += 1;
-                let (producer, proxy) = (producer.clone(), proxy.clone());
+                let (producer, proxy, free_tx) = (producer.clone(), proxy.clone(), free_tx.clone());
                 tokio::spawn(async move {
                     let start = now_ms();
                     let id = msg["activationId"].as_str().unwrap_or_default().to_owned();
@@ -116,6 +116,9 @@ impl Pipeline {
                         Ok((_, v)) => v,
                         Err(e) => json!({ "error": e }),
                     };
+                    // the container is free: the next activation starts while this one's
+                    // acknowledgement is published (as the host does)
+                    let _ = free_tx.send(address);
                     let ack = acknowledgement(&msg, instance, result, start).to_string();
                     let controller = msg["rootControllerIndex"]["asString"]
                         .as_str()
@@ -127,7 +130,6 @@ impl Pipeline {
                             Duration::from_secs(30),
                         )
                         .await;
-                    drop(permit);
                 });
             }
         });
