@@ -201,16 +201,29 @@ fn swaps_and_a_rolling_restart_under_load_lose_nothing_and_keep_every_container(
     // the engine's containers once the active host's replicated pool holds each of them and
     // they stay the same for a second under the load (on a busy machine the pool may still be
     // evicting at the memory cap: a container being destroyed is not part of the steady pool)
+    // (a loaded CI machine took more than 30 s to settle once: wait longer, say what was seen)
     let mut previous = BTreeSet::new();
+    let seen = std::cell::RefCell::new(String::from("nothing yet"));
     let before: BTreeSet<String> = eventually(
-        Duration::from_secs(30),
-        || "the engine's containers all in the replicated pool, steady for a second".into(),
+        Duration::from_secs(90),
+        || {
+            format!(
+                "the engine's containers all in the replicated pool, steady for a second; \
+                 last seen: {}",
+                seen.borrow()
+            )
+        },
         || {
             send_for(&mut c, Duration::from_secs(1), None);
             let engine: BTreeSet<String> = containers_of(&cluster.label).into_iter().collect();
             let active = cluster.active(Duration::from_secs(1))?;
             let replicated = cluster.status(active)?["containers"].as_u64()? as usize;
             let last = std::mem::replace(&mut previous, engine.clone());
+            *seen.borrow_mut() = format!(
+                "{} on the engine ({} new since the last look), {replicated} replicated",
+                engine.len(),
+                engine.difference(&last).count()
+            );
             (engine.len() == replicated && engine == last).then_some(engine)
         },
     );
