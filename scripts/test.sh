@@ -25,7 +25,7 @@ log=$(mktemp)
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=1
 # The plugins' pure parts (RecordIO, offer matching, ...) run their unit tests natively.
-(cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo test -p keepwarm-mesos -p keepwarm-docker --target "$(rustc -vV | sed -n 's/^host: //p')") 2>&1 | tee -a "$log" || status=1
+(cd plugins && CARGO_TARGET_DIR=$KW_PLUGINS_TARGET cargo test -p keepwarm-mesos -p keepwarm-docker -p keepwarm-plugin-sdk --target "$(rustc -vV | sed -n 's/^host: //p')") 2>&1 | tee -a "$log" || status=1
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

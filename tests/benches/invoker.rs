@@ -1,12 +1,12 @@
 //! Invoker benchmark: warm activation latency through Kafka (tansu) + a real `keepwarm run`
-//! host vs the minimal pipeline (`keepwarm_tests::pipeline`: consumer → `/run` → producer on
-//! the same broker and containers, the ceiling of any invoker here) vs calling `/run` on the
+//! host vs the minimal pipeline (`keepwarm_tests::pipeline` run as a process of its own:
+//! consumer → `/run` → producer on the same broker and containers, the ceiling of any invoker
+//! here) vs calling `/run` on the
 //! same container directly; throughput at concurrency 1, 8 and 32 against both baselines at
 //! the same concurrency. One run, ratios, and a summary table at the end.
 
 use keepwarm_tests::host::{Host, HostOptions};
 use keepwarm_tests::kafka::{annotation, brokers, Controller};
-use keepwarm_tests::pipeline::Pipeline;
 use keepwarm_tests::proxy::{run_body, ProxyClient};
 use keepwarm_tests::stats::{ratio, summarize};
 use serde_json::json;
@@ -14,6 +14,29 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
 const WAIT: Duration = Duration::from_secs(120);
+
+/// The minimal pipeline as a process of its own (the `pipeline` binary), as the host is one;
+/// killed when dropped.
+struct Pipeline(std::process::Child);
+
+impl Pipeline {
+    fn start(instance: u32, containers: &[String]) -> Pipeline {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .arg(brokers())
+            .arg(instance.to_string())
+            .args(containers)
+            .spawn()
+            .expect("start the pipeline");
+        Pipeline(child)
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn main() {
     let rt = Runtime::new().unwrap();
@@ -48,8 +71,7 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) -> Vec<String> {
         .to_owned();
     let proxy = ProxyClient::default();
     let mut cp = rt.block_on(Controller::new(base + 50, &format!("bench{}", base + 50)));
-    let pipeline =
-        rt.block_on(async { Pipeline::start(&brokers(), base + 50, vec![address.clone()]) });
+    let pipeline = Pipeline::start(base + 50, std::slice::from_ref(&address));
 
     // 1. latency, interleaved
     let (mut via_host, mut in_host, mut direct) = (Vec::new(), Vec::new(), Vec::new());
@@ -150,7 +172,7 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) -> Vec<String> {
         // the minimal pipeline on the same containers, the same number in flight
         let pi = instance + 50;
         let mut cp = rt.block_on(Controller::new(pi, &format!("bench{pi}")));
-        let pipeline = rt.block_on(async { Pipeline::start(&brokers(), pi, addresses.clone()) });
+        let pipeline = Pipeline::start(pi, &addresses);
         let t = Instant::now();
         let ids = rt.block_on(cp.invoke_many("guest", "third", n));
         assert!(cp.poll_until(WAIT, |c| ids.iter().all(|i| c.received.contains_key(i))));

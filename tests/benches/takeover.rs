@@ -88,6 +88,7 @@ fn du_mb(dir: &std::path::Path) -> f64 {
 fn measure(rt: &tokio::runtime::Runtime, n: usize, latency_ms: u64, kills: usize) -> Row {
     let sim = rt.block_on(SimEngine::start(SimOptions {
         latency: Duration::from_millis(latency_ms),
+        ..SimOptions::default()
     }));
     let instance =
         8_700_000 + (std::process::id() % 10_000) * 10 + (n % 7) as u32 + latency_ms as u32;

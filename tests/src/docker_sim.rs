@@ -28,6 +28,10 @@ use tokio::task::JoinHandle;
 pub struct SimOptions {
     /// Added to every API call (a real daemon answers inspect in about 1–5 ms).
     pub latency: Duration,
+    /// Added to a container's start (what a real engine spends making one, ~0.3–0.6 s here).
+    pub start_latency: Duration,
+    /// How long the proxy takes to answer `/run` (an action doing some work).
+    pub run_time: Duration,
 }
 
 #[derive(Debug)]
@@ -58,6 +62,8 @@ struct Engine {
     calls: AtomicU64,
     next: AtomicU64,
     latency: Duration,
+    start_latency: Duration,
+    run_time: Duration,
 }
 
 /// A running simulated engine; dropped, it stops and its containers' listeners close.
@@ -83,6 +89,8 @@ impl SimEngine {
         let listener = UnixListener::bind(&socket).expect("bind the engine's socket");
         let engine = Arc::new(Engine {
             latency: options.latency,
+            start_latency: options.start_latency,
+            run_time: options.run_time,
             ..Engine::default()
         });
         let api = Router::new()
@@ -199,13 +207,22 @@ async fn create(
         .into_response()
 }
 
-/// An action proxy that runs nothing: `/init` and `/run` answer `{"ok":true}`.
-async fn proxy(ip: &str) -> (u16, JoinHandle<()>) {
+/// An action proxy that runs nothing: `/init` and `/run` answer `{"ok":true}`, `/run` after
+/// `run_time`.
+async fn proxy(ip: &str, run_time: Duration) -> (u16, JoinHandle<()>) {
     let listener = TcpListener::bind((ip, 0)).await.expect("bind a proxy port");
     let port = listener.local_addr().expect("local address").port();
     let app = Router::new()
         .route("/init", post(|| async { Json(json!({ "ok": true })) }))
-        .route("/run", post(|| async { Json(json!({ "ok": true })) }));
+        .route(
+            "/run",
+            post(move || async move {
+                if !run_time.is_zero() {
+                    tokio::time::sleep(run_time).await;
+                }
+                Json(json!({ "ok": true }))
+            }),
+        );
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -221,7 +238,10 @@ async fn start(
         Some(_) => return StatusCode::NOT_MODIFIED.into_response(),
         None => return no_such(&id),
     };
-    let (port, task) = proxy(&ip).await;
+    if !engine.start_latency.is_zero() {
+        tokio::time::sleep(engine.start_latency).await;
+    }
+    let (port, task) = proxy(&ip, engine.run_time).await;
     match engine.containers.lock().expect("containers").get_mut(&id) {
         Some(c) => {
             c.status = "running";

@@ -35,6 +35,9 @@ pub struct HostOptions {
     pub user_memory_mb: u64,
     /// Prewarm containers of kind `shell:1` at 128 MB.
     pub prewarm: u32,
+    /// The `shell:1` stem cell as the runtimes manifest writes it (e.g. with `reactive`);
+    /// default: `prewarm` containers at 128 MB.
+    pub stem_cell: Option<serde_json::Value>,
     /// Activations the host runs at once.
     pub max_in_flight: usize,
     /// `collect` or `log-driver`.
@@ -90,6 +93,7 @@ impl HostOptions {
             instance,
             user_memory_mb,
             prewarm,
+            stem_cell: None,
             max_in_flight: 64,
             log_store: "collect",
             extra: String::new(),
@@ -130,7 +134,9 @@ impl Host {
                 "runtimes": { "shell": [ {
                     "kind": "shell:1",
                     "image": { "prefix": "keepwarm", "name": "action-runtime", "tag": "latest" },
-                    "stemCells": if opts.prewarm > 0 {
+                    "stemCells": if let Some(cell) = &opts.stem_cell {
+                        serde_json::json!([cell])
+                    } else if opts.prewarm > 0 {
                         serde_json::json!([{ "initialCount": opts.prewarm, "memory": "128 MB" }])
                     } else { serde_json::json!([]) }
                 } ] },
@@ -220,7 +226,10 @@ manifest = "{runtimes}"
         let child = crate::netbed::prefixed(&self.prefix, keepwarm_bin())
             .args(["run", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "keepwarm=debug,info")
+            .env(
+                "RUST_LOG",
+                std::env::var("KW_HOST_RUST_LOG").unwrap_or_else(|_| "keepwarm=debug,info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -87,6 +87,36 @@ fn blocking_and_non_blocking_activations_are_acknowledged_in_openwhisk_format() 
     assert!(!logs.iter().any(|l| l.contains("XXX_THE_END")), "{logs:?}");
 }
 
+/// The engine's logs are read backwards from their end (`tail`, grown while every line read
+/// is newer than the activation): an activation printing more lines than the first read asks
+/// for gets all of them, and a warm container's earlier activations' lines stay out.
+#[test]
+fn a_warm_containers_logs_hold_all_of_this_activations_lines_and_no_earlier_ones() {
+    let rt = Runtime::new().unwrap();
+    let (host, mut c) = start(&rt, opts(7119, 0, 1024));
+    let mut ids = Vec::new();
+    for run in 1..=3 {
+        let id = rt.block_on(c.invoke("guest", "loud", false, json!({ "run": run })));
+        let record = Controller::record(&c.wait_for(&id, WAIT));
+        assert_eq!(record["response"]["result"], json!({"loud": true}));
+        if run > 1 {
+            assert_eq!(start_of(&record), "warm");
+        }
+        ids.push(id);
+    }
+    let records = host.records();
+    for (run, id) in ids.iter().enumerate() {
+        let full = records.iter().find(|r| r["activationId"] == id.as_str());
+        let logs: Vec<String> =
+            serde_json::from_value(full.expect("a record")["logs"].clone()).unwrap();
+        let own = format!("of {{\"run\":{}}}", run + 1);
+        let mine = logs.iter().filter(|l| l.ends_with(&own)).count();
+        assert_eq!(mine, 600, "run {}: {} lines: {logs:?}", run + 1, logs.len());
+        assert_eq!(logs.len(), 600, "run {}: lines of other runs", run + 1);
+        assert!(logs[0].contains("line 1 of") && logs[599].contains("line 600 of"));
+    }
+}
+
 #[test]
 fn prewarmed_containers_serve_new_actions_of_their_kind() {
     let rt = Runtime::new().unwrap();

@@ -240,6 +240,7 @@ impl Runner {
             transid: msg.transid.clone(),
             activation: self.record(&ran, response.clone(), Vec::new()),
         });
+        let ran_at = clock.elapsed();
         let logs = if !self.collect_logs {
             Vec::new()
         } else if action.limits.concurrency <= 1 {
@@ -254,6 +255,8 @@ impl Runner {
             start = %allocation.start,
             acquire_ms = acquired.as_millis() as u64,
             init_ms = init_ms.unwrap_or(0),
+            run_us = ran_at.saturating_sub(acquired).as_micros() as u64,
+            logs_us = clock.elapsed().saturating_sub(ran_at).as_micros() as u64,
             total_ms = clock.elapsed().as_millis() as u64,
             "activation ran"
         );
@@ -371,6 +374,7 @@ impl Runner {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let since = u64::try_from(start_ms.saturating_sub(5)).unwrap_or(0);
         let mut poll = Duration::from_millis(1);
+        let mut polls = 0u32;
         loop {
             let text = match self
                 .engine
@@ -381,7 +385,9 @@ impl Runner {
                 Err(e) => return vec![format!("Logs were not collected: {e}")],
             };
             let sentinels = text.matches(SENTINEL).count();
+            polls += 1;
             if sentinels >= 2 || tokio::time::Instant::now() >= deadline {
+                tracing::trace!(container = %allocation.container.id, polls, sentinels, "logs read");
                 let mut lines = Vec::new();
                 let mut size = 0usize;
                 for line in text.lines().filter(|l| !l.contains(SENTINEL)) {

@@ -24,6 +24,7 @@ use crate::factory::{
     cluster_labels, CallError, Container, ContainerFactory, ContainerSpec, FactoryError,
     CLUSTER_LABEL,
 };
+use futures::StreamExt;
 use state::{Entry, Phase, State};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -165,6 +166,10 @@ pub struct Pool {
 /// How long an idle container is safe from eviction while an activation of another action
 /// waits (see [`Pool::acquire`]).
 pub const EVICTION_GRACE: Duration = Duration::from_millis(500);
+
+/// Prewarm containers created at once by one top-up (a plugin runs at most its
+/// `max-instances` calls at a time anyway).
+const PREWARM_PARALLEL: usize = 8;
 
 /// What [`Pool::acquire`] does next.
 enum Step {
@@ -655,61 +660,85 @@ impl Pool {
 
         let mut created = 0;
         for cell in self.config.stem_cells.clone() {
-            let target = self.prewarm_target(&cell);
-            loop {
-                let reserved = {
-                    let mut st = self.state.lock().expect("pool lock");
-                    let have = st.prewarm_count(&cell.kind, cell.memory_mb);
-                    let wanted = have + st.prewarm_pending(&cell.kind) < target as usize;
-                    // Activations waiting for memory come before prewarms.
-                    if wanted
-                        && st.waiting == 0
-                        && st.reserve(cell.memory_mb, self.config.user_memory_mb)
-                    {
-                        st.pending_prewarm.push(cell.kind.clone());
-                        true
-                    } else {
-                        false
-                    }
-                };
-                if !reserved {
-                    break;
-                }
-                let spec = self.spec(&cell.kind, &cell.image, cell.memory_mb);
-                let result = self.create(spec).await;
-                let mut st = self.state.lock().expect("pool lock");
-                if let Some(i) = st.pending_prewarm.iter().position(|k| *k == cell.kind) {
-                    st.pending_prewarm.remove(i);
-                }
-                match result {
-                    Ok(container) => {
-                        st.insert_created(Entry {
-                            container: container.clone(),
-                            kind: cell.kind.clone(),
-                            memory_mb: cell.memory_mb,
-                            phase: Phase::Prewarm,
-                            in_flight: 0,
-                            concurrency: 1,
-                            last_used: Instant::now(),
-                        });
-                        drop(st);
-                        created += 1;
-                        self.emit(PoolEvent::Created {
-                            container,
-                            kind: cell.kind.clone(),
-                            image: cell.image.clone(),
-                            memory_mb: cell.memory_mb,
-                        });
-                    }
-                    Err(e) => {
-                        st.unreserve(cell.memory_mb);
-                        tracing::warn!(kind = %cell.kind, "prewarm failed: {e}");
-                        break;
-                    }
-                }
-            }
+            let target = self.prewarm_target(&cell) as usize;
+            let missing = {
+                let st = self.state.lock().expect("pool lock");
+                let have = st.prewarm_count(&cell.kind, cell.memory_mb)
+                    + st.prewarm_pending(&cell.kind, cell.memory_mb);
+                target.saturating_sub(have)
+            };
+            // Created side by side, as upstream's pool starts a container proxy per missing
+            // prewarm; one failure stops the ones not yet begun (an engine that is down is
+            // not asked `missing` times per tick).
+            let failed = std::sync::atomic::AtomicBool::new(false);
+            created += futures::stream::iter(0..missing)
+                .map(|_| self.prewarm(&cell, target, &failed))
+                .buffer_unordered(PREWARM_PARALLEL)
+                .filter(|made| std::future::ready(*made))
+                .count()
+                .await;
         }
         created
+    }
+
+    /// Creates one prewarm container of `cell` if it is still wanted and fits; whether it did.
+    async fn prewarm(
+        &self,
+        cell: &StemCell,
+        target: usize,
+        failed: &std::sync::atomic::AtomicBool,
+    ) -> bool {
+        if failed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let key = (cell.kind.clone(), cell.memory_mb);
+        {
+            let mut st = self.state.lock().expect("pool lock");
+            let have = st.prewarm_count(&cell.kind, cell.memory_mb)
+                + st.prewarm_pending(&cell.kind, cell.memory_mb);
+            // Activations waiting for memory come before prewarms.
+            if have >= target
+                || st.waiting > 0
+                || !st.reserve(cell.memory_mb, self.config.user_memory_mb)
+            {
+                return false;
+            }
+            *st.pending_prewarm.entry(key.clone()).or_default() += 1;
+        }
+        let spec = self.spec(&cell.kind, &cell.image, cell.memory_mb);
+        let result = self.create(spec).await;
+        let mut st = self.state.lock().expect("pool lock");
+        if let Some(n) = st.pending_prewarm.get_mut(&key) {
+            *n = n.saturating_sub(1);
+        }
+        match result {
+            Ok(container) => {
+                st.insert_created(Entry {
+                    container: container.clone(),
+                    kind: cell.kind.clone(),
+                    memory_mb: cell.memory_mb,
+                    phase: Phase::Prewarm,
+                    in_flight: 0,
+                    concurrency: 1,
+                    last_used: Instant::now(),
+                });
+                drop(st);
+                self.emit(PoolEvent::Created {
+                    container,
+                    kind: cell.kind.clone(),
+                    image: cell.image.clone(),
+                    memory_mb: cell.memory_mb,
+                });
+                true
+            }
+            Err(e) => {
+                st.unreserve(cell.memory_mb);
+                drop(st);
+                failed.store(true, Ordering::Relaxed);
+                tracing::warn!(kind = %cell.kind, "prewarm failed: {e}");
+                false
+            }
+        }
     }
 
     /// How many prewarm containers a stem cell wants now. Fixed cells want their count;

@@ -41,7 +41,7 @@ pub struct State {
     /// answer for a moment; the next one decides whether it is forgotten.
     pub unlisted: std::collections::HashSet<String>,
     /// Kinds of prewarm containers being created right now.
-    pub pending_prewarm: Vec<String>,
+    pub pending_prewarm: HashMap<(String, u32), usize>,
     /// Cold starts per (kind, memory) since the last upkeep, for reactive prewarming.
     pub cold_starts: HashMap<(String, u32), u32>,
     /// Prewarm count wanted per (kind, memory), for reactive stem cells.
@@ -305,8 +305,11 @@ impl State {
         expired.iter().filter_map(|id| self.remove(id)).collect()
     }
 
-    pub fn prewarm_pending(&self, kind: &str) -> usize {
-        self.pending_prewarm.iter().filter(|k| *k == kind).count()
+    pub fn prewarm_pending(&self, kind: &str, memory_mb: u32) -> usize {
+        self.pending_prewarm
+            .get(&(kind.to_owned(), memory_mb))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn stats(&self) -> PoolStats {

@@ -184,13 +184,53 @@ pub fn container_delete(url: &str, id: &str) -> Result<(), crate::FactoryError> 
     }
 }
 
-/// Reads a container's log stream and demultiplexes it, keeping at most `max_bytes`.
+/// The first `tail` a logs read asks for, and the largest before it asks for everything.
+const FIRST_TAIL: usize = 64;
+const LAST_TAIL: usize = 32_768;
+
+/// Reads a container's log stream since a moment (`url` carries `since`) and demultiplexes
+/// it, keeping at most `max_bytes`.
+///
+/// Docker's json-file reader (and Podman's) finds `since` by reading the container's whole
+/// log from its start, so a container that served thousands of activations took tens of
+/// milliseconds per read and more with every activation. With `tail` it reads backwards from
+/// the end instead: ask for the last 64 lines, and if every one of them is newer than `since`
+/// there may be more, so ask for 8 times as many, up to 32,768, then for all. Fewer lines than
+/// asked for means the read reached past `since`: that is everything since.
 pub fn container_logs(url: &str, id: &str, max_bytes: u32) -> Result<String, crate::FactoryError> {
-    let r = crate::http::request("GET", url, &[], None)?;
-    if r.status == 404 {
-        return Err(gone(id));
+    let mut tail = FIRST_TAIL;
+    loop {
+        let ask = if tail > LAST_TAIL {
+            url.to_owned()
+        } else {
+            format!("{url}&tail={tail}")
+        };
+        let r = crate::http::request("GET", &ask, &[], None)?;
+        if r.status == 404 {
+            return Err(gone(id));
+        }
+        let body = r.ok(&format!("logs of {id}"))?.body;
+        if tail > LAST_TAIL || log_lines(&body) < tail {
+            return Ok(demux_logs(&body, max_bytes));
+        }
+        tail *= 8;
     }
-    Ok(demux_logs(&r.ok(&format!("logs of {id}"))?.body, max_bytes))
+}
+
+/// Log lines in a log stream: its frames (one per line, or per part of a long line, as
+/// `tail` counts them), or its newlines for a stream without frame headers (a TTY).
+fn log_lines(raw: &[u8]) -> usize {
+    let framed = raw.len() >= 8 && matches!(raw[0], 0..=2) && raw[1..4] == [0, 0, 0];
+    if !framed {
+        return raw.iter().filter(|b| **b == b'\n').count();
+    }
+    let (mut rest, mut n) = (raw, 0);
+    while rest.len() >= 8 {
+        let len = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        rest = &rest[(8 + len).min(rest.len())..];
+        n += 1;
+    }
+    n
 }
 
 /// Adopts an existing container: `look` reads its current state from the engine; a paused one
@@ -218,4 +258,29 @@ pub fn adopt(
     }
     current.handle = known.handle;
     Ok(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(stream: u8, text: &str) -> Vec<u8> {
+        let mut f = vec![stream, 0, 0, 0];
+        f.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        f.extend_from_slice(text.as_bytes());
+        f
+    }
+
+    #[test]
+    fn log_lines_counts_frames_or_newlines() {
+        let framed: Vec<u8> = [frame(1, "a\n"), frame(2, "b\n"), frame(1, "c\n")].concat();
+        assert_eq!(log_lines(&framed), 3);
+        assert_eq!(demux_logs(&framed, 100), "a\nb\nc\n");
+        assert_eq!(log_lines(b"one\ntwo\n"), 2);
+        assert_eq!(log_lines(b""), 0);
+        // a frame cut short still counts once
+        let mut cut = frame(1, "long line\n");
+        cut.truncate(12);
+        assert_eq!(log_lines(&cut), 1);
+    }
 }
