@@ -155,7 +155,7 @@ fn real_docker(rt: &Runtime) -> Starts {
 
     let mut starts = Starts::default();
     // the warm action's first activation makes its container (and the host ready)
-    let id = rt.block_on(c.invoke("guest", "warm", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "warm", true, json!({})));
     c.wait_for(&id, WAIT);
     for i in 0..ROUNDS {
         let t = Instant::now();
@@ -185,7 +185,7 @@ fn real_docker(rt: &Runtime) -> Starts {
 
         for action in [format!("cold{i}"), format!("prewarm{i}"), "warm".into()] {
             let t = Instant::now();
-            let id = rt.block_on(c.invoke("guest", &action, false, json!({ "i": i })));
+            let id = rt.block_on(c.invoke("guest", &action, true, json!({ "i": i })));
             let record = Controller::record(&c.wait_for(&id, WAIT));
             let e2e = t.elapsed();
             let entry = starts.by_start.entry(start_of(&record)).or_default();
@@ -202,11 +202,29 @@ fn real_docker(rt: &Runtime) -> Starts {
 /// Part 2: what the trace saw with one setting.
 struct Trace {
     counts: BTreeMap<String, usize>,
-    wait: BTreeMap<String, Vec<Duration>>,
+    /// From the controller's send (the transaction's start) to the record's end, per start.
+    latency: BTreeMap<String, Vec<Duration>>,
     took: Duration,
+    /// Containers the engine made over the trace (the cost of prewarming).
+    containers: usize,
 }
 
 impl Trace {
+    /// The median latency of the activations that did not find a warm container.
+    fn not_warm_p50(&self) -> Duration {
+        let all: Vec<Duration> = self
+            .latency
+            .iter()
+            .filter(|(k, _)| k.as_str() != "warm")
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect();
+        if all.is_empty() {
+            Duration::ZERO
+        } else {
+            summarize(all).p50
+        }
+    }
+
     fn prewarm_hit_ratio(&self) -> f64 {
         let get = |k: &str| self.counts.get(k).copied().unwrap_or(0) as f64;
         let (p, cold) = (get("prewarm"), get("cold"));
@@ -259,7 +277,7 @@ fn trace(rt: &Runtime, start_ms: u64, reactive: bool) -> Trace {
     }
     let host = Host::start(&opts);
     // the host is up once an activation comes back; then its 2 prewarms are made
-    let id = rt.block_on(c.invoke("guest", "z0", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "z0", true, json!({})));
     c.wait_for(&id, WAIT);
     std::thread::sleep(Duration::from_secs(3));
 
@@ -268,7 +286,7 @@ fn trace(rt: &Runtime, start_ms: u64, reactive: bool) -> Trace {
     for burst in arrivals() {
         let sends = burst
             .iter()
-            .map(|a| c.invoke("guest", &actions[*a].0, false, json!({})));
+            .map(|a| c.invoke("guest", &actions[*a].0, true, json!({})));
         ids.extend(rt.block_on(futures::future::join_all(sends)));
         std::thread::sleep(QUIET);
     }
@@ -279,14 +297,19 @@ fn trace(rt: &Runtime, start_ms: u64, reactive: bool) -> Trace {
     let took = started.elapsed();
     let mut t = Trace {
         counts: BTreeMap::new(),
-        wait: BTreeMap::new(),
+        latency: BTreeMap::new(),
         took,
+        containers: sim.created(),
     };
     for id in &ids {
-        let record = Controller::record(&c.wait_for(id, WAIT));
+        let acks = c.wait_for(id, WAIT);
+        let sent = acks[0]["transid"][1].as_i64().unwrap_or(0);
+        let record = Controller::record(&acks);
         let start = start_of(&record);
         *t.counts.entry(start.clone()).or_default() += 1;
-        t.wait.entry(start).or_default().push(wait_of(&record));
+        let end = record["end"].as_i64().unwrap_or(sent);
+        let latency = Duration::from_millis((end - sent).max(0) as u64);
+        t.latency.entry(start).or_default().push(latency);
     }
     drop(host);
     t
@@ -334,12 +357,12 @@ fn main() {
             t.took,
             t.prewarm_hit_ratio()
         );
-        for (start, waits) in &t.wait {
+        for (start, latency) in &t.latency {
             println!(
                 "{}",
                 line(
-                    &format!("  waitTime, {start} start"),
-                    &summarize(waits.clone())
+                    &format!("  sent → record's end, {start} start"),
+                    &summarize(latency.clone())
                 )
             );
         }
@@ -369,10 +392,12 @@ fn main() {
     }
     for (reactive, t) in &traces {
         println!(
-            "  trace ({ACTIONS} actions, Zipf s={ZIPF_S}, {BURSTS} bursts of ~{BURST}), reactive {}: prewarm hit ratio {:.2} {:?}",
+            "  trace ({ACTIONS} actions, Zipf s={ZIPF_S}, {BURSTS} bursts of ~{BURST}), reactive {}: prewarm hit ratio {:.2} {:?}, {} containers made, not-warm p50 {:.1?}",
             if *reactive { "on " } else { "off" },
             t.prewarm_hit_ratio(),
-            t.counts
+            t.counts,
+            t.containers,
+            t.not_warm_p50()
         );
     }
 }

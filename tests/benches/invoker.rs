@@ -20,13 +20,17 @@ const WAIT: Duration = Duration::from_secs(120);
 struct Pipeline(std::process::Child);
 
 impl Pipeline {
-    fn start(instance: u32, containers: &[String]) -> Pipeline {
+    /// Starts it and waits until it has answered one activation (its clients connected and
+    /// its partition assigned), as the host is up before it is measured.
+    fn start(rt: &Runtime, c: &mut Controller, instance: u32, containers: &[String]) -> Pipeline {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
             .arg(brokers())
             .arg(instance.to_string())
             .args(containers)
             .spawn()
             .expect("start the pipeline");
+        let id = rt.block_on(c.invoke("guest", "other", true, json!({})));
+        c.wait_for(&id, WAIT);
         Pipeline(child)
     }
 }
@@ -63,7 +67,7 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) -> Vec<String> {
     let host = Host::start(&opts);
 
     // warm up one container, learn its address
-    let id = rt.block_on(c.invoke("guest", "other", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "other", true, json!({})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
     let address = annotation(&record, "keepwarm").unwrap()["address"]
         .as_str()
@@ -71,21 +75,25 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) -> Vec<String> {
         .to_owned();
     let proxy = ProxyClient::default();
     let mut cp = rt.block_on(Controller::new(base + 50, &format!("bench{}", base + 50)));
-    let pipeline = Pipeline::start(base + 50, std::slice::from_ref(&address));
+    let pipeline = Pipeline::start(rt, &mut cp, base + 50, std::slice::from_ref(&address));
 
     // 1. latency, interleaved
     let (mut via_host, mut in_host, mut direct) = (Vec::new(), Vec::new(), Vec::new());
-    let mut via_pipeline = Vec::new();
+    let (mut via_pipeline, mut host_done) = (Vec::new(), Vec::new());
     for i in 0..300 {
+        // blocking: the time to the result is what the caller waits for; the completion
+        // (after the logs are read, with `collect`) frees the container for the next one
         let t = Instant::now();
-        let id = rt.block_on(cp.invoke("guest", "other", false, json!({ "i": i })));
-        cp.wait_for(&id, WAIT);
+        let id = rt.block_on(cp.invoke("guest", "other", true, json!({ "i": i })));
+        cp.wait_for_result(&id, WAIT);
         via_pipeline.push(t.elapsed());
+        cp.wait_for(&id, WAIT);
         let t = Instant::now();
-        let id = rt.block_on(c.invoke("guest", "other", false, json!({ "i": i })));
-        let acks = c.wait_for(&id, WAIT);
+        let id = rt.block_on(c.invoke("guest", "other", true, json!({ "i": i })));
+        let record = c.wait_for_result(&id, WAIT);
         via_host.push(t.elapsed());
-        let record = Controller::record(&acks);
+        c.wait_for(&id, WAIT);
+        host_done.push(t.elapsed());
         in_host.push(Duration::from_millis(
             record["duration"].as_u64().unwrap_or(0),
         ));
@@ -97,8 +105,12 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) -> Vec<String> {
     drop(pipeline);
     let (h, d) = (summarize(via_host), summarize(direct));
     let p = summarize(via_pipeline);
-    println!("warm activation, controller→Kafka→host→ack  {h}");
+    println!("warm blocking activation, controller→Kafka→host→result  {h}");
     println!("the same through the minimal pipeline       {p}");
+    println!(
+        "the host's completion (after the logs)     {}",
+        summarize(host_done)
+    );
     println!(
         "in-host time (record duration, ms units)    {}",
         summarize(in_host)
@@ -130,7 +142,7 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) -> Vec<String> {
         let n = 320usize.max(conc * 16);
         // make sure `conc` containers are warm (one message per container, all in flight)
         let warm: Vec<String> = (0..conc)
-            .map(|_| rt.block_on(c.invoke("guest", "third", false, json!({}))))
+            .map(|_| rt.block_on(c.invoke("guest", "third", true, json!({}))))
             .collect();
         let mut addresses = std::collections::BTreeSet::new();
         for id in &warm {
@@ -172,7 +184,7 @@ fn bench(rt: &Runtime, base: u32, log_store: &'static str) -> Vec<String> {
         // the minimal pipeline on the same containers, the same number in flight
         let pi = instance + 50;
         let mut cp = rt.block_on(Controller::new(pi, &format!("bench{pi}")));
-        let pipeline = Pipeline::start(pi, &addresses);
+        let pipeline = Pipeline::start(rt, &mut cp, pi, &addresses);
         let t = Instant::now();
         let ids = rt.block_on(cp.invoke_many("guest", "third", n));
         assert!(cp.poll_until(WAIT, |c| ids.iter().all(|i| c.received.contains_key(i))));

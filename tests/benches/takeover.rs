@@ -4,7 +4,7 @@
 //! memory and Raft data on disk once they are replicated, and per SIGKILL of the active host
 //! the takeover (claim → list → attach each → proxy probe → pool ready), the engine calls it
 //! made, and kill → consuming. Engine latency per call: 0 and 2 ms (`-- latency-only`: only
-//! the 2 ms run at 1,000).
+//! the 2 ms run at 1,000; `-- startup`: 1,000 and 10,000 with one takeover each).
 //!
 //! A growth table closes the run: time per container at each size against the smallest.
 
@@ -230,6 +230,9 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let runs: Vec<(usize, u64, usize)> = if std::env::args().any(|a| a == "latency-only") {
         vec![(1_000, 2, 3)]
+    } else if std::env::args().any(|a| a == "startup") {
+        // the growth of creating the pool at start, one takeover each
+        vec![(1_000, 0, 1), (10_000, 0, 1)]
     } else {
         vec![(100, 0, 5), (1_000, 0, 3), (10_000, 0, 3), (1_000, 2, 3)]
     };

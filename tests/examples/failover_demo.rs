@@ -139,7 +139,7 @@ fn demo(stage: &Stage) {
     println!("== warming up: four actions, each leaves a warm container (plus 2 prewarmed)");
     let mut warm_before: BTreeMap<&str, String> = BTreeMap::new();
     for action in WARMED {
-        let id = rt.block_on(controller.invoke("guest", action, false, json!({})));
+        let id = rt.block_on(controller.invoke("guest", action, true, json!({})));
         let record = Controller::record(&controller.wait_for(&id, Duration::from_secs(60)));
         warm_before.insert(action, start_of(&record).1);
     }
@@ -153,7 +153,7 @@ fn demo(stage: &Stage) {
     let mut victim = active;
     for i in 0..200 {
         let action = STREAMED[i % 3];
-        let id = rt.block_on(controller.invoke("guest", action, false, json!({ "i": i })));
+        let id = rt.block_on(controller.invoke("guest", action, true, json!({ "i": i })));
         ids.push((action, id));
         if i == 99 {
             victim = cluster
@@ -236,7 +236,7 @@ fn demo(stage: &Stage) {
     }
     for action in WARMED {
         if !ran_new.contains_key(&format!("guest/{action}")) {
-            let id = rt.block_on(controller.invoke("guest", action, false, json!({})));
+            let id = rt.block_on(controller.invoke("guest", action, true, json!({})));
             let acks = controller.wait_for(&id, Duration::from_secs(60));
             note(&mut ran_new, &acks, consuming_since);
         }

@@ -128,6 +128,11 @@ impl SimEngine {
         self.engine.containers.lock().expect("containers").len()
     }
 
+    /// Containers created so far (including those since removed).
+    pub fn created(&self) -> usize {
+        self.engine.next.load(Ordering::Relaxed) as usize
+    }
+
     /// API calls answered so far.
     pub fn calls(&self) -> u64 {
         self.engine.calls.load(Ordering::Relaxed)

@@ -156,15 +156,16 @@ impl Controller {
         messages.into_iter().map(|(id, _)| id).collect()
     }
 
-    /// Queues an activation without waiting for the broker (as a controller keeps producing
-    /// while a broker restarts); returns its id and the delivery to await later.
+    /// Queues a blocking activation (its record comes back in the result) without waiting
+    /// for the broker (as a controller keeps producing while a broker restarts); returns its
+    /// id and the delivery to await later.
     pub fn invoke_queued(
         &self,
         namespace: &str,
         action: &str,
         content: Value,
     ) -> (String, rdkafka::producer::DeliveryFuture) {
-        let (id, msg) = self.message(namespace, action, false, content);
+        let (id, msg) = self.message(namespace, action, true, content);
         let payload = msg.to_string();
         let delivery = self
             .producer
@@ -174,7 +175,9 @@ impl Controller {
         (id, delivery)
     }
 
-    /// Sends an activation; returns its id.
+    /// Sends an activation; returns its id. As upstream's invoker does, only a blocking
+    /// activation's acknowledgements carry its record (`record`); a non-blocking one gets a
+    /// `CompletionMessage` alone.
     pub async fn invoke(
         &self,
         namespace: &str,
@@ -257,6 +260,27 @@ impl Controller {
         self.received[&id].clone()
     }
 
+    /// Waits for the acknowledgement that carries a blocking activation's record (a
+    /// `ResultMessage` or a combined one: what the controller answers the caller with).
+    pub fn wait_for_result(&mut self, id: &str, within: Duration) -> Value {
+        let id = id.to_owned();
+        let has = |acks: &[Value]| {
+            acks.iter()
+                .any(|a| a.get("response").is_some_and(Value::is_object))
+        };
+        let ok = self.poll_until(within, |c| c.received.get(&id).is_some_and(|a| has(a)));
+        assert!(ok, "no result for activation {id} within {within:?}");
+        Controller::record(&self.received[&id])
+    }
+
+    /// How many acknowledgements freed the activation's slot (completion or combined: they
+    /// carry `instance`); more than one means it ran more than once.
+    pub fn completions(&self, id: &str) -> usize {
+        self.received.get(id).map_or(0, |acks| {
+            acks.iter().filter(|a| a.get("instance").is_some()).count()
+        })
+    }
+
     /// The activation record in an activation's acknowledgements.
     pub fn record(acks: &[Value]) -> Value {
         acks.iter()
@@ -277,7 +301,7 @@ pub fn annotation(record: &Value, key: &str) -> Option<Value> {
 /// Runs `guest/echo` with `params` and checks that it ran in a warm container (no cold start,
 /// no prewarm taken) and answered with them.
 pub fn assert_echo_runs_warm(rt: &tokio::runtime::Runtime, c: &mut Controller, params: Value) {
-    let id = rt.block_on(c.invoke("guest", "echo", false, params.clone()));
+    let id = rt.block_on(c.invoke("guest", "echo", true, params.clone()));
     let record = Controller::record(&c.wait_for(&id, Duration::from_secs(60)));
     assert_eq!(
         annotation(&record, "keepwarm").unwrap()["start"],

@@ -7,8 +7,9 @@
 //! no Raft: the best any invoker could do on this broker with these
 //! containers, the baseline the invoker bench compares keepwarm against.
 //!
-//! Its acknowledgement is a combined completion-and-result message shaped as the host's (an
-//! activation record with the result), so both put the same bytes on the broker.
+//! Its acknowledgement is shaped as the host's with `log-store = "log-driver"` (a combined
+//! completion-and-result message for a blocking activation, a completion for a non-blocking
+//! one), so both put the same bytes on the broker.
 
 use crate::proxy::{run_body, ProxyClient};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -38,9 +39,21 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// The combined acknowledgement for `msg` whose `/run` answered `result`.
+/// The acknowledgement for `msg` whose `/run` answered `result`, as upstream's invoker sends
+/// it when it reads no logs: a combined one for a blocking activation, a completion alone
+/// otherwise.
 fn acknowledgement(msg: &Value, instance: u32, result: Value, start: i64) -> Value {
     let end = now_ms();
+    let instance =
+        json!({ "instance": instance, "instanceType": "invoker", "userMemory": "8192 MB" });
+    if msg["blocking"] != true {
+        return json!({
+            "transid": msg["transid"],
+            "activationId": msg["activationId"],
+            "isSystemError": false,
+            "instance": instance
+        });
+    }
     json!({
         "transid": msg["transid"],
         "response": {
@@ -58,7 +71,7 @@ fn acknowledgement(msg: &Value, instance: u32, result: Value, start: i64) -> Val
             "publish": false
         },
         "isSystemError": false,
-        "instance": { "instance": instance, "instanceType": "invoker", "userMemory": "8192 MB" }
+        "instance": instance
     })
 }
 

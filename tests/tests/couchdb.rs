@@ -101,7 +101,7 @@ fn actions_from_couchdb_run_in_every_stored_shape_with_upstream_error_semantics(
     let host = Host::start(&o);
     let mut ids = Vec::new();
     for name in ["inline", "big", "binary", "mem", "blackbox"] {
-        let id = rt.block_on(c.invoke("guest", name, false, json!({"n": 1})));
+        let id = rt.block_on(c.invoke("guest", name, true, json!({"n": 1})));
         let (response, _) = result(&mut c, &id);
         assert_eq!(
             response["statusCode"],
@@ -117,7 +117,7 @@ fn actions_from_couchdb_run_in_every_stored_shape_with_upstream_error_semantics(
         ids.push(id);
     }
     // the encrypted parameter arrives decrypted; so does a locked argument
-    let id = rt.block_on(c.invoke("guest", "secret", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "secret", true, json!({})));
     assert_eq!(
         result(&mut c, &id).0["result"]["args"],
         json!({"password": "hunter2"})
@@ -126,7 +126,7 @@ fn actions_from_couchdb_run_in_every_stored_shape_with_upstream_error_semantics(
     let (id, mut msg) = c.message(
         "guest",
         "inline",
-        false,
+        true,
         json!({"pin": enc.encrypt("aes-256", &json!(1234)).unwrap()}),
     );
     msg["lockedArgs"] = json!({"pin": "aes-256"});
@@ -198,7 +198,7 @@ fn a_couchdb_outage_blocks_no_acknowledgement_and_loses_no_record_across_a_resta
     let o = opts(7502, &server, false);
     let mut c = rt.block_on(Controller::new(o.instance, &format!("t{}", o.instance)));
     let mut host = Host::start(&o);
-    let warm = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    let warm = rt.block_on(c.invoke("guest", "echo", true, json!({})));
     c.wait_for(&warm, WAIT);
     let mut ids = vec![warm];
 
@@ -206,7 +206,7 @@ fn a_couchdb_outage_blocks_no_acknowledgement_and_loses_no_record_across_a_resta
     let outage = Instant::now();
     let mut n = 0;
     while outage.elapsed() < Duration::from_secs(30) {
-        let id = rt.block_on(c.invoke("guest", "echo", false, json!({ "n": n })));
+        let id = rt.block_on(c.invoke("guest", "echo", true, json!({ "n": n })));
         // acknowledged while CouchDB is down
         c.wait_for(&id, Duration::from_secs(20));
         ids.push(id);

@@ -44,7 +44,7 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
 
     // two warm containers (echo, other) and one prewarm
     for action in ["echo", "other"] {
-        let id = rt.block_on(c.invoke("guest", action, false, json!({})));
+        let id = rt.block_on(c.invoke("guest", action, true, json!({})));
         c.wait_for(&id, WAIT);
     }
     // the used prewarm is replaced, and every container in the engine is replicated (a
@@ -153,7 +153,7 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
         "{missing} activations lost\n{}",
         cluster.hosts[third].log()
     );
-    let duplicated = ids.iter().filter(|i| c.received[*i].len() > 1).count();
+    let duplicated = ids.iter().filter(|i| c.completions(i) > 1).count();
     eprintln!("under load: 0 lost, {duplicated} acknowledged twice");
 }
 
@@ -162,7 +162,7 @@ fn a_paused_active_host_never_runs_an_activation_after_the_new_claim() {
     let _serial = serial();
     let rt = Runtime::new().unwrap();
     let (mut c, cluster, first) = start(&rt, 7302, 0);
-    let id = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "echo", true, json!({})));
     c.wait_for(&id, WAIT);
 
     cluster.hosts[first].signal("-STOP");
@@ -223,7 +223,7 @@ fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
     let rt = Runtime::new().unwrap();
     let (mut c, mut cluster, _) = start(&rt, 7303, 0);
     for action in ["echo", "other"] {
-        let id = rt.block_on(c.invoke("guest", action, false, json!({})));
+        let id = rt.block_on(c.invoke("guest", action, true, json!({})));
         c.wait_for(&id, WAIT);
     }
     // both containers are in the engine and replicated
@@ -286,7 +286,7 @@ fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
         warm.iter().all(|w| now.contains(w)),
         "warm containers were replaced"
     );
-    let id = rt.block_on(c.invoke("guest", "other", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "other", true, json!({})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(annotation(&record, "keepwarm").unwrap()["start"], "warm");
 

@@ -29,13 +29,15 @@ fn start(rt: &Runtime, opts: HostOptions) -> (Host, Controller) {
 fn a_result_too_large_for_the_broker_is_acknowledged_shrunk_and_the_offset_moves_past_it() {
     let rt = Runtime::new().unwrap();
     let (mut host, mut c) = start(&rt, opts(7401));
-    let big = rt.block_on(c.invoke("guest", "big", false, json!({})));
+    let big = rt.block_on(c.invoke("guest", "big", true, json!({})));
     let acks = c.wait_for(&big, WAIT);
-    assert_eq!(acks.len(), 1, "{acks:?}");
-    // CombinedCompletionAndResultMessage with the record replaced by its activation id
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    // the ResultMessage with the record replaced by its activation id, then the completion
     assert_eq!(acks[0]["response"], json!(big), "{}", host.log());
-    assert_eq!(acks[0]["isSystemError"], json!(false));
-    assert!(acks[0]["instance"].is_object());
+    assert!(acks[0].get("instance").is_none());
+    assert_eq!(acks[1]["activationId"], json!(big));
+    assert_eq!(acks[1]["isSystemError"], json!(false));
+    assert!(acks[1]["instance"].is_object());
     // the full record (a million bytes of result) is in the activation log (written right
     // after the acknowledgement)
     let find = |host: &Host| {
@@ -55,14 +57,14 @@ fn a_result_too_large_for_the_broker_is_acknowledged_shrunk_and_the_offset_moves
     assert!(host.log().contains("too large for the broker"));
 
     // the next activation runs, and after a restart the big one is not run again
-    let next = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    let next = rt.block_on(c.invoke("guest", "echo", true, json!({})));
     c.wait_for(&next, WAIT);
     assert_eq!(host.terminate(), Some(0), "{}", host.log());
     host.spawn();
-    let after = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    let after = rt.block_on(c.invoke("guest", "echo", true, json!({})));
     c.wait_for(&after, WAIT);
-    assert_eq!(c.received[&big].len(), 1, "the big activation ran again");
-    assert_eq!(c.received[&next].len(), 1);
+    assert_eq!(c.completions(&big), 1, "the big activation ran again");
+    assert_eq!(c.completions(&next), 1);
 }
 
 #[test]
@@ -72,7 +74,7 @@ fn an_acknowledgement_for_a_topic_that_cannot_exist_is_dropped_and_the_feed_move
     let (bad, mut msg) = c.message("guest", "echo", false, json!({}));
     msg["rootControllerIndex"]["asString"] = json!("not a/topic");
     rt.block_on(c.send_raw(&msg.to_string()));
-    let good = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    let good = rt.block_on(c.invoke("guest", "echo", true, json!({})));
     c.wait_for(&good, WAIT);
     // the two run side by side: the bad one may finish after the good one
     let dropped = |log: &str| log.contains("not a legal Kafka topic name") && log.contains(&bad);
@@ -102,9 +104,9 @@ fn an_acknowledgement_for_a_topic_that_cannot_exist_is_dropped_and_the_feed_move
 fn a_second_sigterm_ends_the_drain_at_once() {
     let rt = Runtime::new().unwrap();
     let (mut host, mut c) = start(&rt, opts(7403));
-    let warm = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    let warm = rt.block_on(c.invoke("guest", "echo", true, json!({})));
     c.wait_for(&warm, WAIT);
-    let slow = rt.block_on(c.invoke("guest", "slow", false, json!({})));
+    let slow = rt.block_on(c.invoke("guest", "slow", true, json!({})));
     // once its cold container exists it is running; then ask for a drain and change our mind
     eventually(
         WAIT,

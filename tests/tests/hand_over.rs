@@ -64,7 +64,7 @@ fn a_leader_without_a_broker_hands_the_active_role_to_a_member_that_can_consume(
     );
 
     // the new active host serves; host 1 does not take the role back while it cannot serve
-    let id = rt.block_on(controller.invoke("guest", "echo", false, json!({"after": "hand-over"})));
+    let id = rt.block_on(controller.invoke("guest", "echo", true, json!({"after": "hand-over"})));
     let acks = controller.wait_for(&id, Duration::from_secs(60));
     let record = Controller::record(&acks);
     assert_eq!(record["response"]["statusCode"], 0, "{record}");

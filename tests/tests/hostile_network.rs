@@ -26,7 +26,7 @@ fn latencies(rt: &Runtime, c: &mut Controller, n: usize) -> Vec<Duration> {
     (0..n)
         .map(|i| {
             let start = Instant::now();
-            let id = rt.block_on(c.invoke("guest", "echo", false, json!({ "i": i })));
+            let id = rt.block_on(c.invoke("guest", "echo", true, json!({ "i": i })));
             c.wait_for(&id, WAIT);
             start.elapsed()
         })

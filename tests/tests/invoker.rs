@@ -53,27 +53,37 @@ fn blocking_and_non_blocking_activations_are_acknowledged_in_openwhisk_format() 
     assert_eq!(acks[1]["instance"]["instance"], host.instance);
     assert_eq!(acks[1]["instance"]["userMemory"], "1024 MB");
 
-    let later = rt.block_on(c.invoke("guest", "echo", false, json!({"n": 2})));
-    let acks = c.wait_for(&later, WAIT);
-    // non-blocking: one CombinedCompletionAndResultMessage
-    assert_eq!(acks.len(), 1, "{acks:?}");
+    // the record of a blocking activation: the result message's
     let record = &acks[0]["response"];
-    assert_eq!(acks[0]["instance"]["instance"], host.instance);
-    assert_eq!(record["activationId"], later.as_str());
+    assert_eq!(record["activationId"], blocking.as_str());
     assert_eq!(record["namespace"], "guest");
     assert_eq!(record["name"], "echo");
-    assert_eq!(record["response"]["result"], json!({"echo": {"n": 2}}));
     assert_eq!(annotation(record, "path").unwrap(), "guest/echo");
     assert_eq!(annotation(record, "kind").unwrap(), "shell:1");
     assert_eq!(annotation(record, "limits").unwrap()["timeout"], 10000);
     assert!(annotation(record, "waitTime").is_some());
+
+    let later = rt.block_on(c.invoke("guest", "echo", false, json!({"n": 2})));
+    let acks = c.wait_for(&later, WAIT);
+    // non-blocking: one CompletionMessage, the result only in the activation store
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0]["activationId"], later.as_str());
+    assert_eq!(acks[0]["isSystemError"], false);
+    assert_eq!(acks[0]["instance"]["instance"], host.instance);
+    assert!(acks[0]["transid"].is_array());
+    assert!(acks[0].get("response").is_none(), "{acks:?}");
+    let records = host.records();
+    let record = records
+        .iter()
+        .find(|r| r["activationId"] == later.as_str())
+        .unwrap();
+    assert_eq!(record["response"]["result"], json!({"echo": {"n": 2}}));
     // the second activation reused the warm container: no init, no new container
     assert_eq!(start_of(record), "warm");
     assert!(annotation(record, "initTime").is_none());
     assert_eq!(containers_of(&host.cluster).len(), 1);
 
     // logs collected through the plugin, sentinel stripped, in the sink's record
-    let records = host.records();
     let full = records
         .iter()
         .find(|r| r["activationId"] == later.as_str())
@@ -87,6 +97,32 @@ fn blocking_and_non_blocking_activations_are_acknowledged_in_openwhisk_format() 
     assert!(!logs.iter().any(|l| l.contains("XXX_THE_END")), "{logs:?}");
 }
 
+/// With the engine's log driver keeping the logs (upstream's `logCollectionOutOfBand`), a
+/// blocking activation gets one `CombinedCompletionAndResultMessage` and a non-blocking one
+/// a `CompletionMessage`, each as soon as `/run` answered.
+#[test]
+fn without_log_collection_a_blocking_activation_gets_one_combined_acknowledgement() {
+    let rt = Runtime::new().unwrap();
+    let mut o = opts(7120, 0, 1024);
+    o.log_store = "log-driver";
+    let (host, mut c) = start(&rt, o);
+    let blocking = rt.block_on(c.invoke("guest", "echo", true, json!({"n": 1})));
+    let acks = c.wait_for(&blocking, WAIT);
+    assert_eq!(acks.len(), 1, "{acks:?}\n{}", host.log());
+    assert_eq!(acks[0]["instance"]["instance"], host.instance);
+    assert_eq!(acks[0]["isSystemError"], false);
+    assert_eq!(
+        acks[0]["response"]["response"]["result"],
+        json!({"echo": {"n": 1}})
+    );
+    assert_eq!(acks[0]["response"]["logs"], json!([]));
+    let later = rt.block_on(c.invoke("guest", "echo", false, json!({"n": 2})));
+    let acks = c.wait_for(&later, WAIT);
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert!(acks[0].get("response").is_none(), "{acks:?}");
+    assert_eq!(acks[0]["activationId"], later.as_str());
+}
+
 /// The engine's logs are read backwards from their end (`tail`, grown while every line read
 /// is newer than the activation): an activation printing more lines than the first read asks
 /// for gets all of them, and a warm container's earlier activations' lines stay out.
@@ -96,7 +132,7 @@ fn a_warm_containers_logs_hold_all_of_this_activations_lines_and_no_earlier_ones
     let (host, mut c) = start(&rt, opts(7119, 0, 1024));
     let mut ids = Vec::new();
     for run in 1..=3 {
-        let id = rt.block_on(c.invoke("guest", "loud", false, json!({ "run": run })));
+        let id = rt.block_on(c.invoke("guest", "loud", true, json!({ "run": run })));
         let record = Controller::record(&c.wait_for(&id, WAIT));
         assert_eq!(record["response"]["result"], json!({"loud": true}));
         if run > 1 {
@@ -134,7 +170,7 @@ fn prewarmed_containers_serve_new_actions_of_their_kind() {
         "prewarm containers did not start\n{}",
         host.log()
     );
-    let id = rt.block_on(c.invoke("guest", "other", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "other", true, json!({})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(record["response"]["result"], json!({"other": true}));
     assert_eq!(start_of(&record), "prewarm");
@@ -151,7 +187,7 @@ fn memory_pressure_evicts_the_least_recently_used_warm_container() {
     // room for two 128 MB containers
     let (_host, mut c) = start(&rt, opts(7103, 0, 256));
     let run = |c: &mut Controller, action: &str| {
-        let id = rt.block_on(c.invoke("guest", action, false, json!({})));
+        let id = rt.block_on(c.invoke("guest", action, true, json!({})));
         Controller::record(&c.wait_for(&id, WAIT))
     };
     assert_eq!(start_of(&run(&mut c, "echo")), "cold");
@@ -166,7 +202,7 @@ fn memory_pressure_evicts_the_least_recently_used_warm_container() {
 fn a_timed_out_action_gets_a_developer_error_and_its_container_is_replaced() {
     let rt = Runtime::new().unwrap();
     let (_host, mut c) = start(&rt, opts(7104, 0, 1024));
-    let id = rt.block_on(c.invoke("guest", "sleepy", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "sleepy", true, json!({})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(record["response"]["statusCode"], 2, "{record}");
     let error = record["response"]["result"]["error"].as_str().unwrap();
@@ -175,7 +211,7 @@ fn a_timed_out_action_gets_a_developer_error_and_its_container_is_replaced() {
         "{error}"
     );
     let first = annotation(&record, "keepwarm").unwrap()["container"].clone();
-    let id = rt.block_on(c.invoke("guest", "sleepy", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "sleepy", true, json!({})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(start_of(&record), "cold");
     assert_ne!(annotation(&record, "keepwarm").unwrap()["container"], first);
@@ -186,7 +222,7 @@ fn errors_become_the_right_activation_status() {
     let rt = Runtime::new().unwrap();
     let (host, mut c) = start(&rt, opts(7105, 0, 1024));
     // an application error
-    let id = rt.block_on(c.invoke("guest", "failing", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "failing", true, json!({})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(record["response"]["statusCode"], 1);
     assert_eq!(record["response"]["result"], json!({"error": "bad input"}));
@@ -205,7 +241,7 @@ fn errors_become_the_right_activation_status() {
     // a blackbox whose image only looks like an allowed one (`keepwarm/action-runtime-evil`
     // against the manifest's `keepwarm/action-runtime`): refused before any container
     let before = containers_of(&host.cluster);
-    let id = rt.block_on(c.invoke("guest", "lookalike", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "lookalike", true, json!({})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(
         record["response"]["result"]["error"],
@@ -240,7 +276,7 @@ fn a_malformed_message_is_answered_or_skipped_and_the_next_one_processed() {
         "{record}"
     );
     assert_eq!(acks[0]["transid"], json!(["tid", 1, ["parent", 0]]));
-    let id = rt.block_on(c.invoke("guest", "echo", false, json!({"after": "junk"})));
+    let id = rt.block_on(c.invoke("guest", "echo", true, json!({"after": "junk"})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(
         record["response"]["result"],
@@ -255,11 +291,11 @@ fn a_malformed_message_is_answered_or_skipped_and_the_next_one_processed() {
 fn sigkill_and_restart_lose_no_activation() {
     let rt = Runtime::new().unwrap();
     let (mut host, mut c) = start(&rt, opts(7107, 0, 1024));
-    let warm = rt.block_on(c.invoke("guest", "echo", false, json!({"warm": true})));
+    let warm = rt.block_on(c.invoke("guest", "echo", true, json!({"warm": true})));
     c.wait_for(&warm, WAIT);
 
     let ids: Vec<String> = (0..30)
-        .map(|i| rt.block_on(c.invoke("guest", "echo", false, json!({"i": i}))))
+        .map(|i| rt.block_on(c.invoke("guest", "echo", true, json!({"i": i}))))
         .collect();
     // let some complete, then kill the host mid-stream
     c.poll_until(WAIT, |c| {
@@ -281,7 +317,7 @@ fn sigkill_and_restart_lose_no_activation() {
         "left {left:?}, now {now:?}\n{}",
         host.log()
     );
-    let duplicated = ids.iter().filter(|i| c.received[*i].len() > 1).count();
+    let duplicated = ids.iter().filter(|i| c.completions(i) > 1).count();
     eprintln!("{done_before} done before the kill, {duplicated} acknowledged twice");
     assert!(duplicated <= 30 - done_before + 1);
 }
@@ -290,10 +326,10 @@ fn sigkill_and_restart_lose_no_activation() {
 fn sigterm_drains_in_flight_activations_then_exits() {
     let rt = Runtime::new().unwrap();
     let (mut host, mut c) = start(&rt, opts(7108, 0, 1024));
-    let warm = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    let warm = rt.block_on(c.invoke("guest", "echo", true, json!({})));
     c.wait_for(&warm, WAIT);
     let ids: Vec<String> = (0..5)
-        .map(|i| rt.block_on(c.invoke("guest", "echo", false, json!({"i": i}))))
+        .map(|i| rt.block_on(c.invoke("guest", "echo", true, json!({"i": i}))))
         .collect();
     c.poll_until(WAIT, |c| ids.iter().any(|i| c.received.contains_key(i)));
     assert_eq!(host.terminate(), Some(0), "{}", host.log());
@@ -316,7 +352,7 @@ fn sigterm_drains_in_flight_activations_then_exits() {
 fn a_second_host_on_the_same_data_dir_is_refused_naming_the_first() {
     let rt = Runtime::new().unwrap();
     let (host, mut c) = start(&rt, opts(7109, 0, 1024));
-    let id = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "echo", true, json!({})));
     c.wait_for(&id, WAIT);
     let first = host.child.as_ref().unwrap().id();
     let second = std::process::Command::new(keepwarm_tests::keepwarm_bin())
@@ -332,7 +368,7 @@ fn a_second_host_on_the_same_data_dir_is_refused_naming_the_first() {
     );
     assert!(stderr.contains("keepwarm.lock"), "{stderr}");
     // the first one is untouched and still serves
-    let id = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "echo", true, json!({})));
     c.wait_for(&id, WAIT);
 }
 
@@ -352,7 +388,7 @@ fn a_plugin_that_names_a_foreign_address_is_sent_no_code_and_no_key() {
         file: None,
     };
     let (host, mut c) = start(&rt, o);
-    let id = rt.block_on(c.invoke("guest", "echo", false, json!({"secret": 1})));
+    let id = rt.block_on(c.invoke("guest", "echo", true, json!({"secret": 1})));
     let acks = c.wait_for(&id, WAIT);
     let record = &acks[0]["response"];
     // a whisk (system) error for the activation, the reason in the host's log

@@ -75,7 +75,7 @@ impl World<'_> {
     fn run(&mut self, action: &str) -> (String, String) {
         let id = self
             .rt
-            .block_on(self.c.invoke("guest", action, false, json!({})));
+            .block_on(self.c.invoke("guest", action, true, json!({})));
         let record = Controller::record(&self.c.wait_for(&id, WAIT));
         let keepwarm = annotation(&record, "keepwarm").unwrap_or_else(|| panic!("{record}"));
         (
@@ -249,7 +249,7 @@ fn the_brokers_machine_cut_off_for_ten_seconds_loses_nothing_and_the_feed_resume
         // the feed goes on after the backlog (which may have evicted idle containers to make
         // room: the backlog arrives at once)
         let id =
-            w.rt.block_on(w.c.invoke("guest", "echo", false, json!({"after": "broker outage"})));
+            w.rt.block_on(w.c.invoke("guest", "echo", true, json!({"after": "broker outage"})));
         let record = Controller::record(&w.c.wait_for(&id, WAIT));
         assert_eq!(record["response"]["statusCode"], 0, "{record}");
     });
@@ -321,7 +321,7 @@ fn an_active_host_cut_off_from_its_peers_but_not_the_broker_never_runs_a_stale_a
         );
         // and the cluster serves on, under the new epoch
         let id =
-            w.rt.block_on(w.c.invoke("guest", "echo", false, json!({"after": "partition"})));
+            w.rt.block_on(w.c.invoke("guest", "echo", true, json!({"after": "partition"})));
         let record = Controller::record(&w.c.wait_for(&id, WAIT));
         assert_eq!(record["response"]["statusCode"], 0, "{record}");
         let epoch = annotation(&record, "keepwarm").unwrap()["epoch"].as_u64();
@@ -438,7 +438,7 @@ fn an_engine_machine_fails_under_load_and_its_containers_are_recreated_on_the_ot
         );
         // every action runs again, on the surviving engine machine
         for action in ["echo", "other", "third"] {
-            let id = w.rt.block_on(w.c.invoke("guest", action, false, json!({})));
+            let id = w.rt.block_on(w.c.invoke("guest", action, true, json!({})));
             let record = Controller::record(&w.c.wait_for(&id, WAIT));
             let address = annotation(&record, "keepwarm").unwrap()["address"].clone();
             assert!(

@@ -87,7 +87,7 @@ fn warm_up(
     master: &MesosMaster,
 ) -> Vec<String> {
     for action in ["echo", "other"] {
-        let id = rt.block_on(c.invoke("guest", action, false, json!({})));
+        let id = rt.block_on(c.invoke("guest", action, true, json!({})));
         c.wait_for(&id, WAIT);
     }
     // the prewarm replaced (the pool's upkeep runs each second), everything replicated
@@ -223,7 +223,7 @@ fn a_late_resubscription_loses_the_tasks_and_the_pool_creates_anew() {
     assert_eq!(status["last_takeover"]["reattached"], 0, "{status}");
 
     // a new framework, and the pool makes what it needs anew
-    let id = rt.block_on(c.invoke("guest", "echo", false, json!({"late": true})));
+    let id = rt.block_on(c.invoke("guest", "echo", true, json!({"late": true})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(
         record["response"]["result"],
@@ -245,7 +245,7 @@ fn a_restarted_single_host_keeps_its_framework_and_removes_what_it_left() {
     let n = instance(7403);
     let mut c = rt.block_on(Controller::new(n, &format!("s{n}")));
     let mut host = Host::start(&mesos_hosts(&master, n, "60"));
-    let id = rt.block_on(c.invoke("guest", "echo", false, json!({})));
+    let id = rt.block_on(c.invoke("guest", "echo", true, json!({})));
     c.wait_for(&id, WAIT);
     // the warm echo container and the prewarm that replaced the one it took
     let left = wait_running(&master, 2).unwrap_or_else(|t| panic!("{t:?}\n{}", host.log()));
@@ -266,7 +266,7 @@ fn a_restarted_single_host_keeps_its_framework_and_removes_what_it_left() {
     let frameworks = master.frameworks();
     assert_eq!(frameworks.len(), 1, "{frameworks:?}");
     assert_eq!(frameworks[0].0, framework_id);
-    let id = rt.block_on(c.invoke("guest", "echo", false, json!({"again": 1})));
+    let id = rt.block_on(c.invoke("guest", "echo", true, json!({"again": 1})));
     let record = Controller::record(&c.wait_for(&id, WAIT));
     assert_eq!(record["response"]["result"], json!({"echo": {"again": 1}}));
     rt.block_on(master.shutdown());

@@ -82,7 +82,7 @@ fn catalog(dir: &Path) {
 
 /// Runs `action` and returns its record.
 fn run(rt: &Runtime, c: &mut Controller, action: &str, params: Value) -> Value {
-    let id = rt.block_on(c.invoke("guest", action, false, params));
+    let id = rt.block_on(c.invoke("guest", action, true, params));
     Controller::record(&c.wait_for(&id, WAIT))
 }
 

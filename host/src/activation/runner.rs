@@ -18,14 +18,16 @@ use std::time::Duration;
 /// OpenWhisk runtimes end each activation's output with this line on stdout and stderr.
 pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
 
-/// What running an activation produced, in the order to publish it.
+/// What running an activation produced: its last acknowledgement and its record.
 #[derive(Debug)]
 pub struct Outcome {
-    /// For a blocking activation, the result goes out before logs are collected.
-    pub early: Option<Acknowledgement>,
     pub last: Acknowledgement,
     pub record: WhiskActivation,
 }
+
+/// Where a blocking activation's `ResultMessage` goes as soon as `/run` answered, before its
+/// logs are read (the caller publishes it, and `Outcome::last` after it).
+pub type OnResult<'a> = &'a (dyn Fn(Acknowledgement) + Send + Sync);
 
 /// What is known about an activation so far, for its record.
 struct Ran<'a> {
@@ -160,7 +162,7 @@ impl Runner {
 
     /// Runs `msg` to completion: every problem becomes the right error record. `None` only
     /// when this host lost its lease before touching a container.
-    pub async fn run(&self, msg: &ActivationMessage) -> Option<Outcome> {
+    pub async fn run(&self, msg: &ActivationMessage, on_result: OnResult<'_>) -> Option<Outcome> {
         if self.fenced() {
             return None;
         }
@@ -236,12 +238,17 @@ impl Runner {
         };
         ran.allocation = Some(allocation.clone());
         ran.init_ms = init_ms;
-        let early = msg.blocking.then(|| Acknowledgement::Result {
-            transid: msg.transid.clone(),
-            activation: self.record(&ran, response.clone(), Vec::new()),
-        });
+        // upstream's `logsToBeCollected`: the host reads the logs (not the engine's log
+        // driver) and the action keeps any; then the acknowledgement is split in two
+        let split = self.collect_logs && action.limits.logs > 0;
+        if msg.blocking && split {
+            on_result(Acknowledgement::Result {
+                transid: msg.transid.clone(),
+                activation: self.record(&ran, response.clone(), Vec::new()),
+            });
+        }
         let ran_at = clock.elapsed();
-        let logs = if !self.collect_logs {
+        let logs = if !split {
             Vec::new()
         } else if action.limits.concurrency <= 1 {
             self.collect_logs(&allocation, start, action.limits.logs)
@@ -261,14 +268,16 @@ impl Runner {
             "activation ran"
         );
         let mut outcome = self.finish(&ran, response, logs);
-        if let Some(early) = early {
+        // as upstream's `ContainerProxy`: only a blocking activation whose logs are not read
+        // here gets its result and the freed slot in one message; the result of a
+        // non-blocking one goes only to the activation store
+        if split || !msg.blocking {
             outcome.last = Acknowledgement::Completion {
                 transid: msg.transid.clone(),
                 activation_id: msg.activation_id.clone(),
                 is_system_error: outcome.record.response.is_whisk_error(),
                 instance: self.instance.clone(),
             };
-            outcome.early = Some(early);
         }
         Some(outcome)
     }
@@ -500,7 +509,6 @@ impl Runner {
     /// One `CombinedCompletionAndResultMessage`, blocking or not.
     fn combined(&self, transid: &TransactionId, record: WhiskActivation) -> Outcome {
         Outcome {
-            early: None,
             last: Acknowledgement::Combined {
                 transid: transid.clone(),
                 activation: record.without_logs(),

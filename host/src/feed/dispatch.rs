@@ -3,7 +3,7 @@
 //! record, report it completed, and give its slot and offset back to the feed's loop.
 
 use super::{publish, ActivationSink, Progress};
-use crate::activation::{ActivationMessage, Gate, Runner, Unreadable};
+use crate::activation::{Acknowledgement, ActivationMessage, Gate, Runner, Unreadable};
 use futures::FutureExt;
 use rdkafka::producer::FutureProducer;
 use std::panic::AssertUnwindSafe;
@@ -64,8 +64,20 @@ impl Dispatch {
     /// Whether its acknowledgement was published.
     async fn run_to_the_end(self, msg: ActivationMessage, partition: i32, offset: i64) -> bool {
         let runner = &self.runner;
+        let topic = msg.completion_topic();
+        // a blocking activation's result goes out while its logs are read; its completion
+        // only once the result is published (upstream orders them so)
+        let result: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>> = Default::default();
+        let on_result = |ack: Acknowledgement| {
+            let (producer, topic) = (self.producer.clone(), topic.clone());
+            let task = tokio::spawn(async move { publish(&producer, &topic, &ack).await });
+            *result.lock().expect("result lock") = Some(task);
+        };
         let outcome = loop {
-            match AssertUnwindSafe(runner.run(&msg)).catch_unwind().await {
+            match AssertUnwindSafe(runner.run(&msg, &on_result))
+                .catch_unwind()
+                .await
+            {
                 Ok(Some(outcome)) => break outcome,
                 Ok(None) => {}
                 Err(panic) => {
@@ -94,10 +106,11 @@ impl Dispatch {
             }
         };
         let _ = self.ran.send(());
-        let topic = msg.completion_topic();
-        for ack in outcome.early.iter().chain(std::iter::once(&outcome.last)) {
-            publish(&self.producer, &topic, ack).await;
+        let published = result.lock().expect("result lock").take();
+        if let Some(task) = published {
+            let _ = task.await;
         }
+        publish(&self.producer, &topic, &outcome.last).await;
         self.sink
             .write(&outcome.record, msg.user.stores_activations())
             .await;
