@@ -207,6 +207,9 @@ pub(crate) fn upkeep(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // a top-up that took longer than a tick (thousands of prewarms) is not followed by a
+        // burst of the ticks it missed
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u64 = 0;
         // containers the last list left out are looked at again on the next tick
         let mut recheck = false;
