@@ -1,5 +1,5 @@
 # keepwarm — one target for each thing a developer does.
-.PHONY: test demo demo-machines bench chaos verify plugins image
+.PHONY: test demo demo-machines bench chaos verify plugins image package
 
 ## Install and start everything the tests need, run the gates and all tests, stop what started.
 test:
@@ -38,3 +38,7 @@ plugins:
 
 image:
 	bash scripts/image.sh
+
+## The Debian package (binary, systemd unit, default config, WIT, plugins) into target/debian/.
+package:
+	bash scripts/package.sh

@@ -21,6 +21,7 @@ command -v curl >/dev/null || need_pkgs+=(curl)
 # the CouchDB test server (pouchdb-server, from npm)
 command -v node >/dev/null || need_pkgs+=(nodejs)
 command -v npm >/dev/null || need_pkgs+=(npm)
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)   # verifies the packaged unit
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   apt-get update -qq

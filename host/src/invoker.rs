@@ -14,6 +14,7 @@ use crate::parts::{upkeep, Parts};
 use crate::plugin::{FileState, HotPlugin, PluginState};
 use crate::pool::Pool;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -64,7 +65,36 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
         })
         .collect();
     let runner = parts.runner(pool.clone(), parts.factory.clone(), None);
-    let result = feed::run(parts.feed_config(), runner, parts.sink.clone(), shutdown).await;
+    // ready once the feed consumes: its plugins are loaded and its pool is up by then
+    let consuming = Arc::new(AtomicBool::new(false));
+    let probes = match &parts.config.invoker.status_address {
+        Some(address) => Some(serve_probes(address, consuming.clone(), shutdown.clone()).await?),
+        None => None,
+    };
+    let topic = parts.feed_config().topic;
+    let hooks = feed::FeedHooks {
+        on_consuming: Some(Arc::new({
+            let consuming = consuming.clone();
+            move || {
+                consuming.store(true, Ordering::Relaxed);
+                crate::service::ready(&format!("consuming {topic}"));
+            }
+        })),
+        ..Default::default()
+    };
+    let result = feed::run_with(
+        parts.feed_config(),
+        hooks,
+        None,
+        runner,
+        parts.sink.clone(),
+        shutdown,
+    )
+    .await;
+    consuming.store(false, Ordering::Relaxed);
+    if let Some(p) = probes {
+        p.abort();
+    }
     upkeep.abort();
     swaps.iter().for_each(|s| s.abort());
     if parts.config.invoker.destroy_on_exit {
@@ -131,4 +161,31 @@ async fn remove_leftovers(parts: &Parts, pool: &Pool) {
             tracing::warn!(container = %c.id, "cannot destroy a leftover container: {e}");
         }
     }
+}
+
+/// A single host's `/healthz` and `/readyz` (ready while the feed consumes).
+async fn serve_probes(
+    address: &str,
+    consuming: Arc<AtomicBool>,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use crate::cluster::server;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("[invoker] status-address {address}: {e}"))?;
+    tracing::info!(%address, "serving /healthz and /readyz");
+    let ready: server::Readiness = Arc::new(move || {
+        if consuming.load(Ordering::Relaxed) {
+            Ok("consuming".into())
+        } else {
+            Err("not consuming (starting or draining)".into())
+        }
+    });
+    Ok(tokio::spawn(server::serve(
+        listener,
+        server::health_router(ready),
+        None,
+        server::Limits::default(),
+        stopped,
+    )))
 }

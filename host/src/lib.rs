@@ -49,5 +49,6 @@ pub mod plugin;
 pub mod pool;
 pub mod role;
 pub mod rollout;
+pub mod service;
 pub mod step_down;
 pub mod testing;

@@ -139,6 +139,10 @@ pub async fn run_cluster(
         clients: feed::PreparedClients::default(),
     };
     tracing::info!(id = cluster.id, "cluster member started; standing by");
+    crate::service::ready(&format!(
+        "cluster member {} joined, plugins loaded; standing by",
+        cluster.id
+    ));
 
     // Feeds of earlier terms finishing activations that were already running.
     let mut draining: Vec<JoinHandle<()>> = Vec::new();
@@ -539,6 +543,7 @@ impl Member {
 
     fn report_takeover(&self, takeover: &Takeover, led_at: Instant) {
         tracing::info!(?takeover, "active");
+        crate::service::status(&format!("active (epoch {}), consuming", takeover.epoch));
         self.node.report(|r| {
             r.last_takeover = Some(takeover.clone());
             r.led_at_ms = Some(now_ms() - led_at.elapsed().as_millis() as i64);

@@ -21,12 +21,23 @@ pub struct Cluster {
     _certs: tempfile::TempDir,
 }
 
+/// A port nothing listens on now and this process never handed out before (two bare
+/// "bind port 0" calls can return the same port once the first listener is closed, and a
+/// cluster whose two members were given one port loses a member).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// GETs `path` from a host's status address (None when it does not answer).
@@ -39,6 +50,20 @@ pub fn get(address: &str, path: &str) -> Option<String> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// GETs `path`; the answer's status code and body (None when it does not answer).
+pub fn get_with_status(address: &str, path: &str) -> Option<(u16, String)> {
+    let addr = address.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
 }
 
 /// A host's `/status` (None when it does not answer).

@@ -253,6 +253,14 @@ manifest = "{runtimes}"
         }
     }
 
+    /// Waits for the process to exit (after a signal sent with [`Host::signal`]).
+    pub fn wait(&mut self) -> Option<i32> {
+        self.child
+            .take()
+            .and_then(|mut c| c.wait().ok())
+            .and_then(|s| s.code())
+    }
+
     /// SIGTERM and wait for the drain to finish.
     pub fn terminate(&mut self) -> Option<i32> {
         self.signal("-TERM");

@@ -1,7 +1,7 @@
 //! Cluster mode with real processes: three `keepwarm run` hosts on loopback, tansu, Docker.
 
 use keepwarm::clock::now_ms;
-use keepwarm_tests::cluster::Cluster;
+use keepwarm_tests::cluster::{get_with_status, Cluster};
 use keepwarm_tests::eventually;
 use keepwarm_tests::host::containers_of;
 use keepwarm_tests::kafka::{annotation, assert_echo_runs_warm, Controller};
@@ -295,7 +295,18 @@ fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
     cluster.hosts[standby].kill();
     std::fs::remove_dir_all(cluster.hosts[standby].dir.join("data/raft")).unwrap();
     cluster.hosts[standby].spawn();
+    // while it is not voting (catching up) it is not ready; seen as the rejoin is polled
+    let not_ready_while_behind = std::cell::Cell::new(true);
     let rejoined = || {
+        let address = &cluster.status_addresses[standby];
+        // `/readyz` first: a member that was ready is still voting when `/status` answers
+        let ready = get_with_status(address, "/readyz");
+        if let (Some((code, body)), Some(s)) = (ready, cluster.status(standby)) {
+            if s["voting"] == false && code == 200 {
+                eprintln!("ready while not voting: {body}");
+                not_ready_while_behind.set(false);
+            }
+        }
         cluster.status(standby).is_some_and(|s| {
             let now_active = cluster.active(Duration::from_millis(500));
             let leader_epoch = now_active
@@ -324,6 +335,7 @@ fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
         },
         || rejoined().then_some(()),
     );
+    assert!(not_ready_while_behind.get(), "/readyz said ready while not voting");
     // it did not vote while its log was blank, and votes again once caught up
     assert!(cluster.hosts[standby]
         .log()
@@ -339,4 +351,19 @@ fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
         .collect();
     assert_eq!(consuming.len(), 1, "{consuming:?}");
     assert_ne!(consuming[0], standby);
+    // `/readyz`: the active host because it consumes, the others as caught-up standbys
+    for i in 0..3 {
+        let address = &cluster.status_addresses[i];
+        let ready = get_with_status(address, "/readyz");
+        let want = if i == consuming[0] {
+            "ready: active, consuming"
+        } else {
+            "ready: standby of leader"
+        };
+        assert!(
+            ready.as_ref().is_some_and(|(code, body)| *code == 200 && body.starts_with(want)),
+            "member {i}: {ready:?}, want {want}"
+        );
+        assert_eq!(get_with_status(address, "/healthz"), Some((200, "ok\n".into())));
+    }
 }

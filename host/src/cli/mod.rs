@@ -20,11 +20,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where `keepwarm run` reads its config without `--config` (the package installs it).
+pub const DEFAULT_CONFIG: &str = "/etc/keepwarm/keepwarm.toml";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run an invoker host until SIGTERM or Ctrl-C (in-flight activations finish first).
     Run {
-        #[arg(long)]
+        /// The host's config file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Show a cluster member's view: role, leader, epoch, replicated pool, last takeover.
@@ -295,6 +299,7 @@ async fn serve(path: PathBuf) -> i32 {
             _ = int.recv() => {}
         }
         tracing::info!("signal received: draining (a second SIGTERM exits at once)");
+        crate::service::stopping();
         let _ = stop.send(true);
         tokio::select! {
             _ = term.recv() => {}
@@ -303,7 +308,12 @@ async fn serve(path: PathBuf) -> i32 {
         tracing::warn!("second signal: exiting without draining");
         std::process::exit(130);
     });
-    match crate::invoker::run(config, stopped).await {
+    let watchdog = crate::service::watch();
+    let result = crate::invoker::run(config, stopped).await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");

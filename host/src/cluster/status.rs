@@ -9,6 +9,10 @@ use crate::pool::PoolStats;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Log entries a standby may hold unapplied and still be ready (entries are applied within
+/// milliseconds of arriving; more means it is working through a backlog).
+const CAUGHT_UP: u64 = 64;
+
 /// What a takeover did, for status and the demo.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Takeover {
@@ -129,6 +133,8 @@ pub struct MemberStatus {
     pub leader: Option<u64>,
     pub term: u64,
     pub last_applied: Option<u64>,
+    /// The last log index this member holds (applied or not).
+    pub last_log: Option<u64>,
     /// False while a member whose storage was lost catches up (it does not vote).
     pub voting: bool,
     /// The current claim: its epoch and the member that made it.
@@ -158,6 +164,7 @@ impl MemberStatus {
             leader: m.current_leader,
             term: m.current_term,
             last_applied: m.last_applied.map(|l| l.index),
+            last_log: m.last_log_index,
             voting,
             epoch: state.claim.epoch,
             active: state.claim.node,
@@ -170,6 +177,38 @@ impl MemberStatus {
                 .as_ref()
                 .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect()),
             host,
+        }
+    }
+
+    /// Whether this member can do its job (`/readyz`): the active host while it consumes; a
+    /// standby once its plugins are loaded, it votes (a member whose storage was lost catches
+    /// up first), it knows a leader and it has applied what it was sent.
+    pub fn readiness(&self) -> Result<String, String> {
+        if self.host.plugins.is_empty() {
+            return Err("loading its plugins".into());
+        }
+        match self.host.role {
+            Role::Active if self.host.consuming => {
+                return Ok(format!("active, consuming (epoch {})", self.epoch))
+            }
+            Role::Active | Role::Takeover => return Err("taking the active role over".into()),
+            Role::SteppingDown | Role::HandingOver => {
+                return Err("handing the active role over".into())
+            }
+            Role::Standby => {}
+        }
+        if !self.voting {
+            return Err("catching up after losing its storage (not voting yet)".into());
+        }
+        let Some(leader) = self.leader else {
+            return Err("no leader known".into());
+        };
+        match (self.last_applied, self.last_log) {
+            (applied, Some(log)) if applied.unwrap_or(0) + CAUGHT_UP < log => Err(format!(
+                "behind: applied {} of {log} log entries",
+                applied.unwrap_or(0)
+            )),
+            _ => Ok(format!("standby of leader {leader}, caught up")),
         }
     }
 
@@ -319,5 +358,37 @@ mod tests {
             text.contains("keepwarm_replication_lag{member=\"3\"} 50\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn readiness_says_why_a_member_cannot_do_its_job() {
+        let mut s = MemberStatus {
+            voting: true,
+            leader: Some(1),
+            last_applied: Some(500),
+            last_log: Some(500),
+            ..Default::default()
+        };
+        assert_eq!(s.readiness().unwrap_err(), "loading its plugins");
+        s.host.plugins.push(PluginReport::default());
+        assert!(s.readiness().unwrap().contains("caught up"));
+        // a standby working through a backlog
+        s.last_applied = Some(100);
+        assert!(s.readiness().unwrap_err().contains("behind: applied 100 of 500"));
+        s.last_applied = Some(480);
+        assert!(s.readiness().is_ok());
+        // one that lost its storage and is catching up does not vote yet
+        s.voting = false;
+        assert!(s.readiness().unwrap_err().contains("not voting"));
+        s.voting = true;
+        s.leader = None;
+        assert_eq!(s.readiness().unwrap_err(), "no leader known");
+        // the active host is ready while it consumes
+        s.host.role = Role::Active;
+        assert!(s.readiness().is_err());
+        s.host.consuming = true;
+        assert!(s.readiness().unwrap().starts_with("active, consuming"));
+        s.host.role = Role::SteppingDown;
+        assert!(s.readiness().is_err());
     }
 }

@@ -1,5 +1,7 @@
 //! The status listener (`[cluster] status-address`, loopback by default): `/status` and
-//! `/metrics`, optionally behind a bearer token compared in constant time.
+//! `/metrics`, optionally behind a bearer token compared in constant time, and `/healthz` and
+//! `/readyz` for probes, open (they say no more than whether the host can do its job). A
+//! single host serves the two probes alone (`[invoker] status-address`).
 
 use super::server::{answer, error, Refusal};
 use super::transport::same;
@@ -13,6 +15,37 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 /// What the status listener serves.
 pub type Status = Arc<dyn Fn() -> super::status::MemberStatus + Send + Sync>;
+
+/// Whether the host can do its job now, and in a few words why (not).
+pub type Readiness = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// `/healthz`: the process answers. `/readyz`: 200 and why when `ready` says so, else 503
+/// and why not.
+pub fn health_router(ready: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    match ready() {
+                        Ok(why) => (StatusCode::OK, format!("ready: {why}\n")),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                        ),
+                    }
+                }
+            }),
+        )
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(1024))
+        .layer(super::server::deadline(
+            super::server::Limits::default().request,
+        ))
+}
 
 #[derive(Clone)]
 struct StatusState {
@@ -41,16 +74,18 @@ impl StatusState {
 
 /// The status listener's routes; `token`, when set, is required as a bearer token.
 pub fn status_router(status: Status, token: Option<Arc<str>>) -> Router {
+    let of = status.clone();
+    let ready: Readiness = Arc::new(move || of().readiness());
     Router::new()
         .route("/status", get(status_json))
         .route("/metrics", get(metrics))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(1024))
         .layer(super::server::deadline(
             super::server::Limits::default().request,
         ))
         .with_state(StatusState { status, token })
+        .merge(health_router(ready))
 }
 
 async fn status_json(State(s): State<StatusState>, headers: HeaderMap) -> Response {

@@ -185,6 +185,10 @@ pub struct InvokerSection {
     /// `NAME.wasm`.
     #[serde(default)]
     pub plugins_dir: Option<PathBuf>,
+    /// A single host's probe listener: `/healthz` and `/readyz` (a cluster member serves them
+    /// on its `[cluster] status-address`). Off when unset.
+    #[serde(default)]
+    pub status_address: Option<String>,
 }
 
 /// Where activation logs go.

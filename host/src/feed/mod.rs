@@ -98,6 +98,8 @@ pub struct FeedHooks {
     /// Until when (epoch millis) an activation is left to the member that handed over: it is
     /// held back, skipped once reported finished, and run if it is not by then.
     pub lent_until: Option<LentUntil>,
+    /// Called once the feed's partitions are assigned and it consumes.
+    pub on_consuming: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for FeedHooks {
@@ -155,6 +157,9 @@ pub async fn run_with(
     tracing::info!(topic = %config.topic, ?partitions, "feed consuming");
     if let Some(p) = &hooks.progress {
         let _ = p.send(Progress::Consuming);
+    }
+    if let Some(f) = &hooks.on_consuming {
+        f();
     }
 
     let health = tokio::spawn(ping_health(producer.clone(), runner.instance.clone()));
