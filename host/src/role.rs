@@ -348,6 +348,8 @@ impl Member {
             lent_until: Some(Arc::new(move |id: &str| {
                 lent_state.read().expect("state lock").lent_until(id)
             })),
+            // the role reports consuming itself (`Progress::Consuming`)
+            on_consuming: None,
         };
         // Containers the member that handed over still uses, until it hands them back.
         let mut lent = takeover.lent.clone();

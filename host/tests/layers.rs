@@ -11,7 +11,14 @@ use std::path::{Path, PathBuf};
 
 /// Lowest first. Modules on one line are peers and must not name each other.
 const LAYERS: &[&[&str]] = &[
-    &["clock", "json_file", "data_dir", "couchdb", "pem", "service"],
+    &[
+        "clock",
+        "json_file",
+        "data_dir",
+        "couchdb",
+        "pem",
+        "service",
+    ],
     &["factory"],
     &["testing"],
     &["plugin", "fence", "engines"],

@@ -335,7 +335,10 @@ fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
         },
         || rejoined().then_some(()),
     );
-    assert!(not_ready_while_behind.get(), "/readyz said ready while not voting");
+    assert!(
+        not_ready_while_behind.get(),
+        "/readyz said ready while not voting"
+    );
     // it did not vote while its log was blank, and votes again once caught up
     assert!(cluster.hosts[standby]
         .log()
@@ -351,19 +354,32 @@ fn a_restarted_cluster_reattaches_destroys_orphans_and_a_wiped_host_rejoins() {
         .collect();
     assert_eq!(consuming.len(), 1, "{consuming:?}");
     assert_ne!(consuming[0], standby);
-    // `/readyz`: the active host because it consumes, the others as caught-up standbys
+    // `/readyz`: the active host because it consumes, the others as caught-up standbys once
+    // their plugins are loaded (the rejoined one may still be loading them)
     for i in 0..3 {
         let address = &cluster.status_addresses[i];
-        let ready = get_with_status(address, "/readyz");
         let want = if i == consuming[0] {
             "ready: active, consuming"
         } else {
             "ready: standby of leader"
         };
-        assert!(
-            ready.as_ref().is_some_and(|(code, body)| *code == 200 && body.starts_with(want)),
-            "member {i}: {ready:?}, want {want}"
+        eventually(
+            Duration::from_secs(30),
+            || {
+                format!(
+                    "member {i}: {:?}, want {want}",
+                    get_with_status(address, "/readyz")
+                )
+            },
+            || {
+                get_with_status(address, "/readyz")
+                    .filter(|(code, body)| *code == 200 && body.starts_with(want))
+                    .map(|_| ())
+            },
         );
-        assert_eq!(get_with_status(address, "/healthz"), Some((200, "ok\n".into())));
+        assert_eq!(
+            get_with_status(address, "/healthz"),
+            Some((200, "ok\n".into()))
+        );
     }
 }

@@ -33,7 +33,9 @@ fn the_packaged_unit_verifies_with_systemd_analyze() {
         .arg("verify")
         .arg(&file)
         .output()
-        .expect("systemd-analyze (Debian's `systemd` package; the README's test command installs it)");
+        .expect(
+            "systemd-analyze (Debian's `systemd` package; the README's test command installs it)",
+        );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // an unknown key or a bad value is only a warning: there must be none

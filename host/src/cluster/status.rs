@@ -374,7 +374,10 @@ mod tests {
         assert!(s.readiness().unwrap().contains("caught up"));
         // a standby working through a backlog
         s.last_applied = Some(100);
-        assert!(s.readiness().unwrap_err().contains("behind: applied 100 of 500"));
+        assert!(s
+            .readiness()
+            .unwrap_err()
+            .contains("behind: applied 100 of 500"));
         s.last_applied = Some(480);
         assert!(s.readiness().is_ok());
         // one that lost its storage and is catching up does not vote yet

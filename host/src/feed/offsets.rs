@@ -5,7 +5,7 @@
 
 use super::Progress;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tokio::sync::mpsc;
 
 /// In-flight offsets per partition.
@@ -110,7 +110,7 @@ impl FileOffsets {
 }
 
 /// The writer thread: writes the newest offsets until the store is closed and nothing is left.
-fn write_offsets(path: &PathBuf, pending: &Pending) {
+fn write_offsets(path: &Path, pending: &Pending) {
     loop {
         let next = {
             let mut slot = pending.slot.lock().expect("offsets lock");
