@@ -184,16 +184,18 @@ fn demo(stage: &Stage) {
         })
         .unwrap_or_default();
 
+    // an activation is done once its slot is freed (a completion); a blocking one also gets
+    // its result before that, which is not a second acknowledgement
     let all = controller.poll_until(Duration::from_secs(120), |c| {
-        ids.iter().all(|(_, i)| c.received.contains_key(i))
+        ids.iter().all(|(_, i)| c.completions(i) > 0)
     });
     let lost = ids
         .iter()
-        .filter(|(_, i)| !controller.received.contains_key(i))
+        .filter(|(_, i)| controller.completions(i) == 0)
         .count();
     let duplicated = ids
         .iter()
-        .filter(|(_, i)| controller.received.get(i).is_some_and(|a| a.len() > 1))
+        .filter(|(_, i)| controller.completions(i) > 1)
         .count();
 
     // What the new host ran, per action, in the order it started them (start time on this

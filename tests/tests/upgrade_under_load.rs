@@ -241,8 +241,21 @@ fn swaps_and_a_rolling_restart_under_load_lose_nothing_and_keep_every_container(
             (cluster, pauses)
         })
     };
+    // the load goes on until the upgrades are done, or the thread doing them failed (its
+    // panic, with its message, comes out of `join`)
+    let watcher = {
+        let rolling = rolling.clone();
+        std::thread::spawn(move || {
+            let result = roller.join();
+            rolling.store(true, Ordering::SeqCst);
+            result
+        })
+    };
     send_for(&mut c, Duration::ZERO, Some(&rolling));
-    let (cluster, pauses) = roller.join().unwrap();
+    let (cluster, pauses) = match watcher.join().unwrap() {
+        Ok(done) => done,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
     send_for(&mut c, Duration::from_secs(2), None);
 
     let ids: Vec<String> = sent
