@@ -13,20 +13,19 @@
 //!
 //! A summary table closes the run.
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use bollard::Docker;
 use keepwarm::factory::{ContainerFactory, ContainerSpec};
 use keepwarm_tests::docker_sim::{SimEngine, SimOptions};
 use keepwarm_tests::host::{Host, HostOptions, PluginChoice};
 use keepwarm_tests::kafka::{annotation, Controller};
+use keepwarm_tests::native::{docker_run, remove};
 use keepwarm_tests::proxy::{init_script, ProxyClient, ECHO_ACTION};
 use keepwarm_tests::stats::{ratio, summarize, Summary};
 use keepwarm_tests::{component, load_with, spec};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -73,49 +72,6 @@ fn wait_of(record: &Value) -> Duration {
     )
 }
 
-/// `docker run -d -p 127.0.0.1::8080 IMAGE` as the Engine API calls it makes.
-async fn docker_run(docker: &Docker, name: &str) -> (String, String) {
-    let body = ContainerCreateBody {
-        image: Some(IMAGE.into()),
-        exposed_ports: Some(vec!["8080/tcp".into()]),
-        host_config: Some(HostConfig {
-            memory: Some(128 << 20),
-            memory_swap: Some(128 << 20),
-            port_bindings: Some(HashMap::from([(
-                "8080/tcp".into(),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )])),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let options = CreateContainerOptions {
-        name: Some(name.into()),
-        ..Default::default()
-    };
-    let created = docker.create_container(Some(options), body).await.unwrap();
-    docker.start_container(&created.id, None).await.unwrap();
-    let inspect = docker.inspect_container(&created.id, None).await.unwrap();
-    let port = inspect.network_settings.unwrap().ports.unwrap()["8080/tcp"]
-        .clone()
-        .unwrap()[0]
-        .host_port
-        .clone()
-        .unwrap();
-    (created.id, format!("127.0.0.1:{port}"))
-}
-
-async fn remove(docker: &Docker, id: &str) {
-    let force = RemoveContainerOptions {
-        force: true,
-        ..Default::default()
-    };
-    let _ = docker.remove_container(id, Some(force)).await;
-}
-
 /// Part 1's samples.
 #[derive(Default)]
 struct Starts {
@@ -159,7 +115,12 @@ fn real_docker(rt: &Runtime) -> Starts {
     c.wait_for(&id, WAIT);
     for i in 0..ROUNDS {
         let t = Instant::now();
-        let (cid, address) = rt.block_on(docker_run(&docker, &format!("kwcs-n-{tag}-{i}")));
+        let (cid, address) = rt.block_on(docker_run(
+            &docker,
+            IMAGE,
+            &format!("kwcs-n-{tag}-{i}"),
+            &[],
+        ));
         rt.block_on(proxy.post_ready(&address, "/init", &init_script(ECHO_ACTION), READY))
             .unwrap();
         starts.docker_run.push(t.elapsed());

@@ -3,14 +3,12 @@
 //! run; then attach of 100 existing containers through the plugin, sequential and parallel,
 //! against native inspects of the same containers.
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use bollard::Docker;
 use keepwarm::factory::{Container, ContainerFactory, ContainerSpec};
+use keepwarm_tests::native::{docker_run, remove};
 use keepwarm_tests::proxy::{init_script, ProxyClient, ECHO_ACTION};
 use keepwarm_tests::stats::{compare, ratio};
 use keepwarm_tests::{component, load_with, spec};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "keepwarm/action-runtime:latest";
@@ -30,50 +28,7 @@ fn container_spec(name: &str) -> ContainerSpec {
 }
 
 async fn native_create(docker: &Docker, name: &str) -> (String, String) {
-    let body = ContainerCreateBody {
-        image: Some(IMAGE.into()),
-        labels: Some(HashMap::from([("keepwarm.cluster".into(), "bench".into())])),
-        exposed_ports: Some(vec!["8080/tcp".into()]),
-        host_config: Some(HostConfig {
-            memory: Some(128 << 20),
-            memory_swap: Some(128 << 20),
-            port_bindings: Some(HashMap::from([(
-                "8080/tcp".into(),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )])),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let options = CreateContainerOptions {
-        name: Some(name.into()),
-        ..Default::default()
-    };
-    let created = docker.create_container(Some(options), body).await.unwrap();
-    docker.start_container(&created.id, None).await.unwrap();
-    let inspect = docker.inspect_container(&created.id, None).await.unwrap();
-    let port = inspect.network_settings.unwrap().ports.unwrap()["8080/tcp"]
-        .clone()
-        .unwrap()[0]
-        .host_port
-        .clone()
-        .unwrap();
-    (created.id, format!("127.0.0.1:{port}"))
-}
-
-async fn remove(docker: &Docker, id: &str) {
-    let _ = docker
-        .remove_container(
-            id,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await;
+    docker_run(docker, IMAGE, name, &[("keepwarm.cluster", "bench")]).await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

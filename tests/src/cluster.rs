@@ -42,14 +42,7 @@ fn free_port() -> u16 {
 
 /// GETs `path` from a host's status address (None when it does not answer).
 pub fn get(address: &str, path: &str) -> Option<String> {
-    let addr = address.parse().ok()?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+    get_with_status(address, path).map(|(_, body)| body)
 }
 
 /// GETs `path`; the answer's status code and body (None when it does not answer).

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod host;
 pub mod kafka;
 pub mod mesos;
+pub mod native;
 pub mod netbed;
 pub mod pipeline;
 pub mod proxy;
