@@ -325,8 +325,15 @@ fn note_progress(
         Progress::Completed(id) => completed.push(id),
         Progress::Consuming => {
             node.report(|r| {
+                let now = now_ms();
+                if let (false, Some(led), Some(takeover)) =
+                    (r.consuming, r.led_at_ms, &r.last_takeover)
+                {
+                    let took = std::time::Duration::from_millis(now.saturating_sub(led) as u64);
+                    crate::metrics::global().takeover(took, takeover);
+                }
                 r.consuming = true;
-                r.consuming_since_ms = Some(now_ms());
+                r.consuming_since_ms = Some(now);
             });
         }
     }

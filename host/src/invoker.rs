@@ -68,7 +68,9 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
     // ready once the feed consumes: its plugins are loaded and its pool is up by then
     let consuming = Arc::new(AtomicBool::new(false));
     let probes = match &parts.config.invoker.status_address {
-        Some(address) => Some(serve_probes(address, consuming.clone(), shutdown.clone()).await?),
+        Some(address) => {
+            Some(serve_probes(address, consuming.clone(), pool.clone(), shutdown.clone()).await?)
+        }
         None => None,
     };
     let topic = parts.feed_config().topic;
@@ -163,17 +165,18 @@ async fn remove_leftovers(parts: &Parts, pool: &Pool) {
     }
 }
 
-/// A single host's `/healthz` and `/readyz` (ready while the feed consumes).
+/// A single host's `/healthz` and `/readyz` (ready while the feed consumes) and `/metrics`.
 async fn serve_probes(
     address: &str,
     consuming: Arc<AtomicBool>,
+    pool: Arc<Pool>,
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use crate::cluster::server;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| anyhow::anyhow!("[invoker] status-address {address}: {e}"))?;
-    tracing::info!(%address, "serving /healthz and /readyz");
+    tracing::info!(%address, "serving /healthz, /readyz and /metrics");
     let ready: server::Readiness = Arc::new(move || {
         if consuming.load(Ordering::Relaxed) {
             Ok("consuming".into())
@@ -183,7 +186,15 @@ async fn serve_probes(
     });
     Ok(tokio::spawn(server::serve(
         listener,
-        server::health_router(ready),
+        axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let pool = pool.clone();
+                    async move { server::metrics_text(String::new(), Some(&pool.stats())) }
+                }),
+            )
+            .merge(server::health_router(ready)),
         None,
         server::Limits::default(),
         stopped,

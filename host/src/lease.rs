@@ -99,6 +99,7 @@ pub fn watch_leadership(
         // `lease/4`, doubling to half a second, so an unreachable quorum is not asked in a
         // busy loop. A round that succeeds resets it.
         let mut pause = round;
+        let mut was_held = false;
         loop {
             {
                 let m = metrics.borrow_and_update();
@@ -116,7 +117,15 @@ pub fn watch_leadership(
                     lease.acknowledged(lease.now_ms(), Duration::from_millis(ms));
                 }
             }
-            if !lease.held() {
+            if was_held && !lease.held() {
+                tracing::warn!(
+                    term,
+                    "the lease lapsed: no quorum acknowledgement within lease-ms"
+                );
+                crate::metrics::global().lease_lapsed();
+            }
+            was_held = lease.held();
+            if !was_held {
                 // Lapsed (or never held): only an explicit round, timed from before it was
                 // sent, renews it.
                 let asked = lease.now_ms();

@@ -43,6 +43,7 @@ pub mod fence;
 pub mod invoker;
 pub mod json_file;
 pub mod lease;
+pub mod metrics;
 pub mod parts;
 pub mod pem;
 pub mod plugin;

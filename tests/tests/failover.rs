@@ -115,6 +115,18 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
         metrics.contains("keepwarm_leader 1") && metrics.contains("keepwarm_consuming 1"),
         "{metrics}"
     );
+    // the takeover in keepwarm's own metrics: one failover observed, the containers adopted
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(sample("keepwarm_failover_seconds_count") >= 1.0, "{metrics}");
+    assert!(
+        sample("keepwarm_takeover_containers_total{fate=\"adopted\"}") >= kept_before as f64,
+        "{metrics}"
+    );
     // the warm action runs warm on the new host: no cold start
     assert_echo_runs_warm(&rt, &mut c, json!({"after": "failover"}));
 

@@ -15,6 +15,18 @@ pub enum StatusCode {
     WhiskError = 3,
 }
 
+impl StatusCode {
+    /// Upstream's `ActivationResponse.statusForCode`: the `status` label of its metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            StatusCode::Success => "success",
+            StatusCode::ApplicationError => "application_error",
+            StatusCode::DeveloperError => "action_developer_error",
+            StatusCode::WhiskError => "whisk_internal_error",
+        }
+    }
+}
+
 impl From<StatusCode> for u8 {
     fn from(c: StatusCode) -> u8 {
         c as u8

@@ -30,7 +30,7 @@ use tokio::sync::{watch, Semaphore};
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub use super::rpc_server::Peer;
-pub use super::status_server::{health_router, status_router, Readiness, Status};
+pub use super::status_server::{health_router, metrics_text, status_router, Readiness, Status};
 
 /// How much any one client may take of a listener.
 #[derive(Debug, Clone, Copy)]

@@ -99,9 +99,16 @@ async fn metrics(State(s): State<StatusState>, headers: HeaderMap) -> Response {
     if let Err(refusal) = s.allowed(&headers) {
         return refusal.into_response();
     }
+    let status = (s.status)();
+    metrics_text(status.prometheus(), status.host.pool.as_ref())
+}
+
+/// `/metrics`: `gauges` (a cluster member's status), then the process's registry
+/// ([`crate::metrics`]) with the pool's gauges from `pool`.
+pub fn metrics_text(gauges: String, pool: Option<&crate::pool::PoolStats>) -> Response {
     (
-        [("content-type", "text/plain; version=0.0.4")],
-        (s.status)().prometheus(),
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        gauges + &crate::metrics::global().encode(pool),
     )
         .into_response()
 }

@@ -111,6 +111,7 @@ impl Dispatch {
             let _ = task.await;
         }
         publish(&self.producer, &topic, &outcome.last).await;
+        crate::metrics::global().activation(&outcome.record, &msg.user.namespace.name);
         self.sink
             .write(&outcome.record, msg.user.stores_activations())
             .await;

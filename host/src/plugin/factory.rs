@@ -341,21 +341,31 @@ impl WasmFactory {
         let operation = op.name();
         instance.store.set_epoch_deadline(self.deadline_ticks());
         instance.store.data_mut().cap.hit = false;
-        match tokio::time::timeout(self.limits.call_timeout, instance.invoke(op)).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.limits.call_timeout, instance.invoke(op)).await
+        {
             Err(_) => Err(PluginError::Timeout {
                 plugin: self.name.clone(),
                 operation,
                 limit_ms: self.limits.call_timeout.as_millis() as u64,
-            }
-            .into()),
-            Ok(Err(trap)) => Err(self.fault(operation, instance, trap).into()),
-            Ok(Ok(Err(e))) => Err(CallError::Factory {
+            }),
+            Ok(Err(trap)) => Err(self.fault(operation, instance, trap)),
+            Ok(Ok(Err(e))) => Ok(Err(CallError::Factory {
                 plugin: self.name.clone(),
                 operation,
                 error: e.into(),
-            }),
-            Ok(Ok(Ok(reply))) => Ok(reply),
-        }
+            })),
+            Ok(Ok(Ok(reply))) => Ok(Ok(reply)),
+        };
+        let fault = match &result {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) => Some("factory_error"),
+            Err(PluginError::Timeout { .. }) => Some("timeout"),
+            Err(PluginError::MemoryCap { .. }) => Some("memory_cap"),
+            Err(_) => Some("trap"),
+        };
+        crate::metrics::global().plugin_call(&self.name, operation, started.elapsed(), fault);
+        result.unwrap_or_else(|fault| Err(fault.into()))
     }
 
     fn fault(

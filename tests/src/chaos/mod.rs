@@ -479,13 +479,23 @@ fn check(report: &mut Report, bed: &Bed, controller: &Controller, ids: &[String]
         .filter(|i| !controller.received.contains_key(*i))
         .count();
     report.duplicates = ids.iter().filter(|i| controller.completions(i) > 1).count();
-    report.keepwarm_errors = ids
+    for (id, acks) in ids
         .iter()
-        .filter_map(|i| controller.received.get(i))
-        .flatten()
-        .filter_map(|a| a.get("response").filter(|r| r.is_object()))
-        .filter(|r| r["response"]["statusCode"].as_i64().unwrap_or(0) != 0)
-        .count();
+        .filter_map(|i| Some((i, controller.received.get(i)?)))
+    {
+        for ack in acks {
+            let Some(record) = ack.get("response").filter(|r| r.is_object()) else {
+                continue;
+            };
+            if record["response"]["statusCode"].as_i64().unwrap_or(0) != 0 {
+                report.keepwarm_errors += 1;
+                eprintln!(
+                    "[chaos] error caused by keepwarm: {id} at {}: {}",
+                    record["start"], record["response"]
+                );
+            }
+        }
+    }
 
     let mut claims: Vec<Claim> = bed
         .cluster

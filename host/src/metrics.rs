@@ -1,0 +1,468 @@
+//! The Prometheus metrics every host serves on `/metrics` (with `prometheus-client`): the
+//! names OpenWhisk operators already graph, and keepwarm's own.
+//!
+//! - OpenWhisk's user-event metrics, named and labelled as upstream's `PrometheusRecorder`
+//!   (user-events service, simpleclient 0.6) writes them: `openwhisk_action_activations_total`,
+//!   `openwhisk_action_coldStarts_total`, `openwhisk_action_status`,
+//!   `openwhisk_action_status_code`, `openwhisk_action_{waitTime,initTime,duration}_seconds`,
+//!   `openwhisk_action_response_size_bytes`, `openwhisk_action_memory`. One activation
+//!   record is one event, as upstream's `Activation.from(WhiskActivation)` reads it.
+//! - The container pool's gauges (upstream's `containerPool_*` markers).
+//! - keepwarm's own: failover time, containers adopted and lost per takeover, lease lapses,
+//!   plugin call latency and faults by plugin and operation.
+//!
+//! The registry is process-wide ([`global`]): activations, takeovers, leases and plugin calls
+//! happen in different modules and each records where it happens.
+
+use crate::activation::WhiskActivation;
+use crate::pool::PoolStats;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// simpleclient's default buckets (seconds), which upstream's histograms use.
+const UPSTREAM_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Upstream's `MAX_ACTIVATION_ENTITY_LIMIT` (1 MiB): the response size buckets are ten of it.
+const ENTITY_LIMIT_BYTES: f64 = 1_048_576.0;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActivationLabels {
+    namespace: String,
+    initiator: String,
+    action: String,
+    kind: String,
+    memory: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    namespace: String,
+    initiator: String,
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    namespace: String,
+    initiator: String,
+    action: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusCodeLabels {
+    namespace: String,
+    initiator: String,
+    action: String,
+    status_code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FateLabels {
+    fate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    plugin: String,
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FaultLabels {
+    plugin: String,
+    operation: String,
+    fault: String,
+}
+
+/// A counter written as simpleclient 0.6 writes one: the sample carries the registered name
+/// as is (`openwhisk_action_status`, no `_total` added).
+#[derive(Debug, Default)]
+struct UpstreamCounter(Counter);
+
+impl TypedMetric for UpstreamCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for UpstreamCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&(self.0.get() as i64))
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Buckets(fn() -> Vec<f64>);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new((self.0)())
+    }
+}
+
+fn seconds_buckets() -> Vec<f64> {
+    UPSTREAM_BUCKETS.to_vec()
+}
+
+fn size_buckets() -> Vec<f64> {
+    (0..10).map(|i| i as f64 * ENTITY_LIMIT_BYTES).collect()
+}
+
+/// Plugin calls take from tens of microseconds to the call deadline.
+fn call_buckets() -> Vec<f64> {
+    vec![
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0,
+    ]
+}
+
+/// Failovers are budgeted in hundreds of milliseconds; a slow one takes seconds.
+fn failover_buckets() -> Vec<f64> {
+    vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0]
+}
+
+/// Every metric this process exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    activations: Family<ActivationLabels, Counter>,
+    cold_starts: Family<ActionLabels, Counter>,
+    status: Family<StatusLabels, UpstreamCounter>,
+    status_code: Family<StatusCodeLabels, UpstreamCounter>,
+    wait_time: Family<ActionLabels, Histogram, Buckets>,
+    init_time: Family<ActionLabels, Histogram, Buckets>,
+    duration: Family<ActionLabels, Histogram, Buckets>,
+    response_size: Family<ActionLabels, Histogram, Buckets>,
+    memory: Family<ActionLabels, Gauge>,
+    pool_count: Family<StateLabels, Gauge>,
+    pool_memory: Gauge,
+    failover: Histogram,
+    takeover_containers: Family<FateLabels, Counter>,
+    lease_lapses: Counter,
+    plugin_calls: Family<CallLabels, Histogram, Buckets>,
+    plugin_faults: Family<FaultLabels, Counter>,
+}
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let histograms = |f: fn() -> Vec<f64>| Family::new_with_constructor(Buckets(f));
+        let m = Metrics {
+            activations: Family::default(),
+            cold_starts: Family::default(),
+            status: Family::default(),
+            status_code: Family::default(),
+            wait_time: histograms(seconds_buckets),
+            init_time: histograms(seconds_buckets),
+            duration: histograms(seconds_buckets),
+            response_size: histograms(size_buckets),
+            memory: Family::default(),
+            pool_count: Family::default(),
+            pool_memory: Gauge::default(),
+            failover: Histogram::new(failover_buckets()),
+            takeover_containers: Family::default(),
+            lease_lapses: Counter::default(),
+            plugin_calls: Family::new_with_constructor(Buckets(call_buckets)),
+            plugin_faults: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "openwhisk_action_activations",
+            "Activation Count",
+            m.activations.clone(),
+        );
+        r.register(
+            "openwhisk_action_coldStarts",
+            "Cold start counts",
+            m.cold_starts.clone(),
+        );
+        r.register(
+            "openwhisk_action_status",
+            "Activation failure status type",
+            m.status.clone(),
+        );
+        r.register(
+            "openwhisk_action_status_code",
+            "status code returned in action result response set by developer",
+            m.status_code.clone(),
+        );
+        r.register(
+            "openwhisk_action_waitTime_seconds",
+            "Internal system hold time",
+            m.wait_time.clone(),
+        );
+        r.register(
+            "openwhisk_action_initTime_seconds",
+            "Time it took to initialize an action, e.g. docker init",
+            m.init_time.clone(),
+        );
+        r.register(
+            "openwhisk_action_duration_seconds",
+            "Actual time the action code was running",
+            m.duration.clone(),
+        );
+        r.register(
+            "openwhisk_action_response_size_bytes",
+            "Activation Response size",
+            m.response_size.clone(),
+        );
+        r.register(
+            "openwhisk_action_memory",
+            "Memory consumption of the action containers",
+            m.memory.clone(),
+        );
+        r.register(
+            "openwhisk_containerPool_containers",
+            "Containers of the active host's pool by state: prewarmed, warmed (idle), busy, all",
+            m.pool_count.clone(),
+        );
+        r.register(
+            "openwhisk_containerPool_memory_megabytes",
+            "Memory (the actions' limits, MB) the active host's pool holds",
+            m.pool_memory.clone(),
+        );
+        r.register(
+            "keepwarm_failover_seconds",
+            "Takeovers by this host: from the claim's election (this host became leader) to consuming",
+            m.failover.clone(),
+        );
+        r.register(
+            "keepwarm_takeover_containers",
+            "Containers by fate at this host's takeovers: adopted (re-attached), lost (gone or unhealthy), busy_destroyed, orphans_destroyed",
+            m.takeover_containers.clone(),
+        );
+        r.register(
+            "keepwarm_lease_lapses",
+            "Times the active host's lease lapsed (no quorum acknowledgement within lease-ms)",
+            m.lease_lapses.clone(),
+        );
+        r.register(
+            "keepwarm_plugin_call_seconds",
+            "Plugin calls by plugin and operation: time inside the sandbox",
+            m.plugin_calls.clone(),
+        );
+        r.register(
+            "keepwarm_plugin_faults",
+            "Plugin calls that faulted, by plugin, operation and fault (trap, timeout, memory_cap, factory_error)",
+            m.plugin_faults.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// One finished activation, as upstream's user-events service records an `Activation`
+    /// event; `initiator` is the invoking user's namespace. Records without `path` and `kind`
+    /// annotations are skipped, as upstream's `Activation.from` skips them.
+    pub fn activation(&self, record: &WhiskActivation, initiator: &str) {
+        let (Some(path), Some(kind)) = (
+            record.annotation("path").and_then(|v| v.as_str()),
+            record.annotation("kind").and_then(|v| v.as_str()),
+        ) else {
+            return;
+        };
+        let (namespace, action) = path.split_once('/').unwrap_or((path, ""));
+        let millis = |key: &str| record.annotation(key).and_then(|v| v.as_i64()).unwrap_or(0);
+        let memory = record
+            .annotation("limits")
+            .and_then(|l| l["memory"].as_i64())
+            .unwrap_or(0);
+        let action_labels = ActionLabels {
+            namespace: namespace.to_owned(),
+            initiator: initiator.to_owned(),
+            action: action.to_owned(),
+        };
+        self.activations
+            .get_or_create(&ActivationLabels {
+                namespace: namespace.to_owned(),
+                initiator: initiator.to_owned(),
+                action: action.to_owned(),
+                kind: kind.to_owned(),
+                memory: memory.to_string(),
+            })
+            .inc();
+        self.memory.get_or_create(&action_labels).set(memory);
+        let init = millis("initTime");
+        if init > 0 {
+            self.cold_starts.get_or_create(&action_labels).inc();
+            self.init_time
+                .get_or_create(&action_labels)
+                .observe(init as f64 / 1000.0);
+        }
+        self.wait_time
+            .get_or_create(&action_labels)
+            .observe(millis("waitTime") as f64 / 1000.0);
+        self.duration
+            .get_or_create(&action_labels)
+            .observe(record.duration.unwrap_or(0) as f64 / 1000.0);
+        self.status
+            .get_or_create(&StatusLabels {
+                namespace: namespace.to_owned(),
+                initiator: initiator.to_owned(),
+                action: action.to_owned(),
+                status: record.response.status_code.name().to_owned(),
+            })
+            .0
+            .inc();
+        if let Some(result) = &record.response.result {
+            self.response_size
+                .get_or_create(&action_labels)
+                .observe(result.to_string().len() as f64);
+            if let Some(code) = user_status_code(result) {
+                self.status_code
+                    .get_or_create(&StatusCodeLabels {
+                        namespace: namespace.to_owned(),
+                        initiator: initiator.to_owned(),
+                        action: action.to_owned(),
+                        status_code: code.to_string(),
+                    })
+                    .0
+                    .inc();
+            }
+        }
+    }
+
+    /// A takeover finished: how long from this host's election to consuming, and what
+    /// became of the replicated containers.
+    pub fn takeover(&self, took: Duration, takeover: &crate::cluster::status::Takeover) {
+        self.failover.observe(took.as_secs_f64());
+        for (fate, n) in [
+            ("adopted", takeover.reattached),
+            ("lost", takeover.lost),
+            ("busy_destroyed", takeover.busy_destroyed),
+            ("orphans_destroyed", takeover.orphans_destroyed),
+        ] {
+            self.takeover_containers
+                .get_or_create(&FateLabels { fate: fate.into() })
+                .inc_by(n as u64);
+        }
+    }
+
+    pub fn lease_lapsed(&self) {
+        self.lease_lapses.inc();
+    }
+
+    /// One plugin call and how it ended (`None`: it answered, `factory-error` included).
+    pub fn plugin_call(&self, plugin: &str, operation: &str, took: Duration, fault: Option<&str>) {
+        let labels = CallLabels {
+            plugin: plugin.to_owned(),
+            operation: operation.to_owned(),
+        };
+        self.plugin_calls
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if let Some(fault) = fault {
+            self.plugin_faults
+                .get_or_create(&FaultLabels {
+                    plugin: labels.plugin,
+                    operation: labels.operation,
+                    fault: fault.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// The text exposition, with the pool's gauges set from `pool` (the active host's) first.
+    pub fn encode(&self, pool: Option<&PoolStats>) -> String {
+        if let Some(p) = pool {
+            for (state, n) in [
+                ("prewarmed", p.prewarm),
+                ("warmed", p.warm_idle),
+                ("busy", p.busy),
+                ("all", p.prewarm + p.warm_idle + p.busy),
+            ] {
+                self.pool_count
+                    .get_or_create(&StateLabels {
+                        state: state.into(),
+                    })
+                    .set(n as i64);
+            }
+            self.pool_memory.set(p.used_mb as i64);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Upstream's `Activation.userDefinedStatusCode`: `error.statusCode` or `statusCode` of an
+/// object result, as an integer (400 when it is not one).
+fn user_status_code(result: &serde_json::Value) -> Option<i64> {
+    let code = result
+        .get("error")
+        .and_then(|e| e.get("statusCode"))
+        .or_else(|| result.get("statusCode"))?;
+    Some(code.as_i64().unwrap_or(400))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(status: i64, init_ms: i64, result: serde_json::Value) -> WhiskActivation {
+        serde_json::from_value(json!({
+            "namespace": "guest", "name": "hello", "subject": "guest", "activationId": "a1",
+            "start": 0, "end": 30, "duration": 30, "version": "0.0.1",
+            "response": {"statusCode": status, "result": result},
+            "annotations": [
+                {"key": "path", "value": "guest/pkg/hello"},
+                {"key": "kind", "value": "nodejs:20"},
+                {"key": "limits", "value": {"memory": 256, "timeout": 60000, "logs": 10, "concurrency": 1}},
+                {"key": "waitTime", "value": 12},
+                {"key": "initTime", "value": init_ms}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_activation_is_counted_under_upstreams_names_and_labels() {
+        let m = Metrics::new();
+        m.activation(&record(0, 40, json!({"ok": true})), "alice");
+        m.activation(
+            &record(2, 0, json!({"error": {"statusCode": 404}})),
+            "alice",
+        );
+        let text = m.encode(None);
+        for line in [
+            r#"openwhisk_action_activations_total{namespace="guest",initiator="alice",action="pkg/hello",kind="nodejs:20",memory="256"} 2"#,
+            r#"openwhisk_action_coldStarts_total{namespace="guest",initiator="alice",action="pkg/hello"} 1"#,
+            r#"openwhisk_action_status{namespace="guest",initiator="alice",action="pkg/hello",status="success"} 1"#,
+            r#"openwhisk_action_status{namespace="guest",initiator="alice",action="pkg/hello",status="action_developer_error"} 1"#,
+            r#"openwhisk_action_status_code{namespace="guest",initiator="alice",action="pkg/hello",status_code="404"} 1"#,
+            r#"openwhisk_action_initTime_seconds_count{namespace="guest",initiator="alice",action="pkg/hello"} 1"#,
+            r#"openwhisk_action_waitTime_seconds_bucket{le="0.025",namespace="guest",initiator="alice",action="pkg/hello"} 2"#,
+            r#"openwhisk_action_memory{namespace="guest",initiator="alice",action="pkg/hello"} 256"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in\n{text}"
+            );
+        }
+        assert!(text.contains("# TYPE openwhisk_action_status counter"));
+    }
+}
