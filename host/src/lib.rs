@@ -52,4 +52,5 @@ pub mod role;
 pub mod rollout;
 pub mod service;
 pub mod step_down;
+pub mod telemetry;
 pub mod testing;

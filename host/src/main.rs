@@ -2,13 +2,11 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "keepwarm=info,warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let code = keepwarm::cli::run(keepwarm::cli::Cli::parse()).await;
+    let cli = keepwarm::cli::Cli::parse();
+    // `run` logs as its config's `[log]` says, once the config is read
+    if !cli.runs_a_host() {
+        keepwarm::telemetry::text();
+    }
+    let code = keepwarm::cli::run(cli).await;
     std::process::exit(code);
 }

@@ -122,7 +122,10 @@ fn sigkill_of_the_active_host_keeps_warm_containers_and_loses_no_activation() {
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    assert!(sample("keepwarm_failover_seconds_count") >= 1.0, "{metrics}");
+    assert!(
+        sample("keepwarm_failover_seconds_count") >= 1.0,
+        "{metrics}"
+    );
     assert!(
         sample("keepwarm_takeover_containers_total{fate=\"adopted\"}") >= kept_before as f64,
         "{metrics}"

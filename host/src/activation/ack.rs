@@ -61,6 +61,15 @@ pub enum Acknowledgement {
 }
 
 impl Acknowledgement {
+    /// Which of upstream's three messages it is.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Acknowledgement::Combined { .. } => "combined",
+            Acknowledgement::Completion { .. } => "completion",
+            Acknowledgement::Result { .. } => "result",
+        }
+    }
+
     pub fn activation_id(&self) -> &str {
         match self {
             Acknowledgement::Combined { activation, .. }

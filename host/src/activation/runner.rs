@@ -14,6 +14,7 @@ use crate::pool::{Allocation, Fate, Outage, Pool, PoolError, Want, WarmKey};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// OpenWhisk runtimes end each activation's output with this line on stdout and stderr.
 pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
@@ -156,6 +157,11 @@ impl Runner {
         })
     }
 
+    /// The epoch this runner's pool works under (0 on a single host).
+    pub fn epoch(&self) -> u64 {
+        self.pool.epoch()
+    }
+
     fn fenced(&self) -> bool {
         self.may_run.as_ref().is_some_and(|gate| !gate.open())
     }
@@ -191,7 +197,14 @@ impl Runner {
         let clock = std::time::Instant::now();
         let mut placements = 0;
         let (allocation, acquired, (response, init_ms, fate)) = loop {
-            let allocation = match self.pool.acquire(&want).await {
+            let allocation = match self
+                .pool
+                .acquire(&want)
+                .instrument(
+                    tracing::info_span!("acquire", kind = %want.kind, memory_mb = want.memory_mb),
+                )
+                .await
+            {
                 Ok(l) => l,
                 Err(PoolError::Create(CallError::Fenced { .. })) => return None,
                 Err(e) => {
@@ -252,6 +265,7 @@ impl Runner {
             Vec::new()
         } else if action.limits.concurrency <= 1 {
             self.collect_logs(&allocation, start, action.limits.logs)
+                .instrument(tracing::info_span!("logs"))
                 .await
         } else {
             vec!["Logs are not collected for actions with concurrency > 1.".into()]
@@ -302,7 +316,12 @@ impl Runner {
             let limit = self
                 .init_timeout
                 .min(Duration::from_millis(action.limits.timeout));
-            match self.proxy.init(address, &body, limit).await {
+            match self
+                .proxy
+                .init(address, &body, limit)
+                .instrument(tracing::info_span!("init", container = %allocation.container.id))
+                .await
+            {
                 Ok(r) if r.status == 200 => {
                     init_ms = Some(now_ms() - t);
                     self.pool.initialized(allocation, key);
@@ -335,7 +354,12 @@ impl Runner {
         let limit = Duration::from_millis(action.limits.timeout);
         let mut outage = Outage::new(Duration::from_millis(50), Duration::from_millis(500));
         let answer = loop {
-            match self.proxy.post(address, "/run", &body, limit).await {
+            match self
+                .proxy
+                .post(address, "/run", &body, limit)
+                .instrument(tracing::info_span!("run", container = %allocation.container.id))
+                .await
+            {
                 // Nothing was sent. A Docker daemon restarting takes its port proxies with it
                 // for a few seconds while the container keeps running: ask again while the
                 // engine says it runs or is itself unavailable, for up to pool::ENGINE_OUTAGE.

@@ -189,6 +189,13 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 }
 
 /// Runs a parsed command line and returns the process exit code.
+impl Cli {
+    /// `keepwarm run`: it sets up its logging from the config it reads.
+    pub fn runs_a_host(&self) -> bool {
+        matches!(self.command, Command::Run { .. })
+    }
+}
+
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config } => serve(config).await,
@@ -285,7 +292,15 @@ async fn serve(path: PathBuf) -> i32 {
     let config = match crate::config::Config::load(&path, std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
+            crate::telemetry::text();
             eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let telemetry = match crate::telemetry::init(&config.log, config.trace.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             return 2;
         }
     };
@@ -313,6 +328,7 @@ async fn serve(path: PathBuf) -> i32 {
     if let Some(w) = watchdog {
         w.abort();
     }
+    drop(telemetry);
     match result {
         Ok(()) => 0,
         Err(e) => {

@@ -3,11 +3,13 @@
 //! container deployments expect.
 
 mod plugin;
+mod telemetry;
 
 pub use plugin::{PluginSection, RouteTlsSection};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+pub use telemetry::{LogFormat, LogSection, TraceSection};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -35,6 +37,12 @@ pub struct Config {
     /// Present in cluster mode.
     #[serde(default)]
     pub cluster: Option<ClusterSection>,
+    /// How the host logs.
+    #[serde(default)]
+    pub log: LogSection,
+    /// Where activation traces go (OTLP); off when absent.
+    #[serde(default)]
+    pub trace: Option<TraceSection>,
 }
 
 /// Cluster membership and timing.
@@ -545,6 +553,13 @@ impl Config {
 
     /// Every rule a setting's type cannot say: the error names the setting and what to fix.
     fn validate(&self) -> Result<(), String> {
+        if let Some(trace) = &self.trace {
+            trace.traces_url()?;
+        }
+        if let Some(filter) = &self.log.filter {
+            tracing_subscriber::EnvFilter::try_new(filter)
+                .map_err(|e| format!("[log] filter `{filter}`: {e}"))?;
+        }
         for (i, p) in self.plugins.iter().enumerate() {
             p.validate()?;
             if let Some(other) = self.plugins[..i].iter().find(|o| o.name == p.name) {

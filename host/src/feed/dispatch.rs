@@ -10,6 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 /// What an activation's task needs; cloned into each.
 #[derive(Clone)]
@@ -51,14 +52,27 @@ impl Dispatch {
         if let Some(f) = &this.in_flight {
             f.begin(&msg.activation_id);
         }
-        tokio::spawn(async move {
-            let id = msg.activation_id.clone();
-            let in_flight = this.in_flight.clone();
-            let acknowledged = this.run_to_the_end(msg, partition, offset).await;
-            if let Some(f) = in_flight {
-                f.end(&id, acknowledged);
+        // every line about it carries its id, transid and epoch; its trace continues the
+        // controller's
+        let span = tracing::info_span!(
+            "activation",
+            activation_id = %msg.activation_id,
+            transid = %msg.transid.id,
+            epoch = this.runner.epoch(),
+            action = %msg.action.qualified(),
+        );
+        crate::telemetry::continue_trace(&span, msg.trace_context.as_ref());
+        tokio::spawn(
+            async move {
+                let id = msg.activation_id.clone();
+                let in_flight = this.in_flight.clone();
+                let acknowledged = this.run_to_the_end(msg, partition, offset).await;
+                if let Some(f) = in_flight {
+                    f.end(&id, acknowledged);
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     /// Whether its acknowledgement was published.
@@ -70,7 +84,10 @@ impl Dispatch {
         let result: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>> = Default::default();
         let on_result = |ack: Acknowledgement| {
             let (producer, topic) = (self.producer.clone(), topic.clone());
-            let task = tokio::spawn(async move { publish(&producer, &topic, &ack).await });
+            let span = tracing::info_span!("acknowledge", message = "result");
+            let task = tokio::spawn(
+                async move { publish(&producer, &topic, &ack).await }.instrument(span),
+            );
             *result.lock().expect("result lock") = Some(task);
         };
         let outcome = loop {
@@ -110,7 +127,12 @@ impl Dispatch {
         if let Some(task) = published {
             let _ = task.await;
         }
-        publish(&self.producer, &topic, &outcome.last).await;
+        publish(&self.producer, &topic, &outcome.last)
+            .instrument(tracing::info_span!(
+                "acknowledge",
+                message = outcome.last.kind()
+            ))
+            .await;
         crate::metrics::global().activation(&outcome.record, &msg.user.namespace.name);
         self.sink
             .write(&outcome.record, msg.user.stores_activations())

@@ -476,6 +476,11 @@ impl ContainerFactory for WasmFactory {
                 let mut listed = Vec::with_capacity(cs.len());
                 for c in cs {
                     let mut c: Container = c.into();
+                    if c.address.is_empty() {
+                        // not started yet (one being created): nothing to admit
+                        listed.push(c);
+                        continue;
+                    }
                     // Listed, not used: one outside the list keeps no address, so nothing is
                     // ever sent there (reconcile destroys it as an orphan, or attach refuses it).
                     match self.allowed.admit(&c.address).await {
