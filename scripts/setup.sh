@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests and the demo need on a fresh Debian machine:
 # the wasm32-wasip2 target, Docker and Podman engines, busybox-static for the action image,
-# Node and npm for the CouchDB test server, componentize-py for the Python plugins.
+# Node and npm for the CouchDB test server, componentize-py for the Python plugins, Chromium
+# (headless) for the dashboard test.
 # Idempotent; records what it started in $KW_RUN so teardown.sh stops only that.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +23,7 @@ command -v curl >/dev/null || need_pkgs+=(curl)
 command -v node >/dev/null || need_pkgs+=(nodejs)
 command -v npm >/dev/null || need_pkgs+=(npm)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)   # verifies the packaged unit
+command -v chromium >/dev/null || need_pkgs+=(chromium)          # drives the dashboard test
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   apt-get update -qq

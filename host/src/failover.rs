@@ -331,6 +331,15 @@ fn note_progress(
                 {
                     let took = std::time::Duration::from_millis(now.saturating_sub(led) as u64);
                     crate::metrics::global().takeover(took, takeover);
+                    let entry = crate::cluster::status::Transition {
+                        at_ms: now,
+                        epoch: takeover.epoch,
+                        what: "took-over".into(),
+                        took_ms: took.as_millis() as u64,
+                        kept: takeover.reattached,
+                        lost: takeover.lost,
+                    };
+                    r.record(entry);
                 }
                 r.consuming = true;
                 r.consuming_since_ms = Some(now);

@@ -23,8 +23,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
-use std::sync::LazyLock;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 /// simpleclient's default buckets (seconds), which upstream's histograms use.
 const UPSTREAM_BUCKETS: [f64; 14] = [
@@ -158,7 +160,13 @@ pub struct Metrics {
     lease_lapses: Counter,
     plugin_calls: Family<CallLabels, Histogram, Buckets>,
     plugin_faults: Family<FaultLabels, Counter>,
+    /// Finish instant and latency (ms) of the activations of the last [`WINDOW`].
+    recent: Mutex<VecDeque<(Instant, u64)>>,
+    finished: AtomicU64,
 }
+
+/// What the status's activity covers.
+const WINDOW: Duration = Duration::from_secs(10);
 
 /// The process's metrics.
 pub fn global() -> &'static Metrics {
@@ -187,6 +195,8 @@ impl Metrics {
             lease_lapses: Counter::default(),
             plugin_calls: Family::new_with_constructor(Buckets(call_buckets)),
             plugin_faults: Family::default(),
+            recent: Mutex::default(),
+            finished: AtomicU64::new(0),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -304,6 +314,7 @@ impl Metrics {
             })
             .inc();
         self.memory.get_or_create(&action_labels).set(memory);
+        self.finished(millis("waitTime") + record.duration.unwrap_or(0));
         let init = millis("initTime");
         if init > 0 {
             self.cold_starts.get_or_create(&action_labels).inc();
@@ -341,6 +352,42 @@ impl Metrics {
                     .0
                     .inc();
             }
+        }
+    }
+
+    fn finished(&self, latency_ms: i64) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut recent = self.recent.lock().expect("recent lock");
+        while recent.front().is_some_and(|(at, _)| now - *at > WINDOW) {
+            recent.pop_front();
+        }
+        recent.push_back((now, latency_ms.max(0) as u64));
+    }
+
+    /// Activations finished: in all, and rate and latency over the last 10 s.
+    pub fn activity(&self) -> crate::cluster::status::Activity {
+        let now = Instant::now();
+        let mut latencies: Vec<u64> = {
+            let recent = self.recent.lock().expect("recent lock");
+            recent
+                .iter()
+                .filter(|(at, _)| now - *at <= WINDOW)
+                .map(|(_, l)| *l)
+                .collect()
+        };
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0)
+        };
+        crate::cluster::status::Activity {
+            total: self.finished.load(Ordering::Relaxed),
+            per_second: latencies.len() as f64 / WINDOW.as_secs_f64(),
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
         }
     }
 
@@ -464,5 +511,12 @@ mod tests {
             );
         }
         assert!(text.contains("# TYPE openwhisk_action_status counter"));
+        // 12 ms waiting + 30 ms running, twice
+        let activity = m.activity();
+        assert_eq!(
+            (activity.total, activity.p50_ms, activity.p99_ms),
+            (2, 42, 42)
+        );
+        assert!((activity.per_second - 0.2).abs() < 1e-9);
     }
 }

@@ -223,9 +223,12 @@ pub(crate) fn upkeep(
             }
             if let Some(node) = &node {
                 let stats = pool.stats();
+                let by_action = pool.by_action();
                 let retries = feed::PUBLISH_RETRIES.load(std::sync::atomic::Ordering::Relaxed);
                 node.report(|r| {
                     r.pool = Some(stats);
+                    r.pool_by_action = by_action;
+                    r.activity = crate::metrics::global().activity();
                     r.publish_retries = retries;
                 });
             }

@@ -7,7 +7,7 @@ use crate::clock::now_ms;
 use crate::cluster::plugin_state::ReplicatedPluginState;
 use crate::cluster::state::Command;
 use crate::cluster::status::Role;
-use crate::cluster::status::Takeover;
+use crate::cluster::status::{Takeover, Transition};
 use crate::cluster::{ClusterConfig, ClusterError, Node};
 use crate::config::{ClusterSection, Config};
 use crate::factory::ContainerFactory;
@@ -213,6 +213,19 @@ enum Why {
     SteppedDown(bool),
 }
 
+impl Why {
+    /// For the timeline.
+    fn name(&self) -> &'static str {
+        match self {
+            Why::Shutdown => "shutting down",
+            Why::Lost => "leadership lost",
+            Why::FeedFailed => "feed failed",
+            Why::SteppedDown(true) => "asked, handed over",
+            Why::SteppedDown(false) => "asked, no member took over",
+        }
+    }
+}
+
 struct Member {
     node: Node,
     parts: Parts,
@@ -392,6 +405,8 @@ impl Member {
         let mut handbacks = node.requests.handback.lock().await;
         let mut reloads = node.requests.reload.lock().await;
         let mut shutdown = shutdown;
+        // how long a handover took until another member led (0: none was waited for)
+        let mut handover_ms = 0;
         let why = loop {
             let lent_expires = tokio::time::Instant::now()
                 + Duration::from_millis(u64::try_from(lent_until - now_ms()).unwrap_or(0));
@@ -403,8 +418,10 @@ impl Member {
                     if asked.is_closed() {
                         continue;
                     }
+                    let asked_at = Instant::now();
                     match step_down::step_down(&term).await {
                         Ok(done) => {
+                            handover_ms = asked_at.elapsed().as_millis() as u64;
                             tracing::info!(?done, "stepped down: another member leads");
                             let _ = asked.send(Ok(done));
                             break Why::SteppedDown(true);
@@ -458,9 +475,11 @@ impl Member {
         };
         drop((step_downs, handbacks, reloads));
         // SIGTERM on the active host: hand over first when another member can take it.
+        let stopping_at = Instant::now();
         let why = match why {
             Why::Shutdown => match step_down::step_down(&term).await {
                 Ok(done) => {
+                    handover_ms = stopping_at.elapsed().as_millis() as u64;
                     tracing::info!(?done, "stopping: handed the active role over first");
                     Why::Shutdown
                 }
@@ -481,7 +500,18 @@ impl Member {
         let slow_hand_over = matches!(why, Why::SteppedDown(false));
 
         // Stepping down: take no further work; what runs finishes in the background.
-        node.report(|r| r.role = Role::SteppingDown);
+        let kept = pool.stats();
+        node.report(|r| {
+            r.role = Role::SteppingDown;
+            r.record(Transition {
+                at_ms: now_ms(),
+                epoch: takeover.epoch,
+                what: format!("stepped-down ({})", why.name()),
+                took_ms: handover_ms,
+                kept: kept.prewarm + kept.warm_idle + kept.busy,
+                lost: 0,
+            });
+        });
         let _ = stop_tx.send(true);
         node.report(|r| r.consuming = false);
         self.plugin_states.iter().for_each(|s| s.deactivate());

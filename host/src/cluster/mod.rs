@@ -206,10 +206,18 @@ impl Node {
                 report.clone(),
                 vote_floor.clone(),
             );
+            let stalls = status::Stalls::default();
             Arc::new(move || {
                 let voting = vote_floor.load(std::sync::atomic::Ordering::SeqCst) == 0;
                 let host = report.read().expect("report lock").clone();
-                status::MemberStatus::of(&raft, &state.read().expect("state lock"), host, voting)
+                let mut s = status::MemberStatus::of(
+                    &raft,
+                    &state.read().expect("state lock"),
+                    host,
+                    voting,
+                );
+                stalls.observe(&mut s);
+                s
             })
         };
         let (inbox, requests) = inbox::inbox();

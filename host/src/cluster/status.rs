@@ -71,6 +71,55 @@ pub struct HostReport {
     pub plugin: Option<PluginReport>,
     /// Every plugin this host loaded, in declared order.
     pub plugins: Vec<PluginReport>,
+    /// The active host's pool by action and plugin, refreshed every second.
+    pub pool_by_action: Vec<crate::pool::ActionPool>,
+    /// Activations this host finished: rate and latency over the last 10 s.
+    pub activity: Activity,
+    /// This host's takeovers and step-downs, oldest first (the last [`TIMELINE`]).
+    pub timeline: Vec<Transition>,
+}
+
+/// How many transitions a host keeps on its timeline.
+pub const TIMELINE: usize = 20;
+
+/// Activations finished by this host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Activity {
+    /// Since the process started.
+    pub total: u64,
+    /// Over the last 10 s.
+    pub per_second: f64,
+    /// Controller's transaction start to the activation's end, over the last 10 s.
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+}
+
+/// One change of this host's role, with what it measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Transition {
+    /// Wall-clock millis.
+    pub at_ms: i64,
+    pub epoch: u64,
+    /// `took-over`, or `stepped-down` with why.
+    pub what: String,
+    /// A takeover: this host's election to consuming. A step-down: until another member led
+    /// (0 when it did not wait for one).
+    pub took_ms: u64,
+    /// A takeover: containers re-attached. A step-down: containers left to the next host.
+    pub kept: usize,
+    /// A takeover: replicated idle containers that could not be attached.
+    pub lost: usize,
+}
+
+impl HostReport {
+    /// Adds `t` to the timeline, dropping the oldest beyond [`TIMELINE`].
+    pub fn record(&mut self, t: Transition) {
+        self.timeline.push(t);
+        let over = self.timeline.len().saturating_sub(TIMELINE);
+        self.timeline.drain(..over);
+    }
 }
 
 /// Which plugin file a host runs (its sha256 is what `[plugin] sha256` pins).
@@ -149,8 +198,37 @@ pub struct MemberStatus {
     pub members: Vec<u64>,
     /// On the leader: member → the last log index it has matched.
     pub replication: Option<BTreeMap<u64, Option<u64>>>,
+    /// On the leader: member → milliseconds since its matched index last moved while it was
+    /// behind (0 when it holds the whole log). A member that stopped answering grows here.
+    pub stalled_ms: Option<BTreeMap<u64, u64>>,
     #[serde(flatten)]
     pub host: HostReport,
+}
+
+/// Remembers when each member's matched index last moved, for [`MemberStatus::stalled_ms`].
+#[derive(Debug, Default)]
+pub struct Stalls(std::sync::Mutex<BTreeMap<u64, (Option<u64>, std::time::Instant)>>);
+
+impl Stalls {
+    /// Sets `s.stalled_ms` from its replication map and what was seen before.
+    pub fn observe(&self, s: &mut MemberStatus) {
+        let Some(replication) = &s.replication else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut seen = self.0.lock().expect("stalls lock");
+        let stalled = replication
+            .iter()
+            .map(|(id, matched)| {
+                let entry = seen.entry(*id).or_insert((*matched, now));
+                if entry.0 != *matched || matched.unwrap_or(0) >= s.last_log.unwrap_or(0) {
+                    *entry = (*matched, now);
+                }
+                (*id, now.duration_since(entry.1).as_millis() as u64)
+            })
+            .collect();
+        s.stalled_ms = Some(stalled);
+    }
 }
 
 impl MemberStatus {
@@ -176,6 +254,7 @@ impl MemberStatus {
                 .replication
                 .as_ref()
                 .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect()),
+            stalled_ms: None,
             host,
         }
     }
@@ -318,6 +397,25 @@ impl MemberStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_whose_matched_index_stops_short_of_the_log_stalls() {
+        let stalls = Stalls::default();
+        let mut s = MemberStatus {
+            last_log: Some(10),
+            replication: Some(BTreeMap::from([(2, Some(10)), (3, Some(5))])),
+            ..Default::default()
+        };
+        stalls.observe(&mut s);
+        assert_eq!(s.stalled_ms, Some(BTreeMap::from([(2, 0), (3, 0)])));
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        s.last_log = Some(12);
+        s.replication = Some(BTreeMap::from([(2, Some(12)), (3, Some(5))]));
+        stalls.observe(&mut s);
+        let stalled = s.stalled_ms.unwrap();
+        assert_eq!(stalled[&2], 0);
+        assert!(stalled[&3] >= 30, "{stalled:?}");
+    }
 
     #[test]
     fn the_json_keeps_the_field_names_operators_and_tests_read() {

@@ -1,5 +1,5 @@
-//! The status listener (`[cluster] status-address`, loopback by default): `/status` and
-//! `/metrics`, optionally behind a bearer token compared in constant time, and `/healthz` and
+//! The status listener (`[cluster] status-address`, loopback by default): the dashboard
+//! (`/`, one embedded page), `/status` and `/metrics`, optionally behind a bearer token compared in constant time, and `/healthz` and
 //! `/readyz` for probes, open (they say no more than whether the host can do its job). A
 //! single host serves the two probes alone (`[invoker] status-address`).
 
@@ -77,6 +77,7 @@ pub fn status_router(status: Status, token: Option<Arc<str>>) -> Router {
     let of = status.clone();
     let ready: Readiness = Arc::new(move || of().readiness());
     Router::new()
+        .route("/", get(dashboard))
         .route("/status", get(status_json))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::disable())
@@ -86,6 +87,22 @@ pub fn status_router(status: Status, token: Option<Arc<str>>) -> Router {
         ))
         .with_state(StatusState { status, token })
         .merge(health_router(ready))
+}
+
+/// The dashboard: one page, no build step, nothing fetched from elsewhere; it reads
+/// `/status` (with the token from the page's `#token=`) and `/readyz` every second.
+async fn dashboard() -> Response {
+    (
+        [
+            ("content-type", "text/html; charset=utf-8"),
+            (
+                "content-security-policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
 }
 
 async fn status_json(State(s): State<StatusState>, headers: HeaderMap) -> Response {

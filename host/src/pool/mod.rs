@@ -153,6 +153,19 @@ pub struct PoolStats {
     pub churn: Churn,
 }
 
+/// One row of the pool by action: the containers that hold one action (`namespace/name`),
+/// or prewarm containers of one kind and size, on one plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ActionPool {
+    pub action: String,
+    pub plugin: String,
+    pub kind: String,
+    pub warm: usize,
+    pub prewarm: usize,
+    pub busy: usize,
+}
+
 /// The pool of one invoker.
 #[derive(Debug)]
 pub struct Pool {
@@ -217,6 +230,11 @@ impl Pool {
 
     pub fn stats(&self) -> PoolStats {
         self.state.lock().expect("pool lock").stats()
+    }
+
+    /// The containers by action and plugin, for status.
+    pub fn by_action(&self) -> Vec<ActionPool> {
+        self.state.lock().expect("pool lock").by_action()
     }
 
     /// Every container held, busy or idle.

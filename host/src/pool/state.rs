@@ -312,6 +312,35 @@ impl State {
             .unwrap_or(0)
     }
 
+    /// Containers by what they hold (an action, or a prewarm kind) and plugin.
+    pub fn by_action(&self) -> Vec<super::ActionPool> {
+        let mut rows: std::collections::BTreeMap<(String, String), super::ActionPool> =
+            Default::default();
+        for e in self.entries.values() {
+            let plugin = crate::engines::plugin_of(&e.container)
+                .unwrap_or_default()
+                .to_owned();
+            let holds = match &e.phase {
+                Phase::Prewarm => format!("prewarm {} {} MB", e.kind, e.memory_mb),
+                Phase::Warm(key) => key.action.clone(),
+            };
+            let row = rows
+                .entry((holds.clone(), plugin.clone()))
+                .or_insert_with(|| super::ActionPool {
+                    action: holds,
+                    plugin,
+                    kind: e.kind.clone(),
+                    ..Default::default()
+                });
+            match (&e.phase, e.in_flight) {
+                (Phase::Prewarm, _) => row.prewarm += 1,
+                (_, 0) => row.warm += 1,
+                _ => row.busy += 1,
+            }
+        }
+        rows.into_values().collect()
+    }
+
     pub fn stats(&self) -> PoolStats {
         let mut s = PoolStats {
             used_mb: self.used_mb,
