@@ -59,6 +59,24 @@ pub fn get_with_status(address: &str, path: &str) -> Option<(u16, String)> {
     Some((code, body.to_owned()))
 }
 
+/// POSTs a JSON `body` to `path`; the answer's status code and body (None when nothing
+/// answers within 2 s).
+pub fn post(address: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let addr = address.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
 /// A host's `/status` (None when it does not answer).
 pub fn status(address: &str) -> Option<Value> {
     serde_json::from_str(&get(address, "/status")?).ok()

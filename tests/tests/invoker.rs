@@ -181,6 +181,59 @@ fn prewarmed_containers_serve_new_actions_of_their_kind() {
         .any(|b| used.as_str().unwrap().starts_with(b.as_str())));
 }
 
+/// A prewarm container another host initialized (a previous active host took it just before
+/// it died, before that was replicated) answers a second `/init` with 403: the activation is
+/// placed again, not failed as the action's fault.
+#[test]
+fn a_prewarm_container_initialized_elsewhere_is_replaced_not_blamed_on_the_action() {
+    let rt = Runtime::new().unwrap();
+    let (host, mut c) = start(&rt, opts(7121, 1, 1024));
+    let prewarm = keepwarm_tests::eventually(
+        Duration::from_secs(20),
+        || format!("no prewarm container\n{}", host.log()),
+        || containers_of(&host.cluster).pop(),
+    );
+    let port = std::process::Command::new("docker")
+        .args(["port", &prewarm, "8080/tcp"])
+        .output()
+        .unwrap();
+    let address = String::from_utf8_lossy(&port.stdout)
+        .lines()
+        .next()
+        .expect("the prewarm container publishes its proxy")
+        .trim()
+        .to_owned();
+    // what the other host sent it
+    let (code, body) = keepwarm_tests::cluster::post(
+        &address,
+        "/init",
+        &json!({"value": {"main": "main", "code": "#!/bin/sh\necho '{}'\n", "binary": false}})
+            .to_string(),
+    )
+    .expect("the proxy answers /init");
+    assert_eq!(code, 200, "{body}");
+
+    let id = rt.block_on(c.invoke("guest", "other", true, json!({})));
+    let record = Controller::record(&c.wait_for(&id, WAIT));
+    assert_eq!(
+        record["response"]["statusCode"],
+        0,
+        "{record}\n{}",
+        host.log()
+    );
+    assert_eq!(record["response"]["result"], json!({"other": true}));
+    let used = annotation(&record, "keepwarm").unwrap()["container"].clone();
+    assert!(
+        !used.as_str().unwrap().starts_with(prewarm.as_str()),
+        "{record}"
+    );
+    assert!(
+        host.log().contains("initialized by a previous active host"),
+        "{}",
+        host.log()
+    );
+}
+
 #[test]
 fn memory_pressure_evicts_the_least_recently_used_warm_container() {
     let rt = Runtime::new().unwrap();

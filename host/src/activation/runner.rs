@@ -236,6 +236,17 @@ impl Runner {
                     self.pool.release(&allocation, fate);
                     return None;
                 }
+                Err(Interrupted::InitializedElsewhere) => {
+                    tracing::warn!(activation = %msg.activation_id, container = %allocation.container.id,
+                        "the prewarm container was initialized by a previous active host; destroying it and placing the activation again ({placements} of {PLACEMENTS})");
+                    self.pool.release(&allocation, Fate::Destroy);
+                    if placements >= PLACEMENTS {
+                        let response = ActivationResponse::whisk_error(format!(
+                            "The action could not be placed: {PLACEMENTS} containers in a row had been initialized by another host"
+                        ));
+                        return Some(self.finish(&ran, response, Vec::new()));
+                    }
+                }
                 Err(Interrupted::Unsent) => {
                     tracing::warn!(activation = %msg.activation_id, container = %allocation.container.id,
                         "the engine lost the container before the activation reached it; placing it again ({placements} of {PLACEMENTS})");
@@ -325,6 +336,12 @@ impl Runner {
                 Ok(r) if r.status == 200 => {
                     init_ms = Some(now_ms() - t);
                     self.pool.initialized(allocation, key);
+                }
+                // The runtime was initialized already, though the pool held the container as
+                // a fresh prewarm: a previous active host took it just before it died, before
+                // that reached the replicated pool. Not this action's fault: elsewhere.
+                Ok(r) if r.status == 403 && initialized_before(&r.body) => {
+                    return Err(Interrupted::InitializedElsewhere)
                 }
                 Ok(r) => {
                     return Ok((
@@ -567,6 +584,13 @@ enum Interrupted {
     Fenced { initialized: bool },
     /// The container's engine stopped listing it before anything reached it.
     Unsent,
+    /// `/init` found the runtime initialized already: another host used the container.
+    InitializedElsewhere,
+}
+
+/// What OpenWhisk's action runtimes answer (403) to a second `/init`.
+fn initialized_before(body: &[u8]) -> bool {
+    String::from_utf8_lossy(body).contains("Cannot initialize the action more than once")
 }
 
 /// How many containers one activation is tried on when the engine loses them before
