@@ -330,7 +330,15 @@ fn note_progress(
                     (r.consuming, r.led_at_ms, &r.last_takeover)
                 {
                     let took = std::time::Duration::from_millis(now.saturating_sub(led) as u64);
-                    crate::metrics::global().takeover(took, takeover);
+                    crate::metrics::global().takeover(
+                        took,
+                        &[
+                            ("adopted", takeover.reattached),
+                            ("lost", takeover.lost),
+                            ("busy_destroyed", takeover.busy_destroyed),
+                            ("orphans_destroyed", takeover.orphans_destroyed),
+                        ],
+                    );
                     let entry = crate::cluster::status::Transition {
                         at_ms: now,
                         epoch: takeover.epoch,

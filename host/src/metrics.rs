@@ -14,8 +14,6 @@
 //! The registry is process-wide ([`global`]): activations, takeovers, leases and plugin calls
 //! happen in different modules and each records where it happens.
 
-use crate::activation::WhiskActivation;
-use crate::pool::PoolStats;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -138,6 +136,52 @@ fn call_buckets() -> Vec<f64> {
 /// Failovers are budgeted in hundreds of milliseconds; a slow one takes seconds.
 fn failover_buckets() -> Vec<f64> {
     vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0]
+}
+
+/// Upstream's `Activation` event (`connector/Message.scala`), read from a finished
+/// activation's record by `WhiskActivation::event`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivationEvent {
+    /// The root of the action's path.
+    pub namespace: String,
+    /// The rest of the path: `[package/]name`.
+    pub action: String,
+    /// The invoking user's namespace.
+    pub initiator: String,
+    pub kind: String,
+    pub memory_mb: i64,
+    /// `success`, `application_error`, `action_developer_error`, `whisk_internal_error`.
+    pub status: &'static str,
+    pub wait_ms: i64,
+    /// 0: no initialization (a warm start).
+    pub init_ms: i64,
+    pub duration_ms: i64,
+    /// Bytes of the result.
+    pub size: Option<usize>,
+    /// The `statusCode` the action put in its result.
+    pub user_status_code: Option<i64>,
+}
+
+/// The active host's pool, by state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolCounts {
+    pub prewarm: usize,
+    pub warm: usize,
+    pub busy: usize,
+    pub used_mb: u64,
+}
+
+/// Activations finished by this host.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Activity {
+    /// Since the process started.
+    pub total: u64,
+    /// Over the last 10 s.
+    pub per_second: f64,
+    /// Controller's transaction start to the activation's end, over the last 10 s.
+    pub p50_ms: u64,
+    pub p99_ms: u64,
 }
 
 /// Every metric this process exports.
@@ -284,74 +328,60 @@ impl Metrics {
     }
 
     /// One finished activation, as upstream's user-events service records an `Activation`
-    /// event; `initiator` is the invoking user's namespace. Records without `path` and `kind`
-    /// annotations are skipped, as upstream's `Activation.from` skips them.
-    pub fn activation(&self, record: &WhiskActivation, initiator: &str) {
-        let (Some(path), Some(kind)) = (
-            record.annotation("path").and_then(|v| v.as_str()),
-            record.annotation("kind").and_then(|v| v.as_str()),
-        ) else {
-            return;
-        };
-        let (namespace, action) = path.split_once('/').unwrap_or((path, ""));
-        let millis = |key: &str| record.annotation(key).and_then(|v| v.as_i64()).unwrap_or(0);
-        let memory = record
-            .annotation("limits")
-            .and_then(|l| l["memory"].as_i64())
-            .unwrap_or(0);
+    /// event.
+    pub fn activation(&self, e: &ActivationEvent) {
         let action_labels = ActionLabels {
-            namespace: namespace.to_owned(),
-            initiator: initiator.to_owned(),
-            action: action.to_owned(),
+            namespace: e.namespace.clone(),
+            initiator: e.initiator.clone(),
+            action: e.action.clone(),
         };
         self.activations
             .get_or_create(&ActivationLabels {
-                namespace: namespace.to_owned(),
-                initiator: initiator.to_owned(),
-                action: action.to_owned(),
-                kind: kind.to_owned(),
-                memory: memory.to_string(),
+                namespace: e.namespace.clone(),
+                initiator: e.initiator.clone(),
+                action: e.action.clone(),
+                kind: e.kind.clone(),
+                memory: e.memory_mb.to_string(),
             })
             .inc();
-        self.memory.get_or_create(&action_labels).set(memory);
-        self.finished(millis("waitTime") + record.duration.unwrap_or(0));
-        let init = millis("initTime");
-        if init > 0 {
+        self.memory.get_or_create(&action_labels).set(e.memory_mb);
+        self.finished(e.wait_ms + e.duration_ms);
+        if e.init_ms > 0 {
             self.cold_starts.get_or_create(&action_labels).inc();
             self.init_time
                 .get_or_create(&action_labels)
-                .observe(init as f64 / 1000.0);
+                .observe(e.init_ms as f64 / 1000.0);
         }
         self.wait_time
             .get_or_create(&action_labels)
-            .observe(millis("waitTime") as f64 / 1000.0);
+            .observe(e.wait_ms as f64 / 1000.0);
         self.duration
             .get_or_create(&action_labels)
-            .observe(record.duration.unwrap_or(0) as f64 / 1000.0);
+            .observe(e.duration_ms as f64 / 1000.0);
         self.status
             .get_or_create(&StatusLabels {
-                namespace: namespace.to_owned(),
-                initiator: initiator.to_owned(),
-                action: action.to_owned(),
-                status: record.response.status_code.name().to_owned(),
+                namespace: e.namespace.clone(),
+                initiator: e.initiator.clone(),
+                action: e.action.clone(),
+                status: e.status.to_owned(),
             })
             .0
             .inc();
-        if let Some(result) = &record.response.result {
+        if let Some(size) = e.size {
             self.response_size
                 .get_or_create(&action_labels)
-                .observe(result.to_string().len() as f64);
-            if let Some(code) = user_status_code(result) {
-                self.status_code
-                    .get_or_create(&StatusCodeLabels {
-                        namespace: namespace.to_owned(),
-                        initiator: initiator.to_owned(),
-                        action: action.to_owned(),
-                        status_code: code.to_string(),
-                    })
-                    .0
-                    .inc();
-            }
+                .observe(size as f64);
+        }
+        if let Some(code) = e.user_status_code {
+            self.status_code
+                .get_or_create(&StatusCodeLabels {
+                    namespace: e.namespace.clone(),
+                    initiator: e.initiator.clone(),
+                    action: e.action.clone(),
+                    status_code: code.to_string(),
+                })
+                .0
+                .inc();
         }
     }
 
@@ -366,7 +396,7 @@ impl Metrics {
     }
 
     /// Activations finished: in all, and rate and latency over the last 10 s.
-    pub fn activity(&self) -> crate::cluster::status::Activity {
+    pub fn activity(&self) -> Activity {
         let now = Instant::now();
         let mut latencies: Vec<u64> = {
             let recent = self.recent.lock().expect("recent lock");
@@ -383,7 +413,7 @@ impl Metrics {
                 .copied()
                 .unwrap_or(0)
         };
-        crate::cluster::status::Activity {
+        Activity {
             total: self.finished.load(Ordering::Relaxed),
             per_second: latencies.len() as f64 / WINDOW.as_secs_f64(),
             p50_ms: at(0.5),
@@ -391,19 +421,16 @@ impl Metrics {
         }
     }
 
-    /// A takeover finished: how long from this host's election to consuming, and what
-    /// became of the replicated containers.
-    pub fn takeover(&self, took: Duration, takeover: &crate::cluster::status::Takeover) {
+    /// A takeover finished: how long from this host's election to consuming, and how many
+    /// replicated containers met each fate (`adopted`, `lost`, ...).
+    pub fn takeover(&self, took: Duration, fates: &[(&str, usize)]) {
         self.failover.observe(took.as_secs_f64());
-        for (fate, n) in [
-            ("adopted", takeover.reattached),
-            ("lost", takeover.lost),
-            ("busy_destroyed", takeover.busy_destroyed),
-            ("orphans_destroyed", takeover.orphans_destroyed),
-        ] {
+        for (fate, n) in fates {
             self.takeover_containers
-                .get_or_create(&FateLabels { fate: fate.into() })
-                .inc_by(n as u64);
+                .get_or_create(&FateLabels {
+                    fate: (*fate).to_owned(),
+                })
+                .inc_by(*n as u64);
         }
     }
 
@@ -432,13 +459,13 @@ impl Metrics {
     }
 
     /// The text exposition, with the pool's gauges set from `pool` (the active host's) first.
-    pub fn encode(&self, pool: Option<&PoolStats>) -> String {
+    pub fn encode(&self, pool: Option<PoolCounts>) -> String {
         if let Some(p) = pool {
             for (state, n) in [
                 ("prewarmed", p.prewarm),
-                ("warmed", p.warm_idle),
+                ("warmed", p.warm),
                 ("busy", p.busy),
-                ("all", p.prewarm + p.warm_idle + p.busy),
+                ("all", p.prewarm + p.warm + p.busy),
             ] {
                 self.pool_count
                     .get_or_create(&StateLabels {
@@ -455,45 +482,31 @@ impl Metrics {
     }
 }
 
-/// Upstream's `Activation.userDefinedStatusCode`: `error.statusCode` or `statusCode` of an
-/// object result, as an integer (400 when it is not one).
-fn user_status_code(result: &serde_json::Value) -> Option<i64> {
-    let code = result
-        .get("error")
-        .and_then(|e| e.get("statusCode"))
-        .or_else(|| result.get("statusCode"))?;
-    Some(code.as_i64().unwrap_or(400))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn record(status: i64, init_ms: i64, result: serde_json::Value) -> WhiskActivation {
-        serde_json::from_value(json!({
-            "namespace": "guest", "name": "hello", "subject": "guest", "activationId": "a1",
-            "start": 0, "end": 30, "duration": 30, "version": "0.0.1",
-            "response": {"statusCode": status, "result": result},
-            "annotations": [
-                {"key": "path", "value": "guest/pkg/hello"},
-                {"key": "kind", "value": "nodejs:20"},
-                {"key": "limits", "value": {"memory": 256, "timeout": 60000, "logs": 10, "concurrency": 1}},
-                {"key": "waitTime", "value": 12},
-                {"key": "initTime", "value": init_ms}
-            ]
-        }))
-        .unwrap()
+    fn event(status: &'static str, init_ms: i64, user_status_code: Option<i64>) -> ActivationEvent {
+        ActivationEvent {
+            namespace: "guest".into(),
+            action: "pkg/hello".into(),
+            initiator: "alice".into(),
+            kind: "nodejs:20".into(),
+            memory_mb: 256,
+            status,
+            wait_ms: 12,
+            init_ms,
+            duration_ms: 30,
+            size: Some(11),
+            user_status_code,
+        }
     }
 
     #[test]
     fn an_activation_is_counted_under_upstreams_names_and_labels() {
         let m = Metrics::new();
-        m.activation(&record(0, 40, json!({"ok": true})), "alice");
-        m.activation(
-            &record(2, 0, json!({"error": {"statusCode": 404}})),
-            "alice",
-        );
+        m.activation(&event("success", 40, None));
+        m.activation(&event("action_developer_error", 0, Some(404)));
         let text = m.encode(None);
         for line in [
             r#"openwhisk_action_activations_total{namespace="guest",initiator="alice",action="pkg/hello",kind="nodejs:20",memory="256"} 2"#,

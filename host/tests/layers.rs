@@ -18,6 +18,8 @@ const LAYERS: &[&[&str]] = &[
         "couchdb",
         "pem",
         "service",
+        "metrics",
+        "telemetry",
     ],
     &["factory"],
     &["testing"],

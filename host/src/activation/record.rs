@@ -248,6 +248,32 @@ impl WhiskActivation {
             .map(|a| &a.value)
     }
 
+    /// Upstream's `Activation.from(WhiskActivation)`: the user event of this record, invoked
+    /// by `initiator`; `None` without the `path` and `kind` annotations (as upstream).
+    pub fn event(&self, initiator: &str) -> Option<crate::metrics::ActivationEvent> {
+        let path = self.annotation("path")?.as_str()?;
+        let kind = self.annotation("kind")?.as_str()?;
+        let (namespace, action) = path.split_once('/').unwrap_or((path, ""));
+        let millis = |key: &str| self.annotation(key).and_then(Value::as_i64).unwrap_or(0);
+        let result = self.response.result.as_ref();
+        Some(crate::metrics::ActivationEvent {
+            namespace: namespace.to_owned(),
+            action: action.to_owned(),
+            initiator: initiator.to_owned(),
+            kind: kind.to_owned(),
+            memory_mb: self
+                .annotation("limits")
+                .and_then(|l| l["memory"].as_i64())
+                .unwrap_or(0),
+            status: self.response.status_code.name(),
+            wait_ms: millis("waitTime"),
+            init_ms: millis("initTime"),
+            duration_ms: self.duration.unwrap_or(0),
+            size: result.map(|r| r.to_string().len()),
+            user_status_code: result.and_then(user_status_code),
+        })
+    }
+
     /// The record without logs, as it travels in a result message.
     pub fn without_logs(&self) -> WhiskActivation {
         WhiskActivation {
@@ -255,4 +281,14 @@ impl WhiskActivation {
             ..self.clone()
         }
     }
+}
+
+/// Upstream's `Activation.userDefinedStatusCode`: `error.statusCode` or `statusCode` of an
+/// object result, as an integer (400 when it is not one).
+fn user_status_code(result: &Value) -> Option<i64> {
+    let code = result
+        .get("error")
+        .and_then(|e| e.get("statusCode"))
+        .or_else(|| result.get("statusCode"))?;
+    Some(code.as_i64().unwrap_or(400))
 }

@@ -329,3 +329,41 @@ mod upstream_shapes {
         }
     }
 }
+
+#[test]
+fn a_record_becomes_upstreams_activation_event() {
+    let record: WhiskActivation = serde_json::from_value(json!({
+        "namespace": "guest", "name": "hello", "subject": "guest", "activationId": "a1",
+        "start": 0, "end": 30, "duration": 30, "version": "0.0.1",
+        "response": {"statusCode": 2, "result": {"error": {"statusCode": "teapot"}}},
+        "annotations": [
+            {"key": "path", "value": "guest/pkg/hello"},
+            {"key": "kind", "value": "nodejs:20"},
+            {"key": "limits", "value": {"memory": 256, "timeout": 60000, "logs": 10, "concurrency": 1}},
+            {"key": "waitTime", "value": 12},
+            {"key": "initTime", "value": 40}
+        ]
+    }))
+    .unwrap();
+    let e = record.event("alice").unwrap();
+    assert_eq!(
+        (
+            e.namespace.as_str(),
+            e.action.as_str(),
+            e.initiator.as_str(),
+            e.kind.as_str()
+        ),
+        ("guest", "pkg/hello", "alice", "nodejs:20")
+    );
+    assert_eq!(
+        (e.memory_mb, e.wait_ms, e.init_ms, e.duration_ms),
+        (256, 12, 40, 30)
+    );
+    assert_eq!(e.status, "action_developer_error");
+    // not an integer: upstream counts it as 400
+    assert_eq!(e.user_status_code, Some(400));
+    assert_eq!(e.size, Some(r#"{"error":{"statusCode":"teapot"}}"#.len()));
+    let mut bare = record.clone();
+    bare.annotations.retain(|a| a.key != "kind");
+    assert!(bare.event("alice").is_none());
+}

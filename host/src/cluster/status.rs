@@ -74,26 +74,13 @@ pub struct HostReport {
     /// The active host's pool by action and plugin, refreshed every second.
     pub pool_by_action: Vec<crate::pool::ActionPool>,
     /// Activations this host finished: rate and latency over the last 10 s.
-    pub activity: Activity,
+    pub activity: crate::metrics::Activity,
     /// This host's takeovers and step-downs, oldest first (the last [`TIMELINE`]).
     pub timeline: Vec<Transition>,
 }
 
 /// How many transitions a host keeps on its timeline.
 pub const TIMELINE: usize = 20;
-
-/// Activations finished by this host.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Activity {
-    /// Since the process started.
-    pub total: u64,
-    /// Over the last 10 s.
-    pub per_second: f64,
-    /// Controller's transaction start to the activation's end, over the last 10 s.
-    pub p50_ms: u64,
-    pub p99_ms: u64,
-}
 
 /// One change of this host's role, with what it measured.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -123,6 +123,12 @@ async fn metrics(State(s): State<StatusState>, headers: HeaderMap) -> Response {
 /// `/metrics`: `gauges` (a cluster member's status), then the process's registry
 /// ([`crate::metrics`]) with the pool's gauges from `pool`.
 pub fn metrics_text(gauges: String, pool: Option<&crate::pool::PoolStats>) -> Response {
+    let pool = pool.map(|p| crate::metrics::PoolCounts {
+        prewarm: p.prewarm,
+        warm: p.warm_idle,
+        busy: p.busy,
+        used_mb: p.used_mb,
+    });
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         gauges + &crate::metrics::global().encode(pool),

@@ -3,13 +3,12 @@
 //! container deployments expect.
 
 mod plugin;
-mod telemetry;
 
+pub use crate::telemetry::{LogFormat, LogSection, TraceSection};
 pub use plugin::{PluginSection, RouteTlsSection};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-pub use telemetry::{LogFormat, LogSection, TraceSection};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

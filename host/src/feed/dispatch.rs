@@ -133,7 +133,9 @@ impl Dispatch {
                 message = outcome.last.kind()
             ))
             .await;
-        crate::metrics::global().activation(&outcome.record, &msg.user.namespace.name);
+        if let Some(event) = outcome.record.event(&msg.user.namespace.name) {
+            crate::metrics::global().activation(&event);
+        }
         self.sink
             .write(&outcome.record, msg.user.stores_activations())
             .await;

@@ -3,9 +3,11 @@
 //! exports the activations' spans over OTLP/HTTP. An activation's span continues the trace
 //! the controller sent in its `traceContext` (W3C `traceparent`), see [`continue_trace`].
 
-use crate::config::{LogFormat, LogSection, TraceSection};
+mod sections;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+pub use sections::{LogFormat, LogSection, TraceSection};
 use std::collections::BTreeMap;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;

@@ -1,4 +1,4 @@
-//! `[log]` and `[trace]`: how the host logs, and where its traces go.
+//! `[log]` and `[trace]` of the config: how the host logs, and where its traces go.
 
 use serde::Deserialize;
 
