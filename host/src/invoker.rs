@@ -5,6 +5,7 @@
 //! runs the feed only while it leads and holds its lease; when it becomes the leader it takes
 //! the pool over from the replicated state first ([`crate::failover`]).
 
+use crate::cluster::server;
 use crate::config::Config;
 use crate::data_dir::DataDirLock;
 use crate::engines::Engines;
@@ -68,9 +69,15 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
     // ready once the feed consumes: its plugins are loaded and its pool is up by then
     let consuming = Arc::new(AtomicBool::new(false));
     let probes = match &parts.config.invoker.status_address {
-        Some(address) => {
-            Some(serve_probes(address, consuming.clone(), pool.clone(), shutdown.clone()).await?)
-        }
+        Some(address) => Some(
+            serve_status(
+                address,
+                single_status(&parts, consuming.clone(), pool.clone()),
+                consuming.clone(),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
         None => None,
     };
     let topic = parts.feed_config().topic;
@@ -165,18 +172,65 @@ async fn remove_leftovers(parts: &Parts, pool: &Pool) {
     }
 }
 
-/// A single host's `/healthz` and `/readyz` (ready while the feed consumes) and `/metrics`.
-async fn serve_probes(
+/// What a single host says about itself on `/status`: the cluster's struct with no Raft
+/// part (`state` = `Single`, no members), its pool, activity and plugins.
+fn single_status(parts: &Parts, consuming: Arc<AtomicBool>, pool: Arc<Pool>) -> server::Status {
+    use crate::cluster::status::{HostReport, MemberStatus, PluginReport, Role};
+    let plugins: Vec<PluginReport> = parts
+        .config
+        .plugins
+        .iter()
+        .zip(&parts.plugins)
+        .map(|(section, plugin)| PluginReport {
+            name: section.name.clone(),
+            version: plugin.versions().version,
+            sha256: plugin.sha256(),
+            kinds: section.kinds.clone(),
+            images: section.images.clone(),
+            default: section.name == parts.factory.default_engine().name,
+            ..Default::default()
+        })
+        .collect();
+    Arc::new(move || {
+        let stats = pool.stats();
+        let consuming = consuming.load(Ordering::Relaxed);
+        MemberStatus {
+            state: "Single".into(),
+            voting: true,
+            containers: stats.prewarm + stats.warm_idle + stats.busy,
+            idle_containers: stats.prewarm + stats.warm_idle,
+            host: HostReport {
+                role: if consuming {
+                    Role::Active
+                } else {
+                    Role::Standby
+                },
+                consuming,
+                pool: Some(stats),
+                pool_by_action: pool.by_action(),
+                activity: crate::metrics::global().activity(),
+                plugin: plugins.iter().find(|p| p.default).cloned(),
+                plugins: plugins.clone(),
+                publish_retries: feed::PUBLISH_RETRIES.load(Ordering::Relaxed),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    })
+}
+
+/// A single host's status listener: the dashboard, `/status`, `/metrics`, and the probes
+/// (`/readyz`: ready while the feed consumes).
+async fn serve_status(
     address: &str,
+    status: server::Status,
     consuming: Arc<AtomicBool>,
-    pool: Arc<Pool>,
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    use crate::cluster::server;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| anyhow::anyhow!("[invoker] status-address {address}: {e}"))?;
-    tracing::info!(%address, "serving /healthz, /readyz and /metrics");
+    tracing::info!(%address, "serving the dashboard, /status, /metrics, /healthz and /readyz");
     let ready: server::Readiness = Arc::new(move || {
         if consuming.load(Ordering::Relaxed) {
             Ok("consuming".into())
@@ -186,15 +240,7 @@ async fn serve_probes(
     });
     Ok(tokio::spawn(server::serve(
         listener,
-        axum::Router::new()
-            .route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let pool = pool.clone();
-                    async move { server::metrics_text(String::new(), Some(&pool.stats())) }
-                }),
-            )
-            .merge(server::health_router(ready)),
+        server::status_router(status, None, Some(ready)),
         None,
         server::Limits::default(),
         stopped,

@@ -163,5 +163,25 @@ fn the_metrics_page_counts_the_activations_sent_under_openwhisks_names() {
         0.0,
         "{text}"
     );
+
+    // the same listener serves the dashboard and the typed status it reads
+    let page = get(&address, "/").expect("the dashboard answers");
+    assert!(page.contains("<title>keepwarm</title>"), "{page}");
+    let status: serde_json::Value =
+        serde_json::from_str(&get(&address, "/status").expect("/status answers")).unwrap();
+    assert_eq!(status["state"], "Single", "{status}");
+    assert_eq!(status["activity"]["total"], 7, "{status}");
+    assert_eq!(status["plugins"][0]["name"], "docker", "{status}");
+    let echo_row = status["pool_by_action"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "guest/echo")
+        .cloned()
+        .unwrap_or_else(|| panic!("no guest/echo row in {status}"));
+    assert_eq!(
+        (echo_row["warm"].as_u64(), echo_row["plugin"].as_str()),
+        (Some(2), Some("docker"))
+    );
     drop(host);
 }

@@ -459,7 +459,7 @@ async fn serve_listeners(
             })?;
         servers.push(tokio::spawn(server::serve(
             listener,
-            server::status_router(status, config.status_token.clone().map(Into::into)),
+            server::status_router(status, config.status_token.clone().map(Into::into), None),
             None,
             limits,
             stopped,

@@ -72,10 +72,13 @@ impl StatusState {
     }
 }
 
-/// The status listener's routes; `token`, when set, is required as a bearer token.
-pub fn status_router(status: Status, token: Option<Arc<str>>) -> Router {
+/// The status listener's routes; `token`, when set, is required as a bearer token. `/readyz`
+/// answers `ready` (default: the status's [`MemberStatus::readiness`]).
+///
+/// [`MemberStatus::readiness`]: super::status::MemberStatus::readiness
+pub fn status_router(status: Status, token: Option<Arc<str>>, ready: Option<Readiness>) -> Router {
     let of = status.clone();
-    let ready: Readiness = Arc::new(move || of().readiness());
+    let ready: Readiness = ready.unwrap_or_else(|| Arc::new(move || of().readiness()));
     Router::new()
         .route("/", get(dashboard))
         .route("/status", get(status_json))
@@ -117,7 +120,12 @@ async fn metrics(State(s): State<StatusState>, headers: HeaderMap) -> Response {
         return refusal.into_response();
     }
     let status = (s.status)();
-    metrics_text(status.prometheus(), status.host.pool.as_ref())
+    // a single host (no members) has no Raft or role gauges
+    let gauges = match status.members.is_empty() {
+        true => String::new(),
+        false => status.prometheus(),
+    };
+    metrics_text(gauges, status.host.pool.as_ref())
 }
 
 /// `/metrics`: `gauges` (a cluster member's status), then the process's registry
