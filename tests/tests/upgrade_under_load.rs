@@ -297,17 +297,36 @@ fn swaps_and_a_rolling_restart_under_load_lose_nothing_and_keep_every_container(
         })
         .count();
     let after: BTreeSet<String> = containers_of(&cluster.label).into_iter().collect();
+    // run twice: two different records of one activation (a second run has its own start).
+    // A message the broker delivered twice (a produce retried after a timeout) is the same
+    // message again: counted and shown, not a second run.
+    let records = |acks: &[serde_json::Value]| {
+        acks.iter()
+            .filter_map(|a| a.get("response").filter(|r| r.is_object()))
+            .map(|r| (r["start"].to_string(), r["end"].to_string()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
     let twice = ids
         .iter()
+        .filter(|id| c.received.get(*id).is_some_and(|acks| records(acks) > 1))
+        .count();
+    let redelivered = ids
+        .iter()
         .filter(|id| {
-            c.received
-                .get(*id)
-                .is_some_and(|acks| acks.iter().filter(|a| a.get("instance").is_some()).count() > 1)
+            c.received.get(*id).is_some_and(|acks| {
+                let distinct: std::collections::BTreeSet<String> =
+                    acks.iter().map(|a| a.to_string()).collect();
+                distinct.len() < acks.len()
+            })
         })
         .count();
     eprintln!(
+        "{redelivered} activations had an acknowledgement delivered twice (the same message)"
+    );
+    eprintln!(
         "upgrades under load: {} activations ({} during the upgrades), {} lost, {} failed, {} \
-         cold starts during the upgrades, {} acknowledged twice; containers before {:?} after {:?}; \
+         cold starts during the upgrades, {} run twice; containers before {:?} after {:?}; \
          step-down pauses {pauses:?} ms",
         ids.len(),
         during.len(),
@@ -334,5 +353,9 @@ fn swaps_and_a_rolling_restart_under_load_lose_nothing_and_keep_every_container(
     assert!(!pauses.is_empty(), "the active host was never stepped down");
     assert_eq!(before, after, "containers changed\n{}", logs());
     assert_eq!(cold, 0, "cold starts during the upgrades\n{}", logs());
-    assert_eq!(twice, 0, "acknowledged twice\n{}", logs());
+    let example = ids.iter().find_map(|id| {
+        let acks = c.received.get(id)?;
+        (records(acks) > 1).then(|| format!("{id}: {acks:?}"))
+    });
+    assert_eq!(twice, 0, "run twice, e.g. {example:?}\n{}", logs());
 }
