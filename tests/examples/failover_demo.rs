@@ -247,7 +247,24 @@ fn demo(stage: &Stage) {
         runs.sort();
     }
     std::thread::sleep(Duration::from_millis(1500)); // one upkeep round: /status has the pool
-    let pool = cluster.status(next).unwrap()["pool"].clone();
+                                                     // containers evicted for memory are gone from the engine once their destroy finishes (up to
+                                                     // 10 s on a loaded machine): wait for the engine to hold what the pool holds
+    let held = |pool: &Value| {
+        ["prewarm", "warm_idle", "busy"]
+            .iter()
+            .map(|k| pool[k].as_u64().unwrap_or(0) as usize)
+            .sum::<usize>()
+    };
+    let settle = std::time::Instant::now();
+    let pool = loop {
+        let pool = cluster.status(next).unwrap()["pool"].clone();
+        if held(&pool) == stage.containers(&cluster.label)
+            || settle.elapsed() > Duration::from_secs(10)
+        {
+            break pool;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
     let churn = &pool["churn"];
 
     println!();
