@@ -236,24 +236,16 @@ impl Runner {
                     self.pool.release(&allocation, fate);
                     return None;
                 }
-                Err(Interrupted::InitializedElsewhere) => {
+                Err(elsewhere) => {
+                    // nothing reached the action: the container goes, the activation is
+                    // placed again
+                    let (happened, in_a_row) = elsewhere.misplaced();
                     tracing::warn!(activation = %msg.activation_id, container = %allocation.container.id,
-                        "the prewarm container was initialized by a previous active host; destroying it and placing the activation again ({placements} of {PLACEMENTS})");
+                        "{happened}; destroying it and placing the activation again ({placements} of {PLACEMENTS})");
                     self.pool.release(&allocation, Fate::Destroy);
                     if placements >= PLACEMENTS {
                         let response = ActivationResponse::whisk_error(format!(
-                            "The action could not be placed: {PLACEMENTS} containers in a row had been initialized by another host"
-                        ));
-                        return Some(self.finish(&ran, response, Vec::new()));
-                    }
-                }
-                Err(Interrupted::Unsent) => {
-                    tracing::warn!(activation = %msg.activation_id, container = %allocation.container.id,
-                        "the engine lost the container before the activation reached it; placing it again ({placements} of {PLACEMENTS})");
-                    self.pool.release(&allocation, Fate::Destroy);
-                    if placements >= PLACEMENTS {
-                        let response = ActivationResponse::whisk_error(format!(
-                            "The action could not be placed: the engine lost {PLACEMENTS} containers in a row before the activation reached them"
+                            "The action could not be placed: {PLACEMENTS} containers in a row {in_a_row}"
                         ));
                         return Some(self.finish(&ran, response, Vec::new()));
                     }
@@ -586,6 +578,26 @@ enum Interrupted {
     Unsent,
     /// `/init` found the runtime initialized already: another host used the container.
     InitializedElsewhere,
+}
+
+impl Interrupted {
+    /// For a container the activation never reached: what happened to it (for the log line),
+    /// and how the error says it happened to every container tried.
+    fn misplaced(&self) -> (&'static str, &'static str) {
+        match self {
+            Interrupted::Unsent => (
+                "the engine lost the container before the activation reached it",
+                "were lost by the engine before the activation reached them",
+            ),
+            Interrupted::InitializedElsewhere => (
+                "the prewarm container was initialized by a previous active host",
+                "had been initialized by another host",
+            ),
+            Interrupted::Fenced { .. } => {
+                unreachable!("a fenced run is given back, not placed again")
+            }
+        }
+    }
 }
 
 /// What OpenWhisk's action runtimes answer (403) to a second `/init`.
