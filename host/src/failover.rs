@@ -5,6 +5,7 @@
 use crate::clock::now_ms;
 use crate::cluster::state::{Command, ContainerRecord, PoolChange};
 use crate::cluster::status::Takeover;
+use crate::cluster::plugin_state::ReplicatedPluginState;
 use crate::cluster::{ClusterError, Node};
 use crate::engines::{plugin_of, PLUGIN_LABEL};
 use crate::factory::{Container, ContainerFactory};
@@ -197,7 +198,7 @@ async fn reattach(
                 }
                 pool.adopt(
                     container,
-                    &record.kind,
+                    (&record.kind, &record.image),
                     record.memory_mb,
                     record.warm.clone(),
                     1,
@@ -361,10 +362,13 @@ fn note_progress(
 pub struct Inputs {
     pub events: broadcast::Receiver<PoolEvent>,
     pub progress: mpsc::UnboundedReceiver<Progress>,
-    /// Commands made elsewhere (plugin `state` writes).
-    pub extra: mpsc::UnboundedReceiver<Command>,
+    /// Plugin `state` writes are waiting in `plugin_states`.
+    pub plugin_writes: mpsc::Receiver<()>,
+    pub plugin_states: Vec<Arc<ReplicatedPluginState>>,
     /// Answered once everything queued before the request is committed.
     pub flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    /// The pool the events come from: read whole when events were lost.
+    pub pool: Arc<Pool>,
 }
 
 /// Proposes pool changes, offsets and completions in batches until leadership is lost
@@ -379,24 +383,28 @@ pub async fn replicate(
     let Inputs {
         mut events,
         mut progress,
-        mut extra,
+        mut plugin_writes,
+        plugin_states,
         mut flushes,
+        pool,
     } = inputs;
+    let mut writes_open = true;
     loop {
+        let mut resync = false;
         let mut flushed = Vec::new();
         let mut changes = Vec::new();
         let mut offsets = BTreeMap::new();
         let mut completed = Vec::new();
         let mut commands = Vec::new();
         tokio::select! {
-            c = extra.recv() => match c {
-                Some(c) => commands.push(c),
-                None => return,
+            w = plugin_writes.recv(), if writes_open => if w.is_none() {
+                writes_open = false;
             },
             e = events.recv() => match e {
                 Ok(e) => changes.push(change_of(&plugin, e)),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!("replication fell behind by {n} pool events");
+                    tracing::warn!("replication fell behind by {n} pool events: replicating the whole pool again");
+                    resync = true;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
@@ -410,14 +418,25 @@ pub async fn replicate(
             },
         }
         // a small batch: whatever else is already waiting
-        while let Ok(e) = events.try_recv() {
-            changes.push(change_of(&plugin, e));
+        loop {
+            match events.try_recv() {
+                Ok(e) => changes.push(change_of(&plugin, e)),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    tracing::warn!("replication fell behind by {n} pool events: replicating the whole pool again");
+                    resync = true;
+                }
+                Err(_) => break,
+            }
+        }
+        if resync {
+            // after every event still queued, so the pool as it is now wins
+            changes.extend(whole_pool(&plugin, &pool, &node.state().containers));
         }
         while let Ok(p) = progress.try_recv() {
             note_progress(&node, p, &mut offsets, &mut completed);
         }
-        while let Ok(c) = extra.try_recv() {
-            commands.push(c);
+        for state in &plugin_states {
+            commands.extend(state.take());
         }
         if !changes.is_empty() {
             commands.push(Command::Pool { epoch, changes });
@@ -432,14 +451,9 @@ pub async fn replicate(
             commands.push(Command::Offsets { epoch, offsets });
         }
         for command in commands {
-            match node.propose(command).await {
-                Ok(_) => {}
-                Err(e @ (ClusterError::Stale { .. } | ClusterError::NotLeader { .. })) => {
-                    tracing::warn!("replication stopped: {e}");
-                    let _ = lost.send(true);
-                    return;
-                }
-                Err(e) => tracing::warn!("replication: {e}"),
+            if !propose_until_committed(&node, command).await {
+                let _ = lost.send(true);
+                return;
             }
         }
         // everything queued before a flush was asked for is committed now
@@ -447,6 +461,57 @@ pub async fn replicate(
             let _ = f.send(());
         }
     }
+}
+
+/// Proposes `command` until it is committed, asking again after any failure but the end
+/// of this leadership (false): a dropped pool change would leave the replicated pool wrong.
+async fn propose_until_committed(node: &Node, command: Command) -> bool {
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match node.propose(command.clone()).await {
+            Ok(_) => return true,
+            Err(e @ (ClusterError::Stale { .. } | ClusterError::NotLeader { .. })) => {
+                tracing::warn!("replication stopped: {e}");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(retry_in = ?pause, "replication: {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// The changes that make the replicated pool `replicated` what `pool` holds now.
+fn whole_pool(
+    plugin: &str,
+    pool: &Pool,
+    replicated: &BTreeMap<String, ContainerRecord>,
+) -> Vec<PoolChange> {
+    let held = pool.view();
+    let ids: BTreeSet<&str> = held.iter().map(|h| h.container.id.as_str()).collect();
+    let gone: Vec<PoolChange> = replicated
+        .keys()
+        .filter(|id| !ids.contains(id.as_str()))
+        .map(|id| PoolChange::Removed { id: id.clone() })
+        .collect();
+    let now = now_ms();
+    let upserts = held.into_iter().map(|h| {
+        let known = replicated.get(&h.container.id);
+        PoolChange::Upsert(Box::new(ContainerRecord {
+            plugin: plugin_of(&h.container).unwrap_or(plugin).to_owned(),
+            kind: h.kind,
+            image: h.image,
+            memory_mb: h.memory_mb,
+            warm: h.warm,
+            busy: h.busy,
+            last_use_ms: known.map_or(now, |k| k.last_use_ms),
+            held_ms: known.and_then(|k| k.held_ms),
+            container: h.container,
+        }))
+    });
+    gone.into_iter().chain(upserts).collect()
 }
 
 #[cfg(test)]
@@ -504,6 +569,64 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["idle"]
         );
+    }
+
+    /// Issue 32, defect 5: lost pool events left the replicated pool wrong (a busy
+    /// container recorded idle, a destroyed one still there); a lag now replicates the pool
+    /// whole, and this is what it proposes.
+    #[tokio::test]
+    async fn a_resync_makes_the_replicated_pool_what_the_pool_holds() {
+        use crate::pool::{PoolConfig, Want, WarmKey};
+        let engine = Arc::new(crate::testing::FakeEngine::default());
+        let pool = Pool::new(
+            engine,
+            PoolConfig {
+                user_memory_mb: 1024,
+                idle_timeout: Duration::from_secs(600),
+                cluster: "test".into(),
+                name_prefix: "wsk0_".into(),
+                epoch: 1,
+                stem_cells: Vec::new(),
+                port: 8080,
+            },
+        );
+        let key = WarmKey {
+            namespace: "guest".into(),
+            action: "guest/a".into(),
+            revision: "1".into(),
+        };
+        let want = Want {
+            key: key.clone(),
+            kind: "shell:1".into(),
+            image: "img".into(),
+            memory_mb: 128,
+            concurrency: 1,
+            blackbox: false,
+        };
+        let busy = pool.acquire(&want).await.unwrap();
+        let id = busy.container.id.clone();
+        // what the replicated pool says after a lost `BecameBusy` and a lost `Destroyed`
+        let mut stale_idle = record(&id, false);
+        stale_idle.last_use_ms = 7;
+        let replicated: BTreeMap<String, ContainerRecord> =
+            [(id.clone(), stale_idle), ("gone".into(), record("gone", false))]
+                .into_iter()
+                .collect();
+        let changes = whole_pool("fake", &pool, &replicated);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(changes[0], PoolChange::Removed { id: "gone".into() });
+        let PoolChange::Upsert(r) = &changes[1] else {
+            panic!("{changes:?}")
+        };
+        assert!(r.busy, "the busy container is replicated busy");
+        assert_eq!((r.container.id.as_str(), r.image.as_str()), (id.as_str(), "img"));
+        assert_eq!((r.warm.as_ref(), r.last_use_ms), (Some(&key), 7));
+        // applied, the replicated state holds what the pool holds
+        let mut state = crate::cluster::state::Replicated::default();
+        state.containers = replicated;
+        state.apply(2, &Command::Pool { epoch: 0, changes });
+        assert_eq!(state.containers.len(), 1);
+        assert!(state.containers[&id].busy);
     }
 
     #[test]

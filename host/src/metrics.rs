@@ -14,7 +14,8 @@
 //! The registry is process-wide ([`global`]): activations, takeovers, leases and plugin calls
 //! happen in different modules and each records where it happens.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
@@ -83,6 +84,11 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FaultLabels {
     plugin: String,
     operation: String,
@@ -90,9 +96,21 @@ struct FaultLabels {
 }
 
 /// A counter written as simpleclient 0.6 writes one: the sample carries the registered name
-/// as is (`openwhisk_action_status`, no `_total` added).
-#[derive(Debug, Default)]
+/// as is (`openwhisk_action_status`, `openwhisk_action_activations_total`), the `# TYPE`
+/// line the same name, so a parser of the text format (0.0.4) files every sample under
+/// its counter.
+#[derive(Debug, Default, Clone)]
 struct UpstreamCounter(Counter);
+
+impl UpstreamCounter {
+    fn inc(&self) -> u64 {
+        self.0.inc()
+    }
+
+    fn inc_by(&self, n: u64) -> u64 {
+        self.0.inc_by(n)
+    }
+}
 
 impl TypedMetric for UpstreamCounter {
     const TYPE: MetricType = MetricType::Counter;
@@ -105,6 +123,31 @@ impl EncodeMetric for UpstreamCounter {
 
     fn metric_type(&self) -> MetricType {
         MetricType::Counter
+    }
+}
+
+/// Registers a counter whose samples carry `name` (ending in `_total`) as it is, declared
+/// under the same name. The registry's own `register` refuses such a counter name (it adds
+/// the suffix itself, on the samples only), so it goes in as a collector.
+fn register_total<M>(r: &mut Registry, name: &'static str, help: &'static str, metric: M)
+where
+    M: EncodeMetric + std::fmt::Debug + Send + Sync + 'static,
+{
+    r.register_collector(Box::new(Named { name, help, metric }));
+}
+
+#[derive(Debug)]
+struct Named<M> {
+    name: &'static str,
+    help: &'static str,
+    metric: M,
+}
+
+impl<M: EncodeMetric + std::fmt::Debug + Send + Sync + 'static> Collector for Named<M> {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let metric =
+            encoder.encode_descriptor(self.name, self.help, None, self.metric.metric_type())?;
+        self.metric.encode(metric)
     }
 }
 
@@ -188,8 +231,8 @@ pub struct Activity {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    activations: Family<ActivationLabels, Counter>,
-    cold_starts: Family<ActionLabels, Counter>,
+    activations: Family<ActivationLabels, UpstreamCounter>,
+    cold_starts: Family<ActionLabels, UpstreamCounter>,
     status: Family<StatusLabels, UpstreamCounter>,
     status_code: Family<StatusCodeLabels, UpstreamCounter>,
     wait_time: Family<ActionLabels, Histogram, Buckets>,
@@ -200,10 +243,11 @@ pub struct Metrics {
     pool_count: Family<StateLabels, Gauge>,
     pool_memory: Gauge,
     failover: Histogram,
-    takeover_containers: Family<FateLabels, Counter>,
-    lease_lapses: Counter,
+    takeover_containers: Family<FateLabels, UpstreamCounter>,
+    lease_lapses: UpstreamCounter,
     plugin_calls: Family<CallLabels, Histogram, Buckets>,
-    plugin_faults: Family<FaultLabels, Counter>,
+    plugin_faults: Family<FaultLabels, UpstreamCounter>,
+    acks_dropped: Family<ReasonLabels, UpstreamCounter>,
     /// Finish instant and latency (ms) of the activations of the last [`WINDOW`].
     recent: Mutex<VecDeque<(Instant, u64)>>,
     finished: AtomicU64,
@@ -236,21 +280,24 @@ impl Metrics {
             pool_memory: Gauge::default(),
             failover: Histogram::new(failover_buckets()),
             takeover_containers: Family::default(),
-            lease_lapses: Counter::default(),
+            lease_lapses: UpstreamCounter::default(),
             plugin_calls: Family::new_with_constructor(Buckets(call_buckets)),
             plugin_faults: Family::default(),
+            acks_dropped: Family::default(),
             recent: Mutex::default(),
             finished: AtomicU64::new(0),
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register(
-            "openwhisk_action_activations",
+        register_total(
+            r,
+            "openwhisk_action_activations_total",
             "Activation Count",
             m.activations.clone(),
         );
-        r.register(
-            "openwhisk_action_coldStarts",
+        register_total(
+            r,
+            "openwhisk_action_coldStarts_total",
             "Cold start counts",
             m.cold_starts.clone(),
         );
@@ -304,13 +351,15 @@ impl Metrics {
             "Takeovers by this host: from the claim's election (this host became leader) to consuming",
             m.failover.clone(),
         );
-        r.register(
-            "keepwarm_takeover_containers",
+        register_total(
+            r,
+            "keepwarm_takeover_containers_total",
             "Containers by fate at this host's takeovers: adopted (re-attached), lost (gone or unhealthy), busy_destroyed, orphans_destroyed",
             m.takeover_containers.clone(),
         );
-        r.register(
-            "keepwarm_lease_lapses",
+        register_total(
+            r,
+            "keepwarm_lease_lapses_total",
             "Times the active host's lease lapsed (no quorum acknowledgement within lease-ms)",
             m.lease_lapses.clone(),
         );
@@ -319,10 +368,17 @@ impl Metrics {
             "Plugin calls by plugin and operation: time inside the sandbox",
             m.plugin_calls.clone(),
         );
-        r.register(
-            "keepwarm_plugin_faults",
+        register_total(
+            r,
+            "keepwarm_plugin_faults_total",
             "Plugin calls that faulted, by plugin, operation and fault (trap, timeout, memory_cap, factory_error)",
             m.plugin_faults.clone(),
+        );
+        register_total(
+            r,
+            "keepwarm_acknowledgements_dropped_total",
+            "Acknowledgements given up on, by reason (too_large even shrunk, invalid_topic, illegal_topic, unpublishable for 60 s)",
+            m.acks_dropped.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -458,6 +514,15 @@ impl Metrics {
         }
     }
 
+    /// An acknowledgement given up on.
+    pub fn acknowledgement_dropped(&self, reason: &str) {
+        self.acks_dropped
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     /// The text exposition, with the pool's gauges set from `pool` (the active host's) first.
     pub fn encode(&self, pool: Option<PoolCounts>) -> String {
         if let Some(p) = pool {
@@ -524,6 +589,21 @@ mod tests {
             );
         }
         assert!(text.contains("# TYPE openwhisk_action_status counter"));
+        assert!(text.contains("# TYPE openwhisk_action_activations_total counter"));
+        // as a 0.0.4 parser reads it: every sample under the family its `# TYPE` declared
+        let mut family = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap().to_owned();
+            } else if !line.starts_with('#') && !line.is_empty() {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let suffix = name.strip_prefix(family.as_str());
+                assert!(
+                    matches!(suffix, Some("" | "_bucket" | "_sum" | "_count")),
+                    "`{name}` is not a sample of `{family}`"
+                );
+            }
+        }
         // 12 ms waiting + 30 ms running, twice
         let activity = m.activity();
         assert_eq!(

@@ -323,12 +323,12 @@ impl Member {
         node.report(|r| r.role = Role::Active);
 
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
-        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let (writes_tx, writes_rx) = mpsc::channel(1);
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
         for state in &self.plugin_states {
-            state.activate(takeover.epoch, commands_tx.clone());
+            state.activate(takeover.epoch, writes_tx.clone());
         }
-        drop(commands_tx);
+        drop(writes_tx);
         let replicator = tokio::spawn(failover::replicate(
             node.clone(),
             takeover.epoch,
@@ -336,8 +336,10 @@ impl Member {
             failover::Inputs {
                 events: pool.subscribe(),
                 progress: progress_rx,
-                extra: commands_rx,
+                plugin_writes: writes_rx,
+                plugin_states: self.plugin_states.clone(),
                 flushes: flush_rx,
+                pool: pool.clone(),
             },
             lost_tx.clone(),
         ));
@@ -407,6 +409,7 @@ impl Member {
         let mut shutdown = shutdown;
         // how long a handover took until another member led (0: none was waited for)
         let mut handover_ms = 0;
+        let mut handed_back = false;
         let why = loop {
             let lent_expires = tokio::time::Instant::now()
                 + Duration::from_millis(u64::try_from(lent_until - now_ms()).unwrap_or(0));
@@ -452,6 +455,13 @@ impl Member {
                     });
                 }
                 Some(back) = handbacks.recv() => {
+                    // only the member the replicated handover names, once
+                    let lender = node.state().lent.as_ref().map(|l| l.from);
+                    if lender != Some(back.from) || handed_back {
+                        tracing::warn!(from = back.from, ?lender, handed_back, "a handback no handover of this term awaits: ignored");
+                        continue;
+                    }
+                    handed_back = true;
                     let ids: Vec<String> = back.containers.iter().filter(|id| lent.remove(*id)).cloned().collect();
                     let (node, factory, pool, epoch) = (node.clone(), factory.clone(), pool.clone(), takeover.epoch);
                     tokio::spawn(async move {

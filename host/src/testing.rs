@@ -7,7 +7,8 @@ use crate::factory::{
     FactoryError, Pairs, PluginInfo,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 #[derive(Debug, Default)]
 pub struct FakeEngine {
@@ -17,6 +18,13 @@ pub struct FakeEngine {
     pub destroyed: AtomicUsize,
     /// Creates answered `unavailable` before the engine answers again.
     pub down_for: AtomicUsize,
+    /// Where every container's action proxy answers (a test's own server); by default an
+    /// address per container where nothing listens.
+    pub proxy: Mutex<Option<String>>,
+    /// How long a create takes.
+    pub create_delay: Mutex<Duration>,
+    /// What `logs` answers for every container.
+    pub output: Mutex<String>,
     info: OnceLock<PluginInfo>,
 }
 
@@ -50,11 +58,16 @@ impl ContainerFactory for FakeEngine {
                 error: FactoryError::Unavailable("connection refused".into()),
             });
         }
+        let delay = *self.create_delay.lock().expect("fake engine");
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let n = self.created.fetch_add(1, Ordering::SeqCst);
+        let proxy = self.proxy.lock().expect("fake engine").clone();
         Ok(Container {
             id: format!("c{n}"),
             name: spec.name,
-            address: format!("127.0.0.1:{}", 10_000 + n),
+            address: proxy.unwrap_or_else(|| format!("127.0.0.1:{}", 10_000 + n)),
             state: ContainerState::Running,
             labels: spec.labels,
             handle: String::new(),
@@ -89,6 +102,6 @@ impl ContainerFactory for FakeEngine {
 
     async fn logs(&self, _id: &str, _since_ms: u64, _max_bytes: u32) -> CallResult<String> {
         self.call();
-        Ok(String::new())
+        Ok(self.output.lock().expect("fake engine").clone())
     }
 }

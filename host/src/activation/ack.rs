@@ -6,19 +6,30 @@ use super::record::WhiskActivation;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// The invoker's identity as the controller knows it.
+/// The invoker's identity as the controller knows it, written as master's
+/// `InvokerInstanceId.serdes` writes it (`InstanceId.scala`): `tags` and
+/// `dedicatedNamespaces` always (master's reader requires both; 1.0.0's ignores them),
+/// `busyMemory`, `uniqueName` and `displayedName` only when set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InvokerInstanceId {
     pub instance: u32,
+    /// OpenWhisk's ByteSize form, e.g. `"2048 MB"`.
+    pub user_memory: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_memory: Option<String>,
+    #[serde(default = "invoker_type")]
+    pub instance_type: String,
+    /// Annotation tags of the actions this invoker may run (empty: any).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The only namespaces whose actions this invoker runs (empty: any).
+    #[serde(default)]
+    pub dedicated_namespaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub displayed_name: Option<String>,
-    /// OpenWhisk's ByteSize form, e.g. `"2048 MB"`.
-    pub user_memory: String,
-    #[serde(default = "invoker_type")]
-    pub instance_type: String,
 }
 
 fn invoker_type() -> String {
@@ -29,10 +40,13 @@ impl InvokerInstanceId {
     pub fn new(instance: u32, user_memory_mb: u64, unique_name: Option<String>) -> Self {
         InvokerInstanceId {
             instance,
+            user_memory: format!("{user_memory_mb} MB"),
+            busy_memory: None,
+            instance_type: invoker_type(),
+            tags: Vec::new(),
+            dedicated_namespaces: Vec::new(),
             unique_name,
             displayed_name: None,
-            user_memory: format!("{user_memory_mb} MB"),
-            instance_type: invoker_type(),
         }
     }
 }

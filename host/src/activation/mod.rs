@@ -13,6 +13,7 @@
 pub mod ack;
 pub mod arguments;
 pub mod message;
+pub mod logs;
 pub mod proxy;
 pub mod record;
 pub mod runner;
@@ -24,3 +25,5 @@ pub use runner::{Gate, Outcome, Runner};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod runner_tests;

@@ -46,13 +46,18 @@ impl TryFrom<u8> for StatusCode {
     }
 }
 
-/// `{"statusCode": N, "result": {...}}`.
+/// `{"statusCode": N, "result": {...}, "size": N}` (upstream's `ActivationResponse`,
+/// `ActivationResult.scala`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivationResponse {
     pub status_code: StatusCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// The length of the container's answer as upstream counts it (`entity.length` of a Java
+    /// string: UTF-16 units); absent where no answer was read (timeouts, system errors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
 }
 
 /// An action that could not be resolved, answered exactly as upstream's invoker answers it
@@ -75,6 +80,7 @@ impl ActivationResponse {
         ActivationResponse {
             status_code: StatusCode::Success,
             result: Some(result),
+            size: None,
         }
     }
 
@@ -82,6 +88,14 @@ impl ActivationResponse {
         ActivationResponse {
             status_code,
             result: Some(json!({ "error": error })),
+            size: None,
+        }
+    }
+
+    fn sized(self, size: usize) -> Self {
+        ActivationResponse {
+            size: Some(size),
+            ..self
         }
     }
 
@@ -101,42 +115,63 @@ impl ActivationResponse {
         self.status_code == StatusCode::WhiskError
     }
 
-    /// Interprets a `/run` answer as OpenWhisk does: a 200 JSON object is a success unless it
-    /// has an `error` field (application error); anything else is a developer error.
+    /// Interprets a `/run` answer as upstream's `processRunResponseContent`: a 200 JSON
+    /// object is a success unless it has an `error` field (application error), a 200 JSON
+    /// array a success; anything else is a developer error. Every one carries the answer's size.
     pub fn from_run(status: u16, body: &[u8]) -> Self {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(fields)) => {
-                let error = fields.get("error").cloned();
-                match (status == 200, error) {
-                    (true, None) => Self::success(Value::Object(fields)),
-                    (true, Some(e)) => Self::application_error(e),
-                    (false, Some(e)) => Self::error(StatusCode::DeveloperError, e),
-                    (false, None) => Self::developer_error(invalid_run(body)),
-                }
-            }
-            _ => Self::developer_error(invalid_run(body)),
-        }
+        let text = String::from_utf8_lossy(body);
+        let size = java_length(&text);
+        let ok = status == 200;
+        let response = match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(fields)) => match (ok, fields.get("error").cloned()) {
+                (true, None) => Self::success(Value::Object(fields)),
+                (true, Some(e)) => Self::application_error(e),
+                (false, Some(e)) => Self::error(StatusCode::DeveloperError, e),
+                (false, None) => Self::developer_error(invalid_run(&text)),
+            },
+            Ok(array @ Value::Array(_)) if ok => Self::success(array),
+            _ => Self::developer_error(invalid_run(&text)),
+        };
+        response.sized(size)
     }
 
-    /// Interprets a failed `/init` answer.
+    /// Interprets a failed `/init` answer as upstream's `processInitResponseContent`.
     pub fn from_failed_init(body: &[u8]) -> Self {
-        match serde_json::from_slice::<Map<String, Value>>(body) {
+        let text = String::from_utf8_lossy(body);
+        let size = java_length(&text);
+        let response = match serde_json::from_str::<Map<String, Value>>(&text) {
             Ok(fields) if fields.contains_key("error") => {
                 Self::error(StatusCode::DeveloperError, fields["error"].clone())
             }
-            _ => Self::developer_error(format!(
-                "The action failed during initialization: {}",
-                String::from_utf8_lossy(body)
+            _ => Self::developer_error(with_answer(
+                "The action failed during initialization",
+                &text,
             )),
-        }
+        };
+        response.sized(size)
     }
 }
 
-fn invalid_run(body: &[u8]) -> String {
-    format!(
-        "The action did not produce a valid response and exited unexpectedly: {}",
-        String::from_utf8_lossy(body)
+/// Upstream's `Messages.invalidRunResponse`.
+fn invalid_run(text: &str) -> String {
+    with_answer(
+        "The action did not produce a valid JSON or JSON Array response",
+        text,
     )
+}
+
+/// `message`, then `: answer` unless the answer is empty (upstream's message helpers).
+fn with_answer(message: &str, answer: &str) -> String {
+    if answer.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{message}: {answer}")
+    }
+}
+
+/// A string's `length()` in Java: UTF-16 code units.
+fn java_length(text: &str) -> usize {
+    text.encode_utf16().count()
 }
 
 /// An annotation `{key, value}`.

@@ -5,19 +5,19 @@ use super::ack::{Acknowledgement, InvokerInstanceId};
 use super::arguments::{self, Arguments};
 use super::message::{ActivationMessage, TransactionId, Unreadable};
 use super::proxy::{ProxyClient, ProxyError};
-use super::record::{ActivationResponse, Annotation, WhiskActivation};
+use super::logs;
+use super::record::{ActivationResponse, Annotation, StatusCode, WhiskActivation};
 use crate::action::{
     Action, ActionError, ActionStore, ParameterEncryption, Runtimes, SystemLimits,
 };
 use crate::factory::{CallError, ContainerFactory};
 use crate::pool::{Allocation, Fate, Outage, Pool, PoolError, Want, WarmKey};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-/// OpenWhisk runtimes end each activation's output with this line on stdout and stderr.
-pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
+pub use super::logs::SENTINEL;
 
 /// What running an activation produced: its last acknowledgement and its record.
 #[derive(Debug)]
@@ -30,28 +30,98 @@ pub struct Outcome {
 /// logs are read (the caller publishes it, and `Outcome::last` after it).
 pub type OnResult<'a> = &'a (dyn Fn(Acknowledgement) + Send + Sync);
 
-/// What is known about an activation so far, for its record.
+/// A span of time in epoch milliseconds, as upstream's `containerpool.Interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Interval {
+    start: i64,
+    end: i64,
+}
+
+impl Interval {
+    /// Upstream's `Interval.zero`: starting now, lasting nothing (an activation that never
+    /// reached a container's `/init` or `/run`).
+    fn zero() -> Interval {
+        let now = now_ms();
+        Interval {
+            start: now,
+            end: now,
+        }
+    }
+
+    fn since(start: i64) -> Interval {
+        Interval {
+            start,
+            end: now_ms(),
+        }
+    }
+
+    fn duration(&self) -> i64 {
+        self.end - self.start
+    }
+}
+
+/// What `/init` (when needed) and `/run` gave.
+struct Executed {
+    response: ActivationResponse,
+    init: Option<Interval>,
+    /// `None` when `/init` failed and `/run` was never sent.
+    run: Option<Interval>,
+    fate: Fate,
+}
+
+/// What is known about an activation, for its record: upstream's `constructWhiskActivation`
+/// arguments.
 struct Ran<'a> {
     msg: &'a ActivationMessage,
-    start: i64,
-    wait_ms: i64,
-    action: Option<Action>,
-    allocation: Option<Allocation>,
-    init_ms: Option<i64>,
+    action: Option<&'a Action>,
+    allocation: Option<&'a Allocation>,
+    init: Option<Interval>,
+    /// `start` to `end` of the record: `/run`'s interval stretched back by the init time.
+    total: Interval,
+    /// The init or run took the action's whole time limit.
+    timed_out: bool,
 }
 
 impl<'a> Ran<'a> {
-    /// An activation starting now; its wait is measured from the controller's transaction
-    /// start (saturating: the timestamp comes from the message).
-    fn starting(msg: &'a ActivationMessage) -> Ran<'a> {
-        let start = now_ms();
+    /// An activation that ended before a container ran anything of it.
+    fn unplaced(msg: &'a ActivationMessage, action: Option<&'a Action>) -> Ran<'a> {
         Ran {
             msg,
-            start,
-            wait_ms: start.saturating_sub(msg.transid.start_ms).max(0),
-            action: None,
+            action,
             allocation: None,
-            init_ms: None,
+            init: None,
+            total: Interval::zero(),
+            timed_out: false,
+        }
+    }
+
+    /// As upstream's `initializeAndRun`: `start = runStart − initTime`, `end = runEnd`; after
+    /// a failed `/init`, its interval.
+    fn executed(
+        msg: &'a ActivationMessage,
+        action: &'a Action,
+        allocation: &'a Allocation,
+        executed: &Executed,
+    ) -> Ran<'a> {
+        let timeout = action.limits.timeout as i64;
+        let (total, timed_out) = match (executed.init, executed.run) {
+            (init, Some(run)) => (
+                Interval {
+                    start: run.start - init.map_or(0, |i| i.duration()),
+                    end: run.end,
+                },
+                run.duration() >= timeout,
+            ),
+            (Some(init), None) => (init, init.duration() >= timeout),
+            (None, None) => (Interval::zero(), false),
+        };
+        Ran {
+            msg,
+            action: Some(action),
+            allocation: Some(allocation),
+            init: executed.init,
+            total,
+            timed_out,
         }
     }
 }
@@ -83,6 +153,15 @@ pub struct Runner {
 pub use crate::fence::Gate;
 
 use crate::clock::now_ms;
+
+/// Where an activation's placement ended.
+enum Placed {
+    Ran(Allocation, Executed),
+    /// No container could run it: the record's response.
+    Failed(ActivationResponse),
+    /// The lease lapsed before anything reached a container.
+    Fenced,
+}
 
 impl Runner {
     /// The action the message names, as upstream's `handleActivationMessage` resolves it:
@@ -167,13 +246,11 @@ impl Runner {
     }
 
     /// Runs `msg` to completion: every problem becomes the right error record. `None` only
-    /// when this host lost its lease before touching a container.
+    /// when this host lost its lease before anything of it reached a container.
     pub async fn run(&self, msg: &ActivationMessage, on_result: OnResult<'_>) -> Option<Outcome> {
         if self.fenced() {
             return None;
         }
-        let mut ran = Ran::starting(msg);
-        let start = ran.start;
         let (action, want) = match self.resolve(msg).await {
             Ok(x) => x,
             Err(e) => {
@@ -193,98 +270,52 @@ impl Runner {
                 ));
             }
         };
-        ran.action = Some(action.clone());
         let clock = std::time::Instant::now();
-        let mut placements = 0;
-        let (allocation, acquired, (response, init_ms, fate)) = loop {
-            let allocation = match self
-                .pool
-                .acquire(&want)
-                .instrument(
-                    tracing::info_span!("acquire", kind = %want.kind, memory_mb = want.memory_mb),
-                )
-                .await
-            {
-                Ok(l) => l,
-                Err(PoolError::Create(CallError::Fenced { .. })) => return None,
-                Err(e) => {
-                    tracing::warn!(activation = %msg.activation_id, "{e}");
-                    let response = ActivationResponse::whisk_error(format!(
-                        "Failed to run container with image '{}': {e}",
-                        want.image
-                    ));
-                    return Some(self.finish(&ran, response, Vec::new()));
-                }
-            };
-            if self.fenced() {
-                self.pool.release(&allocation, untouched(&allocation));
-                return None;
+        let placing = now_ms();
+        let (allocation, executed) = match self.place(msg, &action, &args, &want).await {
+            Placed::Ran(allocation, executed) => (allocation, executed),
+            Placed::Failed(response) => {
+                return Some(self.finish(Ran::unplaced(msg, Some(&action)), response))
             }
-            let acquired = clock.elapsed();
-            placements += 1;
-            match self
-                .execute(msg, &action, &args, &want.key, &allocation)
-                .await
-            {
-                Ok(done) => break (allocation, acquired, done),
-                Err(Interrupted::Fenced { initialized }) => {
-                    let fate = if initialized {
-                        Fate::Reuse
-                    } else {
-                        untouched(&allocation)
-                    };
-                    self.pool.release(&allocation, fate);
-                    return None;
-                }
-                Err(elsewhere) => {
-                    // nothing reached the action: the container goes, the activation is
-                    // placed again
-                    let (happened, in_a_row) = elsewhere.misplaced();
-                    tracing::warn!(activation = %msg.activation_id, container = %allocation.container.id,
-                        "{happened}; destroying it and placing the activation again ({placements} of {PLACEMENTS})");
-                    self.pool.release(&allocation, Fate::Destroy);
-                    if placements >= PLACEMENTS {
-                        let response = ActivationResponse::whisk_error(format!(
-                            "The action could not be placed: {PLACEMENTS} containers in a row {in_a_row}"
-                        ));
-                        return Some(self.finish(&ran, response, Vec::new()));
-                    }
-                }
-            }
+            Placed::Fenced => return None,
         };
-        ran.allocation = Some(allocation.clone());
-        ran.init_ms = init_ms;
+        let acquired_ms = executed.init.or(executed.run).map_or(0, |i| i.start - placing);
+        let ran = Ran::executed(msg, &action, &allocation, &executed);
+        let developer_error = executed.response.status_code == StatusCode::DeveloperError;
+        // Built once: the acknowledgements carry it, the store gets it with only the logs
+        // added (upstream's `activationWithLogs`).
+        let mut record = self.record(&ran, executed.response);
         // upstream's `logsToBeCollected`: the host reads the logs (not the engine's log
         // driver) and the action keeps any; then the acknowledgement is split in two
         let split = self.collect_logs && action.limits.logs > 0;
         if msg.blocking && split {
             on_result(Acknowledgement::Result {
                 transid: msg.transid.clone(),
-                activation: self.record(&ran, response.clone(), Vec::new()),
+                activation: record.clone(),
             });
         }
         let ran_at = clock.elapsed();
-        let logs = if !split {
-            Vec::new()
-        } else if action.limits.concurrency <= 1 {
-            self.collect_logs(&allocation, start, action.limits.logs)
-                .instrument(tracing::info_span!("logs"))
-                .await
-        } else {
-            vec!["Logs are not collected for actions with concurrency > 1.".into()]
-        };
-        self.pool.release(&allocation, fate);
+        if split {
+            record.logs = if action.limits.concurrency <= 1 {
+                self.collect_logs(&allocation, &action, ran.total.start, developer_error)
+                    .instrument(tracing::info_span!("logs"))
+                    .await
+            } else {
+                vec!["Logs are not collected for actions with concurrency > 1.".into()]
+            };
+        }
+        self.pool.release(&allocation, executed.fate);
         tracing::debug!(
             activation = %msg.activation_id,
             start = %allocation.start,
-            acquire_ms = acquired.as_millis() as u64,
-            init_ms = init_ms.unwrap_or(0),
-            run_us = ran_at.saturating_sub(acquired).as_micros() as u64,
+            acquire_ms = acquired_ms,
+            init_ms = executed.init.map_or(0, |i| i.duration()),
+            run_ms = executed.run.map_or(0, |i| i.duration()),
             logs_us = clock.elapsed().saturating_sub(ran_at).as_micros() as u64,
             total_ms = clock.elapsed().as_millis() as u64,
             "activation ran"
         );
-        let mut outcome = self.finish(&ran, response, logs);
+        let mut outcome = self.combined(&msg.transid, record);
         // as upstream's `ContainerProxy`: only a blocking activation whose logs are not read
         // here gets its result and the freed slot in one message; the result of a
         // non-blocking one goes only to the activation store
@@ -299,8 +330,78 @@ impl Runner {
         Some(outcome)
     }
 
-    /// `/init` when needed, then `/run`. Returns the response, init time and the container's
-    /// fate, or that the lease lapsed before `/init` or `/run` was sent.
+    /// Takes a container and runs the activation in it; when the engine lost the container
+    /// or another host had initialized it (nothing reached the action), destroys it and
+    /// places the activation again, up to [`PLACEMENTS`] times.
+    async fn place(
+        &self,
+        msg: &ActivationMessage,
+        action: &Action,
+        args: &Arguments,
+        want: &Want,
+    ) -> Placed {
+        let mut placements = 0;
+        loop {
+            let allocation = match self
+                .pool
+                .acquire(want)
+                .instrument(
+                    tracing::info_span!("acquire", kind = %want.kind, memory_mb = want.memory_mb),
+                )
+                .await
+            {
+                Ok(l) => l,
+                Err(PoolError::Create(CallError::Fenced { .. })) => return Placed::Fenced,
+                Err(e) => {
+                    tracing::warn!(activation = %msg.activation_id, "{e}");
+                    return Placed::Failed(ActivationResponse::whisk_error(format!(
+                        "Failed to run container with image '{}': {e}",
+                        want.image
+                    )));
+                }
+            };
+            if self.fenced() {
+                self.pool.release(&allocation, untouched(&allocation));
+                return Placed::Fenced;
+            }
+            placements += 1;
+            match self
+                .execute(msg, action, args, &want.key, &allocation)
+                .await
+            {
+                Ok(executed) => return Placed::Ran(allocation, executed),
+                Err(Interrupted::Fenced { initialized }) => {
+                    let fate = if initialized {
+                        Fate::Reuse
+                    } else {
+                        untouched(&allocation)
+                    };
+                    self.pool.release(&allocation, fate);
+                    return Placed::Fenced;
+                }
+                Err(elsewhere) => {
+                    // nothing reached the action: the container goes, the activation is
+                    // placed again
+                    let (happened, in_a_row) = elsewhere.misplaced();
+                    tracing::warn!(activation = %msg.activation_id, container = %allocation.container.id,
+                        "{happened}; destroying it and placing the activation again ({placements} of {PLACEMENTS})");
+                    self.pool.release(&allocation, Fate::Destroy);
+                    if placements >= PLACEMENTS {
+                        return Placed::Failed(ActivationResponse::whisk_error(format!(
+                            "The action could not be placed: {PLACEMENTS} containers in a row {in_a_row}"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    /// `/init` when needed, then `/run`, each timed as upstream's `Container.callContainer`
+    /// times it. Returns what they gave, or why nothing reached the action.
+    ///
+    /// Once a request may have reached the container (it was sent: a timeout, a broken
+    /// connection, a too-large answer) its outcome stands, whatever the lease does meanwhile:
+    /// the activation is never sent again, and a container that failed is destroyed.
     async fn execute(
         &self,
         msg: &ActivationMessage,
@@ -308,64 +409,25 @@ impl Runner {
         args: &Arguments,
         key: &WarmKey,
         allocation: &Allocation,
-    ) -> Result<(ActivationResponse, Option<i64>, Fate), Interrupted> {
-        let address = &allocation.container.address;
-        let timeout = action.limits.timeout as i64;
-        let mut init_ms = None;
-        if allocation.needs_init {
-            let t = now_ms();
-            let env = arguments::environment(msg, action, t + timeout);
-            let body = arguments::init_body(action, args, &env);
-            let limit = self
-                .init_timeout
-                .min(Duration::from_millis(action.limits.timeout));
-            match self
-                .proxy
-                .init(address, &body, limit)
-                .instrument(tracing::info_span!("init", container = %allocation.container.id))
-                .await
-            {
-                Ok(r) if r.status == 200 => {
-                    init_ms = Some(now_ms() - t);
-                    self.pool.initialized(allocation, key);
-                }
-                // The runtime was initialized already, though the pool held the container as
-                // a fresh prewarm: a previous active host took it just before it died, before
-                // that reached the replicated pool. Not this action's fault: elsewhere.
-                Ok(r) if r.status == 403 && initialized_before(&r.body) => {
-                    return Err(Interrupted::InitializedElsewhere)
-                }
-                Ok(r) => {
-                    return Ok((
-                        ActivationResponse::from_failed_init(&r.body),
-                        None,
-                        Fate::Destroy,
-                    ))
-                }
-                Err(ProxyError::Fenced) => return Err(Interrupted::Fenced { initialized: false }),
-                // The lease lapsed meanwhile: the next active host may have destroyed this
-                // container as busy. Not this activation's fault: it is the next host's.
-                Err(_) if self.fenced() => return Err(Interrupted::Fenced { initialized: false }),
-                Err(ProxyError::Connect { .. }) if self.pool.vanished(&allocation.container.id) => {
-                    return Err(Interrupted::Unsent)
-                }
-                Err(e) => {
-                    return Ok((
-                        proxy_failure(&e, action, "initialization"),
-                        None,
-                        Fate::Destroy,
-                    ))
-                }
+    ) -> Result<Executed, Interrupted> {
+        let init = if allocation.needs_init {
+            match self.initialize(msg, action, args, key, allocation).await? {
+                Ok(interval) => Some(interval),
+                Err(failed) => return Ok(failed),
             }
-        }
-        let env = arguments::environment(msg, action, now_ms() + timeout);
+        } else {
+            None
+        };
+        let timeout = action.limits.timeout;
+        let env = arguments::environment(msg, action, now_ms() + timeout as i64);
         let body = arguments::run_body(args, &env);
-        let limit = Duration::from_millis(action.limits.timeout);
+        let limit = Duration::from_millis(timeout);
         let mut outage = Outage::new(Duration::from_millis(50), Duration::from_millis(500));
-        let answer = loop {
+        let (started, answer) = loop {
+            let started = now_ms();
             match self
                 .proxy
-                .post(address, "/run", &body, limit)
+                .post(&allocation.container.address, "/run", &body, limit)
                 .instrument(tracing::info_span!("run", container = %allocation.container.id))
                 .await
             {
@@ -381,10 +443,15 @@ impl Runner {
                         "the action proxy refused the connection; the container still runs: asking again in {:?}", outage.pause());
                     outage.wait().await;
                 }
-                answer => break answer,
+                answer => break (started, answer),
             }
         };
-        match answer {
+        let run = Interval::since(started);
+        let (response, fate) = match answer {
+            // upstream's `Container.run`: a run that took the whole limit timed out
+            _ if run.duration() >= timeout as i64 => {
+                (proxy_failure(&timed_out(limit), action, "run"), Fate::Destroy)
+            }
             Ok(r) => {
                 let response = ActivationResponse::from_run(r.status, &r.body);
                 let fate = if r.status == 200 {
@@ -392,57 +459,127 @@ impl Runner {
                 } else {
                     Fate::Destroy
                 };
-                Ok((response, init_ms, fate))
+                (response, fate)
             }
-            Err(ProxyError::Fenced) => Err(Interrupted::Fenced { initialized: true }),
-            Err(_) if self.fenced() => Err(Interrupted::Fenced { initialized: true }),
+            // Nothing was sent: the lease lapsed first.
+            Err(ProxyError::Fenced) => return Err(Interrupted::Fenced { initialized: true }),
+            Err(ProxyError::Connect { .. }) if self.fenced() => {
+                return Err(Interrupted::Fenced { initialized: true })
+            }
             // Nothing was sent, and the engine no longer lists the container (its machine
             // failed): the activation goes to another container.
             Err(ProxyError::Connect { .. }) if self.pool.vanished(&allocation.container.id) => {
+                return Err(Interrupted::Unsent)
+            }
+            Err(e) => (proxy_failure(&e, action, "run"), Fate::Destroy),
+        };
+        Ok(Executed {
+            response,
+            init,
+            run: Some(run),
+            fate,
+        })
+    }
+
+    /// `/init`: its interval, or the outcome of a failed one (`Ok(Err(..))`), or why it was
+    /// not sent.
+    async fn initialize(
+        &self,
+        msg: &ActivationMessage,
+        action: &Action,
+        args: &Arguments,
+        key: &WarmKey,
+        allocation: &Allocation,
+    ) -> Result<Result<Interval, Executed>, Interrupted> {
+        let started = now_ms();
+        let env = arguments::environment(msg, action, started + action.limits.timeout as i64);
+        let body = arguments::init_body(action, args, &env);
+        let limit = self
+            .init_timeout
+            .min(Duration::from_millis(action.limits.timeout));
+        let answer = self
+            .proxy
+            .init(&allocation.container.address, &body, limit)
+            .instrument(tracing::info_span!("init", container = %allocation.container.id))
+            .await;
+        let interval = Interval::since(started);
+        let failed = |response| {
+            Ok(Err(Executed {
+                response,
+                init: Some(interval),
+                run: None,
+                fate: Fate::Destroy,
+            }))
+        };
+        match answer {
+            Ok(r) if r.status == 200 => {
+                self.pool.initialized(allocation, key);
+                Ok(Ok(interval))
+            }
+            // The runtime was initialized already, though the pool held the container as
+            // a fresh prewarm: a previous active host took it just before it died, before
+            // that reached the replicated pool. Not this action's fault: elsewhere.
+            Ok(r) if r.status == 403 && initialized_before(&r.body) => {
+                Err(Interrupted::InitializedElsewhere)
+            }
+            Ok(r) => failed(ActivationResponse::from_failed_init(&r.body)),
+            Err(ProxyError::Fenced) => Err(Interrupted::Fenced { initialized: false }),
+            Err(ProxyError::Connect { .. }) if self.fenced() => {
+                Err(Interrupted::Fenced { initialized: false })
+            }
+            Err(ProxyError::Connect { .. }) if self.pool.vanished(&allocation.container.id) => {
                 Err(Interrupted::Unsent)
             }
-            Err(e) => Ok((proxy_failure(&e, action, "run"), init_ms, Fate::Destroy)),
+            // `/init` may have reached the runtime while the lease lapsed (the next active
+            // host may have destroyed the container as busy): the container is not offered
+            // again; no `/run` was sent, so the activation is placed again.
+            Err(_) if self.fenced() => Err(Interrupted::InitInterrupted),
+            Err(e) => failed(proxy_failure(&e, action, "initialization")),
         }
     }
 
-    /// Logs up to the action's limit (`limits.logs`, in MB as upstream counts them).
+    /// The activation's logs as upstream's log store writes them (see [`super::logs`]):
+    /// up to both sentinels (not waited for after a developer error or for a blackbox
+    /// image, as upstream), within the action's log limit.
     async fn collect_logs(
         &self,
         allocation: &Allocation,
+        action: &Action,
         start_ms: i64,
-        limit_mb: u32,
+        developer_error: bool,
     ) -> Vec<String> {
-        let max = limit_mb.saturating_mul(1024 * 1024);
+        let limit_bytes = u64::from(action.limits.logs) * 1024 * 1024;
+        let wait_for_sentinels = !developer_error && !action.is_blackbox();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let since = u64::try_from(start_ms.saturating_sub(5)).unwrap_or(0);
+        let max = u32::try_from(limit_bytes.saturating_add(64 * 1024)).unwrap_or(u32::MAX);
         let mut poll = Duration::from_millis(1);
         let mut polls = 0u32;
         loop {
             let text = match self
                 .engine
-                .logs(&allocation.container.id, since, max.saturating_add(4096))
+                .logs(&allocation.container.id, since, max)
                 .await
             {
                 Ok(t) => t,
-                Err(e) => return vec![format!("Logs were not collected: {e}")],
+                Err(e) => {
+                    tracing::warn!(container = %allocation.container.id, "reading logs: {e}");
+                    return vec![logs::notice(now_ms(), logs::COLLECTING_FAILED)];
+                }
             };
             let sentinels = text.matches(SENTINEL).count();
             polls += 1;
-            if sentinels >= 2 || tokio::time::Instant::now() >= deadline {
+            let complete = sentinels >= 2 || !wait_for_sentinels;
+            if complete || tokio::time::Instant::now() >= deadline {
                 tracing::trace!(container = %allocation.container.id, polls, sentinels, "logs read");
-                let mut lines = Vec::new();
-                let mut size = 0usize;
-                for line in text.lines().filter(|l| !l.contains(SENTINEL)) {
-                    size += line.len();
-                    if size > max as usize {
-                        lines.push(format!(
-                            "Logs were truncated because the total bytes size exceeds the limit of {max} bytes."
-                        ));
-                        break;
-                    }
-                    lines.push(line.to_owned());
+                return logs::Read {
+                    text: &text,
+                    limit_bytes,
+                    complete,
+                    developer_error,
+                    now_ms: now_ms(),
                 }
-                return lines;
+                .lines();
             }
             // the sentinels usually follow within milliseconds; back off so that many
             // activations waiting for their logs do not keep the engine (and a core) busy
@@ -451,91 +588,89 @@ impl Runner {
         }
     }
 
-    fn record(
-        &self,
-        ran: &Ran<'_>,
-        response: ActivationResponse,
-        logs: Vec<String>,
-    ) -> WhiskActivation {
-        let (msg, action, allocation) = (ran.msg, ran.action.as_ref(), ran.allocation.as_ref());
-        let (start, wait_ms, init_ms) = (ran.start, ran.wait_ms, ran.init_ms);
-        let end = now_ms();
-        let mut annotations = vec![
-            Annotation {
-                key: "path".into(),
-                value: json!(msg.action.qualified()),
-            },
-            Annotation {
-                key: "waitTime".into(),
-                value: json!(wait_ms),
-            },
-        ];
-        if let Some(a) = action {
-            annotations.push(Annotation {
-                key: "kind".into(),
-                value: json!(a.exec.kind),
-            });
-            annotations.push(Annotation {
-                key: "limits".into(),
-                value: json!({
+    /// The record as upstream's `ContainerProxy.constructWhiskActivation` builds it, with
+    /// keepwarm's own `keepwarm` annotation last. Logs are added later, to the same record.
+    fn record(&self, ran: &Ran<'_>, response: ActivationResponse) -> WhiskActivation {
+        let msg = ran.msg;
+        let annotation = |key: &str, value: Value| Annotation {
+            key: key.into(),
+            value,
+        };
+        let mut annotations = Vec::with_capacity(9);
+        if let Some(a) = ran.action {
+            annotations.push(annotation(
+                "limits",
+                json!({
                     "timeout": a.limits.timeout, "memory": a.limits.memory,
                     "logs": a.limits.logs, "concurrency": a.limits.concurrency,
                 }),
-            });
+            ));
         }
-        if let Some(i) = init_ms {
-            annotations.push(Annotation {
-                key: "initTime".into(),
-                value: json!(i),
-            });
+        annotations.push(annotation("path", json!(msg.action.qualified())));
+        if let Some(a) = ran.action {
+            annotations.push(annotation("kind", json!(a.exec.kind)));
         }
-        if let Some(l) = allocation {
+        annotations.push(annotation("timeout", json!(ran.timed_out)));
+        if msg.caused_by_sequence() {
+            annotations.push(annotation("causedBy", json!("sequence")));
+        }
+        if let Some(init) = ran.init {
+            annotations.push(annotation("initTime", json!(init.duration())));
+        }
+        // from the controller's start of the transaction to the first call to the container:
+        // queueing, acquiring a container and creating one all count
+        let first_call = ran.init.map_or(ran.total.start, |i| i.start);
+        let wait_ms = first_call.saturating_sub(msg.transid.start_ms).max(0);
+        annotations.push(annotation("waitTime", json!(wait_ms)));
+        if let Some(binding) = &msg.action.binding {
+            annotations.push(annotation("binding", json!(binding)));
+        }
+        if let Some(l) = ran.allocation {
             // keepwarm's own: where the activation ran (`warm`, `prewarm` or `cold`), and
             // under which claim (0 on a single host).
-            annotations.push(Annotation {
-                key: "keepwarm".into(),
-                value: json!({
+            annotations.push(annotation(
+                "keepwarm",
+                json!({
                     "start": l.start,
                     "container": l.container.id,
                     "address": l.container.address,
                     "epoch": self.pool.epoch(),
                 }),
-            });
+            ));
         }
         WhiskActivation {
             namespace: msg.user.namespace.name.clone(),
             name: msg.action.name.clone(),
             subject: msg.user.subject.clone(),
             activation_id: msg.activation_id.clone(),
-            start,
-            end,
+            start: ran.total.start,
+            end: ran.total.end,
             cause: msg.cause.clone(),
             response,
-            logs,
-            version: action
+            logs: Vec::new(),
+            version: ran
+                .action
                 .map(|a| a.version.clone())
                 .unwrap_or_else(|| "0.0.1".into()),
             publish: false,
             annotations,
-            duration: Some(end - start),
+            duration: Some(ran.total.duration()),
         }
     }
 
     /// The outcome of an activation whose run failed inside keepwarm itself (a panic): a
     /// whisk error, so the controller hears of it and the slot is freed.
     pub fn internal_error(&self, msg: &ActivationMessage, reason: &str) -> Outcome {
-        let ran = Ran::starting(msg);
         self.finish(
-            &ran,
+            Ran::unplaced(msg, None),
             ActivationResponse::whisk_error(format!(
                 "The invoker failed while running this activation: {reason}"
             )),
-            Vec::new(),
         )
     }
 
-    fn finish(&self, ran: &Ran<'_>, response: ActivationResponse, logs: Vec<String>) -> Outcome {
-        let record = self.record(ran, response, logs);
+    fn finish(&self, ran: Ran<'_>, response: ActivationResponse) -> Outcome {
+        let record = self.record(&ran, response);
         self.combined(&ran.msg.transid, record)
     }
 
@@ -578,6 +713,9 @@ enum Interrupted {
     Unsent,
     /// `/init` found the runtime initialized already: another host used the container.
     InitializedElsewhere,
+    /// `/init` broke off while the lease lapsed: the container may be initialized, `/run`
+    /// was never sent.
+    InitInterrupted,
 }
 
 impl Interrupted {
@@ -592,6 +730,10 @@ impl Interrupted {
             Interrupted::InitializedElsewhere => (
                 "the prewarm container was initialized by a previous active host",
                 "had been initialized by another host",
+            ),
+            Interrupted::InitInterrupted => (
+                "the container's /init broke off while this host's lease lapsed",
+                "broke off their /init while the lease lapsed",
             ),
             Interrupted::Fenced { .. } => {
                 unreachable!("a fenced run is given back, not placed again")
@@ -618,18 +760,34 @@ fn untouched(allocation: &Allocation) -> Fate {
     }
 }
 
+/// The timeout upstream's container client gives up with.
+fn timed_out(limit: Duration) -> ProxyError {
+    ProxyError::Timeout {
+        address: String::new(),
+        limit,
+    }
+}
+
+/// What a call that got no usable answer means for the activation, in upstream's words
+/// (`Messages.timedoutActivation`, `abnormalInitialization`, `abnormalRun`).
 fn proxy_failure(e: &ProxyError, action: &Action, phase: &str) -> ActivationResponse {
+    let init = phase == "initialization";
     match e {
         ProxyError::Timeout { .. } => ActivationResponse::developer_error(format!(
             "The action exceeded its time limits of {} milliseconds{}.",
             action.limits.timeout,
-            if phase == "initialization" { " during initialization" } else { "" }
+            if init { " during initialization" } else { "" }
         )),
         ProxyError::TooLarge { limit } => ActivationResponse::developer_error(format!(
             "The action produced a response that exceeded the allowed length: {limit} bytes."
         )),
-        ProxyError::Connect { .. } | ProxyError::Broken { .. } | ProxyError::Fenced => ActivationResponse::developer_error(format!(
-            "The action did not initialize or run as expected. Log data might be missing. ({phase}: {e})"
-        )),
+        ProxyError::Connect { .. } | ProxyError::Broken { .. } | ProxyError::Fenced if init => {
+            ActivationResponse::developer_error("The action did not initialize and exited unexpectedly.")
+        }
+        ProxyError::Connect { .. } | ProxyError::Broken { .. } | ProxyError::Fenced => {
+            ActivationResponse::developer_error(
+                "The action did not produce a valid response and exited unexpectedly.",
+            )
+        }
     }
 }

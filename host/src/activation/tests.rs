@@ -171,7 +171,10 @@ fn run_answers_map_to_openwhisk_status_codes() {
         ),
         DeveloperError
     );
-    assert_eq!(code(200, "[1,2]"), DeveloperError);
+    // upstream's `processRunResponseContent`: a JSON array is a result too
+    assert_eq!(code(200, "[1,2]"), Success);
+    assert_eq!(code(502, "[1,2]"), DeveloperError);
+    assert_eq!(code(200, "42"), DeveloperError);
     assert_eq!(code(200, "not json"), DeveloperError);
     assert_eq!(
         ActivationResponse::whisk_error("boom").status_code,
@@ -179,6 +182,69 @@ fn run_answers_map_to_openwhisk_status_codes() {
     );
     let init = ActivationResponse::from_failed_init(br#"{"error":"cannot compile"}"#);
     assert_eq!(init.result, Some(json!({"error": "cannot compile"})));
+}
+
+/// Issue 33, part 2: `ActivationResponse` as upstream's `jsonFormat3` writes it, `size` the
+/// Java length of the container's answer (`ActivationResult.scala`), absent where no answer
+/// was read.
+#[test]
+fn responses_carry_upstreams_size() {
+    let json = |r: ActivationResponse| serde_json::to_value(r).unwrap();
+    assert_eq!(
+        json(ActivationResponse::from_run(200, br#"{"a":1}"#)),
+        json!({"statusCode": 0, "result": {"a": 1}, "size": 7})
+    );
+    assert_eq!(
+        json(ActivationResponse::from_run(200, br#"{"error":"no"}"#)),
+        json!({"statusCode": 1, "result": {"error": "no"}, "size": 14})
+    );
+    assert_eq!(
+        json(ActivationResponse::from_run(200, "[\"é\"]".as_bytes())),
+        json!({"statusCode": 0, "result": ["é"], "size": 5})
+    );
+    assert_eq!(
+        json(ActivationResponse::from_run(500, b"")),
+        json!({"statusCode": 2, "result": {"error": "The action did not produce a valid JSON or JSON Array response"}, "size": 0})
+    );
+    assert_eq!(
+        json(ActivationResponse::from_failed_init(b"oops")),
+        json!({"statusCode": 2, "result": {"error": "The action failed during initialization: oops"}, "size": 4})
+    );
+    assert_eq!(
+        json(ActivationResponse::whisk_error("boom")),
+        json!({"statusCode": 3, "result": {"error": "boom"}})
+    );
+}
+
+/// Issue 33, part 6: `instance` as master's `InvokerInstanceId.serdes` writes it
+/// (`InstanceId.scala`): `tags` and `dedicatedNamespaces` always, which master's reader
+/// requires; 1.0.0's reader takes the fields it knows and ignores these.
+#[test]
+fn the_invoker_instance_is_written_as_masters_serdes_writes_it() {
+    let upstream = json!({
+        "instance": 3, "userMemory": "2048 MB", "instanceType": "invoker",
+        "tags": [], "dedicatedNamespaces": []
+    });
+    let ours = InvokerInstanceId::new(3, 2048, None);
+    assert_eq!(serde_json::to_value(&ours).unwrap(), upstream);
+    let named = InvokerInstanceId::new(3, 2048, Some("kw-1".into()));
+    assert_eq!(serde_json::to_value(&named).unwrap()["uniqueName"], "kw-1");
+    // a completion, field for field as `CompletionMessage.serdes` writes it
+    let completion = Acknowledgement::Completion {
+        transid: TransactionId::new("t", 9),
+        activation_id: "a1".into(),
+        is_system_error: false,
+        instance: ours.clone(),
+    };
+    assert_eq!(
+        completion.to_json(),
+        json!({"transid": ["t", 9], "activationId": "a1", "isSystemError": false, "instance": upstream})
+    );
+    // and the ping on `health` (`PingMessage.serdes`: `name`, `isEnabled` left out)
+    assert_eq!(
+        serde_json::to_value(PingMessage { name: ours }).unwrap(),
+        json!({"name": upstream})
+    );
 }
 
 #[test]

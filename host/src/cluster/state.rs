@@ -193,12 +193,21 @@ impl Replicated {
                 unfinished,
                 ..
             } => {
-                if let Some(lent) = &mut self.lent {
-                    for id in completed.iter().chain(unfinished) {
-                        lent.running.remove(id);
-                    }
+                // Only what the handover lent counts: an id it did not lend (or a second
+                // handback of one) changes nothing, so no member can mark arbitrary
+                // activations completed (skipped) or released (run again).
+                let Some(lent) = &mut self.lent else {
+                    return Reply::Applied;
+                };
+                let completed: Vec<String> = completed
+                    .iter()
+                    .filter(|id| lent.running.remove(*id))
+                    .cloned()
+                    .collect();
+                for id in unfinished {
+                    lent.running.remove(id);
                 }
-                self.complete(completed);
+                self.complete(&completed);
             }
             Command::PluginState {
                 plugin, key, value, ..
@@ -406,6 +415,33 @@ mod tests {
             s.lent, None,
             "only the claim right after the offer inherits it"
         );
+    }
+
+    /// Issue 32, defect 6: a handback could mark any activation completed (so it was
+    /// skipped: lost). Only what the handover lent counts, once.
+    #[test]
+    fn a_handback_completes_only_what_the_handover_lent() {
+        let mut s = Replicated::default();
+        s.apply(1, &Command::Claim { node: 1 });
+        let handover = Handover {
+            from: 1,
+            to: 2,
+            running: ["a1".to_string()].into(),
+            until_ms: 5_000,
+        };
+        s.apply(2, &Command::Handover { epoch: 1, handover });
+        let back = |epoch, completed: &[&str]| Command::HandedBack {
+            epoch,
+            completed: completed.iter().map(|c| c.to_string()).collect(),
+            unfinished: vec![],
+        };
+        // no handover lent anything to this claim: nothing is completed
+        s.apply(3, &back(1, &["next"]));
+        assert!(!s.is_completed("next"));
+        s.apply(4, &Command::Claim { node: 2 });
+        s.apply(5, &back(4, &["a1", "next"]));
+        assert!(s.is_completed("a1"));
+        assert!(!s.is_completed("next"), "an id the handover did not lend");
     }
 
     #[test]

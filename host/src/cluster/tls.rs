@@ -302,7 +302,7 @@ pub fn generate(members: &[NodeId], out: &Path) -> Result<Generated, TlsError> {
         params.not_after = now + time::Duration::days(3650);
         let cert = params.self_signed(&key).map_err(err)?;
         write(&ca_pem, cert.pem().as_bytes(), false)?;
-        write(&ca_key, key.serialize_pem().as_bytes(), true)?;
+        write(&ca_key, private_key_pem(&key).as_bytes(), true)?;
         written.extend([ca_pem.clone(), ca_key.clone()]);
         Issuer::new(params, key)
     } else {
@@ -341,7 +341,7 @@ pub fn generate(members: &[NodeId], out: &Path) -> Result<Generated, TlsError> {
             out.join(format!("{file}.key")),
         );
         write(&pem, cert.pem().as_bytes(), false)?;
-        write(&key_path, key.serialize_pem().as_bytes(), true)?;
+        write(&key_path, private_key_pem(&key).as_bytes(), true)?;
         written.extend([pem, key_path]);
     }
     Ok(Generated {
@@ -350,15 +350,45 @@ pub fn generate(members: &[NodeId], out: &Path) -> Result<Generated, TlsError> {
     })
 }
 
+/// The Ed25519 key as PKCS#8 v1 (RFC 8410: the seed alone), which every common TLS stack
+/// reads; ring writes v2 (the public key embedded), which OpenSSL 3.0 (`openssl pkey`, curl,
+/// Python's `ssl`) refuses.
+fn private_key_pem(key: &rcgen::KeyPair) -> String {
+    // SEQUENCE { INTEGER 1, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING seed } …
+    const V2: [u8; 16] = [
+        0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    const V1: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let der = key.serialize_der();
+    match der.strip_prefix(&V2[..]) {
+        Some(rest) if rest.len() >= 32 => {
+            use base64::Engine;
+            let v1 = base64::engine::general_purpose::STANDARD.encode([&V1[..], &rest[..32]].concat());
+            format!("-----BEGIN PRIVATE KEY-----\n{v1}\n-----END PRIVATE KEY-----\n")
+        }
+        _ => key.serialize_pem(),
+    }
+}
+
 fn write(path: &Path, bytes: &[u8], secret: bool) -> Result<(), TlsError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mode = if secret { 0o600 } else { 0o644 };
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(if secret { 0o600 } else { 0o644 })
+        .mode(mode)
         .open(path)
+        // a file that was there keeps its mode on open: set it
+        .and_then(|f| {
+            f.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map(|_| f)
+        })
         .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
     file.map_err(|e| TlsError::File {
         path: path.into(),
@@ -399,6 +429,34 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// Issue 32, item 10: ring's PKCS#8 v2 Ed25519 keys were refused by OpenSSL 3.0.
+    #[test]
+    fn keys_are_pkcs8_v1_which_openssl_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("admin.key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        generate(&[1], dir.path()).unwrap();
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "an existing key file keeps no wider mode");
+        let der = crate::pem::key(&key).unwrap();
+        assert_eq!(der.secret_der().len(), 48, "PKCS#8 v1: 16 bytes of header, the seed");
+        let openssl = std::process::Command::new("openssl")
+            .args(["pkey", "-noout", "-in"])
+            .arg(&key)
+            .output()
+            .expect("openssl is installed (Debian's openssl package)");
+        assert!(
+            openssl.status.success(),
+            "{}",
+            String::from_utf8_lossy(&openssl.stderr)
+        );
+        // and the host still loads what it wrote, the CA key included
+        assert!(MemberTls::load(&TlsFiles::in_dir(dir.path(), 1), 1).is_ok());
+        assert!(!generate(&[2], dir.path()).unwrap().new_ca);
     }
 
     #[test]

@@ -120,6 +120,35 @@ pub async fn run(
     run_with(config, FeedHooks::default(), None, runner, sink, shutdown).await
 }
 
+/// Connects the feed's clients, waiting while the broker cannot be reached or the topic
+/// does not exist yet (as a running host waits for a broker that went away): a line every
+/// attempt, 1 s apart growing to 10 s. `None` when told to stop first.
+async fn connect_until_reachable(
+    config: &FeedConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Clients>, FeedError> {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match Clients::connect(config).await {
+            Ok(clients) => return Ok(Some(clients)),
+            Err(e @ (FeedError::NoTopic { .. } | FeedError::Kafka { .. }))
+                if !matches!(&e, FeedError::Kafka { context, .. } if context != "metadata") =>
+            {
+                tracing::warn!(brokers = %config.brokers, retry_in = ?pause, "waiting for the broker: {e}");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => return Ok(None),
+        }
+        if *shutdown.borrow() {
+            return Ok(None);
+        }
+        pause = (pause * 2).min(Duration::from_secs(10));
+    }
+}
+
 /// As [`run`], with cluster hooks and, when connected ahead, its Kafka clients.
 pub async fn run_with(
     config: FeedConfig,
@@ -136,7 +165,10 @@ pub async fn run_with(
         ..
     } = match clients {
         Some(clients) => clients,
-        None => Clients::connect(&config).await?,
+        None => match connect_until_reachable(&config, &mut shutdown).await? {
+            Some(clients) => clients,
+            None => return Ok(()),
+        },
     };
 
     let store: Box<dyn OffsetStore> = match &hooks.offsets {
@@ -349,11 +381,13 @@ pub(super) async fn publish(producer: &FutureProducer, topic: &str, ack: &Acknow
     let key = ack.activation_id().to_owned();
     if !legal_topic(topic) {
         tracing::error!(%topic, activation = %key, "the completion topic is not a legal Kafka topic name: acknowledgement dropped");
+        crate::metrics::global().acknowledgement_dropped("illegal_topic");
         return;
     }
     let mut payload = ack.to_json().to_string();
     let mut shrunk = false;
     let mut backoff = Duration::from_millis(50);
+    let since = std::time::Instant::now();
     loop {
         let record = FutureRecord::<(), _>::to(topic).payload(&payload);
         let error = match producer.send(record, Duration::from_secs(10)).await {
@@ -367,11 +401,25 @@ pub(super) async fn publish(producer: &FutureProducer, topic: &str, ack: &Acknow
                 shrunk = true;
                 continue;
             }
+            Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                tracing::error!(%topic, activation = %key, bytes = payload.len(), "acknowledgement too large for the broker even shrunk (its transaction id alone is): dropped");
+                crate::metrics::global().acknowledgement_dropped("too_large");
+                return;
+            }
             Some(RDKafkaErrorCode::InvalidTopic) => {
                 tracing::error!(%topic, activation = %key, "the broker says the completion topic is invalid: acknowledgement dropped");
+                crate::metrics::global().acknowledgement_dropped("invalid_topic");
                 return;
             }
             _ => {}
+        }
+        // As upstream's `MessagingActiveAck`, an acknowledgement that cannot be published is
+        // given up on (an absent topic the broker will not create, an ACL refusal, a broker
+        // gone for long): its offset moves on, so nothing after it runs again.
+        if since.elapsed() >= PUBLISH_GIVE_UP {
+            tracing::error!(%topic, activation = %key, tried_for = ?since.elapsed(), "publishing the acknowledgement failed for too long: dropped ({error})");
+            crate::metrics::global().acknowledgement_dropped("unpublishable");
+            return;
         }
         PUBLISH_RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(%topic, activation = %key, retry_in = ?backoff, "publishing the acknowledgement failed, retrying: {error}");
@@ -379,6 +427,10 @@ pub(super) async fn publish(producer: &FutureProducer, topic: &str, ack: &Acknow
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
+
+/// How long an acknowledgement is retried before it is dropped: longer than a broker
+/// restart or a leader election takes.
+const PUBLISH_GIVE_UP: Duration = Duration::from_secs(60);
 
 /// Acknowledgements that had to be sent again (broker unreachable, leader moving, ...).
 pub static PUBLISH_RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

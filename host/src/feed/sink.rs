@@ -76,12 +76,17 @@ impl RotatingLog {
     }
 }
 
+/// Opens `path` for appending, readable by its owner only (a file that was there keeps its
+/// mode on open: it is set).
 fn open_private(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(path)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 #[derive(Debug, Default)]
@@ -161,9 +166,12 @@ mod tests {
             let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", p.display());
         }
-        // a restart continues the current file's size
+        // a restart continues the current file's size, and narrows a file made wider
         drop(log);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let mut log = RotatingLog::open(&path, rotation).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "an existing log keeps no wider mode");
         log.append(b"record-007\n").unwrap();
         log.append(b"record-008\n").unwrap();
         assert_eq!(read(&path), "record-008\n");

@@ -92,6 +92,17 @@ pub struct Allocation {
     pub taken: Instant,
 }
 
+/// A container the pool holds, as [`Pool::view`] shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub container: Container,
+    pub kind: String,
+    pub image: String,
+    pub memory_mb: u32,
+    pub warm: Option<WarmKey>,
+    pub busy: bool,
+}
+
 /// What happens to a leased container afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
@@ -184,6 +195,11 @@ pub const EVICTION_GRACE: Duration = Duration::from_millis(500);
 /// `max-instances` calls at a time anyway).
 const PREWARM_PARALLEL: usize = 8;
 
+/// How long a destroy refused for a lapsed lease is asked again: longer than a lapse that
+/// ends without an election lasts; past it the term is over and the next active host
+/// reconciles the container.
+const FENCED_DESTROY_RETRY: Duration = Duration::from_secs(5);
+
 /// What [`Pool::acquire`] does next.
 enum Step {
     Allocated(Allocation),
@@ -235,6 +251,26 @@ impl Pool {
     /// The containers by action and plugin, for status.
     pub fn by_action(&self) -> Vec<ActionPool> {
         self.state.lock().expect("pool lock").by_action()
+    }
+
+    /// Every container held, as the cluster replicates it: what a full re-sync proposes
+    /// when pool events were lost.
+    pub fn view(&self) -> Vec<Held> {
+        let state = self.state.lock().expect("pool lock");
+        state
+            .entries()
+            .map(|e| Held {
+                container: e.container.clone(),
+                kind: e.kind.clone(),
+                image: e.image.clone(),
+                memory_mb: e.memory_mb,
+                warm: match &e.phase {
+                    Phase::Warm(key) => Some(key.clone()),
+                    Phase::Prewarm => None,
+                },
+                busy: e.in_flight > 0,
+            })
+            .collect()
     }
 
     /// Every container held, busy or idle.
@@ -534,6 +570,7 @@ impl Pool {
                 st.insert_created(Entry {
                     container: container.clone(),
                     kind: want.kind.clone(),
+                    image: want.image.clone(),
                     memory_mb: want.memory_mb,
                     phase: Phase::Warm(want.key.clone()),
                     in_flight: 1,
@@ -578,7 +615,7 @@ impl Pool {
     pub fn adopt(
         &self,
         container: Container,
-        kind: &str,
+        (kind, image): (&str, &str),
         memory_mb: u32,
         key: Option<WarmKey>,
         concurrency: u32,
@@ -587,6 +624,7 @@ impl Pool {
         st.adopt(Entry {
             container,
             kind: kind.to_owned(),
+            image: image.to_owned(),
             memory_mb,
             phase: key.map_or(Phase::Prewarm, Phase::Warm),
             in_flight: 0,
@@ -650,7 +688,15 @@ impl Pool {
             let events = self.events.clone();
             let id = entry.container.id.clone();
             tokio::spawn(async move {
-                match factory.destroy(&id).await {
+                // A lapse of the lease only pauses the destroy: asked again while the lease
+                // may still come back in this term (a container that failed is never kept).
+                let mut answer = factory.destroy(&id).await;
+                let until = Instant::now() + FENCED_DESTROY_RETRY;
+                while matches!(answer, Err(CallError::Fenced { .. })) && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    answer = factory.destroy(&id).await;
+                }
+                match answer {
                     // The replicated record stays: the next active host reconciles it.
                     Err(e @ CallError::Fenced { .. }) => {
                         tracing::info!(container = %id, "not destroyed: {e}");
@@ -734,6 +780,7 @@ impl Pool {
                 st.insert_created(Entry {
                     container: container.clone(),
                     kind: cell.kind.clone(),
+                    image: cell.image.clone(),
                     memory_mb: cell.memory_mb,
                     phase: Phase::Prewarm,
                     in_flight: 0,

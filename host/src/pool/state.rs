@@ -16,6 +16,7 @@ pub enum Phase {
 pub struct Entry {
     pub container: Container,
     pub kind: String,
+    pub image: String,
     pub memory_mb: u32,
     pub phase: Phase,
     pub in_flight: u32,
@@ -184,6 +185,11 @@ impl State {
 
     pub fn holds(&self, id: &str) -> bool {
         self.entries.contains_key(id)
+    }
+
+    /// Every container held.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
     }
 
     /// Ids of every container held.

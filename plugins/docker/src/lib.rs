@@ -427,7 +427,7 @@ impl Factory for Docker {
     fn logs(id: String, since_ms: u64, max_bytes: u32) -> Result<String, FactoryError> {
         let (engine, raw) = locate(&id)?;
         let since = since_param(since_ms);
-        let path = format!("/containers/{raw}/logs?stdout=1&stderr=1&since={since}");
+        let path = format!("/containers/{raw}/logs?stdout=1&stderr=1&timestamps=1&since={since}");
         container_logs(&url(engine, &path), &id, max_bytes)
     }
 }

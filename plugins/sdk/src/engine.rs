@@ -24,25 +24,55 @@ pub fn label_filter(labels: &Pairs) -> String {
 
 /// Demultiplexes a Docker log stream (8-byte frame headers: stream, 0, 0, 0, big-endian
 /// length) into text, keeping at most `max_bytes`. A stream without frame headers (a TTY
-/// container) is returned as it is.
+/// container) is all stdout. Read with `timestamps`, each line comes out as OpenWhisk's log
+/// store writes it: `<time, padded to 30> stdout|stderr: <text>`.
 pub fn demux_logs(raw: &[u8], max_bytes: u32) -> String {
     let max = max_bytes as usize;
-    let mut out = Vec::with_capacity(raw.len().min(max));
-    let mut rest = raw;
+    let mut out = String::with_capacity(raw.len().min(max));
+    let mut push = |stream: &str, payload: &[u8]| {
+        for line in String::from_utf8_lossy(payload).split_inclusive('\n') {
+            if out.len() >= max {
+                return;
+            }
+            let text = log_line(stream, line);
+            let room = max - out.len();
+            let mut cut = text.len().min(room);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.push_str(&text[..cut]);
+        }
+    };
     let framed = raw.len() >= 8 && matches!(raw[0], 0..=2) && raw[1..4] == [0, 0, 0];
     if !framed {
-        out.extend_from_slice(&raw[..raw.len().min(max)]);
+        push("stdout", raw);
     } else {
-        while rest.len() >= 8 && out.len() < max {
+        let mut rest = raw;
+        while rest.len() >= 8 {
             let len = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
             let end = (8 + len).min(rest.len());
-            let frame = &rest[8..end];
-            let room = max - out.len();
-            out.extend_from_slice(&frame[..frame.len().min(room)]);
+            let stream = if rest[0] == 2 { "stderr" } else { "stdout" };
+            push(stream, &rest[8..end]);
             rest = &rest[end..];
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
+}
+
+/// One line of a log stream: `<RFC 3339 time> <text>` (read with `timestamps`) as OpenWhisk
+/// formats it, any other line as it is.
+fn log_line(stream: &str, line: &str) -> String {
+    match line.split_once(' ') {
+        Some((time, text))
+            if time.len() >= 20
+                && time.ends_with('Z')
+                && time.as_bytes()[4] == b'-'
+                && time.as_bytes()[10] == b'T' =>
+        {
+            format!("{time:<30} {stream}: {text}")
+        }
+        _ => line.to_owned(),
+    }
 }
 
 /// `since` for the logs endpoint: seconds with a fraction, from milliseconds since the epoch.
@@ -276,6 +306,17 @@ mod tests {
         let framed: Vec<u8> = [frame(1, "a\n"), frame(2, "b\n"), frame(1, "c\n")].concat();
         assert_eq!(log_lines(&framed), 3);
         assert_eq!(demux_logs(&framed, 100), "a\nb\nc\n");
+        // read with timestamps: OpenWhisk's log line (the time padded to 30 columns)
+        let stamped: Vec<u8> = [
+            frame(1, "2026-12-06T10:00:00.123456789Z hello\n"),
+            frame(2, "2026-12-06T10:00:00.5Z oops\n"),
+        ]
+        .concat();
+        assert_eq!(
+            demux_logs(&stamped, 1000),
+            "2026-12-06T10:00:00.123456789Z stdout: hello\n2026-12-06T10:00:00.5Z         stderr: oops\n"
+        );
+        assert_eq!(demux_logs(&stamped, 10), "2026-12-06");
         assert_eq!(log_lines(b"one\ntwo\n"), 2);
         assert_eq!(log_lines(b""), 0);
         // a frame cut short still counts once

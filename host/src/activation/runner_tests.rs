@@ -1,0 +1,303 @@
+//! The runner on its own: a fake engine (`testing::FakeEngine`) whose containers' action
+//! proxy is a small HTTP server of the test's (axum on loopback), and a lease gate the test
+//! opens and closes. What the records and acknowledgements say is compared with what
+//! upstream's `ContainerProxy` writes for the same run.
+
+use super::*;
+use super::logs::SENTINEL;
+use crate::action::{
+    Action, ActionError, ActionStore, FullyQualifiedEntityName, ParameterEncryption, Runtimes,
+    SystemLimits,
+};
+use crate::fence::FencedFactory;
+use crate::pool::{Pool, PoolConfig};
+use crate::testing::FakeEngine;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug)]
+struct OneAction(Action);
+
+#[async_trait::async_trait]
+impl ActionStore for OneAction {
+    async fn resolve(
+        &self,
+        _name: &FullyQualifiedEntityName,
+        _revision: Option<&str>,
+    ) -> Result<Action, ActionError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// The action proxy: counts `/run`s, answers each after `run_takes` with `answer`.
+struct Proxy {
+    runs: AtomicUsize,
+    run_takes: Duration,
+    answer: String,
+}
+
+async fn serve(proxy: Arc<Proxy>) -> String {
+    use axum::routing::post;
+    let runs = proxy.clone();
+    let app = axum::Router::new()
+        .route("/init", post(|| async { "{\"OK\":true}" }))
+        .route(
+            "/run",
+            post(move || {
+                let p = runs.clone();
+                async move {
+                    p.runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(p.run_takes).await;
+                    p.answer.clone()
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+struct Setup {
+    runner: Runner,
+    engine: Arc<FakeEngine>,
+    proxy: Arc<Proxy>,
+    lease: Arc<AtomicBool>,
+}
+
+async fn setup(timeout_ms: u64, run_takes: Duration, answer: &str) -> Setup {
+    let proxy = Arc::new(Proxy {
+        runs: AtomicUsize::new(0),
+        run_takes,
+        answer: answer.into(),
+    });
+    let engine = Arc::new(FakeEngine::default());
+    *engine.proxy.lock().unwrap() = Some(serve(proxy.clone()).await);
+    let lease = Arc::new(AtomicBool::new(true));
+    let held = lease.clone();
+    let gate = Gate(Arc::new(move || held.load(Ordering::SeqCst)));
+    let fenced: Arc<dyn crate::factory::ContainerFactory> =
+        Arc::new(FencedFactory::new(engine.clone(), gate.clone()));
+    let pool = Arc::new(Pool::new(
+        fenced.clone(),
+        PoolConfig {
+            user_memory_mb: 1024,
+            idle_timeout: Duration::from_secs(600),
+            cluster: "test".into(),
+            name_prefix: "wsk0_".into(),
+            epoch: 1,
+            stem_cells: Vec::new(),
+            port: 8080,
+        },
+    ));
+    let action: Action = serde_json::from_value(json!({
+        "namespace": "guest", "name": "hello", "version": "0.0.3",
+        "exec": { "kind": "shell:1", "code": "#!/bin/sh\necho '{}'" },
+        "limits": { "timeout": timeout_ms, "memory": 128, "logs": 10, "concurrency": 1 }
+    }))
+    .unwrap();
+    let runtimes = Runtimes::parse(
+        json!({ "runtimes": { "shell": [ { "kind": "shell:1",
+            "image": { "prefix": "keepwarm", "name": "action-runtime", "tag": "latest" } } ] } })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let runner = Runner {
+        store: Arc::new(OneAction(action)),
+        runtimes,
+        limits: SystemLimits::default(),
+        encryption: ParameterEncryption::new(None, None).unwrap(),
+        pool,
+        engine: fenced,
+        proxy: proxy::ProxyClient::new(1024 * 1024).fenced(gate.clone()),
+        instance: InvokerInstanceId::new(0, 1024, None),
+        init_timeout: Duration::from_secs(60),
+        collect_logs: true,
+        may_run: Some(gate),
+    };
+    Setup {
+        runner,
+        engine,
+        proxy,
+        lease,
+    }
+}
+
+/// An activation as a controller sends it, its transaction started `waited_ms` ago.
+fn message(waited_ms: i64, cause: Option<&str>) -> ActivationMessage {
+    let mut m = json!({
+        "transid": ["sid_run", crate::clock::now_ms() - waited_ms],
+        "action": { "path": "guest", "name": "hello", "version": "0.0.3", "binding": "guest/bound" },
+        "user": {
+            "subject": "guest-subject",
+            "namespace": { "name": "guest", "uuid": "u" },
+            "authkey": { "api_key": "u:k" },
+            "rights": [], "limits": {}
+        },
+        "activationId": "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5",
+        "rootControllerIndex": { "asString": "0", "instanceType": "controller" },
+        "blocking": true,
+        "content": { "name": "Ada" },
+        "initArgs": [],
+        "lockedArgs": {}
+    });
+    if let Some(c) = cause {
+        m["cause"] = json!(c);
+    }
+    ActivationMessage::parse(m.to_string().as_bytes()).unwrap()
+}
+
+fn annotation<'a>(record: &'a WhiskActivation, key: &str) -> Option<&'a Value> {
+    record.annotation(key)
+}
+
+/// Issue 32, defect 1: a `/run` that timed out while the lease happened to be lapsed was
+/// taken for one never sent (`Interrupted::Fenced { initialized: true }`): its container went
+/// back to the pool and the activation ran again. The recipe: a 1 s timeout, an action that
+/// takes longer, the lease lapsing at ~950 ms for 300 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_timed_out_during_a_lapse_is_answered_once_and_its_container_destroyed() {
+    let s = setup(1000, Duration::from_secs(3), "{}").await;
+    let lease = s.lease.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(950)).await;
+        lease.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lease.store(true, Ordering::SeqCst);
+    });
+    let msg = message(0, None);
+    let outcome = s.runner.run(&msg, &|_| {}).await;
+    let outcome = outcome.expect("an outcome: the request had been sent, it is not run again");
+    let record = &outcome.record;
+    assert_eq!(record.response.status_code, StatusCode::DeveloperError);
+    assert_eq!(
+        record.response.result,
+        Some(json!({"error": "The action exceeded its time limits of 1000 milliseconds."}))
+    );
+    assert_eq!(annotation(record, "timeout"), Some(&json!(true)));
+    assert_eq!(s.proxy.runs.load(Ordering::SeqCst), 1);
+    // the timed-out container is destroyed once the lease is back, never offered again
+    for _ in 0..100 {
+        if s.engine.destroyed.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.engine.destroyed.load(Ordering::SeqCst), 1);
+    let stats = s.runner.pool.stats();
+    assert_eq!((stats.warm_idle, stats.busy), (0, 0));
+}
+
+/// A lapse before `/run` was sent still leaves the activation to run once the lease is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapse_before_anything_was_sent_runs_nothing() {
+    let s = setup(1000, Duration::ZERO, "{}").await;
+    s.lease.store(false, Ordering::SeqCst);
+    assert!(s.runner.run(&message(0, None), &|_| {}).await.is_none());
+    assert_eq!(s.proxy.runs.load(Ordering::SeqCst), 0);
+}
+
+/// Issue 33, parts 1, 2, 4 and 5: a cold start's record as upstream's `ContainerProxy` writes
+/// it. `start = runStart − initTime`, `duration` = init + run (not the engine's create),
+/// `waitTime` counts the create; annotations `timeout`, `causedBy`, `binding`;
+/// `response.size`; the stored record is the acknowledged one with only the logs added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_starts_record_is_upstreams() {
+    let answer = "{\"greeting\":\"héllo\"}";
+    let s = setup(5000, Duration::from_millis(40), answer).await;
+    *s.engine.create_delay.lock().unwrap() = Duration::from_millis(300);
+    *s.engine.output.lock().unwrap() = format!(
+        "2026-12-06T10:00:00.5Z stdout: hello\n{SENTINEL}\n2026-12-06T10:00:00.6Z stderr: {SENTINEL}\n"
+    );
+    let msg = message(100, Some("0f0e0d0c0b0a09080706050403020100"));
+    let acknowledged: Mutex<Option<Acknowledgement>> = Mutex::new(None);
+    let outcome = s
+        .runner
+        .run(&msg, &|ack| *acknowledged.lock().unwrap() = Some(ack))
+        .await
+        .expect("an outcome");
+    let stored = outcome.record;
+    let keys: Vec<&str> = stored.annotations.iter().map(|a| a.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "limits",
+            "path",
+            "kind",
+            "timeout",
+            "causedBy",
+            "initTime",
+            "waitTime",
+            "binding",
+            "keepwarm"
+        ]
+    );
+    assert_eq!(annotation(&stored, "timeout"), Some(&json!(false)));
+    assert_eq!(annotation(&stored, "causedBy"), Some(&json!("sequence")));
+    assert_eq!(annotation(&stored, "binding"), Some(&json!("guest/bound")));
+    assert_eq!(annotation(&stored, "path"), Some(&json!("guest/hello")));
+    assert_eq!(
+        annotation(&stored, "limits"),
+        Some(&json!({"timeout": 5000, "memory": 128, "logs": 10, "concurrency": 1}))
+    );
+    // the answer's length as Java counts it (UTF-16 units: é is one)
+    assert_eq!(stored.response.size, Some(answer.chars().count()));
+    let init = annotation(&stored, "initTime").unwrap().as_i64().unwrap();
+    let wait = annotation(&stored, "waitTime").unwrap().as_i64().unwrap();
+    let duration = stored.duration.unwrap();
+    assert_eq!(duration, stored.end - stored.start);
+    assert!(wait >= 100 + 300, "waitTime {wait} counts the create");
+    assert!(duration >= 40 + init, "duration {duration} is init + run");
+    assert!(duration < 300, "duration {duration} leaves the create out");
+    // what the controller got is what the store gets, less the logs
+    let Some(Acknowledgement::Result { activation, .. }) = acknowledged.lock().unwrap().take()
+    else {
+        panic!("a blocking activation whose logs are read gets a result message first")
+    };
+    assert_eq!(
+        WhiskActivation {
+            logs: Vec::new(),
+            ..stored.clone()
+        },
+        activation
+    );
+    assert_eq!(
+        stored.logs,
+        vec!["2026-12-06T10:00:00.5Z         stdout: hello".to_string()]
+    );
+
+    // the second activation is warm: no initTime, start is /run's start
+    let warm = s
+        .runner
+        .run(&message(0, None), &|_| {})
+        .await
+        .unwrap()
+        .record;
+    assert!(annotation(&warm, "initTime").is_none());
+    assert!(annotation(&warm, "causedBy").is_none());
+    assert!(warm.duration.unwrap() >= 40 && warm.duration.unwrap() < 300);
+    assert_eq!(s.engine.created.load(Ordering::SeqCst), 1);
+}
+
+/// A developer error's logs end with upstream's warning line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_developer_errors_logs_end_with_upstreams_warning() {
+    let s = setup(5000, Duration::ZERO, "not json").await;
+    let outcome = s.runner.run(&message(0, None), &|_| {}).await.unwrap();
+    let record = outcome.record;
+    assert_eq!(
+        record.response.result,
+        Some(json!({"error": "The action did not produce a valid JSON or JSON Array response: not json"}))
+    );
+    assert_eq!(record.response.size, Some(8));
+    assert!(
+        record.logs.last().unwrap().ends_with(
+            "stderr: The action did not initialize or run as expected. Log data might be missing."
+        ),
+        "{:?}",
+        record.logs
+    );
+}
