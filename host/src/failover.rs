@@ -311,19 +311,23 @@ fn change_of(plugin: &str, event: PoolEvent) -> PoolChange {
     }
 }
 
+/// The feed progress gathered for one round of proposals.
+#[derive(Debug, Default)]
+struct Batch {
+    offsets: BTreeMap<i32, i64>,
+    completed: Vec<String>,
+    started: Vec<String>,
+}
+
 /// Adds one feed progress to the batch; "consuming" goes to `/status` at once, whichever
 /// way it was received (it may arrive in a batch behind plugin-state writes).
-fn note_progress(
-    node: &Node,
-    progress: Progress,
-    offsets: &mut BTreeMap<i32, i64>,
-    completed: &mut Vec<String>,
-) {
+fn note_progress(node: &Node, progress: Progress, batch: &mut Batch) {
     match progress {
         Progress::Offset(part, next) => {
-            offsets.insert(part, next);
+            batch.offsets.insert(part, next);
         }
-        Progress::Completed(id) => completed.push(id),
+        Progress::Completed(id) => batch.completed.push(id),
+        Progress::Started(id) => batch.started.push(id),
         Progress::Consuming => {
             node.report(|r| {
                 let now = now_ms();
@@ -393,8 +397,7 @@ pub async fn replicate(
         let mut resync = false;
         let mut flushed = Vec::new();
         let mut changes = Vec::new();
-        let mut offsets = BTreeMap::new();
-        let mut completed = Vec::new();
+        let mut batch = Batch::default();
         let mut commands = Vec::new();
         tokio::select! {
             w = plugin_writes.recv(), if writes_open => if w.is_none() {
@@ -409,7 +412,7 @@ pub async fn replicate(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             p = progress.recv() => match p {
-                Some(p) => note_progress(&node, p, &mut offsets, &mut completed),
+                Some(p) => note_progress(&node, p, &mut batch),
                 None => return,
             },
             f = flushes.recv() => match f {
@@ -433,7 +436,7 @@ pub async fn replicate(
             changes.extend(whole_pool(&plugin, &pool, &node.state().containers));
         }
         while let Ok(p) = progress.try_recv() {
-            note_progress(&node, p, &mut offsets, &mut completed);
+            note_progress(&node, p, &mut batch);
         }
         for state in &plugin_states {
             commands.extend(state.take());
@@ -441,14 +444,18 @@ pub async fn replicate(
         if !changes.is_empty() {
             commands.push(Command::Pool { epoch, changes });
         }
-        if !completed.is_empty() {
+        if !batch.completed.is_empty() || !batch.started.is_empty() {
             commands.push(Command::Completed {
                 epoch,
-                ids: completed,
+                ids: batch.completed,
+                started: batch.started,
             });
         }
-        if !offsets.is_empty() {
-            commands.push(Command::Offsets { epoch, offsets });
+        if !batch.offsets.is_empty() {
+            commands.push(Command::Offsets {
+                epoch,
+                offsets: batch.offsets,
+            });
         }
         for command in commands {
             if !propose_until_committed(&node, command).await {

@@ -65,13 +65,14 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
             ))
         })
         .collect();
-    let runner = parts.runner(pool.clone(), parts.factory.clone(), None);
+    let runner = parts.runner(pool.clone(), parts.factory.clone(), None, None);
     // ready once the feed consumes: its plugins are loaded and its pool is up by then
     let consuming = Arc::new(AtomicBool::new(false));
     let probes = match &parts.config.invoker.status_address {
         Some(address) => Some(
             serve_status(
                 address,
+                parts.config.invoker.status_token.as_deref().map(Arc::from),
                 single_status(&parts, consuming.clone(), pool.clone()),
                 consuming.clone(),
                 shutdown.clone(),
@@ -125,7 +126,7 @@ async fn swap_on_change(plugin: Arc<HotPlugin>, engines: Arc<Engines>, pool: Arc
         }
         let mut pooled = pool.containers();
         pooled.retain(|c| engines.holds(plugin.name(), c));
-        match plugin.switch(&mut pooled).await {
+        match plugin.switch(&mut pooled, None).await {
             Ok(swap) => {
                 pool.refresh(pooled);
                 tracing::info!(
@@ -223,6 +224,7 @@ fn single_status(parts: &Parts, consuming: Arc<AtomicBool>, pool: Arc<Pool>) -> 
 /// (`/readyz`: ready while the feed consumes).
 async fn serve_status(
     address: &str,
+    token: Option<Arc<str>>,
     status: server::Status,
     consuming: Arc<AtomicBool>,
     stopped: watch::Receiver<bool>,
@@ -240,7 +242,7 @@ async fn serve_status(
     });
     Ok(tokio::spawn(server::serve(
         listener,
-        server::status_router(status, None, Some(ready)),
+        server::status_router(status, token, Some(ready)),
         None,
         server::Limits::default(),
         stopped,

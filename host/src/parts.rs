@@ -5,6 +5,7 @@
 
 use crate::action::couchdb::CouchActions;
 use crate::action::{ActionStore, CatalogDir, ParameterEncryption, Runtimes};
+use crate::activation::runner::Journal;
 use crate::activation::{proxy::ProxyClient, Gate, InvokerInstanceId, Runner};
 use crate::cluster::Node;
 use crate::config::StoreKind;
@@ -158,6 +159,7 @@ impl Parts {
         pool: Arc<Pool>,
         engine: Arc<dyn ContainerFactory>,
         may_run: Option<Gate>,
+        journal: Option<Journal>,
     ) -> Arc<Runner> {
         let c = &self.config;
         let proxy = ProxyClient::new(c.invoker.max_response_bytes);
@@ -177,6 +179,8 @@ impl Parts {
             init_timeout: Duration::from_secs(60),
             collect_logs: c.invoker.log_store == LogStore::Collect,
             may_run,
+            delivery: c.invoker.delivery,
+            journal,
         })
     }
 
@@ -185,7 +189,9 @@ impl Parts {
         FeedConfig {
             brokers: c.kafka.brokers.clone(),
             topic: format!("invoker{}", self.instance()),
-            group: format!("invoker{}", self.instance()),
+            // keepwarm's own group: upstream's invoker commits to `invoker{N}`, and a host
+            // taking over from one must not share (or move) its offsets
+            group: format!("keepwarm-invoker{}", self.instance()),
             fetch_wait_max_ms: c.kafka.fetch_wait_max_ms,
             linger_ms: c.kafka.linger_ms,
             max_in_flight: c.invoker.max_in_flight,

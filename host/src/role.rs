@@ -12,7 +12,8 @@ use crate::cluster::{ClusterConfig, ClusterError, Node};
 use crate::config::{ClusterSection, Config};
 use crate::factory::ContainerFactory;
 use crate::failover;
-use crate::feed::InFlight;
+use crate::activation::runner::Journal;
+use crate::feed::{InFlight, Progress};
 use crate::feed::{self, FeedHooks};
 use crate::fence::FencedFactory;
 use crate::lease::{self, Lease};
@@ -21,7 +22,7 @@ use crate::rollout;
 use crate::step_down::{self, StepDownError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Refuses a plugin whose containers only this machine reaches, unless the operator said
@@ -352,10 +353,15 @@ impl Member {
         let state = node.shared_state();
         let lent_state = node.shared_state();
         let in_flight = Arc::new(InFlight::default());
+        let journal = journal(progress_tx.clone(), flush_tx.clone());
+        let started = node.shared_state();
         let hooks = FeedHooks {
             offsets: Some(node.state().offsets.clone()),
             already_done: Some(Arc::new(move |id: &str| {
                 state.read().expect("state lock").is_completed(id)
+            })),
+            may_have_run: Some(Arc::new(move |id: &str| {
+                started.read().expect("state lock").may_have_run(id)
             })),
             progress: Some(progress_tx),
             may_pull: Some(gate.clone()),
@@ -369,7 +375,10 @@ impl Member {
         // Containers the member that handed over still uses, until it hands them back.
         let mut lent = takeover.lent.clone();
         let lent_until = node.state().lent.as_ref().map_or(0, |l| l.until_ms);
-        let runner = self.parts.runner(pool.clone(), factory.clone(), Some(gate));
+        let lease_gate = gate.clone();
+        let runner = self
+            .parts
+            .runner(pool.clone(), factory.clone(), Some(gate), Some(journal));
         let mut feed = {
             let (config, sink) = (self.parts.feed_config(), self.parts.sink.clone());
             tokio::spawn(async move {
@@ -450,8 +459,9 @@ impl Member {
                         continue;
                     };
                     let (node, engines, pool, epoch) = (node.clone(), self.parts.factory.clone(), pool.clone(), takeover.epoch);
+                    let lease = lease_gate.clone();
                     tokio::spawn(async move {
-                        let _ = asked.reply.send(rollout::cluster_wide(&node, &plugin, &engines, &pool, epoch).await);
+                        let _ = asked.reply.send(rollout::cluster_wide(&node, &plugin, &engines, &pool, (epoch, &lease)).await);
                     });
                 }
                 Some(back) = handbacks.recv() => {
@@ -591,6 +601,24 @@ impl Member {
             r.led_at_ms = Some(now_ms() - led_at.elapsed().as_millis() as i64);
         });
     }
+}
+
+/// Records an activation's start in the replicated state and answers once it is committed
+/// (false once this term's replicator has stopped): what the runner calls before `/run`.
+fn journal(
+    progress: mpsc::UnboundedSender<Progress>,
+    flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
+) -> Journal {
+    Journal(Arc::new(move |id: String| {
+        let (progress, flushes) = (progress.clone(), flushes.clone());
+        Box::pin(async move {
+            let (done, committed) = oneshot::channel();
+            if progress.send(Progress::Started(id)).is_err() || flushes.send(done).is_err() {
+                return false;
+            }
+            committed.await.is_ok()
+        })
+    }))
 }
 
 #[cfg(test)]

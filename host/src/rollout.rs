@@ -17,6 +17,7 @@ use crate::plugin::{HotPlugin, Swap};
 use crate::pool::Pool;
 use std::sync::Arc;
 use std::time::Duration;
+use crate::fence::Gate;
 use tokio::sync::oneshot;
 
 /// How long a member may take to stage (compile) a build.
@@ -29,11 +30,11 @@ pub async fn cluster_wide(
     plugin: &HotPlugin,
     engines: &Engines,
     pool: &Pool,
-    epoch: u64,
+    (epoch, lease): (u64, &Gate),
 ) -> Result<Swap, String> {
     let Some(staged) = plugin.stage().await? else {
         // the running build already (asked twice: the file watch and the operator)
-        return plugin.switch(&mut []).await;
+        return plugin.switch(&mut [], Some(lease)).await;
     };
     let others = node.other_voters();
     let body = serde_json::json!({ "plugin": plugin.name() }).to_string();
@@ -66,7 +67,7 @@ pub async fn cluster_wide(
     }
     let mut pooled = pool.containers();
     pooled.retain(|c| engines.holds(plugin.name(), c));
-    let swap = plugin.switch(&mut pooled).await?;
+    let swap = plugin.switch(&mut pooled, Some(lease)).await?;
     pool.refresh(pooled);
     node.propose(Command::PluginBuild {
         epoch,
@@ -85,7 +86,7 @@ pub async fn follow(node: &Node, plugin: &HotPlugin) {
         return;
     };
     if plugin.staged().is_some_and(|s| s.sha256 == wanted) {
-        match plugin.switch(&mut []).await {
+        match plugin.switch(&mut [], None).await {
             Ok(swap) => tracing::info!(?swap, "switched to the build the cluster runs"),
             Err(e) => tracing::warn!("switching to the build the cluster runs: {e}"),
         }

@@ -197,6 +197,13 @@ fn demo(stage: &Stage) {
         .iter()
         .filter(|(_, i)| controller.completions(i) > 1)
         .count();
+    // the delivery contract (at most once): what may have run on the killed host is answered
+    // with the failover's whisk error, not run again
+    let failed_over = ids
+        .iter()
+        .filter_map(|(_, i)| controller.received.get(i))
+        .filter(|acks| keepwarm_tests::chaos::is_failover_answer(&Controller::record(acks)))
+        .count();
 
     // What the new host ran, per action, in the order it started them (start time on this
     // machine's clock; activations of the backlog start concurrently, so the order they were
@@ -285,7 +292,10 @@ fn demo(stage: &Stage) {
         takeover["lost"],
         takeover["busy_destroyed"]
     );
-    println!("   activations: 200 sent, {lost} lost, {duplicated} acknowledged twice (in flight at the kill)");
+    println!(
+        "   activations: 200 sent, {lost} lost, {duplicated} acknowledged twice; \
+         {failed_over} in a container at the kill answered as failed over, not run again (at most once)"
+    );
     if !before_kill.is_empty() {
         println!(
             "   on the old host: {} activations, duration p50 {} ms, max {} ms",
@@ -398,6 +408,7 @@ fn demo(stage: &Stage) {
         churn["destroyed_failed"]
     );
     assert!(all && lost == 0, "activations were lost");
+
     assert!(
         not_reused.is_empty(),
         "a re-attached warm container was not reused when it could have been: {}",

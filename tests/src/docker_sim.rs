@@ -5,7 +5,8 @@
 //!
 //! A "running" container runs no process: its published port is an in-process listener that
 //! answers the action proxy's `/init` and `/run` with `{"ok":true}` (enough for the host's
-//! readiness probe, a prewarm's init and a trivial activation). What it leaves out: images
+//! readiness probe, a prewarm's init and a trivial activation), and counts the `/run`s each
+//! activation id reached (the delivery contract's "runs in the container"). What it leaves out: images
 //! (every image exists), networks (ports are published on the binding's `HostIp`, default
 //! 127.0.0.1), resource limits, events, exec, stats and log content (logs are empty).
 
@@ -64,7 +65,11 @@ struct Engine {
     latency: Duration,
     start_latency: Duration,
     run_time: Duration,
+    /// `/run`s received, by the body's `activation_id`.
+    runs: Runs,
 }
+
+type Runs = Arc<Mutex<HashMap<String, usize>>>;
 
 /// A running simulated engine; dropped, it stops and its containers' listeners close.
 #[derive(Debug)]
@@ -131,6 +136,11 @@ impl SimEngine {
     /// Containers created so far (including those since removed).
     pub fn created(&self) -> usize {
         self.engine.next.load(Ordering::Relaxed) as usize
+    }
+
+    /// How many `/run`s each activation id reached, across every container.
+    pub fn runs(&self) -> HashMap<String, usize> {
+        self.engine.runs.lock().expect("runs").clone()
     }
 
     /// API calls answered so far.
@@ -213,15 +223,17 @@ async fn create(
 }
 
 /// An action proxy that runs nothing: `/init` and `/run` answer `{"ok":true}`, `/run` after
-/// `run_time`.
-async fn proxy(ip: &str, run_time: Duration) -> (u16, JoinHandle<()>) {
+/// `run_time`, counted in `runs` when it arrives.
+async fn proxy(ip: &str, run_time: Duration, runs: Runs) -> (u16, JoinHandle<()>) {
     let listener = TcpListener::bind((ip, 0)).await.expect("bind a proxy port");
     let port = listener.local_addr().expect("local address").port();
     let app = Router::new()
         .route("/init", post(|| async { Json(json!({ "ok": true })) }))
         .route(
             "/run",
-            post(move || async move {
+            post(move |Json(body): Json<Value>| async move {
+                let id = body["activation_id"].as_str().unwrap_or("").to_owned();
+                *runs.lock().expect("runs").entry(id).or_default() += 1;
                 if !run_time.is_zero() {
                     tokio::time::sleep(run_time).await;
                 }
@@ -246,7 +258,7 @@ async fn start(
     if !engine.start_latency.is_zero() {
         tokio::time::sleep(engine.start_latency).await;
     }
-    let (port, task) = proxy(&ip, engine.run_time).await;
+    let (port, task) = proxy(&ip, engine.run_time, engine.runs.clone()).await;
     match engine.containers.lock().expect("containers").get_mut(&id) {
         Some(c) => {
             c.status = "running";

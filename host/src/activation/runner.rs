@@ -148,7 +148,31 @@ pub struct Runner {
     /// In cluster mode: whether this host still holds its lease. Checked right before a
     /// container is touched; a fenced activation is left for the next active host.
     pub may_run: Option<Gate>,
+    /// What an activation that may have run on a host that failed gets.
+    pub delivery: Delivery,
+    /// In cluster mode: records (replicated, committed) that an activation is about to be
+    /// sent to a container, before `/run` is; false when it could not be (the term ended).
+    pub journal: Option<Journal>,
 }
+
+pub use crate::config::Delivery;
+
+/// Where the start of an activation is recorded before its `/run` (see [`Runner::journal`]).
+#[derive(Clone)]
+pub struct Journal(pub Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, bool> + Send + Sync>);
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Journal")
+    }
+}
+
+/// The annotation that lets an action run again after a failover under the default
+/// at-most-once contract (`wsk action update A -a idempotent true`).
+pub const IDEMPOTENT: &str = "idempotent";
+
+/// The error a whisk-error answer carries for an activation the failed host may have run.
+pub const FAILED_OVER: &str = "The invoker host running this activation failed and another took over; the activation may have run there, so it was not run again (at-most-once).";
 
 pub use crate::fence::Gate;
 
@@ -245,9 +269,21 @@ impl Runner {
         self.may_run.as_ref().is_some_and(|gate| !gate.open())
     }
 
+    /// Whether an activation of `action` that may have run already is run again.
+    fn runs_again(&self, action: &Action) -> bool {
+        self.delivery == Delivery::AtLeastOnce || action.annotation_is_truthy(IDEMPOTENT, false)
+    }
+
     /// Runs `msg` to completion: every problem becomes the right error record. `None` only
     /// when this host lost its lease before anything of it reached a container.
-    pub async fn run(&self, msg: &ActivationMessage, on_result: OnResult<'_>) -> Option<Outcome> {
+    /// `may_have_run`: a host that failed sent it to a container (the delivery contract
+    /// decides whether it runs again).
+    pub async fn run(
+        &self,
+        msg: &ActivationMessage,
+        may_have_run: bool,
+        on_result: OnResult<'_>,
+    ) -> Option<Outcome> {
         if self.fenced() {
             return None;
         }
@@ -258,6 +294,17 @@ impl Runner {
                 return Some(self.fallback(msg, ActivationResponse::from(&e)));
             }
         };
+        if may_have_run && !self.runs_again(&action) {
+            tracing::warn!(activation = %msg.activation_id, "it may have run on the host that failed: answered, not run again (at-most-once)");
+            let mut outcome = self.finish(
+                Ran::unplaced(msg, Some(&action)),
+                ActivationResponse::whisk_error(FAILED_OVER),
+            );
+            if !msg.blocking {
+                outcome.last = self.completion(msg, &outcome.record);
+            }
+            return Some(outcome);
+        }
         let args = match arguments::arguments(msg, &action, &self.encryption) {
             Ok(a) => a,
             Err(e) => {
@@ -320,14 +367,19 @@ impl Runner {
         // here gets its result and the freed slot in one message; the result of a
         // non-blocking one goes only to the activation store
         if split || !msg.blocking {
-            outcome.last = Acknowledgement::Completion {
-                transid: msg.transid.clone(),
-                activation_id: msg.activation_id.clone(),
-                is_system_error: outcome.record.response.is_whisk_error(),
-                instance: self.instance.clone(),
-            };
+            outcome.last = self.completion(msg, &outcome.record);
         }
         Some(outcome)
+    }
+
+    /// A `CompletionMessage` for `record`.
+    fn completion(&self, msg: &ActivationMessage, record: &WhiskActivation) -> Acknowledgement {
+        Acknowledgement::Completion {
+            transid: msg.transid.clone(),
+            activation_id: msg.activation_id.clone(),
+            is_system_error: record.response.is_whisk_error(),
+            instance: self.instance.clone(),
+        }
     }
 
     /// Takes a container and runs the activation in it; when the engine lost the container
@@ -418,6 +470,13 @@ impl Runner {
         } else {
             None
         };
+        // Before anything is sent: the start is replicated, so a host taking over knows it
+        // may have run (not needed where it would run again anyway).
+        if let Some(journal) = self.journal.as_ref().filter(|_| !self.runs_again(action)) {
+            if !(journal.0)(msg.activation_id.clone()).await {
+                return Err(Interrupted::Fenced { initialized: true });
+            }
+        }
         let timeout = action.limits.timeout;
         let env = arguments::environment(msg, action, now_ms() + timeout as i64);
         let body = arguments::run_body(args, &env);

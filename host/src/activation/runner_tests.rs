@@ -3,8 +3,9 @@
 //! opens and closes. What the records and acknowledgements say is compared with what
 //! upstream's `ContainerProxy` writes for the same run.
 
-use super::*;
 use super::logs::SENTINEL;
+use super::runner::{Delivery, Journal, FAILED_OVER};
+use super::*;
 use crate::action::{
     Action, ActionError, ActionStore, FullyQualifiedEntityName, ParameterEncryption, Runtimes,
     SystemLimits,
@@ -68,6 +69,15 @@ struct Setup {
 }
 
 async fn setup(timeout_ms: u64, run_takes: Duration, answer: &str) -> Setup {
+    setup_with(timeout_ms, run_takes, answer, json!([])).await
+}
+
+async fn setup_with(
+    timeout_ms: u64,
+    run_takes: Duration,
+    answer: &str,
+    annotations: Value,
+) -> Setup {
     let proxy = Arc::new(Proxy {
         runs: AtomicUsize::new(0),
         run_takes,
@@ -95,7 +105,8 @@ async fn setup(timeout_ms: u64, run_takes: Duration, answer: &str) -> Setup {
     let action: Action = serde_json::from_value(json!({
         "namespace": "guest", "name": "hello", "version": "0.0.3",
         "exec": { "kind": "shell:1", "code": "#!/bin/sh\necho '{}'" },
-        "limits": { "timeout": timeout_ms, "memory": 128, "logs": 10, "concurrency": 1 }
+        "limits": { "timeout": timeout_ms, "memory": 128, "logs": 10, "concurrency": 1 },
+        "annotations": annotations
     }))
     .unwrap();
     let runtimes = Runtimes::parse(
@@ -117,6 +128,8 @@ async fn setup(timeout_ms: u64, run_takes: Duration, answer: &str) -> Setup {
         init_timeout: Duration::from_secs(60),
         collect_logs: true,
         may_run: Some(gate),
+        delivery: Delivery::AtMostOnce,
+        journal: None,
     };
     Setup {
         runner,
@@ -169,7 +182,7 @@ async fn a_run_that_timed_out_during_a_lapse_is_answered_once_and_its_container_
         lease.store(true, Ordering::SeqCst);
     });
     let msg = message(0, None);
-    let outcome = s.runner.run(&msg, &|_| {}).await;
+    let outcome = s.runner.run(&msg, false, &|_| {}).await;
     let outcome = outcome.expect("an outcome: the request had been sent, it is not run again");
     let record = &outcome.record;
     assert_eq!(record.response.status_code, StatusCode::DeveloperError);
@@ -196,7 +209,7 @@ async fn a_run_that_timed_out_during_a_lapse_is_answered_once_and_its_container_
 async fn a_lapse_before_anything_was_sent_runs_nothing() {
     let s = setup(1000, Duration::ZERO, "{}").await;
     s.lease.store(false, Ordering::SeqCst);
-    assert!(s.runner.run(&message(0, None), &|_| {}).await.is_none());
+    assert!(s.runner.run(&message(0, None), false, &|_| {}).await.is_none());
     assert_eq!(s.proxy.runs.load(Ordering::SeqCst), 0);
 }
 
@@ -216,7 +229,7 @@ async fn a_cold_starts_record_is_upstreams() {
     let acknowledged: Mutex<Option<Acknowledgement>> = Mutex::new(None);
     let outcome = s
         .runner
-        .run(&msg, &|ack| *acknowledged.lock().unwrap() = Some(ack))
+        .run(&msg, false, &|ack| *acknowledged.lock().unwrap() = Some(ack))
         .await
         .expect("an outcome");
     let stored = outcome.record;
@@ -272,7 +285,7 @@ async fn a_cold_starts_record_is_upstreams() {
     // the second activation is warm: no initTime, start is /run's start
     let warm = s
         .runner
-        .run(&message(0, None), &|_| {})
+        .run(&message(0, None), false, &|_| {})
         .await
         .unwrap()
         .record;
@@ -286,7 +299,7 @@ async fn a_cold_starts_record_is_upstreams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_developer_errors_logs_end_with_upstreams_warning() {
     let s = setup(5000, Duration::ZERO, "not json").await;
-    let outcome = s.runner.run(&message(0, None), &|_| {}).await.unwrap();
+    let outcome = s.runner.run(&message(0, None), false, &|_| {}).await.unwrap();
     let record = outcome.record;
     assert_eq!(
         record.response.result,
@@ -300,4 +313,85 @@ async fn a_developer_errors_logs_end_with_upstreams_warning() {
         "{:?}",
         record.logs
     );
+}
+
+/// Issue 32, part 2: under the default contract an activation a failed host may have run is
+/// answered at once with a whisk error naming the failover, and nothing is sent to a
+/// container; a blocking one gets one combined message, a non-blocking one a completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_that_may_have_run_is_answered_not_run_again() {
+    let s = setup(5000, Duration::ZERO, "{}").await;
+    let outcome = s.runner.run(&message(0, None), true, &|_| {}).await.unwrap();
+    assert_eq!(
+        outcome.record.response,
+        ActivationResponse::whisk_error(FAILED_OVER)
+    );
+    assert!(matches!(outcome.last, Acknowledgement::Combined { .. }));
+    let mut quiet = message(0, None);
+    quiet.blocking = false;
+    let outcome = s.runner.run(&quiet, true, &|_| {}).await.unwrap();
+    assert!(matches!(
+        outcome.last,
+        Acknowledgement::Completion {
+            is_system_error: true,
+            ..
+        }
+    ));
+    assert_eq!(s.proxy.runs.load(Ordering::SeqCst), 0);
+    assert_eq!(s.engine.created.load(Ordering::SeqCst), 0);
+}
+
+/// The opt-ins: an action annotated `idempotent`, or a host with `delivery = "at-least-once"`,
+/// runs it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_actions_and_at_least_once_hosts_run_it_again() {
+    let s = setup_with(
+        5000,
+        Duration::ZERO,
+        "{}",
+        json!([{"key": "idempotent", "value": true}]),
+    )
+    .await;
+    let outcome = s.runner.run(&message(0, None), true, &|_| {}).await.unwrap();
+    assert_eq!(outcome.record.response.status_code, StatusCode::Success);
+    assert_eq!(s.proxy.runs.load(Ordering::SeqCst), 1);
+
+    let mut s = setup(5000, Duration::ZERO, "{}").await;
+    s.runner.delivery = Delivery::AtLeastOnce;
+    let outcome = s.runner.run(&message(0, None), true, &|_| {}).await.unwrap();
+    assert_eq!(outcome.record.response.status_code, StatusCode::Success);
+    assert_eq!(s.proxy.runs.load(Ordering::SeqCst), 1);
+}
+
+/// The start is journaled (replicated and committed) before `/run` is sent, and nothing is
+/// sent when it cannot be: that is what lets the next active host tell "may have run" from
+/// "never reached a container".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_is_journaled_before_run_is_sent() {
+    let mut s = setup(5000, Duration::ZERO, "{}").await;
+    let seen: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
+    let (journaled, proxy) = (seen.clone(), s.proxy.clone());
+    let accept = Arc::new(AtomicBool::new(true));
+    let accepting = accept.clone();
+    s.runner.journal = Some(Journal(Arc::new(move |id: String| {
+        journaled
+            .lock()
+            .unwrap()
+            .push((id, proxy.runs.load(Ordering::SeqCst)));
+        let ok = accepting.load(Ordering::SeqCst);
+        Box::pin(async move { ok })
+    })));
+    let msg = message(0, None);
+    s.runner.run(&msg, false, &|_| {}).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(msg.activation_id.clone(), 0)],
+        "journaled once, before the run"
+    );
+    assert_eq!(s.proxy.runs.load(Ordering::SeqCst), 1);
+    // the term ended before the start was committed: nothing is sent, the container is kept
+    accept.store(false, Ordering::SeqCst);
+    assert!(s.runner.run(&msg, false, &|_| {}).await.is_none());
+    assert_eq!(s.proxy.runs.load(Ordering::SeqCst), 1);
+    assert_eq!(s.runner.pool.stats().warm_idle, 1);
 }

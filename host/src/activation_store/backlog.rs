@@ -167,21 +167,33 @@ impl Backlog {
         }
     }
 
-    /// Up to `max` documents from the cursor, and the cursor after them.
-    pub fn read(&self, max: usize) -> std::io::Result<(Vec<serde_json::Value>, Cursor)> {
+    /// Up to `max` documents and about `max_bytes` of them (at least one) from the cursor,
+    /// and the cursor after them.
+    pub fn read(
+        &self,
+        max: usize,
+        max_bytes: u64,
+    ) -> std::io::Result<(Vec<serde_json::Value>, Cursor)> {
         let mut inner = self.inner.lock().expect("backlog lock");
         let mut docs = Vec::new();
+        let mut bytes = 0u64;
+        let mut full = false;
         let mut cursor = inner.cursor;
         loop {
             let mut file = BufReader::new(File::open(segment_path(&self.dir, cursor.segment))?);
             file.seek(SeekFrom::Start(cursor.offset))?;
             let mut line = String::new();
-            while docs.len() < max {
+            while docs.len() < max && bytes < max_bytes {
                 line.clear();
                 let n = file.read_line(&mut line)?;
                 if n == 0 || !line.ends_with('\n') {
                     break; // the end, or a line still being written
                 }
+                if !docs.is_empty() && bytes + n as u64 > max_bytes {
+                    full = true;
+                    break; // the next batch's
+                }
+                bytes += n as u64;
                 cursor.offset += n as u64;
                 match serde_json::from_str(&line) {
                     Ok(doc) => docs.push(doc),
@@ -191,7 +203,7 @@ impl Backlog {
                     ),
                 }
             }
-            if docs.len() >= max {
+            if docs.len() >= max || bytes >= max_bytes || full {
                 break;
             }
             // at the end of this segment: move on when a newer one exists
@@ -223,6 +235,12 @@ impl Backlog {
     }
 
     fn advance(&self, inner: &mut Inner, cursor: Cursor) {
+        // The bound may have dropped the cursor's segment while its records were being
+        // uploaded (and moved the cursor past it): never move back onto a deleted segment.
+        let behind = (cursor.segment, cursor.offset) < (inner.cursor.segment, inner.cursor.offset);
+        if behind || !inner.segments.contains(&cursor.segment) {
+            return;
+        }
         while inner.segments.len() > 1 && inner.segments[0] < cursor.segment {
             let done = inner.segments.pop_front().expect("more than one");
             let path = segment_path(&self.dir, done);
@@ -264,14 +282,14 @@ mod tests {
         let stats = Arc::new(StoreStats::default());
         let b = Backlog::open(dir.path(), 1 << 30, stats.clone()).unwrap();
         b.append(&(0..10).map(line).collect::<Vec<_>>()).unwrap();
-        let (docs, cursor) = b.read(4).unwrap();
+        let (docs, cursor) = b.read(4, u64::MAX).unwrap();
         assert_eq!(docs.len(), 4);
         b.uploaded(cursor, 4);
         drop(b);
         let stats = Arc::new(StoreStats::default());
         let b = Backlog::open(dir.path(), 1 << 30, stats.clone()).unwrap();
         assert_eq!(stats.waiting.load(Ordering::Relaxed), 6);
-        let (docs, _) = b.read(100).unwrap();
+        let (docs, _) = b.read(100, u64::MAX).unwrap();
         assert_eq!(docs[0]["_id"], "guest/4");
         assert_eq!(docs.len(), 6);
     }
@@ -292,10 +310,52 @@ mod tests {
         }
         let dropped = stats.dropped.load(Ordering::Relaxed);
         assert!(dropped >= 3000, "{dropped}");
-        let (docs, cursor) = b.read(100_000).unwrap();
+        let (docs, cursor) = b.read(100_000, u64::MAX).unwrap();
         assert_eq!(docs.len() as u64 + dropped, 12_000);
         assert_eq!(docs.last().unwrap()["_id"], "guest/11999");
         b.uploaded(cursor, docs.len() as u64);
         assert_eq!(stats.waiting.load(Ordering::Relaxed), 0);
+    }
+
+    /// Issue 32, defect 2: the bound dropped the segment a read's cursor pointed into while
+    /// its records were uploading; `uploaded` put the cursor back on the deleted segment and
+    /// every later read failed (ENOENT) until a restart.
+    #[test]
+    fn an_upload_finishing_after_the_bound_dropped_its_segment_does_not_stick() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(StoreStats::default());
+        let b = Backlog::open(dir.path(), 2 * SEGMENT_BYTES, stats.clone()).unwrap();
+        b.append(&(0..1000).map(line).collect::<Vec<_>>()).unwrap();
+        let (docs, cursor) = b.read(500, u64::MAX).unwrap();
+        assert_eq!(docs.len(), 500);
+        // meanwhile: enough records that the oldest segments go
+        for chunk in 1..12 {
+            b.append(
+                &(chunk * 1000..(chunk + 1) * 1000)
+                    .map(line)
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        }
+        assert!(stats.dropped.load(Ordering::Relaxed) > 0);
+        b.uploaded(cursor, 500);
+        let (docs, _) = b.read(100, u64::MAX).expect("reads go on");
+        assert_eq!(docs.len(), 100);
+        assert!(docs[0]["_id"] != "guest/500", "the dropped segment is not read again");
+    }
+
+    /// A batch is bounded by bytes too: large records go in smaller batches.
+    #[test]
+    fn a_read_stops_at_its_byte_bound_but_takes_at_least_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Backlog::open(dir.path(), 1 << 30, Arc::default()).unwrap();
+        b.append(&(0..10).map(line).collect::<Vec<_>>()).unwrap();
+        let size = line(0).len() as u64;
+        let (docs, cursor) = b.read(500, 3 * size).unwrap();
+        assert_eq!(docs.len(), 3);
+        b.uploaded(cursor, 3);
+        let (docs, _) = b.read(500, 1).unwrap();
+        assert_eq!(docs.len(), 1, "one record larger than the bound still goes");
+        assert_eq!(docs[0]["_id"], "guest/3");
     }
 }

@@ -81,6 +81,10 @@ pub enum Command {
     Completed {
         epoch: u64,
         ids: Vec<String>,
+        /// Activations about to be sent to a container (committed before `/run`): after a
+        /// failover they may have run. Absent in the logs of older versions, which ignore it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        started: Vec<String>,
     },
     PluginState {
         epoch: u64,
@@ -149,7 +153,15 @@ pub struct Replicated {
     /// The build (sha256) each plugin was last switched to cluster-wide.
     #[serde(default)]
     pub plugin_builds: BTreeMap<String, String>,
+    /// Activations sent (or about to be sent) to a container and not completed: by the log
+    /// index that started them, at most [`STARTED_KEPT`].
+    #[serde(default)]
+    pub started: BTreeMap<String, u64>,
 }
+
+/// How many started, not completed, activations are remembered (the ones in flight at a
+/// failover; more only when completions were lost).
+pub const STARTED_KEPT: usize = 10_000;
 
 impl Replicated {
     /// Applies `command`, found at log `index`.
@@ -187,7 +199,20 @@ impl Replicated {
                     *e = (*e).max(*o);
                 }
             }
-            Command::Completed { ids, .. } => self.complete(ids),
+            Command::Completed { ids, started, .. } => {
+                for id in started {
+                    self.started.insert(id.clone(), index);
+                }
+                self.complete(ids);
+                while self.started.len() > STARTED_KEPT {
+                    let oldest = self
+                        .started
+                        .iter()
+                        .min_by_key(|(_, at)| **at)
+                        .map(|(id, _)| id.clone());
+                    oldest.map(|id| self.started.remove(&id));
+                }
+            }
             Command::HandedBack {
                 completed,
                 unfinished,
@@ -227,7 +252,16 @@ impl Replicated {
     }
 
     fn complete(&mut self, ids: &[String]) {
+        for id in ids {
+            self.started.remove(id);
+        }
         self.completed.extend(ids, COMPLETED_KEPT);
+    }
+
+    /// Whether `id` was sent to a container (its start committed) and not completed: after a
+    /// failover, it may have run.
+    pub fn may_have_run(&self, id: &str) -> bool {
+        self.started.contains_key(id) && !self.is_completed(id)
     }
 
     fn change(&mut self, change: &PoolChange) {
@@ -444,6 +478,29 @@ mod tests {
         assert!(!s.is_completed("next"), "an id the handover did not lend");
     }
 
+    /// Issue 32, part 2: what was started and not completed may have run; the record of it
+    /// is older versions' `Completed` entry with a field they ignore.
+    #[test]
+    fn started_activations_may_have_run_until_completed() {
+        let mut s = Replicated::default();
+        s.apply(1, &Command::Claim { node: 1 });
+        let cmd = |ids: &[&str], started: &[&str]| Command::Completed {
+            epoch: 1,
+            ids: ids.iter().map(|i| i.to_string()).collect(),
+            started: started.iter().map(|i| i.to_string()).collect(),
+        };
+        s.apply(2, &cmd(&[], &["a", "b"]));
+        assert!(s.may_have_run("a") && s.may_have_run("b"));
+        s.apply(3, &cmd(&["a"], &[]));
+        assert!(!s.may_have_run("a") && s.may_have_run("b") && !s.may_have_run("c"));
+        assert_eq!(s.started.len(), 1, "completed ones are forgotten");
+        // the wire form an older member reads: `started` is a field it ignores
+        let old: Command =
+            serde_json::from_str(r#"{"Completed":{"epoch":1,"ids":["x"]}}"#).unwrap();
+        assert_eq!(old, cmd(&["x"], &[]));
+        assert!(!serde_json::to_string(&cmd(&["x"], &[])).unwrap().contains("started"));
+    }
+
     #[test]
     fn a_claim_fences_writes_from_older_epochs() {
         let mut s = Replicated::default();
@@ -495,7 +552,14 @@ mod tests {
         );
         assert_eq!(s.offsets[&0], 10);
         let ids: Vec<String> = (0..COMPLETED_KEPT + 5).map(|i| i.to_string()).collect();
-        s.apply(4, &Command::Completed { epoch: 1, ids });
+        s.apply(
+            4,
+            &Command::Completed {
+                epoch: 1,
+                ids,
+                started: vec![],
+            },
+        );
         assert_eq!(s.completed.len(), COMPLETED_KEPT);
         assert!(!s.is_completed("0"));
         assert!(s.is_completed(&(COMPLETED_KEPT + 4).to_string()));

@@ -175,6 +175,10 @@ pub struct InvokerSection {
     /// (OpenWhisk's LogDriverLogStore); records carry no logs and activations finish sooner.
     #[serde(default)]
     pub log_store: LogStore,
+    /// What happens after a failover to an activation that may have reached a container on
+    /// the host that failed (see README, "The delivery contract").
+    #[serde(default)]
+    pub delivery: Delivery,
     /// Destroy the pool's containers on shutdown (OpenWhisk's behaviour).
     #[serde(default = "yes")]
     pub destroy_on_exit: bool,
@@ -196,6 +200,23 @@ pub struct InvokerSection {
     /// on its `[cluster] status-address`). Off when unset.
     #[serde(default)]
     pub status_address: Option<String>,
+    /// When set, the single host's `/status` and `/metrics` require it as a bearer token
+    /// (as a cluster member's `[cluster] status-token`).
+    #[serde(default)]
+    pub status_token: Option<String>,
+}
+
+/// The delivery contract after a failover.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Upstream's: an activation that may have run is never run again; the next active host
+    /// answers it at once with a whisk error naming the failover. Actions annotated
+    /// `idempotent` run again.
+    #[default]
+    AtMostOnce,
+    /// Every activation that may have run is run again (one result reaches the controller).
+    AtLeastOnce,
 }
 
 /// Where activation logs go.

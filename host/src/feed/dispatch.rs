@@ -26,6 +26,8 @@ pub(super) struct Dispatch {
     pub in_flight: Option<Arc<super::InFlight>>,
     pub gate: Option<Gate>,
     pub stop: watch::Receiver<bool>,
+    /// Where the completion topics are read (see [`super::acknowledged`]).
+    pub brokers: String,
 }
 
 impl Dispatch {
@@ -46,7 +48,7 @@ impl Dispatch {
     }
 
     /// Runs `msg` in its own task.
-    pub fn run(&self, msg: ActivationMessage, partition: i32, offset: i64) {
+    pub fn run(&self, msg: ActivationMessage, may_have_run: bool, partition: i32, offset: i64) {
         let this = self.clone();
         // before the task runs: a step-down reads what runs as soon as the feed stops pulling
         if let Some(f) = &this.in_flight {
@@ -66,7 +68,9 @@ impl Dispatch {
             async move {
                 let id = msg.activation_id.clone();
                 let in_flight = this.in_flight.clone();
-                let acknowledged = this.run_to_the_end(msg, partition, offset).await;
+                let acknowledged = this
+                    .run_to_the_end(msg, may_have_run, partition, offset)
+                    .await;
                 if let Some(f) = in_flight {
                     f.end(&id, acknowledged);
                 }
@@ -76,7 +80,13 @@ impl Dispatch {
     }
 
     /// Whether its acknowledgement was published.
-    async fn run_to_the_end(self, msg: ActivationMessage, partition: i32, offset: i64) -> bool {
+    async fn run_to_the_end(
+        self,
+        msg: ActivationMessage,
+        may_have_run: bool,
+        partition: i32,
+        offset: i64,
+    ) -> bool {
         let runner = &self.runner;
         let topic = msg.completion_topic();
         // a blocking activation's result goes out while its logs are read; its completion
@@ -90,8 +100,17 @@ impl Dispatch {
             );
             *result.lock().expect("result lock") = Some(task);
         };
+        if may_have_run && self.acknowledged_before(&msg).await {
+            tracing::info!(activation = %msg.activation_id, "the host that failed acknowledged it before it died: not answered again");
+            let _ = self.ran.send(());
+            if let Some(p) = &self.progress {
+                let _ = p.send(Progress::Completed(msg.activation_id.clone()));
+            }
+            let _ = self.done.send((partition, offset));
+            return true;
+        }
         let outcome = loop {
-            match AssertUnwindSafe(runner.run(&msg, &on_result))
+            match AssertUnwindSafe(runner.run(&msg, may_have_run, &on_result))
                 .catch_unwind()
                 .await
             {
@@ -144,6 +163,25 @@ impl Dispatch {
         }
         let _ = self.done.send((partition, offset));
         true
+    }
+}
+
+impl Dispatch {
+    /// Whether a completion of `msg` is on its completion topic already (published by the
+    /// host that failed, whose death kept it from the replicated state).
+    async fn acknowledged_before(&self, msg: &ActivationMessage) -> bool {
+        let (brokers, topic, id) = (
+            self.brokers.clone(),
+            msg.completion_topic(),
+            msg.activation_id.clone(),
+        );
+        // the acknowledgement follows the controller's send; a margin for clocks apart
+        let since = msg.transid.start_ms.saturating_sub(10_000);
+        tokio::task::spawn_blocking(move || {
+            super::acknowledged::already_acknowledged(&brokers, &topic, &id, since)
+        })
+        .await
+        .unwrap_or(false)
     }
 }
 

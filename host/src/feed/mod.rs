@@ -2,6 +2,7 @@
 //! run each activation, publish acknowledgements to `completed{controller}`, record offsets
 //! once acknowledged, and ping `health` every second.
 
+mod acknowledged;
 mod clients;
 mod dispatch;
 mod in_flight;
@@ -73,6 +74,8 @@ pub enum Progress {
     Offset(i32, i64),
     /// An activation whose acknowledgement is published.
     Completed(String),
+    /// An activation about to be sent to a container (`/run`): replicated before it is.
+    Started(String),
     /// The partitions are assigned and consumption has begun.
     Consuming,
 }
@@ -89,6 +92,8 @@ pub struct FeedHooks {
     pub offsets: Option<BTreeMap<i32, i64>>,
     /// Activations completed before a failover are skipped, not run twice.
     pub already_done: Option<Predicate>,
+    /// Activations a host that failed sent to a container: the delivery contract decides.
+    pub may_have_run: Option<Predicate>,
     /// Recorded offsets and completed activations, for replication.
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
     /// Nothing is pulled while closed (cluster mode: the lease is not held).
@@ -118,6 +123,11 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), FeedError> {
     run_with(config, FeedHooks::default(), None, runner, sink, shutdown).await
+}
+
+/// Whether a host that failed may have run `id` (cluster mode).
+fn may_have_run(hooks: &FeedHooks, id: &str) -> bool {
+    hooks.may_have_run.as_ref().is_some_and(|f| f(id))
 }
 
 /// Connects the feed's clients, waiting while the broker cannot be reached or the topic
@@ -210,6 +220,7 @@ pub async fn run_with(
         in_flight: hooks.in_flight.clone(),
         gate: hooks.may_pull.clone(),
         stop: shutdown.clone(),
+        brokers: config.brokers.clone(),
     };
     let mut offsets = Recorder {
         consumer: &consumer,
@@ -237,7 +248,8 @@ pub async fn run_with(
                     } else if lent_until(&hooks, &h.msg.activation_id).is_none_or(|until| now >= until) {
                         tracing::warn!(activation = %h.msg.activation_id, "not finished on the member that handed over: running it here");
                         running += 1;
-                        dispatch.run(h.msg, h.partition, h.offset);
+                        let ran = may_have_run(&hooks, &h.msg.activation_id);
+                        dispatch.run(h.msg, ran, h.partition, h.offset);
                     } else {
                         held.push(h);
                     }
@@ -274,7 +286,8 @@ pub async fn run_with(
                         Some(_) => held.push(Held { msg, partition, offset }),
                         None => {
                             running += 1;
-                            dispatch.run(msg, partition, offset);
+                            let ran = may_have_run(&hooks, &msg.activation_id);
+                            dispatch.run(msg, ran, partition, offset);
                         }
                     },
                 }

@@ -110,10 +110,13 @@ impl AllowedAddresses {
                 Err(format!("{addr} is outside allowed-addresses {self}"))
             };
         }
-        let resolved: Vec<SocketAddr> = tokio::net::lookup_host(address)
-            .await
-            .map_err(|e| format!("`{address}` is not host:port or does not resolve: {e}"))?
-            .collect();
+        // within a deadline: a resolver that does not answer must not stall a takeover
+        let resolved: Vec<SocketAddr> =
+            tokio::time::timeout(RESOLVE_WITHIN, tokio::net::lookup_host(address))
+                .await
+                .map_err(|_| format!("`{address}` did not resolve within {RESOLVE_WITHIN:?}"))?
+                .map_err(|e| format!("`{address}` is not host:port or does not resolve: {e}"))?
+                .collect();
         if let Some(bad) = resolved.iter().find(|a| !self.allows(**a)) {
             return Err(format!(
                 "{address} resolves to {bad}, outside allowed-addresses {self}"
@@ -125,6 +128,9 @@ impl AllowedAddresses {
             .ok_or_else(|| format!("`{address}` resolves to no address"))
     }
 }
+
+/// How long a plugin-supplied host name may take to resolve.
+pub const RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn parse_rule(entry: &str) -> Option<Rule> {
     let entry = entry.trim();

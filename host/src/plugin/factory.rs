@@ -473,13 +473,12 @@ impl ContainerFactory for WasmFactory {
     async fn list_containers(&self, labels: Pairs) -> CallResult<Vec<Container>> {
         match self.call(Op::List(labels)).await? {
             Reply::Containers(cs) => {
-                let mut listed = Vec::with_capacity(cs.len());
-                for c in cs {
+                // every address at once: N host names that do not resolve cost one deadline
+                let admitted = cs.into_iter().map(|c| async move {
                     let mut c: Container = c.into();
                     if c.address.is_empty() {
                         // not started yet (one being created): nothing to admit
-                        listed.push(c);
-                        continue;
+                        return c;
                     }
                     // Listed, not used: one outside the list keeps no address, so nothing is
                     // ever sent there (reconcile destroys it as an orphan, or attach refuses it).
@@ -490,9 +489,9 @@ impl ContainerFactory for WasmFactory {
                             c.address = String::new();
                         }
                     }
-                    listed.push(c);
-                }
-                Ok(listed)
+                    c
+                });
+                Ok(futures::future::join_all(admitted).await)
             }
             _ => unexpected("list-containers"),
         }

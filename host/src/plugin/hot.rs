@@ -225,7 +225,14 @@ impl HotPlugin {
     /// Switches to the staged build once it has attached every one of `pooled` (updated in
     /// place: their addresses and handles as the new build sees them). Nothing staged: stages
     /// the file first. Refused (the running build stays) when it cannot attach one.
-    pub async fn switch(&self, pooled: &mut [Container]) -> Result<Swap, String> {
+    ///
+    /// `lease`, in cluster mode: every attach goes through it (a host whose lease lapsed or
+    /// whose term ended attaches nothing), and a swap that met a closed gate is refused.
+    pub async fn switch(
+        &self,
+        pooled: &mut [Container],
+        lease: Option<&crate::fence::Gate>,
+    ) -> Result<Swap, String> {
         let _one = self.swapping.lock().await;
         let Some(staged) = self.stage_locked().await? else {
             // Asked twice (a file watch and the operator): the swap that made it so.
@@ -244,6 +251,10 @@ impl HotPlugin {
             .as_ref()
             .map(|(f, _)| f.clone())
             .expect("just staged");
+        let next: Arc<dyn ContainerFactory> = match lease {
+            Some(gate) => Arc::new(crate::fence::FencedFactory::new(next, gate.clone())),
+            None => next,
+        };
         let attaches = pooled.iter().map(|c| next.attach(c.clone()));
         let results = futures::future::join_all(attaches).await;
         let mut failed = Vec::new();
@@ -277,8 +288,22 @@ impl HotPlugin {
             self.record(swap);
             return Err(error);
         }
+        if lease.is_some_and(|g| !g.open()) {
+            *self.staged.lock().expect("staged lock") = None;
+            let error = "this host lost its lease during the swap: the running build stays".to_string();
+            swap.swapped = false;
+            swap.error = Some(error.clone());
+            self.record(swap);
+            return Err(error);
+        }
+        let next = self
+            .staged
+            .lock()
+            .expect("staged lock")
+            .take()
+            .map(|(f, _)| f)
+            .expect("staged above");
         *self.current.write().expect("plugin lock") = next;
-        *self.staged.lock().expect("staged lock") = None;
         tracing::info!(plugin = %self.spec.name, ?swap, "switched to the new build");
         self.record(swap.clone());
         Ok(swap)

@@ -123,6 +123,9 @@ pub struct Report {
     pub stale_runs: usize,
     pub leaked: usize,
     pub keepwarm_errors: usize,
+    /// Activations that may have run on a host that failed, answered with the failover's
+    /// whisk error instead of running again (the at-most-once contract: not an error).
+    pub failed_over: usize,
     pub claims: Vec<Claim>,
     /// Claims not within 10 s after a fault that moves leadership.
     pub unprovoked_claims: usize,
@@ -473,6 +476,15 @@ pub fn run(config: &ChaosConfig) -> Report {
     report
 }
 
+/// The whisk error the next active host answers an activation with that may have run on the
+/// host that failed (keepwarm's `runner::FAILED_OVER`).
+pub fn is_failover_answer(record: &serde_json::Value) -> bool {
+    record["response"]["statusCode"] == 3
+        && record["response"]["result"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("another took over"))
+}
+
 fn check(report: &mut Report, bed: &Bed, controller: &Controller, ids: &[String]) {
     report.lost = ids
         .iter()
@@ -487,7 +499,9 @@ fn check(report: &mut Report, bed: &Bed, controller: &Controller, ids: &[String]
             let Some(record) = ack.get("response").filter(|r| r.is_object()) else {
                 continue;
             };
-            if record["response"]["statusCode"].as_i64().unwrap_or(0) != 0 {
+            if is_failover_answer(record) {
+                report.failed_over += 1;
+            } else if record["response"]["statusCode"].as_i64().unwrap_or(0) != 0 {
                 report.keepwarm_errors += 1;
                 eprintln!(
                     "[chaos] error caused by keepwarm: {id} at {}: {}",
@@ -655,13 +669,14 @@ impl Report {
         }
         let _ = writeln!(
             t,
-            "\nsent {}, lost {}, stale runs {}, leaked containers {}, duplicates {}, errors caused by keepwarm {}, claims {} ({} not caused by a fault)",
+            "\nsent {}, lost {}, stale runs {}, leaked containers {}, duplicates {}, errors caused by keepwarm {}, answered as failed over (at most once) {}, claims {} ({} not caused by a fault)",
             self.sent,
             self.lost,
             self.stale_runs,
             self.leaked,
             self.duplicates,
             self.keepwarm_errors,
+            self.failed_over,
             self.claims.len(),
             self.unprovoked_claims
         );
