@@ -3,12 +3,12 @@
 //! offset and completion in small batches in the background.
 
 use crate::clock::now_ms;
+use crate::cluster::plugin_state::ReplicatedPluginState;
 use crate::cluster::state::{Command, ContainerRecord, PoolChange};
 use crate::cluster::status::Takeover;
-use crate::cluster::plugin_state::ReplicatedPluginState;
 use crate::cluster::{ClusterError, Node};
 use crate::engines::{plugin_of, PLUGIN_LABEL};
-use crate::factory::{Container, ContainerFactory};
+use crate::factory::{CallError, Container, ContainerFactory};
 use crate::feed::Progress;
 use crate::pool::{Pool, PoolEvent};
 use std::collections::{BTreeMap, BTreeSet};
@@ -260,11 +260,25 @@ pub fn plan(records: &BTreeMap<String, ContainerRecord>, engine: &BTreeSet<Strin
     plan
 }
 
+/// How long a takeover's attach waits for a lapsed lease to come back.
+const FENCED_ATTACH_WAIT: Duration = Duration::from_secs(5);
+
 async fn attach_and_check(
     factory: &Arc<dyn ContainerFactory>,
     known: Container,
 ) -> Result<Container, String> {
-    let container = factory.attach(known).await.map_err(|e| e.to_string())?;
+    // A lapse of the lease only pauses the takeover: the container is still there, so the
+    // attach is asked again while the lease may come back in this term (a lapse is not a
+    // loss; the term's end is, and then nothing is attached).
+    let until = Instant::now() + FENCED_ATTACH_WAIT;
+    let container = loop {
+        match factory.attach(known.clone()).await {
+            Err(CallError::Fenced { .. }) if Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            other => break other.map_err(|e| e.to_string())?,
+        }
+    };
     let probe = tokio::net::TcpStream::connect(&container.address);
     match tokio::time::timeout(Duration::from_millis(500), probe).await {
         Ok(Ok(_)) => Ok(container),
@@ -615,10 +629,12 @@ mod tests {
         // what the replicated pool says after a lost `BecameBusy` and a lost `Destroyed`
         let mut stale_idle = record(&id, false);
         stale_idle.last_use_ms = 7;
-        let replicated: BTreeMap<String, ContainerRecord> =
-            [(id.clone(), stale_idle), ("gone".into(), record("gone", false))]
-                .into_iter()
-                .collect();
+        let replicated: BTreeMap<String, ContainerRecord> = [
+            (id.clone(), stale_idle),
+            ("gone".into(), record("gone", false)),
+        ]
+        .into_iter()
+        .collect();
         let changes = whole_pool("fake", &pool, &replicated);
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert_eq!(changes[0], PoolChange::Removed { id: "gone".into() });
@@ -626,14 +642,69 @@ mod tests {
             panic!("{changes:?}")
         };
         assert!(r.busy, "the busy container is replicated busy");
-        assert_eq!((r.container.id.as_str(), r.image.as_str()), (id.as_str(), "img"));
+        assert_eq!(
+            (r.container.id.as_str(), r.image.as_str()),
+            (id.as_str(), "img")
+        );
         assert_eq!((r.warm.as_ref(), r.last_use_ms), (Some(&key), 7));
         // applied, the replicated state holds what the pool holds
-        let mut state = crate::cluster::state::Replicated::default();
-        state.containers = replicated;
+        let mut state = crate::cluster::state::Replicated {
+            containers: replicated,
+            ..Default::default()
+        };
         state.apply(2, &Command::Pool { epoch: 0, changes });
         assert_eq!(state.containers.len(), 1);
         assert!(state.containers[&id].busy);
+    }
+
+    /// Issue 32, defect 11: a lease lapse during a takeover refused every re-attach and
+    /// counted the whole pool lost; a lapse now only pauses it.
+    #[tokio::test]
+    async fn a_lapse_during_the_takeover_pauses_the_re_attach_instead_of_losing_the_pool() {
+        use crate::fence::{FencedFactory, Gate};
+        use crate::pool::PoolConfig;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // a proxy that accepts connections, as a live container's does
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let _ = listener.accept().await;
+            }
+        });
+        let held = Arc::new(AtomicBool::new(false));
+        let gate = {
+            let held = held.clone();
+            Gate(Arc::new(move || held.load(Ordering::SeqCst)))
+        };
+        let engine = Arc::new(crate::testing::FakeEngine::default());
+        let factory: Arc<dyn ContainerFactory> = Arc::new(FencedFactory::new(engine, gate));
+        let pool = Pool::new(
+            factory.clone(),
+            PoolConfig {
+                user_memory_mb: 1024,
+                idle_timeout: Duration::from_secs(600),
+                cluster: "test".into(),
+                name_prefix: "wsk0_".into(),
+                epoch: 2,
+                stem_cells: Vec::new(),
+                port: 8080,
+            },
+        );
+        let idle: Vec<ContainerRecord> = (0..4)
+            .map(|i| {
+                let mut r = record(&format!("c{i}"), false);
+                r.container.address = address.clone();
+                r
+            })
+            .collect();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            held.store(true, Ordering::SeqCst);
+        });
+        let done = reattach(&factory, &pool, &idle).await;
+        assert_eq!((done.count, done.failed.len()), (4, 0));
+        assert_eq!(pool.containers().len(), 4);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! **stepping down** (stop taking work, leave the containers to the next active host) →
 //! standby again. See `docs/architecture.md` for the rules and why they are safe.
 
+use crate::activation::runner::Journal;
 use crate::clock::now_ms;
 use crate::cluster::plugin_state::ReplicatedPluginState;
 use crate::cluster::state::Command;
@@ -12,9 +13,8 @@ use crate::cluster::{ClusterConfig, ClusterError, Node};
 use crate::config::{ClusterSection, Config};
 use crate::factory::ContainerFactory;
 use crate::failover;
-use crate::activation::runner::Journal;
-use crate::feed::{InFlight, Progress};
 use crate::feed::{self, FeedHooks};
+use crate::feed::{InFlight, Progress};
 use crate::fence::FencedFactory;
 use crate::lease::{self, Lease};
 use crate::parts::{upkeep, Parts};
@@ -152,7 +152,7 @@ pub async fn run_cluster(
         draining.retain(|feed| !feed.is_finished());
         match member.active(term, shutdown.clone()).await {
             Ok(Ended::Shutdown(feed)) => {
-                let _ = feed.await;
+                draining.push(feed);
                 break;
             }
             Ok(Ended::SteppedDown(feed)) => {
@@ -184,10 +184,24 @@ pub async fn run_cluster(
             }
         }
     }
-    for feed in draining {
-        let _ = feed.await;
+    // A shutdown ends within the drain timeout, whoever is left to hand over to: what still
+    // runs then (an activation, a handback to a member that is stopping too) is given up
+    // and is the next active host's.
+    let drain = Duration::from_secs(member.parts.config.invoker.drain_timeout_s);
+    let feeds = futures::future::join_all(draining.iter_mut());
+    if tokio::time::timeout(drain, feeds).await.is_err() {
+        tracing::warn!(
+            ?drain,
+            "stopping: the drain timeout passed with work left; leaving it to the next active host"
+        );
+        draining.iter().for_each(JoinHandle::abort);
     }
-    member.node.shutdown().await;
+    if tokio::time::timeout(Duration::from_secs(5), member.node.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopping: Raft did not shut down within 5 s; exiting anyway");
+    }
     tracing::info!("cluster member stopped");
     Ok(())
 }
@@ -609,14 +623,17 @@ fn journal(
     progress: mpsc::UnboundedSender<Progress>,
     flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
 ) -> Journal {
-    Journal(Arc::new(move |id: String| {
+    Journal(Arc::new(move |id: String, wait: bool| {
         let (progress, flushes) = (progress.clone(), flushes.clone());
         Box::pin(async move {
-            let (done, committed) = oneshot::channel();
-            if progress.send(Progress::Started(id)).is_err() || flushes.send(done).is_err() {
+            if progress.send(Progress::Started(id)).is_err() {
                 return false;
             }
-            committed.await.is_ok()
+            if !wait {
+                return true;
+            }
+            let (done, committed) = oneshot::channel();
+            flushes.send(done).is_ok() && committed.await.is_ok()
         })
     }))
 }

@@ -13,11 +13,11 @@ use crate::cluster::inbox::ReloadRequest;
 use crate::cluster::state::Command;
 use crate::cluster::Node;
 use crate::engines::Engines;
+use crate::fence::Gate;
 use crate::plugin::{HotPlugin, Swap};
 use crate::pool::Pool;
 use std::sync::Arc;
 use std::time::Duration;
-use crate::fence::Gate;
 use tokio::sync::oneshot;
 
 /// How long a member may take to stage (compile) a build.

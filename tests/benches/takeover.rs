@@ -188,6 +188,7 @@ fn state_at_scale() {
         &Command::Completed {
             epoch: 1,
             ids: ids.clone(),
+            started: Vec::new(),
         },
     );
     assert_eq!((s.containers.len(), s.completed.len()), (n, n));

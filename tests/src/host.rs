@@ -42,6 +42,8 @@ pub struct HostOptions {
     pub max_in_flight: usize,
     /// `collect` or `log-driver`.
     pub log_store: &'static str,
+    /// `[invoker] delivery`: `at-most-once` (the default) or `at-least-once`.
+    pub delivery: &'static str,
     /// Appended to the config (a `[cluster]` section).
     pub extra: String,
     /// Label shared by the hosts of one cluster (default: unique to this host).
@@ -96,6 +98,7 @@ impl HostOptions {
             stem_cell: None,
             max_in_flight: 64,
             log_store: "collect",
+            delivery: "at-most-once",
             extra: String::new(),
             cluster: None,
             plugin: PluginChoice::docker(),
@@ -158,6 +161,7 @@ activation-log = "{dir}/activations.jsonl"
 cluster = "{cluster}"
 max-in-flight = {max_in_flight}
 log-store = "{log_store}"
+delivery = "{delivery}"
 {plugins_dir}
 
 [kafka]
@@ -182,6 +186,7 @@ manifest = "{runtimes}"
                 mem = opts.user_memory_mb,
                 max_in_flight = opts.max_in_flight,
                 log_store = opts.log_store,
+                delivery = opts.delivery,
                 plugins_dir = opts.plugins_dir.as_ref().map_or(String::new(), |d| format!(
                     "plugins-dir = \"{}\"",
                     d.display()

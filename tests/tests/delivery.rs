@@ -4,31 +4,65 @@
 //! real runtime cannot report from outside). The active host is SIGKILLed mid-activation
 //! again and again while activations stream in.
 //!
-//! Under the default (at most once): every activation gets exactly one completion on
-//! `completed{N}`, none reaches a container twice, and one that may have run on the killed
-//! host is answered with the failover's whisk error instead of running again.
+//! - Under the default (at most once): every activation gets exactly one completion on
+//!   `completed{N}`, none reaches a container twice, and one that may have run on the killed
+//!   host is answered with the failover's whisk error instead of running again.
+//! - Under `delivery = "at-least-once"`: every activation gets exactly one completion, a
+//!   success; some run twice (that is what the opt-in allows).
 
+use keepwarm_tests::chaos::is_failover_answer;
 use keepwarm_tests::cluster::Cluster;
 use keepwarm_tests::docker_sim::{SimEngine, SimOptions};
 use keepwarm_tests::host::{HostOptions, PluginChoice};
 use keepwarm_tests::kafka::Controller;
 use serde_json::json;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// SIGKILLs of the active host in one run (each mid-activation).
-const KILLS: usize = 50;
+/// What a run of kills came to.
+struct Outcome {
+    ids: Vec<String>,
+    /// `/run`s reached, by activation id.
+    runs: HashMap<String, usize>,
+    controller: Controller,
+    in_container_at_kill: usize,
+}
 
-#[test]
-fn killing_the_active_host_mid_activation_runs_nothing_twice_and_answers_everything_once() {
+impl Outcome {
+    fn record(&self, id: &str) -> serde_json::Value {
+        Controller::record(&self.controller.received[id])
+    }
+
+    fn not_completed_once(&self) -> Vec<(&String, usize)> {
+        self.ids
+            .iter()
+            .map(|i| (i, self.controller.completions(i)))
+            .filter(|(_, n)| *n != 1)
+            .collect()
+    }
+
+    fn ran_twice(&self) -> Vec<(&String, usize)> {
+        self.ids
+            .iter()
+            .filter_map(|i| Some((i, *self.runs.get(i)?)))
+            .filter(|(_, n)| *n > 1)
+            .collect()
+    }
+}
+
+/// Three hosts on the simulated engine; `kills` times: six blocking activations, and as soon
+/// as one of them is in its container, SIGKILL the active host, wait for the next, bring the
+/// killed one back as a standby.
+fn kill_mid_activation(kills: usize, instance: u32, delivery: &'static str) -> Outcome {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sim = rt.block_on(SimEngine::start(SimOptions {
         // long enough that a kill lands while activations are in their container
         run_time: Duration::from_millis(400),
         ..SimOptions::default()
     }));
-    let instance = 7900_0000 + std::process::id() % 10_000;
     let mut c = rt.block_on(Controller::new(instance, &format!("dl{instance}")));
     let mut base = HostOptions::new(instance, 0, 2048);
+    base.delivery = delivery;
     base.plugin = PluginChoice {
         routes: format!("docker = \"{}\"", sim.route()),
         ..PluginChoice::docker()
@@ -41,21 +75,21 @@ fn killing_the_active_host_mid_activation_runs_nothing_twice_and_answers_everyth
     let started = Instant::now();
     let mut ids = Vec::new();
     let mut in_container_at_kill = 0;
-    for round in 0..KILLS {
+    for round in 0..kills {
         // blocking activations: their acknowledgements carry the record
         let (batch, deliveries): (Vec<String>, Vec<_>) = (0..6)
             .map(|i| c.invoke_queued("guest", "echo", json!({ "round": round, "i": i })))
             .unzip();
         for delivered in rt.block_on(futures::future::join_all(deliveries)) {
-            delivered.expect("the broker took it").expect("the broker took it");
+            delivered
+                .expect("the broker took it")
+                .expect("the broker took it");
         }
-        // wait until some of them are in a container, then kill the host running them
+        // wait until one of them is in a container, then kill the host running them
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let running = batch
-                .iter()
-                .filter(|id| sim.runs().contains_key(*id))
-                .count();
+            let runs = sim.runs();
+            let running = batch.iter().filter(|id| runs.contains_key(*id)).count();
             if running > 0 || Instant::now() > deadline {
                 in_container_at_kill += running;
                 break;
@@ -72,7 +106,7 @@ fn killing_the_active_host_mid_activation_runs_nothing_twice_and_answers_everyth
         active = next;
     }
     eprintln!(
-        "{KILLS} kills in {:?}; {in_container_at_kill} activations were in a container at a kill",
+        "[{delivery}] {kills} kills in {:?}; {in_container_at_kill} activations were in a container at a kill",
         started.elapsed()
     );
     let all = c.poll_until(Duration::from_secs(120), |c| {
@@ -92,47 +126,111 @@ fn killing_the_active_host_mid_activation_runs_nothing_twice_and_answers_everyth
     );
     // a moment for any late second answer
     c.poll_until(Duration::from_secs(3), |_| false);
+    Outcome {
+        ids,
+        runs: sim.runs(),
+        controller: c,
+        in_container_at_kill,
+    }
+}
 
-    let runs = sim.runs();
-    let twice: Vec<(&String, usize)> = ids
+#[test]
+fn at_most_once_killing_the_active_host_mid_activation_runs_nothing_twice() {
+    let o = kill_mid_activation(50, 7900_0000 + std::process::id() % 10_000, "at-most-once");
+    let failed_over = o
+        .ids
         .iter()
-        .filter_map(|i| Some((i, *runs.get(i)?)))
-        .filter(|(_, n)| *n > 1)
-        .collect();
-    let answered_twice: Vec<&String> = ids.iter().filter(|i| c.completions(i) != 1).collect();
-    let failed_over = ids
-        .iter()
-        .filter(|i| keepwarm_tests::chaos::is_failover_answer(&Controller::record(&c.received[*i])))
+        .filter(|i| is_failover_answer(&o.record(i)))
         .count();
     eprintln!(
-        "{} activations: {} ran once, {failed_over} answered as failed over, {} ran twice, {} not answered exactly once",
-        ids.len(),
-        ids.iter().filter(|i| runs.get(*i) == Some(&1)).count(),
-        twice.len(),
-        answered_twice.len()
+        "[at-most-once] {} activations: {} reached a container once, {failed_over} answered as failed over, {} reached one twice, {} not completed exactly once",
+        o.ids.len(),
+        o.ids.iter().filter(|i| o.runs.get(*i) == Some(&1)).count(),
+        o.ran_twice().len(),
+        o.not_completed_once().len()
     );
     assert!(
-        twice.is_empty(),
-        "activations that reached a container twice: {twice:?}"
+        o.ran_twice().is_empty(),
+        "reached a container twice: {:?}",
+        o.ran_twice()
     );
     assert!(
-        answered_twice.is_empty(),
-        "activations not completed exactly once: {:?}",
-        answered_twice
-            .iter()
-            .map(|i| (i, c.completions(i)))
-            .collect::<Vec<_>>()
+        o.not_completed_once().is_empty(),
+        "not completed exactly once: {:?}",
+        o.not_completed_once()
     );
     assert!(
-        in_container_at_kill > 0 && failed_over > 0,
+        o.in_container_at_kill > 0 && failed_over > 0,
         "no kill landed mid-activation: the test proves nothing"
     );
     // every other activation ran, exactly once, and succeeded
-    for id in &ids {
-        let record = Controller::record(&c.received[id]);
-        if record["response"]["statusCode"] != 3 {
+    for id in &o.ids {
+        let record = o.record(id);
+        if !is_failover_answer(&record) {
             assert_eq!(record["response"]["statusCode"], 0, "{record}");
-            assert_eq!(runs.get(id), Some(&1), "{id}: {record}");
+            assert_eq!(o.runs.get(id), Some(&1), "{id}: {record}");
         }
     }
+}
+
+#[test]
+fn at_least_once_every_activation_gets_one_result_a_success() {
+    let o = kill_mid_activation(20, 7910_0000 + std::process::id() % 10_000, "at-least-once");
+    eprintln!(
+        "[at-least-once] {} activations: {} reached a container twice (allowed), {} not completed exactly once",
+        o.ids.len(),
+        o.ran_twice().len(),
+        o.not_completed_once().len()
+    );
+    assert!(
+        o.not_completed_once().is_empty(),
+        "not completed exactly once: {:?}",
+        o.not_completed_once()
+    );
+    for id in &o.ids {
+        let record = o.record(id);
+        assert_eq!(record["response"]["statusCode"], 0, "{id}: {record}");
+    }
+    assert!(
+        o.in_container_at_kill > 0,
+        "no kill landed mid-activation: the test proves nothing"
+    );
+}
+
+/// The search the next active host makes before answering an activation the failed host may
+/// have answered already: a completion on the controller's topic is found; a result message
+/// (no slot freed) or another activation's completion is not.
+#[test]
+fn an_earlier_completion_is_found_on_the_completion_topic() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let n = 7920_0000 + std::process::id() % 10_000;
+    let topic = format!("completed{n}");
+    rt.block_on(keepwarm_tests::kafka::create_topics(&[topic.as_str()]));
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 10_000;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", keepwarm_tests::kafka::brokers())
+        .create()
+        .unwrap();
+    let instance = json!({"instance": 0, "userMemory": "1024 MB", "instanceType": "invoker", "tags": [], "dedicatedNamespaces": []});
+    for message in [
+        json!({"transid": ["t", 1], "response": {"activationId": "only-a-result"}}),
+        json!({"transid": ["t", 1], "activationId": "answered", "isSystemError": false, "instance": instance}),
+    ] {
+        rt.block_on(producer.send(
+            FutureRecord::<(), _>::to(&topic).payload(&message.to_string()),
+            Duration::from_secs(10),
+        ))
+        .expect("sent");
+    }
+    let brokers = keepwarm_tests::kafka::brokers();
+    let found =
+        |id: &str| keepwarm::feed::acknowledged::already_acknowledged(&brokers, &topic, id, since);
+    assert!(found("answered"));
+    assert!(!found("only-a-result"));
+    assert!(!found("never-seen"));
 }

@@ -22,7 +22,10 @@ pub fn truncated(limit_bytes: u64) -> String {
 
 /// One line as upstream formats it: the time left-aligned in 30 columns, the stream, the text.
 pub fn line(time: &str, stream: &str, text: &str) -> String {
-    format!("{time:<30} {stream}: {}", text.trim_end_matches(['\n', '\r']))
+    format!(
+        "{time:<30} {stream}: {}",
+        text.trim_end_matches(['\n', '\r'])
+    )
 }
 
 /// A line the host adds itself (truncation, warnings): stamped now, on stderr.

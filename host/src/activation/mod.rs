@@ -12,8 +12,8 @@
 
 pub mod ack;
 pub mod arguments;
-pub mod message;
 pub mod logs;
+pub mod message;
 pub mod proxy;
 pub mod record;
 pub mod runner;
@@ -24,6 +24,6 @@ pub use record::{ActivationResponse, StatusCode, WhiskActivation};
 pub use runner::{Gate, Outcome, Runner};
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod runner_tests;
+#[cfg(test)]
+mod tests;

@@ -3,9 +3,9 @@
 
 use super::ack::{Acknowledgement, InvokerInstanceId};
 use super::arguments::{self, Arguments};
+use super::logs;
 use super::message::{ActivationMessage, TransactionId, Unreadable};
 use super::proxy::{ProxyClient, ProxyError};
-use super::logs;
 use super::record::{ActivationResponse, Annotation, StatusCode, WhiskActivation};
 use crate::action::{
     Action, ActionError, ActionStore, ParameterEncryption, Runtimes, SystemLimits,
@@ -159,7 +159,11 @@ pub use crate::config::Delivery;
 
 /// Where the start of an activation is recorded before its `/run` (see [`Runner::journal`]).
 #[derive(Clone)]
-pub struct Journal(pub Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, bool> + Send + Sync>);
+#[allow(clippy::type_complexity)]
+pub struct Journal(
+    /// `(activation id, wait for the commit)`.
+    pub Arc<dyn Fn(String, bool) -> futures::future::BoxFuture<'static, bool> + Send + Sync>,
+);
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,7 +184,7 @@ use crate::clock::now_ms;
 
 /// Where an activation's placement ended.
 enum Placed {
-    Ran(Allocation, Executed),
+    Ran(Box<(Allocation, Executed)>),
     /// No container could run it: the record's response.
     Failed(ActivationResponse),
     /// The lease lapsed before anything reached a container.
@@ -320,13 +324,16 @@ impl Runner {
         let clock = std::time::Instant::now();
         let placing = now_ms();
         let (allocation, executed) = match self.place(msg, &action, &args, &want).await {
-            Placed::Ran(allocation, executed) => (allocation, executed),
+            Placed::Ran(ran) => *ran,
             Placed::Failed(response) => {
                 return Some(self.finish(Ran::unplaced(msg, Some(&action)), response))
             }
             Placed::Fenced => return None,
         };
-        let acquired_ms = executed.init.or(executed.run).map_or(0, |i| i.start - placing);
+        let acquired_ms = executed
+            .init
+            .or(executed.run)
+            .map_or(0, |i| i.start - placing);
         let ran = Ran::executed(msg, &action, &allocation, &executed);
         let developer_error = executed.response.status_code == StatusCode::DeveloperError;
         // Built once: the acknowledgements carry it, the store gets it with only the logs
@@ -421,7 +428,7 @@ impl Runner {
                 .execute(msg, action, args, &want.key, &allocation)
                 .await
             {
-                Ok(executed) => return Placed::Ran(allocation, executed),
+                Ok(executed) => return Placed::Ran(Box::new((allocation, executed))),
                 Err(Interrupted::Fenced { initialized }) => {
                     let fate = if initialized {
                         Fate::Reuse
@@ -471,9 +478,11 @@ impl Runner {
             None
         };
         // Before anything is sent: the start is replicated, so a host taking over knows it
-        // may have run (not needed where it would run again anyway).
-        if let Some(journal) = self.journal.as_ref().filter(|_| !self.runs_again(action)) {
-            if !(journal.0)(msg.activation_id.clone()).await {
+        // may have run. Where it would run again anyway, the start is only queued (not waited
+        // for): the next host still looks for its completion before running it again.
+        if let Some(journal) = &self.journal {
+            let wait = !self.runs_again(action);
+            if !(journal.0)(msg.activation_id.clone(), wait).await {
                 return Err(Interrupted::Fenced { initialized: true });
             }
         }
@@ -508,9 +517,10 @@ impl Runner {
         let run = Interval::since(started);
         let (response, fate) = match answer {
             // upstream's `Container.run`: a run that took the whole limit timed out
-            _ if run.duration() >= timeout as i64 => {
-                (proxy_failure(&timed_out(limit), action, "run"), Fate::Destroy)
-            }
+            _ if run.duration() >= timeout as i64 => (
+                proxy_failure(&timed_out(limit), action, "run"),
+                Fate::Destroy,
+            ),
             Ok(r) => {
                 let response = ActivationResponse::from_run(r.status, &r.body);
                 let fate = if r.status == 200 {
@@ -592,7 +602,7 @@ impl Runner {
             // `/init` may have reached the runtime while the lease lapsed (the next active
             // host may have destroyed the container as busy): the container is not offered
             // again; no `/run` was sent, so the activation is placed again.
-            Err(_) if self.fenced() => Err(Interrupted::InitInterrupted),
+            Err(_) if self.fenced() => Err(Interrupted::InitBrokeOff),
             Err(e) => failed(proxy_failure(&e, action, "initialization")),
         }
     }
@@ -615,11 +625,7 @@ impl Runner {
         let mut poll = Duration::from_millis(1);
         let mut polls = 0u32;
         loop {
-            let text = match self
-                .engine
-                .logs(&allocation.container.id, since, max)
-                .await
-            {
+            let text = match self.engine.logs(&allocation.container.id, since, max).await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(container = %allocation.container.id, "reading logs: {e}");
@@ -774,7 +780,7 @@ enum Interrupted {
     InitializedElsewhere,
     /// `/init` broke off while the lease lapsed: the container may be initialized, `/run`
     /// was never sent.
-    InitInterrupted,
+    InitBrokeOff,
 }
 
 impl Interrupted {
@@ -790,7 +796,7 @@ impl Interrupted {
                 "the prewarm container was initialized by a previous active host",
                 "had been initialized by another host",
             ),
-            Interrupted::InitInterrupted => (
+            Interrupted::InitBrokeOff => (
                 "the container's /init broke off while this host's lease lapsed",
                 "broke off their /init while the lease lapsed",
             ),
@@ -841,7 +847,9 @@ fn proxy_failure(e: &ProxyError, action: &Action, phase: &str) -> ActivationResp
             "The action produced a response that exceeded the allowed length: {limit} bytes."
         )),
         ProxyError::Connect { .. } | ProxyError::Broken { .. } | ProxyError::Fenced if init => {
-            ActivationResponse::developer_error("The action did not initialize and exited unexpectedly.")
+            ActivationResponse::developer_error(
+                "The action did not initialize and exited unexpectedly.",
+            )
         }
         ProxyError::Connect { .. } | ProxyError::Broken { .. } | ProxyError::Fenced => {
             ActivationResponse::developer_error(

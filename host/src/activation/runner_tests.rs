@@ -209,7 +209,11 @@ async fn a_run_that_timed_out_during_a_lapse_is_answered_once_and_its_container_
 async fn a_lapse_before_anything_was_sent_runs_nothing() {
     let s = setup(1000, Duration::ZERO, "{}").await;
     s.lease.store(false, Ordering::SeqCst);
-    assert!(s.runner.run(&message(0, None), false, &|_| {}).await.is_none());
+    assert!(s
+        .runner
+        .run(&message(0, None), false, &|_| {})
+        .await
+        .is_none());
     assert_eq!(s.proxy.runs.load(Ordering::SeqCst), 0);
 }
 
@@ -229,7 +233,9 @@ async fn a_cold_starts_record_is_upstreams() {
     let acknowledged: Mutex<Option<Acknowledgement>> = Mutex::new(None);
     let outcome = s
         .runner
-        .run(&msg, false, &|ack| *acknowledged.lock().unwrap() = Some(ack))
+        .run(&msg, false, &|ack| {
+            *acknowledged.lock().unwrap() = Some(ack)
+        })
         .await
         .expect("an outcome");
     let stored = outcome.record;
@@ -237,14 +243,7 @@ async fn a_cold_starts_record_is_upstreams() {
     assert_eq!(
         keys,
         [
-            "limits",
-            "path",
-            "kind",
-            "timeout",
-            "causedBy",
-            "initTime",
-            "waitTime",
-            "binding",
+            "limits", "path", "kind", "timeout", "causedBy", "initTime", "waitTime", "binding",
             "keepwarm"
         ]
     );
@@ -299,11 +298,17 @@ async fn a_cold_starts_record_is_upstreams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_developer_errors_logs_end_with_upstreams_warning() {
     let s = setup(5000, Duration::ZERO, "not json").await;
-    let outcome = s.runner.run(&message(0, None), false, &|_| {}).await.unwrap();
+    let outcome = s
+        .runner
+        .run(&message(0, None), false, &|_| {})
+        .await
+        .unwrap();
     let record = outcome.record;
     assert_eq!(
         record.response.result,
-        Some(json!({"error": "The action did not produce a valid JSON or JSON Array response: not json"}))
+        Some(
+            json!({"error": "The action did not produce a valid JSON or JSON Array response: not json"})
+        )
     );
     assert_eq!(record.response.size, Some(8));
     assert!(
@@ -321,7 +326,11 @@ async fn a_developer_errors_logs_end_with_upstreams_warning() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_activation_that_may_have_run_is_answered_not_run_again() {
     let s = setup(5000, Duration::ZERO, "{}").await;
-    let outcome = s.runner.run(&message(0, None), true, &|_| {}).await.unwrap();
+    let outcome = s
+        .runner
+        .run(&message(0, None), true, &|_| {})
+        .await
+        .unwrap();
     assert_eq!(
         outcome.record.response,
         ActivationResponse::whisk_error(FAILED_OVER)
@@ -352,13 +361,21 @@ async fn idempotent_actions_and_at_least_once_hosts_run_it_again() {
         json!([{"key": "idempotent", "value": true}]),
     )
     .await;
-    let outcome = s.runner.run(&message(0, None), true, &|_| {}).await.unwrap();
+    let outcome = s
+        .runner
+        .run(&message(0, None), true, &|_| {})
+        .await
+        .unwrap();
     assert_eq!(outcome.record.response.status_code, StatusCode::Success);
     assert_eq!(s.proxy.runs.load(Ordering::SeqCst), 1);
 
     let mut s = setup(5000, Duration::ZERO, "{}").await;
     s.runner.delivery = Delivery::AtLeastOnce;
-    let outcome = s.runner.run(&message(0, None), true, &|_| {}).await.unwrap();
+    let outcome = s
+        .runner
+        .run(&message(0, None), true, &|_| {})
+        .await
+        .unwrap();
     assert_eq!(outcome.record.response.status_code, StatusCode::Success);
     assert_eq!(s.proxy.runs.load(Ordering::SeqCst), 1);
 }
@@ -373,7 +390,11 @@ async fn the_start_is_journaled_before_run_is_sent() {
     let (journaled, proxy) = (seen.clone(), s.proxy.clone());
     let accept = Arc::new(AtomicBool::new(true));
     let accepting = accept.clone();
-    s.runner.journal = Some(Journal(Arc::new(move |id: String| {
+    s.runner.journal = Some(Journal(Arc::new(move |id: String, wait: bool| {
+        assert!(
+            wait,
+            "the start of an action that does not run again is waited for"
+        );
         journaled
             .lock()
             .unwrap()

@@ -341,7 +341,10 @@ mod tests {
         b.uploaded(cursor, 500);
         let (docs, _) = b.read(100, u64::MAX).expect("reads go on");
         assert_eq!(docs.len(), 100);
-        assert!(docs[0]["_id"] != "guest/500", "the dropped segment is not read again");
+        assert!(
+            docs[0]["_id"] != "guest/500",
+            "the dropped segment is not read again"
+        );
     }
 
     /// A batch is bounded by bytes too: large records go in smaller batches.

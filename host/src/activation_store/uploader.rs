@@ -27,15 +27,16 @@ pub async fn run(db: CouchDb, backlog: Arc<Backlog>, written: Arc<Notify>, stats
     let mut batch_bytes = BATCH_BYTES;
     loop {
         let b = backlog.clone();
-        let (docs, cursor) = match tokio::task::spawn_blocking(move || b.read(BATCH, batch_bytes)).await {
-            Ok(Ok(read)) => read,
-            Ok(Err(e)) => {
-                tracing::error!("cannot read the activation backlog: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            Err(_) => return,
-        };
+        let (docs, cursor) =
+            match tokio::task::spawn_blocking(move || b.read(BATCH, batch_bytes)).await {
+                Ok(Ok(read)) => read,
+                Ok(Err(e)) => {
+                    tracing::error!("cannot read the activation backlog: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(_) => return,
+            };
         if docs.is_empty() {
             let _ = tokio::time::timeout(Duration::from_secs(1), written.notified()).await;
             continue;

@@ -66,9 +66,7 @@ pub struct Handover {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// A newly elected leader takes over; the entry's log index becomes the epoch.
-    Claim {
-        node: u64,
-    },
+    Claim { node: u64 },
     Pool {
         epoch: u64,
         changes: Vec<PoolChange>,
@@ -94,10 +92,7 @@ pub enum Command {
         value: Option<Vec<u8>>,
     },
     /// The active host steps down in an orderly way.
-    Handover {
-        epoch: u64,
-        handover: Handover,
-    },
+    Handover { epoch: u64, handover: Handover },
     /// The active host switched a plugin to a new build: standbys that staged the same build
     /// switch too, and a new active host runs it.
     PluginBuild {
@@ -498,7 +493,9 @@ mod tests {
         let old: Command =
             serde_json::from_str(r#"{"Completed":{"epoch":1,"ids":["x"]}}"#).unwrap();
         assert_eq!(old, cmd(&["x"], &[]));
-        assert!(!serde_json::to_string(&cmd(&["x"], &[])).unwrap().contains("started"));
+        assert!(!serde_json::to_string(&cmd(&["x"], &[]))
+            .unwrap()
+            .contains("started"));
     }
 
     #[test]

@@ -367,7 +367,8 @@ fn private_key_pem(key: &rcgen::KeyPair) -> String {
     match der.strip_prefix(&V2[..]) {
         Some(rest) if rest.len() >= 32 => {
             use base64::Engine;
-            let v1 = base64::engine::general_purpose::STANDARD.encode([&V1[..], &rest[..32]].concat());
+            let v1 =
+                base64::engine::general_purpose::STANDARD.encode([&V1[..], &rest[..32]].concat());
             format!("-----BEGIN PRIVATE KEY-----\n{v1}\n-----END PRIVATE KEY-----\n")
         }
         _ => key.serialize_pem(),
@@ -441,9 +442,17 @@ mod tests {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
         generate(&[1], dir.path()).unwrap();
         let mode = std::fs::metadata(&key).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "an existing key file keeps no wider mode");
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "an existing key file keeps no wider mode"
+        );
         let der = crate::pem::key(&key).unwrap();
-        assert_eq!(der.secret_der().len(), 48, "PKCS#8 v1: 16 bytes of header, the seed");
+        assert_eq!(
+            der.secret_der().len(),
+            48,
+            "PKCS#8 v1: 16 bytes of header, the seed"
+        );
         let openssl = std::process::Command::new("openssl")
             .args(["pkey", "-noout", "-in"])
             .arg(&key)

@@ -23,7 +23,12 @@ const WITHOUT_TIMES: i64 = 20_000;
 /// Whether `topic` holds a message freeing `activation_id`'s slot (a completion or a
 /// combined message) published since `since_ms`. Blocking: run it off the async workers.
 /// An error or a search past [`SEARCH_FOR`] answers `false` (nothing found).
-pub fn already_acknowledged(brokers: &str, topic: &str, activation_id: &str, since_ms: i64) -> bool {
+pub fn already_acknowledged(
+    brokers: &str,
+    topic: &str,
+    activation_id: &str,
+    since_ms: i64,
+) -> bool {
     match search(brokers, topic, activation_id, since_ms) {
         Ok(found) => found,
         Err(e) => {
@@ -60,7 +65,11 @@ fn search(
         let (low, high) = consumer.fetch_watermarks(topic, *p, SEARCH_FOR)?;
         if high > low {
             ends.push((*p, high));
-            starts.add_partition_offset(topic, *p, Offset::Offset(low.max(high - WITHOUT_TIMES)))?;
+            starts.add_partition_offset(
+                topic,
+                *p,
+                Offset::Offset(low.max(high - WITHOUT_TIMES)),
+            )?;
         }
     }
     if ends.is_empty() {

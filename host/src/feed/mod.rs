@@ -2,7 +2,7 @@
 //! run each activation, publish acknowledgements to `completed{controller}`, record offsets
 //! once acknowledged, and ping `health` every second.
 
-mod acknowledged;
+pub mod acknowledged;
 mod clients;
 mod dispatch;
 mod in_flight;
@@ -141,8 +141,7 @@ async fn connect_until_reachable(
     loop {
         match Clients::connect(config).await {
             Ok(clients) => return Ok(Some(clients)),
-            Err(e @ (FeedError::NoTopic { .. } | FeedError::Kafka { .. }))
-                if !matches!(&e, FeedError::Kafka { context, .. } if context != "metadata") =>
+            Err(e @ (FeedError::NoTopic { .. } | FeedError::Kafka { .. })) if !matches!(&e, FeedError::Kafka { context, .. } if context != "metadata") =>
             {
                 tracing::warn!(brokers = %config.brokers, retry_in = ?pause, "waiting for the broker: {e}");
             }

@@ -290,7 +290,8 @@ impl HotPlugin {
         }
         if lease.is_some_and(|g| !g.open()) {
             *self.staged.lock().expect("staged lock") = None;
-            let error = "this host lost its lease during the swap: the running build stays".to_string();
+            let error =
+                "this host lost its lease during the swap: the running build stays".to_string();
             swap.swapped = false;
             swap.error = Some(error.clone());
             self.record(swap);

@@ -233,7 +233,8 @@ impl Factory for Podman {
 
     fn logs(id: String, since_ms: u64, max_bytes: u32) -> Result<String, FactoryError> {
         let since = since_param(since_ms);
-        let path = format!("/containers/{id}/logs?stdout=true&stderr=true&timestamps=true&since={since}");
+        let path =
+            format!("/containers/{id}/logs?stdout=true&stderr=true&timestamps=true&since={since}");
         container_logs(&url(&path), &id, max_bytes)
     }
 }
