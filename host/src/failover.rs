@@ -471,11 +471,19 @@ pub async fn replicate(
                 offsets: batch.offsets,
             });
         }
-        for command in commands {
-            if !propose_until_committed(&node, command).await {
-                let _ = lost.send(true);
-                return;
-            }
+        // Proposed together: openraft appends them in the order they were asked for and
+        // commits them in one round, so a batch (and the journal of a start waiting on its
+        // flush) costs one commit, not one per command.
+        let proposals = commands
+            .into_iter()
+            .map(|command| propose_until_committed(&node, command));
+        if futures::future::join_all(proposals)
+            .await
+            .into_iter()
+            .any(|committed| !committed)
+        {
+            let _ = lost.send(true);
+            return;
         }
         // everything queued before a flush was asked for is committed now
         for f in flushed {

@@ -229,7 +229,10 @@ fn demo(stage: &Stage) {
         acks: &[Value],
         consuming_since: i64,
     ) {
-        if let Some(record) = record_since(acks, consuming_since) {
+        // an activation answered as failed over ran nowhere: it says nothing of warmth
+        let record = record_since(acks, consuming_since)
+            .filter(|r| !keepwarm_tests::chaos::is_failover_answer(r));
+        if let Some(record) = record {
             let (start, container) = start_of(&record);
             let path = format!("guest/{}", record["name"].as_str().unwrap_or("?"));
             let at = record["start"].as_i64().unwrap_or(0);

@@ -130,3 +130,54 @@ fn a_second_sigterm_ends_the_drain_at_once() {
     assert_eq!(code, Some(130), "{}", host.log());
     assert!(!c.received.contains_key(&slow));
 }
+
+/// Issue 32, defect 4: an acknowledgement that can never be published (here: its echoed
+/// transaction id alone is over the producer's 1,000,000-byte limit, so even the shrunk one
+/// is too large) was retried for ever, the offset never moved past it, and a restart ran it
+/// and everything after it again. It is given up on now, with an error line and a counter.
+#[test]
+fn an_acknowledgement_that_can_never_be_published_is_given_up_and_the_offset_moves_on() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let rt = Runtime::new().unwrap();
+    let (mut host, mut c) = start(&rt, opts(7403));
+    let (huge, mut msg) = c.message("guest", "echo", true, json!({}));
+    // a transaction id upstream echoes verbatim; its third element is no parent it can read
+    msg["transid"][2] = json!("x".repeat(1_100_000));
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", keepwarm_tests::kafka::brokers())
+        .set("message.max.bytes", "4000000")
+        .create()
+        .unwrap();
+    rt.block_on(producer.send(
+        FutureRecord::<(), _>::to(&c.invoker_topic).payload(&msg.to_string()),
+        Duration::from_secs(30),
+    ))
+    .expect("the broker takes the activation");
+    let next = rt.block_on(c.invoke("guest", "echo", true, json!({})));
+    c.wait_for(&next, WAIT);
+    eventually(
+        Duration::from_secs(30),
+        || format!("the acknowledgement is given up on\n{}", host.log()),
+        || {
+            host.log()
+                .contains("too large for the broker even shrunk")
+                .then_some(())
+        },
+    );
+    // after a restart neither runs again: the offset moved past both
+    assert_eq!(host.terminate(), Some(0), "{}", host.log());
+    host.spawn();
+    let after = rt.block_on(c.invoke("guest", "echo", true, json!({})));
+    c.wait_for(&after, WAIT);
+    assert_eq!(c.completions(&huge), 0, "it cannot be acknowledged");
+    assert_eq!(c.completions(&next), 1, "it ran again after the restart");
+    let runs = host
+        .records()
+        .iter()
+        .filter(|r| r["activationId"] == json!(huge))
+        .count();
+    assert_eq!(
+        runs, 1,
+        "the unpublishable activation ran again after the restart"
+    );
+}
