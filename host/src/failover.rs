@@ -520,10 +520,12 @@ fn whole_pool(
 ) -> Vec<PoolChange> {
     let held = pool.view();
     let ids: BTreeSet<&str> = held.iter().map(|h| h.container.id.as_str()).collect();
+    // an idle record the pool does not hold was destroyed (its event lost); a busy one is
+    // another host's until it hands it back (a step-down lends what still runs there)
     let gone: Vec<PoolChange> = replicated
-        .keys()
-        .filter(|id| !ids.contains(id.as_str()))
-        .map(|id| PoolChange::Removed { id: id.clone() })
+        .iter()
+        .filter(|(id, r)| !r.busy && !ids.contains(id.as_str()))
+        .map(|(id, _)| PoolChange::Removed { id: id.clone() })
         .collect();
     let now = now_ms();
     let upserts = held.into_iter().map(|h| {

@@ -34,7 +34,7 @@ pub async fn cluster_wide(
 ) -> Result<Swap, String> {
     let Some(staged) = plugin.stage().await? else {
         // the running build already (asked twice: the file watch and the operator)
-        return plugin.switch(&mut [], Some(lease)).await;
+        return plugin.switch(&mut [], Some(&|| lease.open())).await;
     };
     let others = node.other_voters();
     let body = serde_json::json!({ "plugin": plugin.name() }).to_string();
@@ -67,7 +67,7 @@ pub async fn cluster_wide(
     }
     let mut pooled = pool.containers();
     pooled.retain(|c| engines.holds(plugin.name(), c));
-    let swap = plugin.switch(&mut pooled, Some(lease)).await?;
+    let swap = plugin.switch(&mut pooled, Some(&|| lease.open())).await?;
     pool.refresh(pooled);
     node.propose(Command::PluginBuild {
         epoch,

@@ -142,7 +142,10 @@ fn an_acknowledgement_that_can_never_be_published_is_given_up_and_the_offset_mov
     let (mut host, mut c) = start(&rt, opts(7403));
     let (huge, mut msg) = c.message("guest", "echo", true, json!({}));
     // a transaction id upstream echoes verbatim; its third element is no parent it can read
-    msg["transid"][2] = json!("x".repeat(1_100_000));
+    msg["transid"]
+        .as_array_mut()
+        .expect("a transaction id is an array")
+        .push(json!("x".repeat(1_100_000)));
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", keepwarm_tests::kafka::brokers())
         .set("message.max.bytes", "4000000")

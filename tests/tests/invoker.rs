@@ -140,7 +140,17 @@ fn a_warm_containers_logs_hold_all_of_this_activations_lines_and_no_earlier_ones
         }
         ids.push(id);
     }
-    let records = host.records();
+    // the record is written after the completion, which follows the logs
+    let records = keepwarm_tests::eventually(
+        Duration::from_secs(10),
+        || format!("every record in the activation log\n{}", host.log()),
+        || {
+            let records = host.records();
+            ids.iter()
+                .all(|id| records.iter().any(|r| r["activationId"] == id.as_str()))
+                .then_some(records)
+        },
+    );
     for (run, id) in ids.iter().enumerate() {
         let full = records.iter().find(|r| r["activationId"] == id.as_str());
         let logs: Vec<String> =

@@ -242,8 +242,16 @@ fn the_brokers_machine_cut_off_for_ten_seconds_loses_nothing_and_the_feed_resume
         eprintln!("broker cut off 10 s: {} sent, 0 lost", records.len());
         // nobody failed over: the broker's absence is not the active host's
         assert_eq!(w.cluster.active(Duration::from_secs(1)), Some(active));
+        // every one succeeded, except what a leadership change (the broker's return can
+        // cost one: a burst of Raft calls times out) answered under the delivery contract
+        let failed_over = records
+            .iter()
+            .filter(|r| keepwarm_tests::chaos::is_failover_answer(r))
+            .count();
+        eprintln!("answered as failed over (a leadership change meanwhile): {failed_over}");
         assert!(
-            records.iter().all(|r| r["response"]["statusCode"] == 0),
+            records.iter().all(|r| r["response"]["statusCode"] == 0
+                || keepwarm_tests::chaos::is_failover_answer(r)),
             "{records:?}"
         );
         // the feed goes on after the backlog (which may have evicted idle containers to make

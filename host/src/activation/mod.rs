@@ -21,7 +21,7 @@ pub mod runner;
 pub use ack::{Acknowledgement, InvokerInstanceId, PingMessage};
 pub use message::{ActivationMessage, TransactionId, Unreadable};
 pub use record::{ActivationResponse, StatusCode, WhiskActivation};
-pub use runner::{Gate, Outcome, Runner};
+pub use runner::{Delivery, Gate, Outcome, Runner};
 
 #[cfg(test)]
 mod runner_tests;

@@ -155,7 +155,18 @@ pub struct Runner {
     pub journal: Option<Journal>,
 }
 
-pub use crate::config::Delivery;
+/// The delivery contract after a failover (`[invoker] delivery`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Upstream's: an activation that may have run is never run again; the next active host
+    /// answers it at once with a whisk error naming the failover. Actions annotated
+    /// `idempotent` run again.
+    #[default]
+    AtMostOnce,
+    /// Every activation that may have run is run again (one result reaches the controller).
+    AtLeastOnce,
+}
 
 /// Where the start of an activation is recorded before its `/run` (see [`Runner::journal`]).
 #[derive(Clone)]

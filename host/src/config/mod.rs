@@ -178,7 +178,7 @@ pub struct InvokerSection {
     /// What happens after a failover to an activation that may have reached a container on
     /// the host that failed (see README, "The delivery contract").
     #[serde(default)]
-    pub delivery: Delivery,
+    pub delivery: crate::activation::Delivery,
     /// Destroy the pool's containers on shutdown (OpenWhisk's behaviour).
     #[serde(default = "yes")]
     pub destroy_on_exit: bool,
@@ -204,19 +204,6 @@ pub struct InvokerSection {
     /// (as a cluster member's `[cluster] status-token`).
     #[serde(default)]
     pub status_token: Option<String>,
-}
-
-/// The delivery contract after a failover.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Delivery {
-    /// Upstream's: an activation that may have run is never run again; the next active host
-    /// answers it at once with a whisk error naming the failover. Actions annotated
-    /// `idempotent` run again.
-    #[default]
-    AtMostOnce,
-    /// Every activation that may have run is run again (one result reaches the controller).
-    AtLeastOnce,
 }
 
 /// Where activation logs go.

@@ -130,7 +130,7 @@ fn may_have_run(hooks: &FeedHooks, id: &str) -> bool {
     hooks.may_have_run.as_ref().is_some_and(|f| f(id))
 }
 
-/// Connects the feed's clients, waiting while the broker cannot be reached or the topic
+/// A single host's feed clients, waiting while the broker cannot be reached or the topic
 /// does not exist yet (as a running host waits for a broker that went away): a line every
 /// attempt, 1 s apart growing to 10 s. `None` when told to stop first.
 async fn connect_until_reachable(
@@ -174,6 +174,9 @@ pub async fn run_with(
         ..
     } = match clients {
         Some(clients) => clients,
+        // a cluster member's feed fails instead: the leader hands the role to a member that
+        // can reach the broker
+        None if hooks.offsets.is_some() => Clients::connect(&config).await?,
         None => match connect_until_reachable(&config, &mut shutdown).await? {
             Some(clients) => clients,
             None => return Ok(()),

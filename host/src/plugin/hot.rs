@@ -226,12 +226,12 @@ impl HotPlugin {
     /// place: their addresses and handles as the new build sees them). Nothing staged: stages
     /// the file first. Refused (the running build stays) when it cannot attach one.
     ///
-    /// `lease`, in cluster mode: every attach goes through it (a host whose lease lapsed or
-    /// whose term ended attaches nothing), and a swap that met a closed gate is refused.
+    /// `lease_held`, in cluster mode: asked before every attach (a host whose lease lapsed
+    /// or whose term ended attaches nothing), and a swap that met a lapse is refused.
     pub async fn switch(
         &self,
         pooled: &mut [Container],
-        lease: Option<&crate::fence::Gate>,
+        lease_held: Option<&(dyn Fn() -> bool + Sync)>,
     ) -> Result<Swap, String> {
         let _one = self.swapping.lock().await;
         let Some(staged) = self.stage_locked().await? else {
@@ -251,11 +251,18 @@ impl HotPlugin {
             .as_ref()
             .map(|(f, _)| f.clone())
             .expect("just staged");
-        let next: Arc<dyn ContainerFactory> = match lease {
-            Some(gate) => Arc::new(crate::fence::FencedFactory::new(next, gate.clone())),
-            None => next,
-        };
-        let attaches = pooled.iter().map(|c| next.attach(c.clone()));
+        let held = || lease_held.is_none_or(|held| held());
+        let attaches = pooled.iter().map(|c| {
+            let (next, c) = (next.clone(), c.clone());
+            async move {
+                if !held() {
+                    return Err(crate::factory::CallError::Fenced {
+                        operation: "attach",
+                    });
+                }
+                next.attach(c).await
+            }
+        });
         let results = futures::future::join_all(attaches).await;
         let mut failed = Vec::new();
         for (c, result) in pooled.iter_mut().zip(results) {
@@ -288,7 +295,7 @@ impl HotPlugin {
             self.record(swap);
             return Err(error);
         }
-        if lease.is_some_and(|g| !g.open()) {
+        if !held() {
             *self.staged.lock().expect("staged lock") = None;
             let error =
                 "this host lost its lease during the swap: the running build stays".to_string();

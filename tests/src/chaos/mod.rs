@@ -521,7 +521,12 @@ fn check(report: &mut Report, bed: &Bed, controller: &Controller, ids: &[String]
     claims.sort_by_key(|c| c.at_ms);
     // stale: started under epoch E after a claim with a higher epoch was committed
     for host in &bed.cluster.hosts {
-        for record in host.records() {
+        // an activation answered as failed over ran nowhere: not a run, stale or not
+        for record in host
+            .records()
+            .into_iter()
+            .filter(|r| !is_failover_answer(r))
+        {
             let epoch = annotation(&record, "keepwarm")
                 .and_then(|k| k["epoch"].as_u64())
                 .unwrap_or(0);
