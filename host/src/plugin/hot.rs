@@ -83,6 +83,9 @@ impl std::fmt::Debug for HotPlugin {
     }
 }
 
+/// How long a swap waits for a lapsed lease to come back.
+const LAPSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl HotPlugin {
     /// Loads the plugin's file (see [`WasmFactory::load_with_state`]) with `prewarm`
     /// instances ready.
@@ -251,11 +254,22 @@ impl HotPlugin {
             .as_ref()
             .map(|(f, _)| f.clone())
             .expect("just staged");
-        let held = || lease_held.is_none_or(|held| held());
+        // a lapse of the lease only pauses the swap (a compile can starve heartbeats for a
+        // moment); a lease that does not come back within LAPSE_WAIT ends it
+        let held = || async {
+            let until = Instant::now() + LAPSE_WAIT;
+            while !lease_held.is_none_or(|held| held()) {
+                if Instant::now() >= until {
+                    return false;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            true
+        };
         let attaches = pooled.iter().map(|c| {
             let (next, c) = (next.clone(), c.clone());
             async move {
-                if !held() {
+                if !held().await {
                     return Err(crate::factory::CallError::Fenced {
                         operation: "attach",
                     });
@@ -295,7 +309,7 @@ impl HotPlugin {
             self.record(swap);
             return Err(error);
         }
-        if !held() {
+        if !held().await {
             *self.staged.lock().expect("staged lock") = None;
             let error =
                 "this host lost its lease during the swap: the running build stays".to_string();
