@@ -407,8 +407,9 @@ pub async fn replicate(
         pool,
     } = inputs;
     let mut writes_open = true;
+    let mut resync_next = false;
     loop {
-        let mut resync = false;
+        let mut resync = std::mem::take(&mut resync_next);
         let mut flushed = Vec::new();
         let mut changes = Vec::new();
         let mut batch = Batch::default();
@@ -471,19 +472,11 @@ pub async fn replicate(
                 offsets: batch.offsets,
             });
         }
-        // Proposed together: openraft appends them in the order they were asked for and
-        // commits them in one round, so a batch (and the journal of a start waiting on its
-        // flush) costs one commit, not one per command.
-        let proposals = commands
-            .into_iter()
-            .map(|command| propose_until_committed(&node, command));
-        if futures::future::join_all(proposals)
-            .await
-            .into_iter()
-            .any(|committed| !committed)
-        {
-            let _ = lost.send(true);
-            return;
+        for command in commands {
+            if !propose_until_committed(&node, command, &mut resync_next).await {
+                let _ = lost.send(true);
+                return;
+            }
         }
         // everything queued before a flush was asked for is committed now
         for f in flushed {
@@ -492,24 +485,32 @@ pub async fn replicate(
     }
 }
 
-/// Proposes `command` until it is committed, asking again after any failure but the end
-/// of this leadership (false): a dropped pool change would leave the replicated pool wrong.
-async fn propose_until_committed(node: &Node, command: Command) -> bool {
+/// Proposes `command`, asking again (up to 4 times, 10 ms doubling) after a failure that is
+/// not the end of this leadership; false only when the leadership ended. A command still
+/// refused after that is dropped with a warning and the next round replicates the pool
+/// whole (a dropped pool change must not leave the replicated pool wrong); the replicator
+/// never stalls on it (its consuming report and every later batch wait behind it).
+async fn propose_until_committed(node: &Node, command: Command, dropped: &mut bool) -> bool {
     let mut pause = Duration::from_millis(10);
-    loop {
+    for attempt in 1..=4 {
         match node.propose(command.clone()).await {
             Ok(_) => return true,
             Err(e @ (ClusterError::Stale { .. } | ClusterError::NotLeader { .. })) => {
                 tracing::warn!("replication stopped: {e}");
                 return false;
             }
+            Err(e) if attempt == 4 => {
+                tracing::warn!("replication: {e}; dropped, the pool is replicated whole next");
+                *dropped = true;
+            }
             Err(e) => {
                 tracing::warn!(retry_in = ?pause, "replication: {e}");
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(500));
+                pause *= 2;
             }
         }
     }
+    true
 }
 
 /// The changes that make the replicated pool `replicated` what `pool` holds now.
