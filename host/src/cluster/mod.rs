@@ -100,6 +100,9 @@ pub struct Node {
     pub requests: Arc<inbox::Requests>,
     /// The same requests' senders: a member can ask its own roles too.
     pub inbox: inbox::Inbox,
+    /// Held (written) by a step-down while its chosen member campaigns: a proposal waits
+    /// meanwhile, so the candidate's log stays as new as every voter's.
+    proposals: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -279,6 +282,7 @@ impl Node {
             peers,
             requests,
             inbox,
+            proposals: Arc::default(),
         })
     }
 
@@ -312,6 +316,7 @@ impl Node {
             | Command::PluginBuild { epoch, .. } => Some(*epoch),
             Command::Claim { .. } => None,
         };
+        let _proposing = self.proposals.read().await;
         match self.raft.client_write(command).await {
             Ok(r) => match r.data {
                 Reply::StaleEpoch { current } => Err(ClusterError::Stale {
@@ -327,6 +332,17 @@ impl Node {
                 None => Err(ClusterError::Raft(e.to_string())),
             },
         }
+    }
+
+    /// Holds every proposal back (they wait) until the guard is dropped; `None` when the
+    /// proposals already under way did not commit within `wait`.
+    pub async fn hold_proposals(
+        &self,
+        wait: Duration,
+    ) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        tokio::time::timeout(wait, self.proposals.clone().write_owned())
+            .await
+            .ok()
     }
 
     /// Commits a claim for this member; its log index is the new epoch.

@@ -58,6 +58,93 @@ async fn warm_then_prewarm_then_cold() {
     assert_eq!(pool.stats().busy, 2);
 }
 
+/// Issue 32: after a step-down, the new active host's backlog took prewarms (and made new
+/// ones) while the action's warm containers were still lent to the member that handed over;
+/// one coming back is waited for first, as a host that had not handed over would have had it.
+#[tokio::test]
+async fn a_warm_container_coming_back_is_waited_for_before_a_prewarm_is_taken() {
+    let cell = StemCell {
+        kind: "shell:1".into(),
+        image: "img".into(),
+        memory_mb: 128,
+        count: 1,
+        reactive: None,
+    };
+    let (engine, pool) = pool(1024, vec![cell]);
+    assert_eq!(pool.maintain().await, 1);
+    let key = want("a").key;
+    pool.learn_held(&key, Duration::from_millis(20));
+    pool.coming_back(ComingBack {
+        warm: [(key.clone(), 1)].into(),
+        memory_mb: 128,
+    });
+    let lent = engine
+        .create(pool.spec("shell:1", "img", 128))
+        .await
+        .unwrap();
+    let pool = Arc::new(pool);
+    let asking = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire(&want("a")).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!asking.is_finished(), "waits for the lent container");
+    assert_eq!(
+        pool.maintain().await,
+        0,
+        "its memory is held: no prewarm made meanwhile"
+    );
+    pool.adopt(lent.clone(), ("shell:1", "img"), 128, Some(key), 1);
+    pool.coming_back(Default::default());
+    let got = asking.await.unwrap();
+    assert_eq!((got.start, got.container.id), (Start::Warm, lent.id));
+    assert_eq!(pool.stats().prewarm, 1, "the prewarm is still there");
+}
+
+/// Issue 32, part 3: a takeover's backlog took prewarms (and made new ones) that the same
+/// activations spread over the pause would not have needed.
+#[tokio::test]
+async fn a_paced_backlog_waits_for_a_busy_warm_container_before_taking_a_prewarm() {
+    let cell = StemCell {
+        kind: "shell:1".into(),
+        image: "img".into(),
+        memory_mb: 128,
+        count: 1,
+        reactive: None,
+    };
+    let (_, pool) = pool(1024, vec![cell]);
+    assert_eq!(pool.maintain().await, 1);
+    let key = want("a").key;
+    pool.learn_held(&key, Duration::from_millis(20));
+    // a warm container of `a`, busy
+    let first = pool.acquire(&want("a")).await.unwrap();
+    pool.initialized(&first, &key);
+    pool.release(&first, Fate::Reuse);
+    assert_eq!(pool.maintain().await, 1, "the prewarm taken is made again");
+    let busy = pool.acquire(&want("a")).await.unwrap();
+    assert_eq!(busy.start, Start::Warm);
+    // not pacing: the next one takes the prewarm
+    let other = pool.acquire(&want("a")).await.unwrap();
+    assert_eq!(other.start, Start::Prewarm);
+    pool.release(&other, Fate::Destroy);
+    assert_eq!(pool.maintain().await, 1);
+    // pacing: it waits for the busy one instead
+    pool.pace_backlog(Duration::from_secs(2));
+    let pool = Arc::new(pool);
+    let asking = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire(&want("a")).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    pool.release(&busy, Fate::Reuse);
+    let got = asking.await.unwrap();
+    assert_eq!(
+        (got.start, got.container.id),
+        (Start::Warm, busy.container.id)
+    );
+    assert_eq!(pool.stats().prewarm, 1, "the prewarm is still there");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_create_waits_out_a_short_engine_outage_and_gives_up_after_a_long_one() {
     let (engine, pool) = pool(1024, Vec::new());
