@@ -138,7 +138,6 @@ pub async fn run_cluster(
         lease: Duration::from_millis(cluster.lease_ms),
         election_timeout_max: Duration::from_millis(cluster.election_timeout_max_ms),
         clients: feed::PreparedClients::default(),
-        previous: Default::default(),
     };
     tracing::info!(id = cluster.id, "cluster member started; standing by");
     crate::service::ready(&format!(
@@ -251,11 +250,6 @@ struct Member {
     election_timeout_max: Duration,
     /// Kafka clients a standby connects ahead for its next takeover.
     clients: feed::PreparedClients,
-    /// The activations of this member's last term, still finishing, and until when (epoch
-    /// millis) the next term waits for them: if it leads again meanwhile (a spurious
-    /// election on a busy machine), it knows which ran here instead of taking them for a
-    /// failed host's.
-    previous: std::sync::Mutex<Option<(Arc<InFlight>, i64)>>,
 }
 
 impl Member {
@@ -375,49 +369,25 @@ impl Member {
         let in_flight = Arc::new(InFlight::default());
         let journal = journal(progress_tx.clone(), flush_tx.clone());
         let started = node.shared_state();
-        // this member's previous term, if its activations are still finishing
-        let previous = self
-            .previous
-            .lock()
-            .expect("previous lock")
-            .take()
-            .filter(|(_, until)| now_ms() < *until);
-        let (acknowledged_here, unsent_here, running_here) =
-            (previous.clone(), previous.clone(), previous);
         let hooks = FeedHooks {
             offsets: Some(node.state().offsets.clone()),
             already_done: Some(Arc::new(move |id: &str| {
                 state.read().expect("state lock").is_completed(id)
-                    || acknowledged_here
-                        .as_ref()
-                        .is_some_and(|(f, _)| f.was_acknowledged(id))
             })),
             may_have_run: Some(Arc::new(move |id: &str| {
                 started.read().expect("state lock").may_have_run(id)
-                    && !unsent_here.as_ref().is_some_and(|(f, _)| f.was_unsent(id))
             })),
             progress: Some(progress_tx),
             may_pull: Some(gate.clone()),
             in_flight: Some(in_flight.clone()),
             lent_until: Some(Arc::new(move |id: &str| {
-                lent_state
-                    .read()
-                    .expect("state lock")
-                    .lent_until(id)
-                    .or_else(|| {
-                        let (f, until) = running_here.as_ref()?;
-                        f.is_running(id).then_some(*until)
-                    })
+                lent_state.read().expect("state lock").lent_until(id)
             })),
             // the role reports consuming itself (`Progress::Consuming`)
             on_consuming: None,
         };
         // Containers the member that handed over still uses, until it hands them back.
         let mut lent = takeover.lent.clone();
-        // ... and those of them not yet adopted here (handed back, still being attached)
-        let returning = Arc::new(std::sync::Mutex::new(lent.clone()));
-        pool.coming_back(coming_back_of(node, &lent));
-        pool.pace_backlog(BACKLOG_PACE);
         let lent_until = node.state().lent.as_ref().map_or(0, |l| l.until_ms);
         let lease_gate = gate.clone();
         let runner = self
@@ -509,42 +479,28 @@ impl Member {
                     });
                 }
                 Some(back) = handbacks.recv() => {
-                    // only the member the replicated handover names, until its last handback;
-                    // each lent container and activation counts once
+                    // only the member the replicated handover names, once
                     let lender = node.state().lent.as_ref().map(|l| l.from);
                     if lender != Some(back.from) || handed_back {
                         tracing::warn!(from = back.from, ?lender, handed_back, "a handback no handover of this term awaits: ignored");
                         continue;
                     }
-                    handed_back = back.done;
+                    handed_back = true;
                     let ids: Vec<String> = back.containers.iter().filter(|id| lent.remove(*id)).cloned().collect();
                     let (node, factory, pool, epoch) = (node.clone(), factory.clone(), pool.clone(), takeover.epoch);
-                    let returning = returning.clone();
                     tokio::spawn(async move {
-                        let handed_back = Command::HandedBack { epoch, completed: back.completed, unfinished: back.unfinished, unsent: back.unsent };
+                        let handed_back = Command::HandedBack { epoch, completed: back.completed, unfinished: back.unfinished };
                         if let Err(e) = node.propose(handed_back).await {
                             tracing::warn!("recording the handback: {e}");
                         }
                         match failover::take_back(&node, epoch, &factory, &pool, &ids).await {
-                            Ok(n) => tracing::info!(from = back.from, taken_back = n, last = back.done, "containers handed back after a step-down"),
+                            Ok(n) => tracing::info!(from = back.from, taken_back = n, "containers handed back after a step-down"),
                             Err(e) => tracing::warn!("taking back containers: {e}"),
                         }
-                        let coming = {
-                            let mut returning = returning.lock().expect("returning lock");
-                            ids.iter().for_each(|id| { returning.remove(id); });
-                            coming_back_of(&node, &returning)
-                        };
-                        pool.coming_back(coming);
                     });
                 }
                 _ = tokio::time::sleep_until(lent_expires), if !lent.is_empty() => {
                     let ids: Vec<String> = std::mem::take(&mut lent).into_iter().collect();
-                    let coming = {
-                        let mut returning = returning.lock().expect("returning lock");
-                        ids.iter().for_each(|id| { returning.remove(id); });
-                        coming_back_of(node, &returning)
-                    };
-                    pool.coming_back(coming);
                     if let Err(e) = failover::expire_lent(node, takeover.epoch, &factory, ids).await {
                         tracing::warn!("forgetting containers never handed back: {e}");
                     }
@@ -611,27 +567,13 @@ impl Member {
         if feed_failed {
             return Ok(Ended::CannotServe);
         }
-        // What still runs here finishes here: kept for this member's next term.
-        if !shutting_down {
-            in_flight.keep_outcomes();
-            let drain = self.parts.feed_config().drain_timeout.as_millis() as i64;
-            *self.previous.lock().expect("previous lock") =
-                Some((in_flight.clone(), now_ms() + drain));
-        }
-        // A handover leaves what runs here to finish here, handed back as it comes free.
+        // A handover leaves what runs here to finish here; once it has, hand it back.
         let node = node.clone();
         let feed = tokio::spawn(async move {
-            let Some(running) = in_flight.handed_over() else {
-                let _ = feed.await;
-                return;
-            };
-            let (drained_tx, drained) = watch::channel(false);
-            let handing_back = tokio::spawn(step_down::hand_back(
-                node, running, in_flight, pool, drained,
-            ));
             let _ = feed.await;
-            let _ = drained_tx.send(true);
-            let _ = handing_back.await;
+            if let Some(running) = in_flight.handed_over() {
+                step_down::hand_back(node, running, in_flight, pool).await;
+            }
         });
         Ok(if shutting_down {
             Ended::Shutdown(feed)
@@ -673,27 +615,6 @@ impl Member {
             r.led_at_ms = Some(now_ms() - led_at.elapsed().as_millis() as i64);
         });
     }
-}
-
-/// How long after a takeover its backlog (what arrived during the failover or step-down) is
-/// paced against the warm containers: it covers the backlog of a pause of a second or so.
-const BACKLOG_PACE: Duration = Duration::from_secs(2);
-
-/// What of `ids` (lent containers) comes back: warm ones by action, and all their memory,
-/// as the replicated pool records them.
-fn coming_back_of(
-    node: &Node,
-    ids: &std::collections::BTreeSet<String>,
-) -> crate::pool::ComingBack {
-    let state = node.state();
-    let mut coming = crate::pool::ComingBack::default();
-    for record in ids.iter().filter_map(|id| state.containers.get(id)) {
-        coming.memory_mb += u64::from(record.memory_mb);
-        if let Some(key) = record.warm.clone() {
-            *coming.warm.entry(key).or_default() += 1;
-        }
-    }
-    coming
 }
 
 /// Records an activation's start in the replicated state and answers once it is committed

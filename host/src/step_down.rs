@@ -6,7 +6,6 @@
 use crate::clock::now_ms;
 use crate::cluster::handover::{Handback, SteppedDown};
 use crate::cluster::state::{Command, Handover};
-use crate::cluster::types::NodeId;
 use crate::cluster::Node;
 use crate::feed::InFlight;
 use crate::pool::Pool;
@@ -164,97 +163,28 @@ pub enum StepDownError {
     Stopped(String),
 }
 
-/// What the new leader has been handed back so far.
-#[derive(Default)]
-struct Given {
-    completed: BTreeSet<String>,
-    unsent: BTreeSet<String>,
-    containers: BTreeSet<String>,
-}
-
-/// How often what finished is handed back while the rest still runs.
-const HAND_BACK_EVERY: Duration = Duration::from_millis(50);
-
-/// Hands back to the new leader, as they come free, this host's containers and which
-/// activations of the handover finished here, as a host that never handed over would free
-/// them; once the feed has `drained`, the last handback says what did not finish. A
-/// container is handed back only once this host no longer leads, so nothing here can send
-/// it a request any more (every engine and proxy call needs the lease).
+/// Once the feed has drained, tells the new leader which activations of the handover
+/// finished here and that this host's containers are free again; retried while the
+/// leadership settles.
 pub async fn hand_back(
     node: Node,
     running: BTreeSet<String>,
     in_flight: Arc<InFlight>,
     pool: Arc<Pool>,
-    mut drained: watch::Receiver<bool>,
 ) {
-    let mut given = Given::default();
-    loop {
-        let done = *drained.borrow_and_update();
-        let piece = next_piece(&node, &running, &in_flight, &pool, &given, done);
-        if done {
-            deliver(&node, &piece).await;
-            return;
-        }
-        let leads_elsewhere = node.leader().is_some_and(|l| l != node.id);
-        let something =
-            !(piece.completed.is_empty() && piece.unsent.is_empty() && piece.containers.is_empty());
-        if leads_elsewhere && something && send(&node, &piece).await.is_ok() {
-            given.completed.extend(piece.completed);
-            given.unsent.extend(piece.unsent);
-            given.containers.extend(piece.containers);
-        }
-        tokio::select! {
-            _ = drained.changed() => {}
-            _ = tokio::time::sleep(HAND_BACK_EVERY) => {}
-        }
-    }
-}
-
-/// What is new since `given`; the last piece (`done`) also names what did not finish.
-fn next_piece(
-    node: &Node,
-    running: &BTreeSet<String>,
-    in_flight: &InFlight,
-    pool: &Pool,
-    given: &Given,
-    done: bool,
-) -> Handback {
-    let acknowledged: BTreeSet<String> = in_flight.acknowledged().into_iter().collect();
-    let new = |all: &mut dyn Iterator<Item = String>, given: &BTreeSet<String>| -> Vec<String> {
-        all.filter(|id| !given.contains(id)).collect()
-    };
-    Handback {
+    let completed: Vec<String> = in_flight.acknowledged();
+    let finished: BTreeSet<&String> = completed.iter().collect();
+    let handback = Handback {
         from: node.id,
-        completed: new(&mut acknowledged.iter().cloned(), &given.completed),
-        unfinished: if done {
-            running
-                .iter()
-                .filter(|id| !acknowledged.contains(*id))
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        },
-        unsent: new(&mut in_flight.unsent().into_iter(), &given.unsent),
-        containers: new(&mut pool.idle_ids().into_iter(), &given.containers),
-        done,
-    }
-}
-
-async fn send(node: &Node, handback: &Handback) -> Result<NodeId, String> {
-    let leader = node
-        .leader()
-        .filter(|l| *l != node.id)
-        .ok_or_else(|| "no other member leads".to_string())?;
-    let body = serde_json::to_vec(handback).expect("handback json");
-    node.call_member(leader, "/raft/handback", body, Duration::from_secs(2))
-        .await
-        .map(|_| leader)
-        .map_err(|e| format!("member {leader}: {e}"))
-}
-
-/// Sends the last handback, retried while the leadership settles.
-async fn deliver(node: &Node, handback: &Handback) {
+        unfinished: running
+            .iter()
+            .filter(|id| !finished.contains(id))
+            .cloned()
+            .collect(),
+        completed,
+        containers: pool.idle_ids(),
+    };
+    let body = serde_json::to_vec(&handback).expect("handback json");
     for attempt in 0..600 {
         if attempt >= 200 && node.is_leader() {
             // the step-down did not complete and this host still leads (it is stopping, or
@@ -262,20 +192,32 @@ async fn deliver(node: &Node, handback: &Handback) {
             tracing::warn!("no other member leads: not handing back");
             return;
         }
-        match send(node, handback).await {
-            Ok(leader) => {
-                tracing::info!(
+        let leader = node.leader().filter(|l| *l != node.id);
+        if let Some(leader) = leader {
+            match node
+                .call_member(
                     leader,
-                    completed = handback.completed.len(),
-                    unfinished = handback.unfinished.len(),
-                    unsent = handback.unsent.len(),
-                    containers = handback.containers.len(),
-                    "handed back the last of what ran here after the step-down"
-                );
-                return;
+                    "/raft/handback",
+                    body.clone(),
+                    Duration::from_secs(2),
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(
+                        leader,
+                        completed = handback.completed.len(),
+                        unfinished = handback.unfinished.len(),
+                        containers = handback.containers.len(),
+                        "handed back what ran here after the step-down"
+                    );
+                    return;
+                }
+                Err(e) if attempt % 10 == 0 => {
+                    tracing::warn!(attempt, "handing back to member {leader}: {e}")
+                }
+                Err(_) => {}
             }
-            Err(e) if attempt % 10 == 0 => tracing::warn!(attempt, "handing back: {e}"),
-            Err(_) => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

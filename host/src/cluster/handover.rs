@@ -4,9 +4,9 @@
 //! - the leader, once it has stopped pulling and replicated a [`Handover`], asks the member it
 //!   chose to campaign at once (`POST /raft/campaign`, taken only from the member this one
 //!   follows);
-//! - as the activations still running on the old host finish, it hands their containers
-//!   back to the new leader, the last handback once all have (`POST /raft/handback`, taken
-//!   only from the member the handover names, each container once).
+//! - when the activations still running on the old host have finished, it hands their
+//!   containers back to the new leader (`POST /raft/handback`, taken only from the member the
+//!   handover names).
 //!
 //! The roles (`role.rs`) do the work; this module carries the requests to them.
 //!
@@ -49,24 +49,10 @@ pub struct Handback {
     /// Activations of the handover that finished and were acknowledged.
     pub completed: Vec<String>,
     /// Activations of the handover that were not acknowledged here (fenced, or the drain
-    /// timed out): the new active host runs them, or under at-most-once answers those that
-    /// may have run.
+    /// timed out): the new active host runs them.
     pub unfinished: Vec<String>,
-    /// Those of `unfinished` fenced here before their `/run` was sent: they never reached a
-    /// container, so the new active host runs them under either contract.
-    #[serde(default)]
-    pub unsent: Vec<String>,
     /// The containers idle here now (the new active host takes back those it lent).
     pub containers: Vec<String>,
-    /// The last handback of this handover: what still runs is `unfinished`. The earlier
-    /// ones hand back what came free meanwhile (a member of an older version sends only
-    /// the last one, without this field).
-    #[serde(default = "last_by_default")]
-    pub done: bool,
-}
-
-fn last_by_default() -> bool {
-    true
 }
 
 /// How long the operator's request waits for the leader to hand over.

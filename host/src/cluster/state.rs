@@ -101,14 +101,11 @@ pub enum Command {
         sha256: String,
     },
     /// The member that handed over is done with what ran there: `completed` were
-    /// acknowledged; `unfinished` were not (fenced, or its drain timed out) and are run here;
-    /// `unsent` (some of `unfinished`) never reached a container there.
+    /// acknowledged; `unfinished` were not (fenced, or its drain timed out) and are run here.
     HandedBack {
         epoch: u64,
         completed: Vec<String>,
         unfinished: Vec<String>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        unsent: Vec<String>,
     },
 }
 
@@ -214,7 +211,6 @@ impl Replicated {
             Command::HandedBack {
                 completed,
                 unfinished,
-                unsent,
                 ..
             } => {
                 // Only what the handover lent counts: an id it did not lend (or a second
@@ -228,12 +224,6 @@ impl Replicated {
                     .filter(|id| lent.running.remove(*id))
                     .cloned()
                     .collect();
-                // never sent there: no longer "may have run" (its start was journaled first)
-                for id in unsent {
-                    if lent.running.contains(id) && unfinished.contains(id) {
-                        self.started.remove(id);
-                    }
-                }
                 for id in unfinished {
                     lent.running.remove(id);
                 }
@@ -429,7 +419,6 @@ mod tests {
                 epoch: 3,
                 completed: vec!["a1".into()],
                 unfinished: vec![],
-                unsent: vec![],
             },
         );
         assert_eq!(s.lent_until("a1"), None, "reported finished");
@@ -443,7 +432,6 @@ mod tests {
                 epoch: 3,
                 completed: vec![],
                 unfinished: vec!["a2".into()],
-                unsent: vec![],
             },
         );
         assert_eq!(s.lent_until("a2"), None, "handed back unfinished: run here");
@@ -475,7 +463,6 @@ mod tests {
             epoch,
             completed: completed.iter().map(|c| c.to_string()).collect(),
             unfinished: vec![],
-            unsent: vec![],
         };
         // no handover lent anything to this claim: nothing is completed
         s.apply(3, &back(1, &["next"]));
@@ -484,45 +471,6 @@ mod tests {
         s.apply(5, &back(4, &["a1", "next"]));
         assert!(s.is_completed("a1"));
         assert!(!s.is_completed("next"), "an id the handover did not lend");
-    }
-
-    /// Issue 32: a step-down's activations fenced on the old host after their start was
-    /// journaled but before their `/run` never ran there: the new host runs them.
-    #[test]
-    fn a_handback_of_unsent_activations_clears_their_start() {
-        let mut s = Replicated::default();
-        s.apply(1, &Command::Claim { node: 1 });
-        let started = Command::Completed {
-            epoch: 1,
-            ids: vec![],
-            started: vec!["sent".into(), "unsent".into(), "other".into()],
-        };
-        s.apply(2, &started);
-        let handover = Handover {
-            from: 1,
-            to: 2,
-            running: ["sent".to_string(), "unsent".to_string()].into(),
-            until_ms: 5_000,
-        };
-        s.apply(3, &Command::Handover { epoch: 1, handover });
-        s.apply(4, &Command::Claim { node: 2 });
-        let back = Command::HandedBack {
-            epoch: 4,
-            completed: vec![],
-            unfinished: vec!["sent".into(), "unsent".into()],
-            // "other" was not lent: a handback cannot clear it
-            unsent: vec!["unsent".into(), "other".into()],
-        };
-        s.apply(5, &back);
-        assert!(s.may_have_run("sent"), "given up mid-run: it may have run");
-        assert!(!s.may_have_run("unsent"), "never sent: runs here");
-        assert!(s.may_have_run("other"), "not lent: unchanged");
-        assert_eq!(s.lent_until("unsent"), None);
-        // an older member's handback has no `unsent`
-        let old: Command =
-            serde_json::from_str(r#"{"HandedBack":{"epoch":4,"completed":[],"unfinished":["x"]}}"#)
-                .unwrap();
-        assert!(matches!(old, Command::HandedBack { unsent, .. } if unsent.is_empty()));
     }
 
     /// Issue 32, part 2: what was started and not completed may have run; the record of it

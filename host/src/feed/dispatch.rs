@@ -2,7 +2,6 @@
 //! confirmed, if it was fenced before anything ran), publish its acknowledgements, write its
 //! record, report it completed, and give its slot and offset back to the feed's loop.
 
-use super::in_flight::End;
 use super::{publish, ActivationSink, Progress};
 use crate::activation::{Acknowledgement, ActivationMessage, Gate, Runner, Unreadable};
 use futures::FutureExt;
@@ -69,26 +68,25 @@ impl Dispatch {
             async move {
                 let id = msg.activation_id.clone();
                 let in_flight = this.in_flight.clone();
-                let end = this
+                let acknowledged = this
                     .run_to_the_end(msg, may_have_run, partition, offset)
                     .await;
-                tracing::debug!(activation = %id, ?end, "activation ended here");
                 if let Some(f) = in_flight {
-                    f.end(&id, end);
+                    f.end(&id, acknowledged);
                 }
             }
             .instrument(span),
         );
     }
 
-    /// How it ended here.
+    /// Whether its acknowledgement was published.
     async fn run_to_the_end(
         self,
         msg: ActivationMessage,
         may_have_run: bool,
         partition: i32,
         offset: i64,
-    ) -> End {
+    ) -> bool {
         let runner = &self.runner;
         let topic = msg.completion_topic();
         // a blocking activation's result goes out while its logs are read; its completion
@@ -109,7 +107,7 @@ impl Dispatch {
                 let _ = p.send(Progress::Completed(msg.activation_id.clone()));
             }
             let _ = self.done.send((partition, offset));
-            return End::Acknowledged;
+            return true;
         }
         let outcome = loop {
             match AssertUnwindSafe(runner.run(&msg, may_have_run, &on_result))
@@ -130,7 +128,7 @@ impl Dispatch {
                             // offset back, never acknowledged.
                             let _ = self.ran.send(());
                             let _ = self.done.send((partition, offset));
-                            return End::Unknown;
+                            return false;
                         }
                     }
                 }
@@ -140,7 +138,7 @@ impl Dispatch {
             // active host runs it from the replicated offset.
             if !lease_regained(self.gate.as_ref(), self.stop.clone()).await {
                 let _ = self.ran.send(());
-                return End::Unsent;
+                return false;
             }
         };
         let _ = self.ran.send(());
@@ -164,7 +162,7 @@ impl Dispatch {
             let _ = p.send(Progress::Completed(msg.activation_id.clone()));
         }
         let _ = self.done.send((partition, offset));
-        End::Acknowledged
+        true
     }
 }
 

@@ -10,7 +10,7 @@ pub mod offsets;
 mod sink;
 
 pub use clients::{Clients, Prepared as PreparedClients};
-pub use in_flight::{End, InFlight};
+pub use in_flight::InFlight;
 pub use sink::{ActivationSink, Rotation};
 
 use crate::activation::{Acknowledgement, ActivationMessage, PingMessage, Runner, Unreadable};
@@ -326,11 +326,6 @@ pub async fn run_with(
             }
         }
     }
-    tracing::info!(
-        unacknowledged = offsets.tracker.in_flight(),
-        still_running = hooks.in_flight.as_ref().map(|f| f.running()),
-        "feed drained"
-    );
     health.abort();
     Ok(())
 }

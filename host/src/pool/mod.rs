@@ -26,7 +26,6 @@ use crate::factory::{
 };
 use futures::StreamExt;
 use state::{Entry, Phase, State};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -176,15 +175,6 @@ pub struct ActionPool {
     pub warm: usize,
     pub prewarm: usize,
     pub busy: usize,
-}
-
-/// Containers busy elsewhere that come back to this pool (see [`Pool::coming_back`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ComingBack {
-    /// Warm ones, by action.
-    pub warm: HashMap<WarmKey, usize>,
-    /// The memory of all of them.
-    pub memory_mb: u64,
 }
 
 /// The pool of one invoker.
@@ -414,31 +404,19 @@ impl Pool {
         if let Some(allocation) = st.take_warm(want) {
             return Step::Allocated(allocation);
         }
+        if let Some(allocation) = st.take_prewarm(want) {
+            return Step::Allocated(allocation);
+        }
         // Every warm container of this action is busy: wait for one when that is expected
         // to be quicker than a cold start (and never longer than one in all).
         let queued = st.queued.get(&want.key).copied().unwrap_or(0);
-        let coming_back = st.coming_back.warm.get(&want.key).copied().unwrap_or(0);
-        let busy = st.busy_warm(&want.key) + coming_back;
         let wait = st
             .timing
-            .wait_for_warm(&want.key, busy, queued)
+            .wait_for_warm(&want.key, st.busy_warm(&want.key), queued)
             .filter(|_| asked.elapsed() < st.timing.cold_start());
-        // One coming back is waited for before a prewarm is taken: a host that had not
-        // handed over would have had it. While a takeover's backlog is paced, a busy one is
-        // too: a host that never failed would have had those activations spread out.
-        let pacing = st.pace_until.is_some_and(|until| Instant::now() < until);
-        let take_prewarm_first = coming_back == 0 && !pacing;
-        if take_prewarm_first {
-            if let Some(allocation) = st.take_prewarm(want) {
-                return Step::Allocated(allocation);
-            }
-        }
         if let Some(wait) = wait {
             *st.queued.entry(want.key.clone()).or_default() += 1;
             return Step::AwaitWarm(wait);
-        }
-        if let Some(allocation) = st.take_prewarm(want) {
-            return Step::Allocated(allocation);
         }
         let mem = u64::from(want.memory_mb);
         let victims = st.evict_for(mem, self.config.user_memory_mb, grace);
@@ -627,22 +605,6 @@ impl Pool {
         }
     }
 
-    /// Containers busy elsewhere that come back to this pool (lent to the member that
-    /// handed over): their memory stays held for them, and an activation of an action warm
-    /// in one of them waits for it as for its own busy containers.
-    pub fn coming_back(&self, coming: ComingBack) {
-        self.state.lock().expect("pool lock").coming_back = coming;
-        self.freed.notify_waiters();
-    }
-
-    /// A takeover's backlog arrives at once: for `how_long`, an activation waits for a busy
-    /// warm container of its action (when that is expected quicker than a cold start)
-    /// before it takes a prewarm, as the same activations spread out over the pause would
-    /// have found their containers free.
-    pub fn pace_backlog(&self, how_long: Duration) {
-        self.state.lock().expect("pool lock").pace_until = Some(Instant::now() + how_long);
-    }
-
     /// What the previous active host learned: `key`'s activations held a container `held`.
     pub fn learn_held(&self, key: &WarmKey, held: Duration) {
         self.state.lock().expect("pool lock").timing.held(key, held);
@@ -826,7 +788,6 @@ impl Pool {
                     last_used: Instant::now(),
                 });
                 drop(st);
-                tracing::info!(kind = %cell.kind, container = %container.id, target, "prewarm created");
                 self.emit(PoolEvent::Created {
                     container,
                     kind: cell.kind.clone(),

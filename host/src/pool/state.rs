@@ -51,12 +51,6 @@ pub struct State {
     pub creating: std::collections::HashSet<String>,
     /// Activations waiting for a busy warm container of their action.
     pub queued: HashMap<WarmKey, usize>,
-    /// Containers busy elsewhere that come back to this pool (lent to the member that
-    /// handed over): their memory is held for them.
-    pub coming_back: super::ComingBack,
-    /// Until then a busy warm container expected back sooner than a cold start is waited
-    /// for before a prewarm is taken (a takeover's backlog; see [`super::Pool::pace_backlog`]).
-    pub pace_until: Option<Instant>,
     pub timing: Timing,
 }
 
@@ -65,7 +59,7 @@ impl State {
     /// that would pass `cap`.
     pub fn reserve(&mut self, memory_mb: u32, cap: u64) -> bool {
         let need = u64::from(memory_mb);
-        if self.used_mb + self.coming_back.memory_mb + need > cap {
+        if self.used_mb + need > cap {
             return false;
         }
         self.used_mb += need;
