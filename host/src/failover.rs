@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// Reconciles the engine with the replicated pool under the committed claim `epoch` and
-/// attaches; fills `pool` with the containers it keeps.
+/// attaches; fills `pool` with the containers it keeps. Also answers the warm containers
+/// busy at the failure, to be held apart (the `quarantine` module).
 pub async fn take_over(
     node: &Node,
     epoch: u64,
     factory: &Arc<dyn ContainerFactory>,
     cluster: &str,
     pool: &Pool,
-) -> Result<Takeover, ClusterError> {
+) -> Result<(Takeover, Vec<ContainerRecord>), ClusterError> {
     let started = Instant::now();
     let records: BTreeMap<String, ContainerRecord> = node.state().containers.clone();
     let labels = crate::factory::cluster_labels(cluster);
@@ -52,13 +53,17 @@ pub async fn take_over(
     let Plan {
         orphans,
         busy,
+        held,
         gone,
         idle,
     } = plan(&records, &engine);
-    let (lent, busy): (BTreeSet<String>, Vec<String>) = if lending {
-        (busy.into_iter().collect(), Vec::new())
+    let (lent, busy, held): (BTreeSet<String>, Vec<String>, Vec<ContainerRecord>) = if lending {
+        let all = busy
+            .into_iter()
+            .chain(held.into_iter().map(|r| r.container.id));
+        (all.collect(), Vec::new(), Vec::new())
     } else {
-        (BTreeSet::new(), busy)
+        (BTreeSet::new(), busy, held)
     };
     let orphans_destroyed = orphans.len();
     let busy_destroyed = busy.len();
@@ -80,7 +85,7 @@ pub async fn take_over(
             .collect();
         node.propose(Command::Pool { epoch, changes }).await?;
     }
-    Ok(Takeover {
+    let takeover = Takeover {
         epoch,
         claimed_at_ms: 0,
         took_ms: started.elapsed().as_millis() as u64,
@@ -88,9 +93,13 @@ pub async fn take_over(
         warm_actions: attached.warm_actions,
         lost,
         busy_destroyed,
+        quarantined: held.len(),
+        quarantine_adopted: 0,
+        quarantine_destroyed: 0,
         orphans_destroyed,
         lent,
-    })
+    };
+    Ok((takeover, held))
 }
 
 /// Adopts containers the member that handed over is done with (`ids`, lent at takeover) into
@@ -145,6 +154,16 @@ pub async fn expire_lent(
         return Ok(());
     }
     tracing::warn!(containers = ?ids, "the member that handed over never handed these back: destroying them");
+    forget(node, epoch, factory, ids).await
+}
+
+/// Destroys `ids` (in the background) and removes them from the replicated pool.
+pub async fn forget(
+    node: &Node,
+    epoch: u64,
+    factory: &Arc<dyn ContainerFactory>,
+    ids: Vec<String>,
+) -> Result<(), ClusterError> {
     let changes = ids
         .iter()
         .map(|id| PoolChange::Removed { id: id.clone() })
@@ -230,8 +249,11 @@ fn destroy_in_background(factory: &Arc<dyn ContainerFactory>, ids: Vec<String>) 
 pub struct Plan {
     /// In the engine with this cluster's label, unknown to the replicated pool: destroy.
     pub orphans: Vec<String>,
-    /// Busy when the old host died (an activation's outcome unknown): destroy, never reuse.
+    /// Busy without an action when the old host died (its `/init` outcome unknown): destroy.
     pub busy: Vec<String>,
+    /// Warm and busy when the old host died (an activation's outcome unknown): held apart
+    /// until it shows the activation ended (the `quarantine` module).
+    pub held: Vec<ContainerRecord>,
     /// Replicated but no longer in the engine: forget.
     pub gone: Vec<String>,
     /// Replicated, idle and still in the engine: attach.
@@ -251,6 +273,8 @@ pub fn plan(records: &BTreeMap<String, ContainerRecord>, engine: &BTreeSet<Strin
     for (id, record) in records {
         if !engine.contains(id) {
             plan.gone.push(id.clone());
+        } else if record.busy && record.warm.is_some() {
+            plan.held.push(record.clone());
         } else if record.busy {
             plan.busy.push(id.clone());
         } else {
@@ -579,17 +603,27 @@ mod tests {
             record("busy", true),
             record("gone-idle", false),
             record("gone-busy", true),
+            ContainerRecord {
+                warm: Some(crate::pool::WarmKey {
+                    namespace: "guest".into(),
+                    action: "guest/echo".into(),
+                    revision: "1".into(),
+                }),
+                ..record("busy-warm", true)
+            },
         ]
         .into_iter()
         .map(|r| (r.container.id.clone(), r))
         .collect();
-        let engine: BTreeSet<String> = ["idle", "busy", "orphan"]
+        let engine: BTreeSet<String> = ["idle", "busy", "busy-warm", "orphan"]
             .into_iter()
             .map(String::from)
             .collect();
         let p = plan(&records, &engine);
         assert_eq!(p.orphans, vec!["orphan".to_string()]);
         assert_eq!(p.busy, vec!["busy".to_string()]);
+        assert_eq!(p.held.len(), 1);
+        assert_eq!(p.held[0].container.id, "busy-warm");
         assert_eq!(
             p.gone,
             vec!["gone-busy".to_string(), "gone-idle".to_string()]

@@ -48,6 +48,7 @@ pub mod parts;
 pub mod pem;
 pub mod plugin;
 pub mod pool;
+pub mod quarantine;
 pub mod role;
 pub mod rollout;
 pub mod service;

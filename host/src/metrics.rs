@@ -354,7 +354,7 @@ impl Metrics {
         register_total(
             r,
             "keepwarm_takeover_containers_total",
-            "Containers by fate at this host's takeovers: adopted (re-attached), lost (gone or unhealthy), busy_destroyed, orphans_destroyed",
+            "Containers by fate at this host's takeovers: adopted (re-attached), lost (gone or unhealthy), busy_destroyed, orphans_destroyed, quarantine_adopted, quarantine_destroyed",
             m.takeover_containers.clone(),
         );
         register_total(
@@ -487,6 +487,19 @@ impl Metrics {
                     fate: (*fate).to_owned(),
                 })
                 .inc_by(*n as u64);
+        }
+    }
+
+    /// Containers held apart after a takeover: adopted once their activation ended, or
+    /// destroyed.
+    pub fn quarantine(&self, adopted: usize, destroyed: usize) {
+        for (fate, n) in [
+            ("quarantine_adopted", adopted),
+            ("quarantine_destroyed", destroyed),
+        ] {
+            self.takeover_containers
+                .get_or_create(&FateLabels { fate: fate.into() })
+                .inc_by(n as u64);
         }
     }
 

@@ -225,7 +225,12 @@ pub(crate) fn upkeep(
             n += 1;
             let orphans = node.is_some() && n.is_multiple_of(10);
             if recheck || orphans || n.is_multiple_of(reconcile_every.max(1)) {
-                recheck = pool.reconcile(orphans).await.unlisted > 0;
+                // what the replicated pool records is not an orphan: lent or held apart
+                let recorded = |id: &str| {
+                    node.as_ref()
+                        .is_some_and(|n| n.state().containers.contains_key(id))
+                };
+                recheck = pool.reconcile(orphans, &recorded).await.unlisted > 0;
             }
             if let Some(node) = &node {
                 let stats = pool.stats();

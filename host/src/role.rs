@@ -18,6 +18,7 @@ use crate::feed::{InFlight, Progress};
 use crate::fence::FencedFactory;
 use crate::lease::{self, Lease};
 use crate::parts::{upkeep, Parts};
+use crate::quarantine;
 use crate::rollout;
 use crate::step_down::{self, StepDownError};
 use std::sync::Arc;
@@ -313,7 +314,7 @@ impl Member {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             let pool = self.parts.pool(factory.clone(), epoch);
-            let takeover = failover::take_over(
+            let (takeover, held) = failover::take_over(
                 node,
                 epoch,
                 &factory,
@@ -325,9 +326,9 @@ impl Member {
                 claimed_at_ms,
                 ..takeover
             };
-            Ok::<_, ClusterError>((pool, takeover))
+            Ok::<_, ClusterError>((pool, takeover, held))
         };
-        let (pool, takeover) = match takeover.await {
+        let (pool, takeover, held) = match takeover.await {
             Ok(t) => t,
             Err(e) => {
                 watcher.abort();
@@ -364,6 +365,29 @@ impl Member {
             self.parts.config.invoker.reconcile_interval_s,
         );
         let (stop_tx, stop_rx) = watch::channel(false);
+        if !held.is_empty() {
+            let release = quarantine::release(
+                node.clone(),
+                takeover.epoch,
+                factory.clone(),
+                pool.clone(),
+                held,
+                quarantine::DEADLINE,
+                stop_rx.clone(),
+            );
+            let node = node.clone();
+            tokio::spawn(async move {
+                let released = release.await;
+                tracing::info!(?released, "quarantine over");
+                crate::metrics::global().quarantine(released.adopted, released.destroyed);
+                node.report(|r| {
+                    if let Some(t) = r.last_takeover.as_mut() {
+                        t.quarantine_adopted = released.adopted;
+                        t.quarantine_destroyed = released.destroyed;
+                    }
+                });
+            });
+        }
         let state = node.shared_state();
         let lent_state = node.shared_state();
         let in_flight = Arc::new(InFlight::default());

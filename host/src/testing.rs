@@ -25,6 +25,10 @@ pub struct FakeEngine {
     pub create_delay: Mutex<Duration>,
     /// What `logs` answers for every container.
     pub output: Mutex<String>,
+    /// What `list-containers` answers (nothing by default: as an engine machine that failed).
+    pub listed: Mutex<Vec<Container>>,
+    /// The ids `destroy` was called for, in order.
+    pub destroyed_ids: Mutex<Vec<String>>,
     info: OnceLock<PluginInfo>,
 }
 
@@ -81,7 +85,7 @@ impl ContainerFactory for FakeEngine {
 
     async fn list_containers(&self, _labels: Pairs) -> CallResult<Vec<Container>> {
         self.call();
-        Ok(Vec::new())
+        Ok(self.listed.lock().expect("fake engine").clone())
     }
 
     async fn pause(&self, _id: &str) -> CallResult<()> {
@@ -94,9 +98,13 @@ impl ContainerFactory for FakeEngine {
         Ok(())
     }
 
-    async fn destroy(&self, _id: &str) -> CallResult<()> {
+    async fn destroy(&self, id: &str) -> CallResult<()> {
         self.call();
         self.destroyed.fetch_add(1, Ordering::SeqCst);
+        self.destroyed_ids
+            .lock()
+            .expect("fake engine")
+            .push(id.to_owned());
         Ok(())
     }
 

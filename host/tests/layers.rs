@@ -31,6 +31,7 @@ const LAYERS: &[&[&str]] = &[
     &["feed"],
     &["cluster"],
     &["failover", "lease", "step_down", "rollout"],
+    &["quarantine"],
     &["config"],
     &["parts"],
     &["role"],

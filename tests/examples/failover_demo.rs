@@ -289,10 +289,14 @@ fn demo(stage: &Stage) {
     );
     println!(
         "   containers kept: {} re-attached (warm ones for {}), {} lost; \
-         {} busy at the kill destroyed (an activation was running in them: not reused)",
+         {} busy at the kill held apart until their activation ended ({} adopted, {} destroyed \
+         so far); {} being initialized at the kill destroyed",
         takeover["reattached"],
         warm_actions.iter().cloned().collect::<Vec<_>>().join(", "),
         takeover["lost"],
+        takeover["quarantined"],
+        takeover["quarantine_adopted"],
+        takeover["quarantine_destroyed"],
         takeover["busy_destroyed"]
     );
     println!(
@@ -379,8 +383,8 @@ fn demo(stage: &Stage) {
         let path = format!("guest/{action}");
         if !warm_actions.contains(&path) {
             println!(
-                "     {path}: its warm container ({}) was busy at the kill, so it was destroyed; \
-                 its first activation ran {}",
+                "     {path}: its warm container ({}) was busy at the kill, so it was held apart \
+                 until its activation ended; its first activation ran {}",
                 &warm_before[action][..12.min(warm_before[action].len())],
                 ran_new
                     .get(&path)
@@ -404,7 +408,8 @@ fn demo(stage: &Stage) {
     println!(
         "     since the takeover, destroyed: {} busy at the kill, {} evicted (memory), {} idle \
          timeout, {} expired prewarm, {} failed",
-        takeover["busy_destroyed"],
+        takeover["busy_destroyed"].as_u64().unwrap_or(0)
+            + takeover["quarantine_destroyed"].as_u64().unwrap_or(0),
         churn["destroyed_evicted"],
         churn["destroyed_idle"],
         churn["destroyed_prewarm_expired"],

@@ -6,9 +6,12 @@
 //! A "running" container runs no process: its published port is an in-process listener that
 //! answers the action proxy's `/init` and `/run` with `{"ok":true}` (enough for the host's
 //! readiness probe, a prewarm's init and a trivial activation), and counts the `/run`s each
-//! activation id reached (the delivery contract's "runs in the container"). What it leaves out: images
-//! (every image exists), networks (ports are published on the binding's `HostIp`, default
-//! 127.0.0.1), resource limits, events, exec, stats and log content (logs are empty).
+//! activation id reached (the delivery contract's "runs in the container"). Its output is what
+//! an OpenWhisk runtime writes: after each `/run` has answered, the end-of-activation sentinel
+//! on stdout and on stderr, served by `logs` as Docker serves it (multiplexed frames,
+//! `timestamps`, `since`). What it leaves out: images (every image exists), networks (ports
+//! are published on the binding's `HostIp`, default 127.0.0.1), resource limits, events,
+//! exec, stats and any output besides the sentinels.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -47,6 +50,19 @@ struct SimContainer {
     host_ip: String,
     host_port: Option<u16>,
     proxy: Option<JoinHandle<()>>,
+    output: Output,
+}
+
+/// A container's output lines: (epoch millis, Docker stream number: 1 stdout, 2 stderr, text).
+type Output = Arc<Mutex<Vec<(i64, u8, String)>>>;
+
+const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
 }
 
 impl Drop for SimContainer {
@@ -213,6 +229,7 @@ async fn create(
             host_ip,
             host_port: None,
             proxy: None,
+            output: Output::default(),
         },
     );
     (
@@ -223,8 +240,9 @@ async fn create(
 }
 
 /// An action proxy that runs nothing: `/init` and `/run` answer `{"ok":true}`, `/run` after
-/// `run_time`, counted in `runs` when it arrives.
-async fn proxy(ip: &str, run_time: Duration, runs: Runs) -> (u16, JoinHandle<()>) {
+/// `run_time`, counted in `runs` when it arrives, its sentinels written to `output` once it
+/// has answered (a runtime flushes them after the answer).
+async fn proxy(ip: &str, run_time: Duration, runs: Runs, output: Output) -> (u16, JoinHandle<()>) {
     let listener = TcpListener::bind((ip, 0)).await.expect("bind a proxy port");
     let port = listener.local_addr().expect("local address").port();
     let app = Router::new()
@@ -234,9 +252,21 @@ async fn proxy(ip: &str, run_time: Duration, runs: Runs) -> (u16, JoinHandle<()>
             post(move |Json(body): Json<Value>| async move {
                 let id = body["activation_id"].as_str().unwrap_or("").to_owned();
                 *runs.lock().expect("runs").entry(id).or_default() += 1;
-                if !run_time.is_zero() {
-                    tokio::time::sleep(run_time).await;
-                }
+                // the action runs on when the caller goes away (a host killed mid-run), as
+                // a runtime's process does: not in the request's future, which hyper drops
+                let output = output.clone();
+                let action = tokio::spawn(async move {
+                    if !run_time.is_zero() {
+                        tokio::time::sleep(run_time).await;
+                    }
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        let mut lines = output.lock().expect("output");
+                        lines.push((now_ms(), 1, SENTINEL.to_owned()));
+                        lines.push((now_ms(), 2, SENTINEL.to_owned()));
+                    });
+                });
+                let _ = action.await;
                 Json(json!({ "ok": true }))
             }),
         );
@@ -258,7 +288,11 @@ async fn start(
     if !engine.start_latency.is_zero() {
         tokio::time::sleep(engine.start_latency).await;
     }
-    let (port, task) = proxy(&ip, engine.run_time, engine.runs.clone()).await;
+    let output = match engine.containers.lock().expect("containers").get(&id) {
+        Some(c) => c.output.clone(),
+        None => return no_such(&id),
+    };
+    let (port, task) = proxy(&ip, engine.run_time, engine.runs.clone(), output).await;
     match engine.containers.lock().expect("containers").get_mut(&id) {
         Some(c) => {
             c.status = "running";
@@ -380,20 +414,42 @@ async fn unpause(
     set_status(&engine, &id, "paused", "running")
 }
 
+/// Docker's `logs` with `timestamps=1`: a frame per line (stream, 0, 0, 0, big-endian
+/// length), each line `<RFC 3339 time> <text>`, those at or after `since` (seconds with a
+/// fraction).
 async fn logs(
     State(engine): State<Arc<Engine>>,
     Path((_, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if engine
+    let Some(output) = engine
         .containers
         .lock()
         .expect("containers")
-        .contains_key(&id)
-    {
-        StatusCode::OK.into_response()
-    } else {
-        no_such(&id)
+        .get(&id)
+        .map(|c| c.output.clone())
+    else {
+        return no_such(&id);
+    };
+    let since_ms = query
+        .get("since")
+        .and_then(|s| s.parse::<f64>().ok())
+        .map_or(0, |s| (s * 1000.0).round() as i64);
+    let mut body = Vec::new();
+    for (at, stream, text) in output.lock().expect("output").iter() {
+        if *at < since_ms {
+            continue;
+        }
+        let line = format!("{} {text}\n", keepwarm::activation::logs::instant(*at));
+        body.extend_from_slice(&[*stream, 0, 0, 0]);
+        body.extend_from_slice(&(line.len() as u32).to_be_bytes());
+        body.extend_from_slice(line.as_bytes());
     }
+    (
+        [("content-type", "application/vnd.docker.multiplexed-stream")],
+        body,
+    )
+        .into_response()
 }
 
 async fn remove(

@@ -227,10 +227,115 @@ fn an_earlier_completion_is_found_on_the_completion_topic() {
         ))
         .expect("sent");
     }
-    let brokers = keepwarm_tests::kafka::brokers();
-    let found =
-        |id: &str| keepwarm::feed::acknowledged::already_acknowledged(&brokers, &topic, id, since);
+    let index = keepwarm::feed::acknowledged::Index::new(&keepwarm_tests::kafka::brokers());
+    let found = |id: &str| index.answered(&topic, id, since);
     assert!(found("answered"));
     assert!(!found("only-a-result"));
     assert!(!found("never-seen"));
+    // the index reads on from where it was: a completion published since is found
+    rt.block_on(producer.send(
+        FutureRecord::<(), _>::to(&topic).payload(
+            &json!({"transid": ["t", 2], "activationId": "never-seen", "isSystemError": false, "instance": instance})
+                .to_string(),
+        ),
+        Duration::from_secs(10),
+    ))
+    .expect("sent");
+    assert!(found("never-seen"));
+    // and an activation sent earlier than it has read from is looked for from then
+    assert!(index.answered(&topic, "answered", since - 60_000));
+}
+
+/// Issue 32, part 3: a warm container busy at the kill is held apart until its output shows
+/// the activation ended (the sentinels on stdout and stderr), then adopted — not destroyed:
+/// the new active host reports it adopted, and the next activation of its action runs in it
+/// (no container is created). The activation itself is answered as failed over (at most once).
+#[test]
+fn a_container_busy_at_the_kill_is_adopted_once_its_activation_ended() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // long enough that the takeover comes before the activation ends: the quarantine waits
+    let sim = rt.block_on(SimEngine::start(SimOptions {
+        run_time: Duration::from_secs(3),
+        ..SimOptions::default()
+    }));
+    let instance = 7930_0000 + std::process::id() % 10_000;
+    let mut c = rt.block_on(Controller::new(instance, &format!("qa{instance}")));
+    let mut base = HostOptions::new(instance, 0, 2048);
+    base.plugin = PluginChoice {
+        routes: format!("docker = \"{}\"", sim.route()),
+        ..PluginChoice::docker()
+    };
+    let mut cluster = Cluster::start_from(3, &base);
+    let active = cluster
+        .active(Duration::from_secs(120))
+        .expect("no active host");
+    let invoke = |c: &Controller, i: u32| {
+        let (id, delivered) = c.invoke_queued("guest", "echo", json!({ "i": i }));
+        rt.block_on(delivered)
+            .expect("the broker took it")
+            .expect("the broker took it");
+        id
+    };
+    // a warm container for the action, then an activation running in it
+    let warm = invoke(&c, 0);
+    assert!(
+        c.poll_until(Duration::from_secs(60), |c| c.received.contains_key(&warm)),
+        "the first activation was not answered"
+    );
+    let busy = invoke(&c, 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sim.runs().contains_key(&busy) {
+        assert!(
+            Instant::now() < deadline,
+            "the activation never reached its container"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let created = sim.created();
+    cluster.hosts[active].kill();
+    let next = cluster
+        .active(Duration::from_secs(30))
+        .expect("no standby took over");
+    let takeover = |cluster: &Cluster| {
+        cluster
+            .status(next)
+            .map(|s| s["last_takeover"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        takeover(&cluster)["quarantined"],
+        1,
+        "{}",
+        takeover(&cluster)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while takeover(&cluster)["quarantine_adopted"] != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "not adopted: {}\n{}",
+            takeover(&cluster),
+            cluster.hosts[next].log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(takeover(&cluster)["quarantine_destroyed"], 0);
+    assert!(
+        c.poll_until(Duration::from_secs(30), |c| c.received.contains_key(&busy)),
+        "the activation busy at the kill was not answered"
+    );
+    assert!(is_failover_answer(&Controller::record(&c.received[&busy])));
+    // the next activation runs in the adopted container
+    let after = invoke(&c, 2);
+    assert!(
+        c.poll_until(Duration::from_secs(30), |c| c.received.contains_key(&after)),
+        "the activation after the adoption was not answered"
+    );
+    let record = Controller::record(&c.received[&after]);
+    assert_eq!(record["response"]["statusCode"], 0, "{record}");
+    assert_eq!(
+        sim.created(),
+        created,
+        "a container was created although the adopted one was idle: {record}"
+    );
+    assert_eq!(sim.runs().get(&busy), Some(&1), "run once, not again");
 }

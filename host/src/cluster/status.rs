@@ -27,8 +27,18 @@ pub struct Takeover {
     pub warm_actions: BTreeSet<String>,
     /// Replicated idle containers that could not be attached (gone or unhealthy).
     pub lost: usize,
-    /// Containers busy when the previous host died: destroyed, not reused.
+    /// Containers busy without an action (being initialized) when the previous host died:
+    /// destroyed, not reused.
     pub busy_destroyed: usize,
+    /// Warm containers busy when the previous host died: held apart until their activation
+    /// ends, then adopted (the `quarantine` module).
+    #[serde(default)]
+    pub quarantined: usize,
+    /// Of those, adopted so far (their activation ended) and destroyed (it did not in time).
+    #[serde(default)]
+    pub quarantine_adopted: usize,
+    #[serde(default)]
+    pub quarantine_destroyed: usize,
     /// Labelled containers the replicated state did not know: destroyed.
     pub orphans_destroyed: usize,
     /// Containers busy on the member that handed over (a planned step-down): left to it

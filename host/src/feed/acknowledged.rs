@@ -1,122 +1,194 @@
-//! Whether the host that failed already acknowledged an activation: read from the
-//! controller's own `completed{C}` topic.
+//! Whether an activation was acknowledged already: read from the controller's own
+//! `completed{C}` topic.
 //!
-//! An activation the failed host started (`Command::Completed { started }`) and whose
-//! completion never reached the replicated state either ended there unanswered or was answered
-//! in the moments between publishing its acknowledgement and replicating that it had (the
-//! host died in between). Answering it again — with the failover's error, or by running it
-//! again — would give the controller a second completion, so the next active host first
-//! looks for one on the completion topic, from shortly before the activation was sent.
-//! A separate consumer with no group and no commits reads it: the controller's own
-//! consumption is untouched.
+//! Two kinds of activation may have been answered by someone else before this host took them:
+//!
+//! - one the host that failed started (`Command::Completed { started }`) and whose completion
+//!   never reached the replicated state: it ended there unanswered, or was answered in the
+//!   moments between publishing its acknowledgement and replicating that it had;
+//! - any activation sent before this host began consuming: the host (or process) before it
+//!   may have answered it without its start being replicated — an error answered before any
+//!   container call, or a run under `delivery = "at-least-once"`, whose start is only queued.
+//!
+//! Answering either again — with the failover's error, or by running it again — would give
+//! the controller a second completion, so the active host first looks for one on the
+//! completion topic, from shortly before the activation was sent. An [`Index`] reads each
+//! topic once, forward from the earliest time asked about, and remembers the activations it
+//! saw answered: a backlog of thousands costs one pass, not one search each. Its consumer has
+//! no group and commits nothing: the controller's own consumption is untouched.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long the search may take; past it the activation is taken as unanswered.
+/// How long one look may take; past it the activation is taken as unanswered.
 const SEARCH_FOR: Duration = Duration::from_secs(3);
 
 /// Messages read back at most per partition when the broker cannot find offsets by time.
 const WITHOUT_TIMES: i64 = 20_000;
 
-/// Whether `topic` holds a message freeing `activation_id`'s slot (a completion or a
-/// combined message) published since `since_ms`. Blocking: run it off the async workers.
-/// An error or a search past [`SEARCH_FOR`] answers `false` (nothing found).
-pub fn already_acknowledged(
-    brokers: &str,
-    topic: &str,
-    activation_id: &str,
-    since_ms: i64,
-) -> bool {
-    match search(brokers, topic, activation_id, since_ms) {
-        Ok(found) => found,
-        Err(e) => {
-            tracing::warn!(%topic, activation = %activation_id, "looking for an earlier acknowledgement: {e}");
-            false
-        }
+/// The completion topics read so far, each from the earliest time asked about.
+pub struct Index {
+    brokers: String,
+    topics: Mutex<HashMap<String, Arc<Mutex<Option<TopicIndex>>>>>,
+}
+
+/// One completion topic, read up to `next` (per partition), from `from_ms`.
+struct TopicIndex {
+    consumer: BaseConsumer,
+    from_ms: i64,
+    next: HashMap<i32, i64>,
+    answered: HashSet<String>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("brokers", &self.brokers)
+            .finish_non_exhaustive()
     }
 }
 
-fn search(
-    brokers: &str,
-    topic: &str,
-    activation_id: &str,
-    since_ms: i64,
-) -> Result<bool, rdkafka::error::KafkaError> {
-    let deadline = Instant::now() + SEARCH_FOR;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "keepwarm-acknowledged")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("fetch.wait.max.ms", "20")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), SEARCH_FOR)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut ends = Vec::new();
-    let mut starts = TopicPartitionList::new();
-    for p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, SEARCH_FOR)?;
-        if high > low {
-            ends.push((*p, high));
-            starts.add_partition_offset(
-                topic,
-                *p,
-                Offset::Offset(low.max(high - WITHOUT_TIMES)),
-            )?;
+impl Index {
+    pub fn new(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.to_string(),
+            topics: Mutex::default(),
         }
     }
-    if ends.is_empty() {
-        return Ok(false);
-    }
-    // from shortly before the activation was sent, where the broker can find it by time
-    let mut by_time = TopicPartitionList::new();
-    for (p, _) in &ends {
-        by_time.add_partition_offset(topic, *p, Offset::Offset(since_ms))?;
-    }
-    if let Ok(found) = consumer.offsets_for_times(by_time, SEARCH_FOR) {
-        for e in found.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                starts.set_partition_offset(topic, e.partition(), Offset::Offset(o))?;
+
+    /// Whether `topic` holds a message freeing `activation_id`'s slot (a completion or a
+    /// combined message) published since `since_ms`. Blocking: run it off the async workers.
+    /// An error or a look past [`SEARCH_FOR`] answers `false` (nothing found).
+    pub fn answered(&self, topic: &str, activation_id: &str, since_ms: i64) -> bool {
+        let slot = self
+            .topics
+            .lock()
+            .expect("index lock")
+            .entry(topic.to_string())
+            .or_default()
+            .clone();
+        // one look per topic at a time: the next one finds what this one read
+        let mut index = slot.lock().expect("topic index lock");
+        if index.as_ref().is_some_and(|i| i.from_ms > since_ms) {
+            *index = None;
+        }
+        let read = match index.take() {
+            Some(i) => Ok(i),
+            None => TopicIndex::open(&self.brokers, topic, since_ms),
+        }
+        .and_then(|mut i| i.read_to_the_end(topic).map(|()| i));
+        match read {
+            Ok(i) => {
+                let found = i.answered.contains(activation_id);
+                *index = Some(i);
+                found
+            }
+            Err(e) => {
+                tracing::warn!(%topic, activation = %activation_id, "looking for an earlier acknowledgement: {e}");
+                false
             }
         }
     }
-    consumer.assign(&starts)?;
-    let mut open: Vec<(i32, i64)> = ends;
-    while !open.is_empty() && Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = message?;
-        if frees_slot_of(message.payload().unwrap_or_default(), activation_id) {
-            return Ok(true);
-        }
-        let (p, o) = (message.partition(), message.offset());
-        open.retain(|(q, end)| !(*q == p && o + 1 >= *end));
-    }
-    Ok(false)
 }
 
-/// Whether `payload` is a completion or combined message (upstream's `isSlotFree`: it has
-/// `instance`) of `activation_id`.
-fn frees_slot_of(payload: &[u8], activation_id: &str) -> bool {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
-        return false;
-    };
-    if v.get("instance").is_none() {
-        return false;
+/// What went wrong reading a completion topic.
+type Error = rdkafka::error::KafkaError;
+
+impl TopicIndex {
+    /// A consumer of every partition of `topic`, from `since_ms` where the broker can find
+    /// offsets by time, else from the last [`WITHOUT_TIMES`] messages.
+    fn open(brokers: &str, topic: &str, since_ms: i64) -> Result<Self, Error> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "keepwarm-acknowledged")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "20")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(topic), SEARCH_FOR)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut next = HashMap::new();
+        let mut by_time = TopicPartitionList::new();
+        for p in &partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, *p, SEARCH_FOR)?;
+            next.insert(*p, low.max(high - WITHOUT_TIMES));
+            by_time.add_partition_offset(topic, *p, Offset::Offset(since_ms))?;
+        }
+        if !partitions.is_empty() {
+            if let Ok(found) = consumer.offsets_for_times(by_time, SEARCH_FOR) {
+                for e in found.elements() {
+                    match e.offset() {
+                        Offset::Offset(o) => {
+                            next.insert(e.partition(), o);
+                        }
+                        // nothing published since then
+                        Offset::End => {
+                            let (_, high) =
+                                consumer.fetch_watermarks(topic, e.partition(), SEARCH_FOR)?;
+                            next.insert(e.partition(), high);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let mut starts = TopicPartitionList::new();
+        for (p, o) in &next {
+            starts.add_partition_offset(topic, *p, Offset::Offset(*o))?;
+        }
+        consumer.assign(&starts)?;
+        Ok(Self {
+            consumer,
+            from_ms: since_ms,
+            next,
+            answered: HashSet::new(),
+        })
     }
-    let id = v["activationId"]
+
+    /// Reads every partition up to where it ends now (or for [`SEARCH_FOR`]).
+    fn read_to_the_end(&mut self, topic: &str) -> Result<(), Error> {
+        let deadline = Instant::now() + SEARCH_FOR;
+        let mut open = Vec::new();
+        for (p, next) in &self.next {
+            let (_, high) = self.consumer.fetch_watermarks(topic, *p, SEARCH_FOR)?;
+            if *next < high {
+                open.push((*p, high));
+            }
+        }
+        while !open.is_empty() && Instant::now() < deadline {
+            let Some(message) = self.consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = message?;
+            if let Some(id) = slot_freed_by(message.payload().unwrap_or_default()) {
+                self.answered.insert(id);
+            }
+            let (p, o) = (message.partition(), message.offset());
+            self.next.insert(p, o + 1);
+            open.retain(|(q, end)| !(*q == p && o + 1 >= *end));
+        }
+        Ok(())
+    }
+}
+
+/// The activation whose slot `payload` frees, if it is a completion or combined message
+/// (upstream's `isSlotFree`: it has `instance`).
+fn slot_freed_by(payload: &[u8]) -> Option<String> {
+    let v = serde_json::from_slice::<serde_json::Value>(payload).ok()?;
+    v.get("instance")?;
+    v["activationId"]
         .as_str()
         .or_else(|| v["response"].as_str())
-        .or_else(|| v["response"]["activationId"].as_str());
-    id == Some(activation_id)
+        .or_else(|| v["response"]["activationId"].as_str())
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -125,20 +197,22 @@ mod tests {
 
     #[test]
     fn completions_and_combined_messages_free_the_slot_results_do_not() {
-        let id = "a1";
         for freeing in [
             r#"{"transid":["t",1],"activationId":"a1","isSystemError":false,"instance":{"instance":0}}"#,
             r#"{"transid":["t",1],"response":{"activationId":"a1"},"isSystemError":false,"instance":{"instance":0}}"#,
             r#"{"transid":["t",1],"response":"a1","isSystemError":false,"instance":{"instance":0}}"#,
         ] {
-            assert!(frees_slot_of(freeing.as_bytes(), id), "{freeing}");
+            assert_eq!(
+                slot_freed_by(freeing.as_bytes()).as_deref(),
+                Some("a1"),
+                "{freeing}"
+            );
         }
         for not in [
             r#"{"transid":["t",1],"response":{"activationId":"a1"}}"#,
-            r#"{"transid":["t",1],"activationId":"a2","isSystemError":false,"instance":{"instance":0}}"#,
             "not json",
         ] {
-            assert!(!frees_slot_of(not.as_bytes(), id), "{not}");
+            assert_eq!(slot_freed_by(not.as_bytes()), None, "{not}");
         }
     }
 }

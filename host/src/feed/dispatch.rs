@@ -12,6 +12,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+/// How far back from an activation's send its completion is looked for, in milliseconds (a
+/// margin for the controller's clock and this host's apart).
+const CLOCKS_APART_MS: i64 = 10_000;
+
+/// How far ahead of this host's clock the controller's may be (hosts kept by NTP): an
+/// activation sent up to this long after the feed began is still looked for.
+pub(super) const CLOCK_AHEAD_MS: i64 = 1_000;
+
 /// What an activation's task needs; cloned into each.
 #[derive(Clone)]
 pub(super) struct Dispatch {
@@ -26,8 +34,11 @@ pub(super) struct Dispatch {
     pub in_flight: Option<Arc<super::InFlight>>,
     pub gate: Option<Gate>,
     pub stop: watch::Receiver<bool>,
-    /// Where the completion topics are read (see [`super::acknowledged`]).
-    pub brokers: String,
+    /// The completion topics read so far (see [`super::acknowledged`]).
+    pub acknowledged: Arc<super::acknowledged::Index>,
+    /// Activations sent before this (epoch millis, with a margin for clocks apart) may have
+    /// been answered by the host or process before this one.
+    pub sent_before_ms: i64,
 }
 
 impl Dispatch {
@@ -100,7 +111,8 @@ impl Dispatch {
             );
             *result.lock().expect("result lock") = Some(task);
         };
-        if may_have_run && self.acknowledged_before(&msg).await {
+        let answered_elsewhere = may_have_run || msg.transid.start_ms < self.sent_before_ms;
+        if answered_elsewhere && self.acknowledged_before(&msg).await {
             tracing::info!(activation = %msg.activation_id, "the host that failed acknowledged it before it died: not answered again");
             let _ = self.ran.send(());
             if let Some(p) = &self.progress {
@@ -170,18 +182,16 @@ impl Dispatch {
     /// Whether a completion of `msg` is on its completion topic already (published by the
     /// host that failed, whose death kept it from the replicated state).
     async fn acknowledged_before(&self, msg: &ActivationMessage) -> bool {
-        let (brokers, topic, id) = (
-            self.brokers.clone(),
+        let (index, topic, id) = (
+            self.acknowledged.clone(),
             msg.completion_topic(),
             msg.activation_id.clone(),
         );
         // the acknowledgement follows the controller's send; a margin for clocks apart
-        let since = msg.transid.start_ms.saturating_sub(10_000);
-        tokio::task::spawn_blocking(move || {
-            super::acknowledged::already_acknowledged(&brokers, &topic, &id, since)
-        })
-        .await
-        .unwrap_or(false)
+        let since = msg.transid.start_ms.saturating_sub(CLOCKS_APART_MS);
+        tokio::task::spawn_blocking(move || index.answered(&topic, &id, since))
+            .await
+            .unwrap_or(false)
     }
 }
 

@@ -222,7 +222,8 @@ pub async fn run_with(
         in_flight: hooks.in_flight.clone(),
         gate: hooks.may_pull.clone(),
         stop: shutdown.clone(),
-        brokers: config.brokers.clone(),
+        acknowledged: Arc::new(acknowledged::Index::new(&config.brokers)),
+        sent_before_ms: crate::clock::now_ms() + dispatch::CLOCK_AHEAD_MS,
     };
     let mut offsets = Recorder {
         consumer: &consumer,

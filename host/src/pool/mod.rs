@@ -474,8 +474,14 @@ impl Pool {
     /// containers are worth a second look. With `destroy_orphans`,
     /// containers the pool neither holds nor is creating (e.g. created by a host that lost its
     /// lease while the call was in the engine, or left on an engine machine that came back)
-    /// are destroyed. A list that fails changes nothing.
-    pub async fn reconcile(&self, destroy_orphans: bool) -> Reconciled {
+    /// are destroyed — unless `recorded` says another part of the host still answers for
+    /// them (a cluster's replicated pool: containers lent to the member that stepped down,
+    /// or held apart after a failover). A list that fails changes nothing.
+    pub async fn reconcile(
+        &self,
+        destroy_orphans: bool,
+        recorded: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Reconciled {
         let labels = cluster_labels(&self.config.cluster);
         let held_before = self.state.lock().expect("pool lock").ids();
         let listed = match self.factory.list_containers(labels).await {
@@ -509,7 +515,9 @@ impl Pool {
             let orphans: Vec<String> = if destroy_orphans {
                 listed
                     .iter()
-                    .filter(|c| !st.holds(&c.id) && !st.creating.contains(&c.name))
+                    .filter(|c| {
+                        !st.holds(&c.id) && !st.creating.contains(&c.name) && !recorded(&c.id)
+                    })
                     .map(|c| c.id.clone())
                     .collect()
             } else {

@@ -195,7 +195,7 @@ async fn containers_the_engine_no_longer_lists_are_forgotten_when_idle_and_marke
     let busy = pool.acquire(&want("b")).await.unwrap();
     let mut events = pool.subscribe();
     // one list that leaves them out is not enough: nothing changes yet
-    let first = pool.reconcile(false).await;
+    let first = pool.reconcile(false, &|_| false).await;
     assert_eq!(
         first,
         Reconciled {
@@ -216,7 +216,7 @@ async fn containers_the_engine_no_longer_lists_are_forgotten_when_idle_and_marke
     );
     pool.release(&meanwhile, Fate::Destroy);
     let mut events = pool.subscribe();
-    let changed = pool.reconcile(false).await;
+    let changed = pool.reconcile(false, &|_| false).await;
     assert_eq!(
         changed,
         Reconciled {
@@ -235,11 +235,44 @@ async fn containers_the_engine_no_longer_lists_are_forgotten_when_idle_and_marke
     );
     assert_eq!(pool.stats().churn.vanished, 2);
     // a second pass counts nothing twice; the busy one goes when given back
-    pool.reconcile(false).await;
+    pool.reconcile(false, &|_| false).await;
     assert_eq!(pool.stats().churn.vanished, 2);
     pool.release(&busy, Fate::Destroy);
     assert_eq!(pool.stats().busy, 0);
     // a warm container for `a` is no longer offered
     let again = pool.acquire(&want("a")).await.unwrap();
     assert_eq!(again.start, Start::Cold);
+}
+
+/// The orphan pass destroys what the engine lists and the pool neither holds nor creates,
+/// except what the replicated pool records (lent to a member that stepped down, or held apart
+/// after a failover): before, a pass inside their window destroyed those too.
+#[tokio::test]
+async fn the_orphan_pass_spares_what_the_replicated_pool_records() {
+    let (engine, pool) = pool(1024, Vec::new());
+    let held = pool.acquire(&want("a")).await.unwrap();
+    let listed = |id: &str| Container {
+        id: id.into(),
+        name: id.into(),
+        address: "127.0.0.1:1".into(),
+        state: crate::factory::ContainerState::Running,
+        labels: Vec::new(),
+        handle: String::new(),
+    };
+    *engine.listed.lock().unwrap() = vec![
+        held.container.clone(),
+        listed("lent"),
+        listed("quarantined"),
+        listed("orphan"),
+    ];
+    let recorded = |id: &str| id == "lent" || id == "quarantined";
+    let done = pool.reconcile(true, &recorded).await;
+    assert_eq!(done.orphans, 1);
+    assert_eq!(
+        *engine.destroyed_ids.lock().unwrap(),
+        vec!["orphan".to_string()]
+    );
+    // without the pass, nothing is destroyed
+    pool.reconcile(false, &|_| false).await;
+    assert_eq!(engine.destroyed_ids.lock().unwrap().len(), 1);
 }
