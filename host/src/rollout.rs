@@ -1,7 +1,8 @@
 //! A new plugin build, rolled out without losing a container (see `docs/architecture.md`,
 //! "Swapping a plugin's build"):
 //!
-//! - the active host stages the file, asks every other member to stage its copy, and switches
+//! - the active host stages the file, asks every other member to stage its copy (one after
+//!   the other; each compiles on one thread at the lowest CPU priority), and switches
 //!   only once all of them hold the same build (so a failover right after never falls back to
 //!   the old one); it attaches every pooled container through the new build first and records
 //!   the build in the log (`PluginBuild`);
@@ -36,18 +37,19 @@ pub async fn cluster_wide(
         // the running build already (asked twice: the file watch and the operator)
         return plugin.switch(&mut [], Some(&|| lease.open())).await;
     };
+    // one member at a time: a compile on every member at once starved the cluster's
+    // heartbeats (each member also compiles at the lowest priority, on one thread)
     let others = node.other_voters();
     let body = serde_json::json!({ "plugin": plugin.name() }).to_string();
-    let asks = others.iter().map(|id| {
-        node.call_member(
-            *id,
-            "/raft/plugin/stage",
-            body.clone().into_bytes(),
-            STAGE_WAIT,
-        )
-    });
-    let answers = futures::future::join_all(asks).await;
-    for (id, answer) in others.iter().zip(answers) {
+    for id in &others {
+        let answer = node
+            .call_member(
+                *id,
+                "/raft/plugin/stage",
+                body.clone().into_bytes(),
+                STAGE_WAIT,
+            )
+            .await;
         let theirs = answer
             .and_then(|body| {
                 serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| e.to_string())?
@@ -69,22 +71,40 @@ pub async fn cluster_wide(
     pooled.retain(|c| engines.holds(plugin.name(), c));
     let swap = plugin.switch(&mut pooled, Some(&|| lease.open())).await?;
     pool.refresh(pooled);
-    node.propose(Command::PluginBuild {
-        epoch,
-        plugin: plugin.name().to_owned(),
-        sha256: swap.to.clone(),
-    })
-    .await
-    .map_err(|e| format!("switched, but recording the build failed: {e}"))?;
+    let recorded = node
+        .propose(Command::PluginBuild {
+            epoch,
+            plugin: plugin.name().to_owned(),
+            sha256: swap.to.clone(),
+        })
+        .await;
+    if let Err(e) = recorded {
+        // The cluster's record still names the old build (a leader change, most likely): this
+        // host goes back to it rather than run a build no other member will follow.
+        let why = format!("recording the build failed: {e}");
+        let rolled_back = plugin.roll_back(&why).await;
+        return Err(if rolled_back {
+            format!("{why}; rolled back to the build the cluster runs")
+        } else {
+            why
+        });
+    }
     Ok(swap)
 }
 
-/// Switches a member that is not active to the build the cluster runs, if it has staged it.
+/// Switches a member that is not active to the build the cluster runs, if it has staged it
+/// (or back to it, when it is the build this member switched from).
 pub async fn follow(node: &Node, plugin: &HotPlugin) {
     let wanted = node.state().plugin_builds.get(plugin.name()).cloned();
     let Some(wanted) = wanted.filter(|w| *w != plugin.sha256()) else {
         return;
     };
+    if plugin.previous_sha256().as_deref() == Some(wanted.as_str()) {
+        plugin
+            .roll_back("the cluster's record names the build this member switched from")
+            .await;
+        return;
+    }
     if plugin.staged().is_some_and(|s| s.sha256 == wanted) {
         match plugin.switch(&mut [], None).await {
             Ok(swap) => tracing::info!(?swap, "switched to the build the cluster runs"),

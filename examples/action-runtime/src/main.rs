@@ -67,7 +67,12 @@ async fn handle(
     Ok(match (method.as_str(), path.as_str()) {
         ("GET", "/") | ("GET", "/ping") => reply(StatusCode::OK, json!({ "ok": true })),
         ("POST", "/init") => init(&body, &action).await,
-        ("POST", "/run") => run(&body, &action).await,
+        // As upstream's runtimes do, the action runs to its end (and writes its sentinels)
+        // when the caller goes away, e.g. a host killed mid-run: not in this request's
+        // future, which hyper drops on a disconnect.
+        ("POST", "/run") => tokio::spawn(async move { run(&body, &action).await })
+            .await
+            .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
     })
 }

@@ -61,7 +61,10 @@ pub(super) async fn inspect(file: PathBuf, sandbox: SandboxArgs) -> i32 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let (component, sha256) = match runtime.load_component(&file, None) {
+    let (component, sha256) = match runtime
+        .load_component(&file, None, crate::plugin::Priority::Now)
+        .await
+    {
         Ok(c) => c,
         Err(e) => return report(e.into()),
     };

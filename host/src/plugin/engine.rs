@@ -65,51 +65,32 @@ impl PluginRuntime {
 
     /// Reads, validates and compiles (or loads from cache) a plugin component, refusing it
     /// when `pin` (a sha256, hex) is given and the file's digest differs. Returns the
-    /// component and the file's sha256.
-    pub fn load_component(
+    /// component and the file's sha256. The compile runs off the async workers; at
+    /// [`Priority::Background`] on one thread at the lowest CPU priority, so a new build
+    /// staged beside a running cluster cannot starve its heartbeats (issue 32, item 12: a
+    /// compile on every core of every member at once set off an election storm).
+    pub async fn load_component(
         &self,
         file: &Path,
         pin: Option<&str>,
+        priority: Priority,
     ) -> Result<(Component, String), PluginError> {
-        let fail = |reason: String| PluginError::Load {
-            file: file.to_owned(),
-            reason,
+        let compiler = Compiler {
+            engine: self.engine.clone(),
+            cache_dir: self.cache_dir.clone(),
         };
-        let bytes = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
-        let sha256 = hex(&Sha256::digest(&bytes));
-        if let Some(pin) = pin {
-            if !pin.trim().eq_ignore_ascii_case(&sha256) {
-                return Err(fail(format!(
-                    "its sha256 is {sha256}, but the config pins {pin}: refusing a plugin \
-                     file that is not the one the operator approved"
-                )));
-            }
-        }
-        check_header(&bytes).map_err(fail)?;
-
-        let cached = self.cache_path(&bytes);
-        if let Some(path) = &cached {
-            if path.exists() {
-                // SAFETY: the file was written by `Component::serialize` of this same engine
-                // configuration (the name carries the engine's compatibility hash and the
-                // wasm's sha256) into the host's private cache directory.
-                #[allow(unsafe_code)]
-                match unsafe { Component::deserialize_file(&self.engine, path) } {
-                    Ok(component) => return Ok((component, sha256)),
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), "recompiling: stale cache entry: {e}")
-                    }
-                }
-            }
-        }
-        let component = Component::from_binary(&self.engine, &bytes)
-            .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
-        if let Some(path) = cached {
-            if let Err(e) = write_cache(&component, &path) {
-                tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
-            }
-        }
-        Ok((component, sha256))
+        let (file, pin) = (file.to_owned(), pin.map(str::to_owned));
+        let failed = file.clone();
+        let compile = move || compiler.load_component(&file, pin.as_deref());
+        tokio::task::spawn_blocking(move || match priority {
+            Priority::Now => compile(),
+            Priority::Background => in_the_background(compile),
+        })
+        .await
+        .map_err(|e| PluginError::Load {
+            file: failed,
+            reason: format!("the compile did not finish: {e}"),
+        })?
     }
 
     /// Links a component against the host's imports and checks it exports the factory, in
@@ -157,6 +138,63 @@ impl PluginRuntime {
             .map(Prepared::V0_2)
             .map_err(not_a_factory)
     }
+}
+
+/// What compiling a component needs, apart from the runtime (sent to a blocking thread).
+struct Compiler {
+    engine: Engine,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Compiler {
+    /// Reads, validates and compiles (or loads from cache) a plugin component, refusing it
+    /// when `pin` (a sha256, hex) is given and the file's digest differs. Returns the
+    /// component and the file's sha256.
+    fn load_component(
+        &self,
+        file: &Path,
+        pin: Option<&str>,
+    ) -> Result<(Component, String), PluginError> {
+        let fail = |reason: String| PluginError::Load {
+            file: file.to_owned(),
+            reason,
+        };
+        let bytes = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        if let Some(pin) = pin {
+            if !pin.trim().eq_ignore_ascii_case(&sha256) {
+                return Err(fail(format!(
+                    "its sha256 is {sha256}, but the config pins {pin}: refusing a plugin \
+                     file that is not the one the operator approved"
+                )));
+            }
+        }
+        check_header(&bytes).map_err(fail)?;
+
+        let cached = self.cache_path(&bytes);
+        if let Some(path) = &cached {
+            if path.exists() {
+                // SAFETY: the file was written by `Component::serialize` of this same engine
+                // configuration (the name carries the engine's compatibility hash and the
+                // wasm's sha256) into the host's private cache directory.
+                #[allow(unsafe_code)]
+                match unsafe { Component::deserialize_file(&self.engine, path) } {
+                    Ok(component) => return Ok((component, sha256)),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), "recompiling: stale cache entry: {e}")
+                    }
+                }
+            }
+        }
+        let component = Component::from_binary(&self.engine, &bytes)
+            .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
+        if let Some(path) = cached {
+            if let Err(e) = write_cache(&component, &path) {
+                tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
+            }
+        }
+        Ok((component, sha256))
+    }
 
     fn cache_path(&self, wasm: &[u8]) -> Option<PathBuf> {
         let dir = self.cache_dir.as_ref()?;
@@ -166,6 +204,48 @@ impl PluginRuntime {
             .hash(&mut engine_hash);
         let hex = hex(&Sha256::digest(wasm));
         Some(dir.join(format!("{hex}-{:016x}.cwasm", engine_hash.finish())))
+    }
+}
+
+/// How soon a component must be compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A host starting, a check, a command: with every core.
+    Now,
+    /// A build staged beside a running host: one thread at the lowest CPU priority.
+    Background,
+}
+
+/// Runs `work` (a compile) on one thread at nice 19: wasmtime's parallel compilation uses
+/// the rayon pool it runs in.
+fn in_the_background<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .thread_name(|_| "keepwarm-compile".into())
+        .start_handler(|_| lowest_priority())
+        .build();
+    match pool {
+        Ok(pool) => pool.install(work),
+        Err(e) => {
+            tracing::warn!("no background compile thread ({e}): compiling here");
+            work()
+        }
+    }
+}
+
+/// Lowers the calling thread (on Linux, a thread's nice value is its own) to nice 19.
+fn lowest_priority() {
+    // SAFETY: gettid and setpriority take no pointers; a failure only leaves the priority
+    #[allow(unsafe_code)]
+    let lowered = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
+    };
+    if lowered != 0 {
+        tracing::debug!(
+            "the compile thread keeps its priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

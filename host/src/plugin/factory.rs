@@ -8,7 +8,7 @@
 
 use super::address::AllowedAddresses;
 use super::bindings::{v0_1, wit, ContainerFactory as Bindings};
-use super::engine::{PluginRuntime, Prepared, EPOCH_TICK};
+use super::engine::{PluginRuntime, Prepared, Priority, EPOCH_TICK};
 use super::host::HostState;
 use super::route::{Outbound, Routes};
 use super::state::{MemoryState, PluginState, StateLimits};
@@ -200,7 +200,28 @@ impl WasmFactory {
         spec: PluginSpec,
         state: Arc<dyn PluginState>,
     ) -> CallResult<WasmFactory> {
-        let (component, sha256) = runtime.load_component(&spec.file, spec.sha256.as_deref())?;
+        Self::load_at(runtime, spec, state, Priority::Now).await
+    }
+
+    /// As [`WasmFactory::load_with_state`], compiled at the lowest priority: a new build
+    /// staged beside a running host.
+    pub async fn stage(
+        runtime: &PluginRuntime,
+        spec: PluginSpec,
+        state: Arc<dyn PluginState>,
+    ) -> CallResult<WasmFactory> {
+        Self::load_at(runtime, spec, state, Priority::Background).await
+    }
+
+    async fn load_at(
+        runtime: &PluginRuntime,
+        spec: PluginSpec,
+        state: Arc<dyn PluginState>,
+        priority: Priority,
+    ) -> CallResult<WasmFactory> {
+        let (component, sha256) = runtime
+            .load_component(&spec.file, spec.sha256.as_deref(), priority)
+            .await?;
         let pre = runtime.prepare(&spec.file, &component)?;
         let routes = Routes::parse(&spec.name, &spec.routes, &spec.tls)?;
         let allowed = match &spec.allowed_addresses {

@@ -67,6 +67,9 @@ pub struct HotPlugin {
     prewarm: usize,
     current: RwLock<Arc<WasmFactory>>,
     staged: Mutex<Option<(Arc<WasmFactory>, Staged)>>,
+    /// The build switched from, kept until the next switch: what a rollout that could not be
+    /// recorded (a leader change) goes back to.
+    previous: Mutex<Option<Arc<WasmFactory>>>,
     /// One stage or switch at a time.
     swapping: tokio::sync::Mutex<()>,
     last_swap: Mutex<Option<Swap>>,
@@ -104,6 +107,7 @@ impl HotPlugin {
             prewarm,
             current: RwLock::new(Arc::new(first)),
             staged: Mutex::new(None),
+            previous: Mutex::new(None),
             swapping: tokio::sync::Mutex::new(()),
             last_swap: Mutex::new(None),
             seen: Mutex::new(None),
@@ -207,11 +211,10 @@ impl HotPlugin {
         }
         let mut spec = self.spec.clone();
         spec.sha256 = Some(digest.clone()); // exactly the build hashed above
-        let loaded =
-            match WasmFactory::load_with_state(&self.runtime, spec, self.state.clone()).await {
-                Ok(f) => f,
-                Err(e) => return refuse(digest, e.to_string()),
-            };
+        let loaded = match WasmFactory::stage(&self.runtime, spec, self.state.clone()).await {
+            Ok(f) => f,
+            Err(e) => return refuse(digest, e.to_string()),
+        };
         if let Err(e) = loaded.prewarm_instances(self.prewarm).await {
             return refuse(digest, e.to_string());
         }
@@ -325,10 +328,44 @@ impl HotPlugin {
             .take()
             .map(|(f, _)| f)
             .expect("staged above");
-        *self.current.write().expect("plugin lock") = next;
+        let was = std::mem::replace(&mut *self.current.write().expect("plugin lock"), next);
+        *self.previous.lock().expect("previous lock") = Some(was);
         tracing::info!(plugin = %self.spec.name, ?swap, "switched to the new build");
         self.record(swap.clone());
         Ok(swap)
+    }
+
+    /// The sha256 of the build switched from, if it is still kept.
+    pub fn previous_sha256(&self) -> Option<String> {
+        self.previous
+            .lock()
+            .expect("previous lock")
+            .as_ref()
+            .map(|f| f.sha256().to_owned())
+    }
+
+    /// Goes back to the build switched from (a rollout that met a leader change: the
+    /// cluster's record still names the old build). False when none is kept.
+    pub async fn roll_back(&self, why: &str) -> bool {
+        let _one = self.swapping.lock().await;
+        let Some(previous) = self.previous.lock().expect("previous lock").take() else {
+            return false;
+        };
+        let from = self.sha256();
+        let to = previous.sha256().to_owned();
+        *self.current.write().expect("plugin lock") = previous;
+        tracing::warn!(plugin = %self.spec.name, %from, %to, "rolled back to the previous build: {why}");
+        self.record(Swap {
+            at_ms: now_ms(),
+            from,
+            to,
+            swapped: true,
+            error: Some(format!("rolled back: {why}")),
+            load_ms: 0,
+            bytes: 0,
+            attached: 0,
+        });
+        true
     }
 
     fn record(&self, swap: Swap) {

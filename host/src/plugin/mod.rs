@@ -19,7 +19,7 @@ pub mod hot;
 pub mod route;
 pub mod state;
 
-pub use engine::PluginRuntime;
+pub use engine::{PluginRuntime, Priority};
 pub use error::PluginError;
 pub use factory::{Limits, PluginSpec, WasmFactory};
 pub use hot::{HotPlugin, PluginVersions, Swap};
