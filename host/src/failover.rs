@@ -185,7 +185,7 @@ struct Reattached {
 
 /// The container of `record`, labelled with the plugin that made it (a record from an older
 /// keepwarm has the plugin only in the record), so the attach goes to that plugin.
-fn known(record: &ContainerRecord) -> Container {
+pub fn known(record: &ContainerRecord) -> Container {
     let mut container = record.container.clone();
     if plugin_of(&container).is_none() {
         container
@@ -287,7 +287,9 @@ pub fn plan(records: &BTreeMap<String, ContainerRecord>, engine: &BTreeSet<Strin
 /// How long a takeover's attach waits for a lapsed lease to come back.
 const FENCED_ATTACH_WAIT: Duration = Duration::from_secs(5);
 
-async fn attach_and_check(
+/// Attaches `known` through `factory` and checks its proxy answers; a lapse of the lease
+/// only pauses it.
+pub async fn attach_and_check(
     factory: &Arc<dyn ContainerFactory>,
     known: Container,
 ) -> Result<Container, String> {

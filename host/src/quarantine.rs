@@ -6,11 +6,13 @@
 //! every runtime: upstream's Node.js proxy refuses a second `/run` during one (403), but the
 //! Go action loop (`openwhisk-runtime-go`, used by most runtimes) has no lock — a second
 //! `/run` writes to the same pipe and may read the first one's answer. So a quarantined
-//! container is offered to nothing until its output shows the activation ended: the
-//! end-of-activation sentinel on stdout and on stderr, written after it became busy, which
-//! every OpenWhisk runtime prints once `/run` has answered. Then it is adopted as it was
-//! recorded (warm for its action); one whose sentinels do not come by the deadline (an
-//! action past its limit, a stuck runtime) is destroyed and forgotten.
+//! container is held in the pool as busy — offered to nothing, its memory counted, and
+//! among its action's busy containers, so the takeover's backlog may wait for it rather than
+//! cold-start as it would for any busy container — until its output shows the activation
+//! ended: the end-of-activation sentinel on stdout and on stderr, written after it became
+//! busy, which every OpenWhisk runtime prints once `/run` has answered. Then it is offered
+//! again (recorded idle); one whose sentinels do not come by the deadline (an action past its
+//! limit, a stuck runtime) is destroyed and forgotten.
 //!
 //! Only warm containers are held: one busy without an action was being initialized, and
 //! what its `/init` left behind is unknown, so it is destroyed at the takeover as before.
@@ -19,7 +21,7 @@ use crate::activation::logs::SENTINEL;
 use crate::cluster::state::ContainerRecord;
 use crate::cluster::Node;
 use crate::factory::ContainerFactory;
-use crate::pool::Pool;
+use crate::pool::{Allocation, Fate, Pool};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -34,6 +36,14 @@ const POLL: Duration = Duration::from_millis(100);
 /// Output read back at most per look (the sentinels are the last lines of an activation).
 const MAX_BYTES: u32 = 4 * 1024 * 1024;
 
+/// A container held apart: in the pool as busy, until its activation shows it ended.
+#[derive(Debug)]
+pub struct Held {
+    allocation: Allocation,
+    /// Epoch millis it became busy: its activation's output comes after.
+    since_ms: i64,
+}
+
 /// What became of the quarantined containers of one takeover.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Released {
@@ -47,15 +57,57 @@ pub fn activation_ended(output: &str) -> bool {
     output.lines().filter(|l| l.contains(SENTINEL)).count() >= 2
 }
 
-/// Watches `held` until each shows its activation ended (adopted into `pool`, recorded idle)
-/// or `deadline` passes (destroyed, forgotten), or `term_ended` turns true (left as they are
-/// to the next active host, which quarantines them in turn).
-pub async fn release(
-    node: Node,
+/// Attaches the warm containers `records` names and puts them in `pool` as busy (memory
+/// counted, offered to nothing; activations of their action may wait for them as for any
+/// busy container). Those that cannot be attached are destroyed and forgotten: answers them
+/// and how many those were.
+pub async fn hold(
+    node: &Node,
     epoch: u64,
+    factory: &Arc<dyn ContainerFactory>,
+    pool: &Pool,
+    records: Vec<ContainerRecord>,
+) -> (Vec<Held>, usize) {
+    let attaches = records
+        .iter()
+        .map(|r| crate::failover::attach_and_check(factory, crate::failover::known(r)));
+    let results = futures::future::join_all(attaches).await;
+    let mut held = Vec::new();
+    let mut failed = Vec::new();
+    for (record, result) in records.into_iter().zip(results) {
+        match (result, record.warm) {
+            (Ok(container), Some(key)) => held.push(Held {
+                allocation: pool.adopt_busy(
+                    container,
+                    (&record.kind, &record.image),
+                    record.memory_mb,
+                    key,
+                ),
+                since_ms: record.last_use_ms,
+            }),
+            (Ok(_), None) => failed.push(record.container.id),
+            (Err(reason), _) => {
+                tracing::warn!(container = %record.container.id, "quarantine: not attached: {reason}");
+                failed.push(record.container.id);
+            }
+        }
+    }
+    let lost = failed.len();
+    if !failed.is_empty() {
+        if let Err(e) = crate::failover::forget(node, epoch, factory, failed).await {
+            tracing::warn!("quarantine: forgetting containers not attached: {e}");
+        }
+    }
+    (held, lost)
+}
+
+/// Watches `held` until each shows its activation ended (given back to `pool` for reuse, so
+/// recorded idle) or `deadline` passes (given back to be destroyed), or `term_ended` turns
+/// true (left as they are to the next active host, which holds them apart in turn).
+pub async fn release(
     factory: Arc<dyn ContainerFactory>,
     pool: Arc<Pool>,
-    held: Vec<ContainerRecord>,
+    held: Vec<Held>,
     deadline: Duration,
     mut term_ended: watch::Receiver<bool>,
 ) -> Released {
@@ -63,32 +115,22 @@ pub async fn release(
     let mut waiting = held;
     let until = tokio::time::Instant::now() + deadline;
     while !waiting.is_empty() {
-        let mut ended = Vec::new();
         let mut still = Vec::new();
-        for record in waiting {
+        for h in waiting {
+            let id = &h.allocation.container.id;
             // from just before it became busy (an earlier activation's sentinels come before)
-            let since = u64::try_from(record.last_use_ms.saturating_sub(5)).unwrap_or(0);
-            match factory
-                .logs(&record.container.id, since, MAX_BYTES)
-                .await
-                .map(|text| activation_ended(&text))
-            {
-                Ok(true) => ended.push(record.container.id.clone()),
-                Ok(false) => still.push(record),
+            let since = u64::try_from(h.since_ms.saturating_sub(5)).unwrap_or(0);
+            match factory.logs(id, since, MAX_BYTES).await {
+                Ok(text) if activation_ended(&text) => {
+                    tracing::info!(container = %id, "quarantine: its activation ended; offered again");
+                    pool.release(&h.allocation, Fate::Reuse);
+                    released.adopted += 1;
+                }
+                Ok(_) => still.push(h),
                 Err(e) => {
-                    tracing::warn!(container = %record.container.id, "quarantine: reading its output: {e}");
-                    still.push(record);
+                    tracing::warn!(container = %id, "quarantine: reading its output: {e}");
+                    still.push(h);
                 }
-            }
-        }
-        if !ended.is_empty() {
-            tracing::info!(containers = ?ended, "quarantine: their activation ended; adopting them");
-            match crate::failover::take_back(&node, epoch, &factory, &pool, &ended).await {
-                Ok(n) => {
-                    released.adopted += n;
-                    released.destroyed += ended.len() - n;
-                }
-                Err(e) => tracing::warn!("quarantine: recording adopted containers: {e}"),
             }
         }
         waiting = still;
@@ -96,12 +138,11 @@ pub async fn release(
             break;
         }
         if tokio::time::Instant::now() >= until {
-            let ids: Vec<String> = waiting.iter().map(|r| r.container.id.clone()).collect();
-            tracing::warn!(containers = ?ids, "quarantine: no end of their activation within {deadline:?}; destroying them");
-            released.destroyed += ids.len();
-            if let Err(e) = crate::failover::forget(&node, epoch, &factory, ids).await {
-                tracing::warn!("quarantine: forgetting destroyed containers: {e}");
+            for h in &waiting {
+                tracing::warn!(container = %h.allocation.container.id, "quarantine: no end of its activation within {deadline:?}; destroying it");
+                pool.release(&h.allocation, Fate::Destroy);
             }
+            released.destroyed += waiting.len();
             break;
         }
         tokio::select! {

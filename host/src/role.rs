@@ -366,9 +366,10 @@ impl Member {
         );
         let (stop_tx, stop_rx) = watch::channel(false);
         if !held.is_empty() {
+            // in the pool as busy before the feed starts: its backlog may wait for them
+            let (held, not_attached) =
+                quarantine::hold(node, takeover.epoch, &factory, &pool, held).await;
             let release = quarantine::release(
-                node.clone(),
-                takeover.epoch,
                 factory.clone(),
                 pool.clone(),
                 held,
@@ -377,7 +378,8 @@ impl Member {
             );
             let node = node.clone();
             tokio::spawn(async move {
-                let released = release.await;
+                let mut released = release.await;
+                released.destroyed += not_attached;
                 tracing::info!(?released, "quarantine over");
                 crate::metrics::global().quarantine(released.adopted, released.destroyed);
                 node.report(|r| {

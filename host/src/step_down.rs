@@ -33,6 +33,9 @@ pub struct Term<'a> {
 /// How long to wait for a member to catch up before refusing the step-down.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
+/// How long the handover may take to commit before the step-down gives up on it.
+const HANDOVER_COMMIT_WAIT: Duration = Duration::from_secs(3);
+
 /// Hands the active role to a caught-up member. Nothing has changed when it fails before
 /// the feed stops (no member caught up); after that the caller hands over the slow way.
 pub async fn step_down(term: &Term<'_>) -> Result<SteppedDown, StepDownError> {
@@ -84,12 +87,25 @@ pub async fn step_down(term: &Term<'_>) -> Result<SteppedDown, StepDownError> {
         running: running.clone(),
         until_ms: now_ms() + term.drain_timeout.as_millis() as i64,
     };
-    node.propose(Command::Handover {
+    // Bounded: with every other member gone (SIGTERM to all hosts at once) nothing commits,
+    // and a shutdown must still end within its drain timeout (issue 32, item 13).
+    let proposed = node.propose(Command::Handover {
         epoch: term.epoch,
         handover,
-    })
-    .await
-    .map_err(|e| StepDownError::Stopped(format!("replicating the handover: {e}")))?;
+    });
+    match tokio::time::timeout(HANDOVER_COMMIT_WAIT, proposed).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return Err(StepDownError::Stopped(format!(
+                "replicating the handover: {e}"
+            )))
+        }
+        Err(_) => {
+            return Err(StepDownError::Stopped(format!(
+                "the handover was not committed within {HANDOVER_COMMIT_WAIT:?}: no quorum"
+            )))
+        }
+    }
 
     // 4. The chosen member campaigns; this leader's vote elects it. A voter refuses a
     // candidate whose log is older than its own, so nothing more is appended meanwhile

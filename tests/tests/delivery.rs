@@ -339,3 +339,78 @@ fn a_container_busy_at_the_kill_is_adopted_once_its_activation_ended() {
     );
     assert_eq!(sim.runs().get(&busy), Some(&1), "run once, not again");
 }
+
+/// Issue 32, item 13: SIGTERM to every host at once, activations in flight. No member can take
+/// the role over (each is stopping), so none may wait for a handover or a handback: each must
+/// exit within its `drain-timeout-s` (60 s by default) — before the fix, one did not within 30 s.
+#[test]
+fn sigterm_to_every_host_at_once_ends_each_within_its_drain_timeout() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt.block_on(SimEngine::start(SimOptions {
+        run_time: Duration::from_secs(2),
+        ..SimOptions::default()
+    }));
+    let instance = 7940_0000 + std::process::id() % 10_000;
+    let c = rt.block_on(Controller::new(instance, &format!("st{instance}")));
+    let mut base = HostOptions::new(instance, 0, 2048);
+    base.plugin = PluginChoice {
+        routes: format!("docker = \"{}\"", sim.route()),
+        ..PluginChoice::docker()
+    };
+    let mut cluster = Cluster::start_from(3, &base);
+    cluster
+        .active(Duration::from_secs(120))
+        .expect("no active host");
+    let (ids, deliveries): (Vec<String>, Vec<_>) = (0..6)
+        .map(|i| c.invoke_queued("guest", "echo", json!({ "i": i })))
+        .unzip();
+    for delivered in rt.block_on(futures::future::join_all(deliveries)) {
+        delivered
+            .expect("the broker took it")
+            .expect("the broker took it");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ids.iter().any(|id| sim.runs().contains_key(id)) {
+        assert!(Instant::now() < deadline, "nothing reached a container");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for h in &cluster.hosts {
+        h.signal("-TERM");
+    }
+    let signalled = Instant::now();
+    // each within the drain timeout, plus a margin for a loaded machine
+    let limit = Duration::from_secs(60 + 15);
+    let waits: Vec<std::thread::JoinHandle<_>> = (0..cluster.hosts.len())
+        .map(|i| {
+            let mut child = cluster.hosts[i].child.take().expect("running");
+            std::thread::spawn(move || {
+                let until = Instant::now() + limit;
+                loop {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Ok((status.code(), signalled.elapsed()));
+                    }
+                    if Instant::now() > until {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err(i);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    let mut exits = Vec::new();
+    for wait in waits {
+        match wait.join().expect("waiter") {
+            Ok(exit) => exits.push(exit),
+            Err(i) => panic!(
+                "host {i} did not exit within {limit:?} of SIGTERM\n{}",
+                cluster.hosts[i].log()
+            ),
+        }
+    }
+    eprintln!("[sigterm all] exits: {exits:?}");
+    for (code, _) in &exits {
+        assert_eq!(*code, Some(0), "{exits:?}");
+    }
+}

@@ -554,3 +554,45 @@ fn replace_all(bytes: &[u8], prefix: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Issue 32, item 12: a rollout whose record fails (a leader change) must not leave this host
+/// on a build no other member follows: the host goes back to the build it switched from, once.
+#[tokio::test]
+async fn a_switched_build_rolls_back_to_the_one_it_replaced() {
+    use keepwarm::plugin::{HotPlugin, MemoryState, PluginRuntime};
+    use keepwarm_tests::upgrade::{deploy, rebuilt};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("probe.wasm");
+    let first = std::fs::read(component("probe")).unwrap();
+    deploy(&file, &first);
+    let runtime = std::sync::Arc::new(PluginRuntime::new(None).unwrap());
+    let plugin = HotPlugin::load(
+        runtime,
+        spec("probe", file.clone(), &[]),
+        std::sync::Arc::new(MemoryState::default()),
+        0,
+    )
+    .await
+    .unwrap();
+    let old = plugin.sha256();
+    assert!(
+        !plugin.roll_back("nothing switched yet").await,
+        "no build to go back to"
+    );
+    deploy(&file, &rebuilt(&first, "second"));
+    let swap = plugin.switch(&mut [], None).await.unwrap();
+    assert!(swap.swapped && swap.to != old);
+    assert_eq!(plugin.sha256(), swap.to);
+    assert_eq!(plugin.previous_sha256().as_deref(), Some(old.as_str()));
+    assert!(plugin.roll_back("recording the build failed").await);
+    assert_eq!(plugin.sha256(), old, "the build it replaced runs again");
+    let last = plugin.versions().last_swap.unwrap();
+    assert!(
+        last.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("rolled back"),
+        "{last:?}"
+    );
+    assert!(!plugin.roll_back("again").await, "only once");
+}

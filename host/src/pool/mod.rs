@@ -643,6 +643,37 @@ impl Pool {
         self.freed.notify_waiters();
     }
 
+    /// Takes over a warm container that was busy on the host that failed (its activation's
+    /// outcome unknown): held as busy — offered to nothing, counted against user memory and
+    /// among `key`'s busy containers, so activations of `key` may wait for it as for any
+    /// busy one — until the caller gives it back with [`Pool::release`] (its activation
+    /// ended: reused; it did not: destroyed).
+    pub fn adopt_busy(
+        &self,
+        container: Container,
+        (kind, image): (&str, &str),
+        memory_mb: u32,
+        key: WarmKey,
+    ) -> Allocation {
+        let allocation = Allocation {
+            container: container.clone(),
+            needs_init: false,
+            start: Start::Warm,
+            taken: Instant::now(),
+        };
+        self.state.lock().expect("pool lock").adopt(Entry {
+            container,
+            kind: kind.to_owned(),
+            image: image.to_owned(),
+            memory_mb,
+            phase: Phase::Warm(key),
+            in_flight: 1,
+            concurrency: 1,
+            last_used: Instant::now(),
+        });
+        allocation
+    }
+
     /// The container's `/init` succeeded: from now on it is warm for `key`, here and in the
     /// replicated state (a takeover never adopts an uninitialized container as warm).
     pub fn initialized(&self, allocation: &Allocation, key: &WarmKey) {

@@ -276,3 +276,41 @@ async fn the_orphan_pass_spares_what_the_replicated_pool_records() {
     pool.reconcile(false, &|_| false).await;
     assert_eq!(engine.destroyed_ids.lock().unwrap().len(), 1);
 }
+
+/// Issue 32, part 3: a warm container busy on the host that failed is held as busy — its
+/// memory counted, offered to nothing — and an activation of its action that comes meanwhile
+/// waits for it (the pool knows the action holds a container ~50 ms) instead of a cold start;
+/// given back, it serves warm.
+#[tokio::test]
+async fn a_container_held_busy_after_a_failover_is_waited_for_then_served_warm() {
+    let (engine, pool) = pool(256, Vec::new());
+    let pool = Arc::new(pool);
+    let key = want("a").key;
+    pool.learn_held(&key, Duration::from_millis(50));
+    let held = pool.adopt_busy(
+        Container {
+            id: "held".into(),
+            name: "held".into(),
+            address: "127.0.0.1:1".into(),
+            state: crate::factory::ContainerState::Running,
+            labels: Vec::new(),
+            handle: String::new(),
+        },
+        ("shell:1", "img"),
+        128,
+        key,
+    );
+    let stats = pool.stats();
+    assert_eq!((stats.busy, stats.used_mb), (1, 128), "counted, busy");
+    let waiting = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire(&want("a")).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiting.is_finished(), "not offered while held");
+    pool.release(&held, Fate::Reuse);
+    let served = waiting.await.unwrap();
+    assert_eq!(served.container.id, "held");
+    assert_eq!(served.start, Start::Warm);
+    assert_eq!(engine.created.load(Ordering::SeqCst), 0, "no cold start");
+}
