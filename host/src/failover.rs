@@ -5,7 +5,7 @@
 use crate::clock::now_ms;
 use crate::cluster::plugin_state::ReplicatedPluginState;
 use crate::cluster::state::{Command, ContainerRecord, PoolChange};
-use crate::cluster::status::Takeover;
+use crate::cluster::status::{Takeover, TakeoverPhases};
 use crate::cluster::{ClusterError, Node};
 use crate::engines::{plugin_of, PLUGIN_LABEL};
 use crate::factory::{CallError, Container, ContainerFactory};
@@ -36,6 +36,7 @@ pub async fn take_over(
             records.keys().cloned().collect()
         }
     };
+    let list_ms = started.elapsed().as_millis() as u64;
 
     // What the old host learned of each action's run time, from every record (busy ones
     // too: their action is likely in the backlog).
@@ -70,7 +71,9 @@ pub async fn take_over(
     let mut removed: Vec<String> = gone.into_iter().chain(busy.iter().cloned()).collect();
     let mut destroy: Vec<String> = orphans.into_iter().chain(busy).collect();
 
+    let attaching = Instant::now();
     let attached = reattach(factory, pool, &idle).await;
+    let reattach_ms = attaching.elapsed().as_millis() as u64;
     for id in &attached.failed {
         destroy.push(id.clone());
         removed.push(id.clone());
@@ -98,6 +101,11 @@ pub async fn take_over(
         quarantine_destroyed: 0,
         orphans_destroyed,
         lent,
+        phases: TakeoverPhases {
+            list_ms,
+            reattach_ms,
+            ..TakeoverPhases::default()
+        },
     };
     Ok((takeover, held))
 }

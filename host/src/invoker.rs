@@ -212,7 +212,7 @@ fn single_status(parts: &Parts, consuming: Arc<AtomicBool>, pool: Arc<Pool>) -> 
                 activity: crate::metrics::global().activity(),
                 plugin: plugins.iter().find(|p| p.default).cloned(),
                 plugins: plugins.clone(),
-                publish_retries: feed::PUBLISH_RETRIES.load(Ordering::Relaxed),
+                publish_retries: crate::metrics::global().publish_retries(),
                 ..Default::default()
             },
             ..Default::default()

@@ -20,7 +20,7 @@
 //! - [`factory`]: the [`factory::ContainerFactory`] trait the host uses for engines;
 //!   [`engines`]: a host's several plugins as one factory, each container with its plugin;
 //! - [`plugin`]: the wasmtime runtime that loads engine plugins behind that trait;
-//! - [`cli`]: the `keepwarm` command line; [`testing`]: a native fake engine for tests.
+//! - [`cli`]: the `keepwarm` command line; `testing`: a native fake engine for the unit tests (built only for them).
 //!
 //! A module names only modules below it; `host/tests/layers.rs` lists the layers and fails
 //! on an edge that runs upward.
@@ -54,4 +54,6 @@ pub mod rollout;
 pub mod service;
 pub mod step_down;
 pub mod telemetry;
+/// Only the unit tests use it: it does not ship in the library.
+#[cfg(test)]
 pub mod testing;

@@ -245,6 +245,7 @@ pub struct Metrics {
     failover: Histogram,
     takeover_containers: Family<FateLabels, UpstreamCounter>,
     lease_lapses: UpstreamCounter,
+    publish_retries: UpstreamCounter,
     plugin_calls: Family<CallLabels, Histogram, Buckets>,
     plugin_faults: Family<FaultLabels, UpstreamCounter>,
     acks_dropped: Family<ReasonLabels, UpstreamCounter>,
@@ -281,6 +282,7 @@ impl Metrics {
             failover: Histogram::new(failover_buckets()),
             takeover_containers: Family::default(),
             lease_lapses: UpstreamCounter::default(),
+            publish_retries: UpstreamCounter::default(),
             plugin_calls: Family::new_with_constructor(Buckets(call_buckets)),
             plugin_faults: Family::default(),
             acks_dropped: Family::default(),
@@ -362,6 +364,12 @@ impl Metrics {
             "keepwarm_lease_lapses_total",
             "Times the active host's lease lapsed (no quorum acknowledgement within lease-ms)",
             m.lease_lapses.clone(),
+        );
+        register_total(
+            r,
+            "keepwarm_publish_retries_total",
+            "Acknowledgements sent again after a broker error",
+            m.publish_retries.clone(),
         );
         r.register(
             "keepwarm_plugin_call_seconds",
@@ -505,6 +513,16 @@ impl Metrics {
 
     pub fn lease_lapsed(&self) {
         self.lease_lapses.inc();
+    }
+
+    /// An acknowledgement to be sent again after a broker error.
+    pub fn publish_retried(&self) {
+        self.publish_retries.inc();
+    }
+
+    /// Acknowledgements sent again since the process started.
+    pub fn publish_retries(&self) -> u64 {
+        self.publish_retries.0.get()
     }
 
     /// One plugin call and how it ended (`None`: it answered, `factory-error` included).

@@ -12,7 +12,7 @@ use crate::config::StoreKind;
 use crate::config::{Config, LogStore};
 use crate::engines::{Engine, Engines};
 use crate::factory::ContainerFactory;
-use crate::feed::{self, ActivationSink, FeedConfig};
+use crate::feed::{ActivationSink, FeedConfig};
 use crate::plugin::{HotPlugin, MemoryState, PluginRuntime, PluginState};
 use crate::pool::{Pool, PoolConfig};
 use std::sync::Arc;
@@ -235,7 +235,7 @@ pub(crate) fn upkeep(
             if let Some(node) = &node {
                 let stats = pool.stats();
                 let by_action = pool.by_action();
-                let retries = feed::PUBLISH_RETRIES.load(std::sync::atomic::Ordering::Relaxed);
+                let retries = crate::metrics::global().publish_retries();
                 node.report(|r| {
                     r.pool = Some(stats);
                     r.pool_by_action = by_action;

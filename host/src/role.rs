@@ -8,7 +8,7 @@ use crate::clock::now_ms;
 use crate::cluster::plugin_state::ReplicatedPluginState;
 use crate::cluster::state::Command;
 use crate::cluster::status::Role;
-use crate::cluster::status::{Takeover, Transition};
+use crate::cluster::status::{Takeover, TakeoverPhases, Transition};
 use crate::cluster::{ClusterConfig, ClusterError, Node};
 use crate::config::{ClusterSection, Config};
 use crate::factory::ContainerFactory;
@@ -304,15 +304,19 @@ impl Member {
         for plugin in &self.parts.plugins {
             rollout::follow(node, plugin).await;
         }
+        let follow_ms = led_at.elapsed().as_millis() as u64;
         // Takeover. The claim's commit is itself a quorum acknowledgement, so the lease is
         // held right after it.
         let takeover = async {
+            let claiming = Instant::now();
             let epoch = node.claim().await?;
+            let claim_ms = claiming.elapsed().as_millis() as u64;
             let claimed_at_ms = now_ms();
             let confirm_by = Instant::now() + self.lease * 4;
             while !gate.open() && Instant::now() < confirm_by {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
+            let lease_ms = claiming.elapsed().as_millis() as u64 - claim_ms;
             let pool = self.parts.pool(factory.clone(), epoch);
             let (takeover, held) = failover::take_over(
                 node,
@@ -324,6 +328,12 @@ impl Member {
             .await?;
             let takeover = Takeover {
                 claimed_at_ms,
+                phases: TakeoverPhases {
+                    follow_ms,
+                    claim_ms,
+                    lease_ms,
+                    ..takeover.phases
+                },
                 ..takeover
             };
             Ok::<_, ClusterError>((pool, takeover, held))

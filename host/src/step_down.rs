@@ -4,7 +4,7 @@
 //! activations still running here have finished, hand their containers back.
 
 use crate::clock::now_ms;
-use crate::cluster::handover::{Handback, SteppedDown};
+use crate::cluster::handover::{Handback, StepDownPhases, SteppedDown};
 use crate::cluster::state::{Command, Handover};
 use crate::cluster::Node;
 use crate::feed::InFlight;
@@ -72,12 +72,21 @@ pub async fn step_down(term: &Term<'_>) -> Result<SteppedDown, StepDownError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let running = term.in_flight.hand_over();
+    let mut phases = StepDownPhases::default();
+    let mut mark = stopped_at;
+    let mut lap = || {
+        let ms = mark.elapsed().as_millis() as u64;
+        mark = Instant::now();
+        ms
+    };
+    phases.stop_ms = lap();
 
     // 3. Everything acknowledged so far, then the handover, committed.
     let (flushed_tx, flushed) = oneshot::channel();
     if term.flush.send(flushed_tx).is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(2), flushed).await;
     }
+    phases.flush_ms = lap();
     if let Some(better) = node.caught_up(node.last_log_index()).first() {
         to = *better;
     }
@@ -107,6 +116,8 @@ pub async fn step_down(term: &Term<'_>) -> Result<SteppedDown, StepDownError> {
         }
     }
 
+    phases.handover_ms = lap();
+
     // 4. The chosen member campaigns; this leader's vote elects it. A voter refuses a
     // candidate whose log is older than its own, so nothing more is appended meanwhile
     // (completions of what still runs here wait) and the candidate first holds everything.
@@ -120,6 +131,7 @@ pub async fn step_down(term: &Term<'_>) -> Result<SteppedDown, StepDownError> {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    phases.catch_up_ms = lap();
     node.raft.runtime_config().elect(false);
     let asked = node
         .call_member(to, "/raft/campaign", Vec::new(), Duration::from_secs(1))
@@ -132,12 +144,14 @@ pub async fn step_down(term: &Term<'_>) -> Result<SteppedDown, StepDownError> {
             let wait_until = Instant::now() + term.election_timeout_max * 2;
             loop {
                 if !node.is_leader() {
+                    phases.election_ms = lap();
                     break Ok(SteppedDown {
                         from: node.id,
                         to,
                         stopped_at_ms,
                         handed_over_ms: stopped_at.elapsed().as_millis() as u64,
                         running: running.len(),
+                        phases: std::mem::take(&mut phases),
                     });
                 }
                 if Instant::now() > wait_until {
@@ -179,6 +193,9 @@ pub enum StepDownError {
     Stopped(String),
 }
 
+/// Attempts (100 ms apart) after which a handover not yet committed is taken never to be.
+const NEVER_COMMITTED_AFTER: usize = 10;
+
 /// Once the feed has drained, tells the new leader which activations of the handover
 /// finished here and that this host's containers are free again; retried while the
 /// leadership settles.
@@ -202,6 +219,13 @@ pub async fn hand_back(
     };
     let body = serde_json::to_vec(&handback).expect("handback json");
     for attempt in 0..600 {
+        // A step-down whose handover never committed (no quorum: every member stopping at
+        // once) lent nothing: the next active host waits for no handback from here.
+        let committed = node.state().has_handover_from(node.id);
+        if attempt >= NEVER_COMMITTED_AFTER && !committed {
+            tracing::warn!("the handover was never committed: nothing to hand back");
+            return;
+        }
         if attempt >= 200 && node.is_leader() {
             // the step-down did not complete and this host still leads (it is stopping, or
             // handing over the slow way): whoever claims next waits out the handover's deadline

@@ -37,6 +37,24 @@ pub struct SteppedDown {
     pub handed_over_ms: u64,
     /// Activations still running here, finishing here.
     pub running: usize,
+    /// Where `handed_over_ms` went.
+    #[serde(default)]
+    pub phases: StepDownPhases,
+}
+
+/// The parts of a step-down's pause on the host that stepped down, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepDownPhases {
+    /// Until the feed stopped pulling.
+    pub stop_ms: u64,
+    /// Until everything acknowledged so far was committed.
+    pub flush_ms: u64,
+    /// Until the handover was committed.
+    pub handover_ms: u64,
+    /// Until the chosen member held the whole log.
+    pub catch_up_ms: u64,
+    /// From asking it to campaign until it led.
+    pub election_ms: u64,
 }
 
 /// The operator's request, with where the answer goes.

@@ -293,6 +293,15 @@ impl Replicated {
         self.completed.contains(activation_id)
     }
 
+    /// Whether a handover from `member` is committed (offered, or taken by the current
+    /// claim).
+    pub fn has_handover_from(&self, member: u64) -> bool {
+        self.handover
+            .iter()
+            .chain(self.lent.iter())
+            .any(|h| h.from == member)
+    }
+
     /// Until when (epoch millis) `activation_id` is left to the member that handed over, if
     /// it was running there and has not been reported finished.
     pub fn lent_until(&self, activation_id: &str) -> Option<i64> {

@@ -6,8 +6,28 @@
 use super::state::Replicated;
 use super::types::Raft;
 use crate::pool::PoolStats;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Registers a gauge family `name` with one sample per `(label value, value)`.
+fn labelled(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: Vec<(String, i64)>,
+) {
+    let family = Family::<Vec<(String, String)>, Gauge>::default();
+    for (key, value) in values {
+        family
+            .get_or_create(&vec![(label.to_owned(), key)])
+            .set(value);
+    }
+    registry.register(name, help, family);
+}
 
 /// Log entries a standby may hold unapplied and still be ready (entries are applied within
 /// milliseconds of arriving; more means it is working through a backlog).
@@ -45,6 +65,24 @@ pub struct Takeover {
     /// until it hands them back.
     #[serde(default)]
     pub lent: BTreeSet<String>,
+    /// Where the time from leading to a ready pool went.
+    #[serde(default)]
+    pub phases: TakeoverPhases,
+}
+
+/// The parts of a takeover, in milliseconds, from the moment this member led.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakeoverPhases {
+    /// Following the plugin builds the cluster last switched to.
+    pub follow_ms: u64,
+    /// Committing the claim of a new epoch.
+    pub claim_ms: u64,
+    /// Until the lease was held.
+    pub lease_ms: u64,
+    /// Listing the engine's containers.
+    pub list_ms: u64,
+    /// Attaching the idle ones.
+    pub reattach_ms: u64,
 }
 
 /// A member's role, as `role.rs` moves through them.
@@ -288,105 +326,122 @@ impl MemberStatus {
         }
     }
 
-    /// The status as Prometheus text exposition.
+    /// The status as Prometheus text exposition (gauges read when asked, encoded by
+    /// `prometheus-client` as the process's own metrics are).
     pub fn prometheus(&self) -> String {
-        let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, value: f64| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-            ));
-        };
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let mut registry = Registry::default();
+        let flag = |b: bool| i64::from(b);
         let takeover = self.host.last_takeover.as_ref();
-        gauge(
-            "keepwarm_leader",
-            "1 when this member is the Raft leader",
-            flag(self.state == "Leader"),
-        );
-        gauge(
-            "keepwarm_consuming",
-            "1 while this member consumes activations",
-            flag(self.host.consuming),
-        );
-        gauge("keepwarm_term", "Raft term", self.term as f64);
-        gauge(
-            "keepwarm_epoch",
-            "epoch of the current claim",
-            self.epoch as f64,
-        );
-        gauge(
-            "keepwarm_last_applied",
-            "last applied log index",
-            self.last_applied.unwrap_or(0) as f64,
-        );
-        gauge(
-            "keepwarm_pool_containers",
-            "replicated containers",
-            self.containers as f64,
-        );
-        gauge(
-            "keepwarm_pool_idle_containers",
-            "replicated idle containers",
-            self.idle_containers as f64,
-        );
-        gauge(
-            "keepwarm_takeover_ms",
-            "last takeover: claim to pool ready",
-            takeover.map_or(0.0, |t| t.took_ms as f64),
-        );
-        gauge(
-            "keepwarm_takeover_reattached",
-            "last takeover: containers re-attached",
-            takeover.map_or(0.0, |t| t.reattached as f64),
-        );
-        gauge(
-            "keepwarm_takeover_lost",
-            "last takeover: idle containers lost",
-            takeover.map_or(0.0, |t| t.lost as f64),
-        );
-        gauge(
-            "keepwarm_voting",
-            "0 while this member catches up after lost storage (it does not vote)",
-            flag(self.voting),
-        );
-        gauge(
-            "keepwarm_publish_retries",
-            "acknowledgements sent again after a broker error (since the process started)",
-            self.host.publish_retries as f64,
-        );
+        let count = |n: usize| n as i64;
+        for (name, help, value) in [
+            (
+                "keepwarm_leader",
+                "1 when this member is the Raft leader",
+                flag(self.state == "Leader"),
+            ),
+            (
+                "keepwarm_consuming",
+                "1 while this member consumes activations",
+                flag(self.host.consuming),
+            ),
+            ("keepwarm_term", "Raft term", self.term as i64),
+            (
+                "keepwarm_epoch",
+                "epoch of the current claim",
+                self.epoch as i64,
+            ),
+            (
+                "keepwarm_last_applied",
+                "last applied log index",
+                self.last_applied.unwrap_or(0) as i64,
+            ),
+            (
+                "keepwarm_pool_containers",
+                "replicated containers",
+                count(self.containers),
+            ),
+            (
+                "keepwarm_pool_idle_containers",
+                "replicated idle containers",
+                count(self.idle_containers),
+            ),
+            (
+                "keepwarm_takeover_ms",
+                "last takeover: claim to pool ready",
+                takeover.map_or(0, |t| t.took_ms as i64),
+            ),
+            (
+                "keepwarm_takeover_reattached",
+                "last takeover: containers re-attached",
+                takeover.map_or(0, |t| count(t.reattached)),
+            ),
+            (
+                "keepwarm_takeover_lost",
+                "last takeover: idle containers lost",
+                takeover.map_or(0, |t| count(t.lost)),
+            ),
+            (
+                "keepwarm_voting",
+                "0 while this member catches up after lost storage (it does not vote)",
+                flag(self.voting),
+            ),
+        ] {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(value);
+            registry.register(name, help, gauge);
+        }
         if let Some(records) = &self.host.activation_records {
-            out.push_str("# HELP keepwarm_activation_records activation records for CouchDB: stored, waiting on disk, dropped over the backlog bound\n# TYPE keepwarm_activation_records gauge\n");
-            for (state, n) in [
-                ("stored", records.stored),
-                ("waiting", records.waiting),
-                ("dropped", records.dropped),
-            ] {
-                out.push_str(&format!(
-                    "keepwarm_activation_records{{state=\"{state}\"}} {n}\n"
-                ));
-            }
-            out.push_str(&format!("# HELP keepwarm_activation_record_upload_failures _bulk_docs requests CouchDB did not answer\n# TYPE keepwarm_activation_record_upload_failures gauge\nkeepwarm_activation_record_upload_failures {}\n", records.upload_failures));
+            labelled(
+                &mut registry,
+                "keepwarm_activation_records",
+                "activation records for CouchDB: stored, waiting on disk, dropped over the backlog bound",
+                "state",
+                [("stored", records.stored), ("waiting", records.waiting), ("dropped", records.dropped)]
+                    .map(|(state, n)| (state.to_owned(), n as i64))
+                    .into(),
+            );
+            let failures = Gauge::<i64>::default();
+            failures.set(records.upload_failures as i64);
+            registry.register(
+                "keepwarm_activation_record_upload_failures",
+                "_bulk_docs requests CouchDB did not answer",
+                failures,
+            );
         }
         if let Some(pool) = &self.host.pool {
-            out.push_str(
-                "# HELP keepwarm_pool_churn containers created or destroyed by this active host, by cause\n# TYPE keepwarm_pool_churn gauge\n",
+            labelled(
+                &mut registry,
+                "keepwarm_pool_churn",
+                "containers created or destroyed by this active host, by cause",
+                "cause",
+                pool.churn
+                    .by_cause()
+                    .into_iter()
+                    .map(|(cause, n)| (cause.to_string(), n as i64))
+                    .collect(),
             );
-            for (cause, count) in pool.churn.by_cause() {
-                out.push_str(&format!(
-                    "keepwarm_pool_churn{{cause=\"{cause}\"}} {count}\n"
-                ));
-            }
         }
         if let Some(replication) = &self.replication {
-            out.push_str("# HELP keepwarm_replication_lag entries the leader has not yet replicated to a member\n# TYPE keepwarm_replication_lag gauge\n");
             let last = self.last_applied.unwrap_or(0);
-            for (id, matched) in replication {
-                let lag = last.saturating_sub(matched.unwrap_or(0));
-                out.push_str(&format!(
-                    "keepwarm_replication_lag{{member=\"{id}\"}} {lag}\n"
-                ));
-            }
+            labelled(
+                &mut registry,
+                "keepwarm_replication_lag",
+                "entries the leader has not yet replicated to a member",
+                "member",
+                replication
+                    .iter()
+                    .map(|(id, matched)| {
+                        (
+                            id.to_string(),
+                            last.saturating_sub(matched.unwrap_or(0)) as i64,
+                        )
+                    })
+                    .collect(),
+            );
         }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut out, &registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

@@ -437,7 +437,7 @@ pub(super) async fn publish(producer: &FutureProducer, topic: &str, ack: &Acknow
             crate::metrics::global().acknowledgement_dropped("unpublishable");
             return;
         }
-        PUBLISH_RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::global().publish_retried();
         tracing::warn!(%topic, activation = %key, retry_in = ?backoff, "publishing the acknowledgement failed, retrying: {error}");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -447,9 +447,6 @@ pub(super) async fn publish(producer: &FutureProducer, topic: &str, ack: &Acknow
 /// How long an acknowledgement is retried before it is dropped: longer than a broker
 /// restart or a leader election takes.
 const PUBLISH_GIVE_UP: Duration = Duration::from_secs(60);
-
-/// Acknowledgements that had to be sent again (broker unreachable, leader moving, ...).
-pub static PUBLISH_RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn ping_health(producer: FutureProducer, instance: crate::activation::InvokerInstanceId) {
     let ping = serde_json::to_string(&PingMessage { name: instance }).expect("ping json");
