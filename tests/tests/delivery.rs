@@ -50,10 +50,29 @@ impl Outcome {
     }
 }
 
-/// Three hosts on the simulated engine; `kills` times: six blocking activations, and as soon
-/// as one of them is in its container, SIGKILL the active host, wait for the next, bring the
-/// killed one back as a standby.
+/// What happens to the active host mid-activation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// SIGKILL; it comes back as a standby.
+    Kill,
+    /// SIGSTOP until another host has taken over and answered the batch, then SIGCONT: the
+    /// paused host wakes to the answers of the `/run`s it had sent.
+    Pause,
+}
+
+/// As [`fault_mid_activation`], with SIGKILL.
 fn kill_mid_activation(kills: usize, instance: u32, delivery: &'static str) -> Outcome {
+    fault_mid_activation(kills, instance, delivery, Fault::Kill)
+}
+
+/// Three hosts on the simulated engine; `rounds` times: six blocking activations, and as
+/// soon as one of them is in its container, `fault` the active host and wait for the next.
+fn fault_mid_activation(
+    rounds: usize,
+    instance: u32,
+    delivery: &'static str,
+    fault: Fault,
+) -> Outcome {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sim = rt.block_on(SimEngine::start(SimOptions {
         // long enough that a kill lands while activations are in their container
@@ -75,7 +94,7 @@ fn kill_mid_activation(kills: usize, instance: u32, delivery: &'static str) -> O
     let started = Instant::now();
     let mut ids = Vec::new();
     let mut in_container_at_kill = 0;
-    for round in 0..kills {
+    for round in 0..rounds {
         // blocking activations: their acknowledgements carry the record
         let (batch, deliveries): (Vec<String>, Vec<_>) = (0..6)
             .map(|i| c.invoke_queued("guest", "echo", json!({ "round": round, "i": i })))
@@ -96,6 +115,38 @@ fn kill_mid_activation(kills: usize, instance: u32, delivery: &'static str) -> O
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        if fault == Fault::Pause {
+            cluster.hosts[active].signal("-STOP");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let next = loop {
+                match cluster.active(Duration::from_secs(1)) {
+                    Some(next) if next != active => break next,
+                    _ => assert!(
+                        Instant::now() < deadline,
+                        "round {round}: no standby took over from the paused host"
+                    ),
+                }
+            };
+            // what the new host answers, it has answered before the paused one wakes
+            c.poll_until(Duration::from_secs(20), |c| {
+                batch.iter().all(|i| c.received.contains_key(i))
+            });
+            cluster.hosts[active].signal("-CONT");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !cluster
+                .status(active)
+                .is_some_and(|s| s["state"] == "Follower" && s["consuming"] == false)
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: the woken host did not stand by"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ids.extend(batch);
+            active = next;
+            continue;
+        }
         ids.extend(batch);
         cluster.hosts[active].kill();
         let next = cluster
@@ -106,7 +157,7 @@ fn kill_mid_activation(kills: usize, instance: u32, delivery: &'static str) -> O
         active = next;
     }
     eprintln!(
-        "[{delivery}] {kills} kills in {:?}; {in_container_at_kill} activations were in a container at a kill",
+        "[{delivery}] {rounds} faults ({fault:?}) in {:?}; {in_container_at_kill} activations were in a container at one",
         started.elapsed()
     );
     let all = c.poll_until(Duration::from_secs(120), |c| {
@@ -171,6 +222,44 @@ fn at_most_once_killing_the_active_host_mid_activation_runs_nothing_twice() {
             assert_eq!(o.runs.get(id), Some(&1), "{id}: {record}");
         }
     }
+}
+
+#[test]
+fn a_paused_active_host_that_wakes_answers_nothing_the_next_one_answered() {
+    // Found by the 30-minute chaos run: 7 activations acknowledged twice. A host paused
+    // (SIGSTOP) mid-activation wakes to its `/run`'s answer after another host took over
+    // and answered it as failed over, and published a second completion.
+    let o = fault_mid_activation(
+        6,
+        7960_0000 + std::process::id() % 10_000,
+        "at-most-once",
+        Fault::Pause,
+    );
+    let failed_over = o
+        .ids
+        .iter()
+        .filter(|i| is_failover_answer(&o.record(i)))
+        .count();
+    eprintln!(
+        "[pause] {} activations: {failed_over} answered as failed over, {} reached a container twice, {} not completed exactly once",
+        o.ids.len(),
+        o.ran_twice().len(),
+        o.not_completed_once().len()
+    );
+    assert!(
+        o.in_container_at_kill > 0 && failed_over > 0,
+        "no pause landed mid-activation: the test proves nothing"
+    );
+    assert!(
+        o.not_completed_once().is_empty(),
+        "not completed exactly once: {:?}",
+        o.not_completed_once()
+    );
+    assert!(
+        o.ran_twice().is_empty(),
+        "reached a container twice: {:?}",
+        o.ran_twice()
+    );
 }
 
 #[test]

@@ -104,10 +104,15 @@ impl Dispatch {
         // only once the result is published (upstream orders them so)
         let result: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>> = Default::default();
         let on_result = |ack: Acknowledgement| {
-            let (producer, topic) = (self.producer.clone(), topic.clone());
+            let (this, topic, id) = (self.clone(), topic.clone(), msg.activation_id.clone());
             let span = tracing::info_span!("acknowledge", message = "result");
             let task = tokio::spawn(
-                async move { publish(&producer, &topic, &ack).await }.instrument(span),
+                async move {
+                    if this.may_acknowledge(&id).await {
+                        publish(&this.producer, &topic, &ack).await
+                    }
+                }
+                .instrument(span),
             );
             *result.lock().expect("result lock") = Some(task);
         };
@@ -158,6 +163,10 @@ impl Dispatch {
         if let Some(task) = published {
             let _ = task.await;
         }
+        if !self.may_acknowledge(&msg.activation_id).await {
+            tracing::warn!(activation = %msg.activation_id, "this host's term ended before it could acknowledge the activation: left to the next active host, which found it started");
+            return false;
+        }
         publish(&self.producer, &topic, &outcome.last)
             .instrument(tracing::info_span!(
                 "acknowledge",
@@ -179,6 +188,38 @@ impl Dispatch {
 }
 
 impl Dispatch {
+    /// Whether this host may still acknowledge `id`: it holds the lease (a lapse is waited
+    /// out), or it handed `id` over in a step-down and finishes it for the next active host.
+    /// Once its term has ended otherwise it may not: a host paused or cut off mid-activation
+    /// wakes after the next active host found the activation started and answered it, and a
+    /// second completion would reach the controller. A single host (no lease) always may.
+    async fn may_acknowledge(&self, id: &str) -> bool {
+        let Some(gate) = &self.gate else {
+            return true;
+        };
+        let handed_over = || {
+            self.in_flight
+                .as_ref()
+                .and_then(|f| f.handed_over())
+                .is_some_and(|ids| ids.contains(id))
+        };
+        let mut stop = self.stop.clone();
+        loop {
+            if gate.open() || handed_over() {
+                return true;
+            }
+            if *stop.borrow() {
+                return false;
+            }
+            tokio::select! {
+                changed = stop.changed() => if changed.is_err() {
+                    return false;
+                },
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    }
+
     /// Whether a completion of `msg` is on its completion topic already (published by the
     /// host that failed, whose death kept it from the replicated state).
     async fn acknowledged_before(&self, msg: &ActivationMessage) -> bool {

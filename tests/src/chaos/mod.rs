@@ -464,7 +464,8 @@ pub fn run(config: &ChaosConfig) -> Report {
             c.received.len() > answered
                 || (c.received.len() >= ids.len() && ids.iter().all(|i| c.received.contains_key(i)))
         });
-        if !done || ids.iter().all(|i| controller.received.contains_key(i)) {
+        let all_answered = || ids.iter().all(|i| controller.received.contains_key(i));
+        if !done || (controller.received.len() >= ids.len() && all_answered()) {
             break;
         }
         answered = controller.received.len();
