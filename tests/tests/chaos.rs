@@ -23,4 +23,6 @@ fn a_seeded_chaos_run_loses_nothing_runs_nothing_stale_and_leaks_nothing() {
     assert_eq!(report.stale_runs, 0, "{}", report.table());
     assert_eq!(report.leaked, 0, "{}", report.table());
     assert_eq!(report.keepwarm_errors, 0, "{}", report.table());
+    // the delivery contract's default: exactly one completion per activation
+    assert_eq!(report.duplicates, 0, "{}", report.table());
 }

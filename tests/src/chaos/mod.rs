@@ -495,6 +495,27 @@ fn check(report: &mut Report, bed: &Bed, controller: &Controller, ids: &[String]
         .filter(|i| !controller.received.contains_key(*i))
         .count();
     report.duplicates = ids.iter().filter(|i| controller.completions(i) > 1).count();
+    // what each answer said, for a post-mortem (the first few)
+    for id in ids
+        .iter()
+        .filter(|i| controller.completions(i) > 1)
+        .take(10)
+    {
+        let answers: Vec<String> = controller.received[id]
+            .iter()
+            .filter_map(|a| a.get("response").filter(|r| r.is_object()))
+            .map(|r| {
+                format!(
+                    "start {} end {} status {} {}",
+                    r["start"],
+                    r["end"],
+                    r["response"]["statusCode"],
+                    annotation(r, "keepwarm").unwrap_or_default()
+                )
+            })
+            .collect();
+        eprintln!("[chaos] acknowledged twice: {id}: {answers:?}");
+    }
     for (id, acks) in ids
         .iter()
         .filter_map(|i| Some((i, controller.received.get(i)?)))
