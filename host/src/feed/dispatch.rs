@@ -102,15 +102,17 @@ impl Dispatch {
         let topic = msg.completion_topic();
         // a blocking activation's result goes out while its logs are read; its completion
         // only once the result is published (upstream orders them so)
-        let result: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>> = Default::default();
+        let result: std::sync::Mutex<Option<tokio::task::JoinHandle<bool>>> = Default::default();
         let on_result = |ack: Acknowledgement| {
             let (this, topic, id) = (self.clone(), topic.clone(), msg.activation_id.clone());
             let span = tracing::info_span!("acknowledge", message = "result");
             let task = tokio::spawn(
                 async move {
-                    if this.may_acknowledge(&id).await {
+                    let may = this.may_acknowledge(&id).await;
+                    if may {
                         publish(&this.producer, &topic, &ack).await
                     }
+                    may
                 }
                 .instrument(span),
             );
@@ -159,11 +161,15 @@ impl Dispatch {
             }
         };
         let _ = self.ran.send(());
-        let published = result.lock().expect("result lock").take();
-        if let Some(task) = published {
-            let _ = task.await;
-        }
-        if !self.may_acknowledge(&msg.activation_id).await {
+        let result = result.lock().expect("result lock").take();
+        let result_out = match result {
+            Some(task) => task.await.unwrap_or(false),
+            None => false,
+        };
+        // A result out (under the lease) is followed by its completion whatever the term
+        // does meanwhile: withheld, the next active host would answer the activation a
+        // second time (a completion is what tells it the activation was answered).
+        if !result_out && !self.may_acknowledge(&msg.activation_id).await {
             tracing::warn!(activation = %msg.activation_id, "this host's term ended before it could acknowledge the activation: left to the next active host, which found it started");
             return false;
         }
