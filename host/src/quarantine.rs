@@ -110,6 +110,7 @@ pub async fn release(
     held: Vec<Held>,
     deadline: Duration,
     mut term_ended: watch::Receiver<bool>,
+    progress: impl Fn(Released) + Send,
 ) -> Released {
     let mut released = Released::default();
     let mut waiting = held;
@@ -134,6 +135,7 @@ pub async fn release(
             }
         }
         waiting = still;
+        progress(released);
         if waiting.is_empty() {
             break;
         }
@@ -143,6 +145,7 @@ pub async fn release(
                 pool.release(&h.allocation, Fate::Destroy);
             }
             released.destroyed += waiting.len();
+            progress(released);
             break;
         }
         tokio::select! {

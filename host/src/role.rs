@@ -379,25 +379,31 @@ impl Member {
             // in the pool as busy before the feed starts: its backlog may wait for them
             let (held, not_attached) =
                 quarantine::hold(node, takeover.epoch, &factory, &pool, held).await;
+            // the status counts each container as it is adopted or destroyed
+            let report = {
+                let node = node.clone();
+                move |released: quarantine::Released| {
+                    node.report(|r| {
+                        if let Some(t) = r.last_takeover.as_mut() {
+                            t.quarantine_adopted = released.adopted;
+                            t.quarantine_destroyed = released.destroyed + not_attached;
+                        }
+                    })
+                }
+            };
             let release = quarantine::release(
                 factory.clone(),
                 pool.clone(),
                 held,
                 quarantine::DEADLINE,
                 stop_rx.clone(),
+                report,
             );
-            let node = node.clone();
             tokio::spawn(async move {
                 let mut released = release.await;
                 released.destroyed += not_attached;
                 tracing::info!(?released, "quarantine over");
                 crate::metrics::global().quarantine(released.adopted, released.destroyed);
-                node.report(|r| {
-                    if let Some(t) = r.last_takeover.as_mut() {
-                        t.quarantine_adopted = released.adopted;
-                        t.quarantine_destroyed = released.destroyed;
-                    }
-                });
             });
         }
         let state = node.shared_state();
