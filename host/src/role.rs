@@ -592,7 +592,12 @@ impl Member {
         node.report(|r| r.consuming = false);
         self.plugin_states.iter().for_each(|s| s.deactivate());
         upkeep.abort();
-        watcher.abort();
+        if !(shutting_down && !handed_over) {
+            watcher.abort();
+        }
+        // else still the leader while it drains (no one took over): the lease keeps being
+        // renewed, so what finishes here is still acknowledged (`feed::dispatch`); the watcher
+        // ends with Raft.
         if (shutting_down && !handed_over) || feed_failed || slow_hand_over {
             // Still the leader: let the last progress reach the log.
             let mut replicator = replicator;

@@ -503,3 +503,54 @@ fn sigterm_to_every_host_at_once_ends_each_within_its_drain_timeout() {
         assert_eq!(*code, Some(0), "{exits:?}");
     }
 }
+
+#[test]
+fn a_lone_member_stopping_acknowledges_what_it_drains() {
+    // With no one to hand over to, the active host still leads while it drains: what
+    // finishes then is acknowledged (its lease keeps being renewed), not left unanswered.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt.block_on(SimEngine::start(SimOptions {
+        run_time: Duration::from_secs(1),
+        ..SimOptions::default()
+    }));
+    let instance = 7980_0000 + std::process::id() % 10_000;
+    let mut c = rt.block_on(Controller::new(instance, &format!("lm{instance}")));
+    let mut base = HostOptions::new(instance, 0, 2048);
+    base.plugin = PluginChoice {
+        routes: format!("docker = \"{}\"", sim.route()),
+        ..PluginChoice::docker()
+    };
+    let mut cluster = Cluster::start_from(1, &base);
+    cluster
+        .active(Duration::from_secs(120))
+        .expect("no active host");
+    let (ids, deliveries): (Vec<String>, Vec<_>) = (0..3)
+        .map(|i| c.invoke_queued("guest", "echo", json!({ "i": i })))
+        .unzip();
+    for delivered in rt.block_on(futures::future::join_all(deliveries)) {
+        delivered
+            .expect("the broker took it")
+            .expect("the broker took it");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ids.iter().all(|id| sim.runs().contains_key(id)) {
+        assert!(Instant::now() < deadline, "not all reached a container");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(cluster.hosts[0].terminate(), Some(0));
+    let all = c.poll_until(Duration::from_secs(30), |c| {
+        ids.iter().all(|i| c.completions(i) == 1)
+    });
+    assert!(
+        all,
+        "not each acknowledged once: {:?}\n{}",
+        ids.iter().map(|i| c.completions(i)).collect::<Vec<_>>(),
+        cluster.hosts[0].log()
+    );
+    for id in &ids {
+        assert_eq!(
+            Controller::record(&c.received[id])["response"]["statusCode"],
+            0
+        );
+    }
+}
