@@ -592,7 +592,7 @@ impl Member {
         node.report(|r| r.consuming = false);
         self.plugin_states.iter().for_each(|s| s.deactivate());
         upkeep.abort();
-        if !(shutting_down && !handed_over) {
+        if !shutting_down || handed_over {
             watcher.abort();
         }
         // else still the leader while it drains (no one took over): the lease keeps being
