@@ -4,7 +4,7 @@
 
 use crate::clock::now_ms;
 use crate::cluster::plugin_state::ReplicatedPluginState;
-use crate::cluster::state::{Command, ContainerRecord, PoolChange};
+use crate::cluster::state::{Command, ContainerRecord, PoolChange, StartedIn};
 use crate::cluster::status::{Takeover, TakeoverPhases};
 use crate::cluster::{ClusterError, Node};
 use crate::engines::{plugin_of, PLUGIN_LABEL};
@@ -25,9 +25,12 @@ pub async fn take_over(
     factory: &Arc<dyn ContainerFactory>,
     cluster: &str,
     pool: &Pool,
-) -> Result<(Takeover, Vec<ContainerRecord>), ClusterError> {
+) -> Result<(Takeover, Vec<ToHold>), ClusterError> {
     let started = Instant::now();
-    let records: BTreeMap<String, ContainerRecord> = node.state().containers.clone();
+    let (records, running_in) = {
+        let state = node.state();
+        (state.containers.clone(), state.running_in())
+    };
     let labels = crate::factory::cluster_labels(cluster);
     let engine: BTreeSet<String> = match factory.list_containers(labels).await {
         Ok(list) => list.into_iter().map(|c| c.id).collect(),
@@ -55,17 +58,22 @@ pub async fn take_over(
         orphans,
         busy,
         held,
+        unstarted,
         gone,
-        idle,
-    } = plan(&records, &engine);
-    let (lent, busy, held): (BTreeSet<String>, Vec<String>, Vec<ContainerRecord>) = if lending {
+        mut idle,
+    } = plan(&records, &engine, &running_in);
+    let (lent, busy, held, unstarted) = if lending {
         let all = busy
             .into_iter()
-            .chain(held.into_iter().map(|r| r.container.id));
-        (all.collect(), Vec::new(), Vec::new())
+            .chain(held.into_iter().map(|h| h.record.container.id))
+            .chain(unstarted.into_iter().map(|r| r.container.id));
+        (all.collect(), Vec::new(), Vec::new(), Vec::new())
     } else {
-        (BTreeSet::new(), busy, held)
+        (BTreeSet::new(), busy, held, unstarted)
     };
+    let unstarted_ids: BTreeSet<String> =
+        unstarted.iter().map(|r| r.container.id.clone()).collect();
+    idle.extend(unstarted);
     let orphans_destroyed = orphans.len();
     let busy_destroyed = busy.len();
     let mut removed: Vec<String> = gone.into_iter().chain(busy.iter().cloned()).collect();
@@ -81,11 +89,22 @@ pub async fn take_over(
     let lost = attached.failed.len();
     // Destroying does not hold up the takeover: the feed starts meanwhile.
     destroy_in_background(factory, destroy);
-    if !removed.is_empty() {
-        let changes = removed
-            .into_iter()
-            .map(|id| PoolChange::Removed { id })
-            .collect();
+    let at_ms = now_ms();
+    let offered = unstarted_ids
+        .iter()
+        .filter(|id| !attached.failed.contains(id))
+        .map(|id| PoolChange::Busy {
+            id: id.clone(),
+            busy: false,
+            at_ms,
+            journaled: false,
+        });
+    let changes: Vec<PoolChange> = removed
+        .into_iter()
+        .map(|id| PoolChange::Removed { id })
+        .chain(offered)
+        .collect();
+    if !changes.is_empty() {
         node.propose(Command::Pool { epoch, changes }).await?;
     }
     let takeover = Takeover {
@@ -97,6 +116,7 @@ pub async fn take_over(
         lost,
         busy_destroyed,
         quarantined: held.len(),
+        unstarted: unstarted_ids.len(),
         quarantine_adopted: 0,
         quarantine_destroyed: 0,
         orphans_destroyed,
@@ -135,6 +155,7 @@ pub async fn take_back(
             id: r.container.id.clone(),
             busy: false,
             at_ms,
+            journaled: false,
         })
         .collect();
     changes.extend(
@@ -259,17 +280,36 @@ pub struct Plan {
     pub orphans: Vec<String>,
     /// Busy without an action when the old host died (its `/init` outcome unknown): destroy.
     pub busy: Vec<String>,
-    /// Warm and busy when the old host died (an activation's outcome unknown): held apart
-    /// until it shows the activation ended (the `quarantine` module).
-    pub held: Vec<ContainerRecord>,
+    /// Warm and busy when the old host died, an activation that may have run in it: held
+    /// apart until it shows the activation ended (the `quarantine` module).
+    pub held: Vec<ToHold>,
+    /// Warm and busy when the old host died, but no activation was started in it since it
+    /// became busy (its `/run`s wait for their starts to be committed): it never received
+    /// `/run`, so it is offered again at once, as an idle one is.
+    pub unstarted: Vec<ContainerRecord>,
     /// Replicated but no longer in the engine: forget.
     pub gone: Vec<String>,
     /// Replicated, idle and still in the engine: attach.
     pub idle: Vec<ContainerRecord>,
 }
 
-/// Sorts the replicated `records` against the ids the `engine` lists.
-pub fn plan(records: &BTreeMap<String, ContainerRecord>, engine: &BTreeSet<String>) -> Plan {
+/// A warm container to hold apart, and since when (epoch millis) its output counts: the
+/// latest start of an activation that may have run in it, else (a start from an older
+/// member) a moment before it became busy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToHold {
+    pub record: ContainerRecord,
+    pub since_ms: i64,
+}
+
+/// Sorts the replicated `records` against the ids the `engine` lists; `running_in`: the
+/// containers an activation that may have run was sent to, with its start
+/// (`Replicated::running_in`).
+pub fn plan(
+    records: &BTreeMap<String, ContainerRecord>,
+    engine: &BTreeSet<String>,
+    running_in: &BTreeMap<String, i64>,
+) -> Plan {
     let mut plan = Plan {
         orphans: engine
             .iter()
@@ -282,7 +322,15 @@ pub fn plan(records: &BTreeMap<String, ContainerRecord>, engine: &BTreeSet<Strin
         if !engine.contains(id) {
             plan.gone.push(id.clone());
         } else if record.busy && record.warm.is_some() {
-            plan.held.push(record.clone());
+            match running_in.get(id) {
+                None if record.journaled => plan.unstarted.push(record.clone()),
+                started => plan.held.push(ToHold {
+                    record: record.clone(),
+                    since_ms: started
+                        .copied()
+                        .unwrap_or(record.last_use_ms.saturating_sub(5)),
+                }),
+            }
         } else if record.busy {
             plan.busy.push(id.clone());
         } else {
@@ -343,17 +391,20 @@ fn change_of(plugin: &str, event: PoolEvent) -> PoolChange {
             busy: false,
             last_use_ms: now_ms(),
             held_ms: None,
+            journaled: false,
         })),
         PoolEvent::Initialized { id, key } => PoolChange::Warm { id, warm: key },
-        PoolEvent::BecameBusy { id } => PoolChange::Busy {
+        PoolEvent::BecameBusy { id, journaled } => PoolChange::Busy {
             id,
             busy: true,
             at_ms: now_ms(),
+            journaled,
         },
         PoolEvent::BecameIdle { id } => PoolChange::Busy {
             id,
             busy: false,
             at_ms: now_ms(),
+            journaled: false,
         },
         PoolEvent::Destroyed { id } => PoolChange::Removed { id },
     }
@@ -364,7 +415,7 @@ fn change_of(plugin: &str, event: PoolEvent) -> PoolChange {
 struct Batch {
     offsets: BTreeMap<i32, i64>,
     completed: Vec<String>,
-    started: Vec<String>,
+    started: BTreeMap<String, StartedIn>,
 }
 
 /// Adds one feed progress to the batch; "consuming" goes to `/status` at once, whichever
@@ -375,7 +426,15 @@ fn note_progress(node: &Node, progress: Progress, batch: &mut Batch) {
             batch.offsets.insert(part, next);
         }
         Progress::Completed(id) => batch.completed.push(id),
-        Progress::Started(id) => batch.started.push(id),
+        Progress::Started {
+            activation,
+            container,
+            at_ms,
+        } => {
+            batch
+                .started
+                .insert(activation, StartedIn { container, at_ms });
+        }
         Progress::Consuming => {
             node.report(|r| {
                 let now = now_ms();
@@ -497,7 +556,8 @@ pub async fn replicate(
             commands.push(Command::Completed {
                 epoch,
                 ids: batch.completed,
-                started: batch.started,
+                started: batch.started.keys().cloned().collect(),
+                started_in: batch.started,
             });
         }
         if !batch.offsets.is_empty() {
@@ -574,6 +634,7 @@ fn whole_pool(
             busy: h.busy,
             last_use_ms: known.map_or(now, |k| k.last_use_ms),
             held_ms: known.and_then(|k| k.held_ms),
+            journaled: h.busy && known.is_some_and(|k| k.busy && k.journaled),
             container: h.container,
         }))
     });
@@ -603,6 +664,7 @@ mod tests {
             busy,
             last_use_ms: 0,
             held_ms: None,
+            journaled: false,
         }
     }
 
@@ -629,11 +691,12 @@ mod tests {
             .into_iter()
             .map(String::from)
             .collect();
-        let p = plan(&records, &engine);
+        let p = plan(&records, &engine, &BTreeMap::new());
         assert_eq!(p.orphans, vec!["orphan".to_string()]);
         assert_eq!(p.busy, vec!["busy".to_string()]);
         assert_eq!(p.held.len(), 1);
-        assert_eq!(p.held[0].container.id, "busy-warm");
+        assert_eq!(p.held[0].record.container.id, "busy-warm");
+        assert!(p.unstarted.is_empty());
         assert_eq!(
             p.gone,
             vec!["gone-busy".to_string(), "gone-idle".to_string()]
@@ -645,6 +708,43 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["idle"]
         );
+    }
+
+    /// Issue 32, part 3: a warm container busy at the failure is held apart only if an
+    /// activation that may have run was sent to it; one whose `/run` waited for a start that
+    /// was never committed never received it, and is offered at once. Without the record of
+    /// waiting (an older member, or an action that runs again) it is held, as before.
+    #[test]
+    fn a_busy_container_no_activation_started_in_is_offered_at_once() {
+        let warm = |id: &str, journaled| ContainerRecord {
+            warm: Some(crate::pool::WarmKey {
+                namespace: "guest".into(),
+                action: "guest/echo".into(),
+                revision: "1".into(),
+            }),
+            journaled,
+            last_use_ms: 1_000,
+            ..record(id, true)
+        };
+        let records: BTreeMap<String, ContainerRecord> = [
+            warm("ran", true),
+            warm("never-ran", true),
+            warm("unknown", false),
+        ]
+        .into_iter()
+        .map(|r| (r.container.id.clone(), r))
+        .collect();
+        let engine: BTreeSet<String> = records.keys().cloned().collect();
+        let running_in = [("ran".to_string(), 1_020)].into();
+        let p = plan(&records, &engine, &running_in);
+        let held: Vec<(&str, i64)> = p
+            .held
+            .iter()
+            .map(|h| (h.record.container.id.as_str(), h.since_ms))
+            .collect();
+        assert_eq!(held, vec![("ran", 1_020), ("unknown", 995)]);
+        assert_eq!(p.unstarted.len(), 1);
+        assert_eq!(p.unstarted[0].container.id, "never-ran");
     }
 
     /// Issue 32, defect 5: lost pool events left the replicated pool wrong (a busy
@@ -678,6 +778,7 @@ mod tests {
             memory_mb: 128,
             concurrency: 1,
             blackbox: false,
+            journaled: false,
         };
         let busy = pool.acquire(&want).await.unwrap();
         let id = busy.container.id.clone();
@@ -767,7 +868,7 @@ mod tests {
         let records: BTreeMap<String, ContainerRecord> = [("a".to_string(), record("a", false))]
             .into_iter()
             .collect();
-        let p = plan(&records, &BTreeSet::new());
+        let p = plan(&records, &BTreeSet::new(), &BTreeMap::new());
         assert_eq!(p.gone, vec!["a".to_string()]);
         assert!(p.orphans.is_empty() && p.busy.is_empty() && p.idle.is_empty());
     }

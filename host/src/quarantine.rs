@@ -14,13 +14,17 @@
 //! again (recorded idle); one whose sentinels do not come by the deadline (an action past its
 //! limit, a stuck runtime) is destroyed and forgotten.
 //!
-//! Only warm containers are held: one busy without an action was being initialized, and
-//! what its `/init` left behind is unknown, so it is destroyed at the takeover as before.
+//! Only a warm container an activation that may have run was sent to is held (its start is
+//! committed before its `/run`, with the container's id; the output counts from that start).
+//! One busy with no such start never received `/run` — under at-most-once the `/run` waits
+//! for the commit — and the takeover offers it at once (`failover::Plan::unstarted`). One
+//! busy without an action was being initialized, and what its `/init` left behind is
+//! unknown, so it is destroyed at the takeover as before.
 
 use crate::activation::logs::SENTINEL;
-use crate::cluster::state::ContainerRecord;
 use crate::cluster::Node;
 use crate::factory::ContainerFactory;
+use crate::failover::ToHold;
 use crate::pool::{Allocation, Fate, Pool};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +44,7 @@ const MAX_BYTES: u32 = 4 * 1024 * 1024;
 #[derive(Debug)]
 pub struct Held {
     allocation: Allocation,
-    /// Epoch millis it became busy: its activation's output comes after.
+    /// Epoch millis its activation started: that activation's output comes after.
     since_ms: i64,
 }
 
@@ -66,15 +70,15 @@ pub async fn hold(
     epoch: u64,
     factory: &Arc<dyn ContainerFactory>,
     pool: &Pool,
-    records: Vec<ContainerRecord>,
+    records: Vec<ToHold>,
 ) -> (Vec<Held>, usize) {
     let attaches = records
         .iter()
-        .map(|r| crate::failover::attach_and_check(factory, crate::failover::known(r)));
+        .map(|h| crate::failover::attach_and_check(factory, crate::failover::known(&h.record)));
     let results = futures::future::join_all(attaches).await;
     let mut held = Vec::new();
     let mut failed = Vec::new();
-    for (record, result) in records.into_iter().zip(results) {
+    for (ToHold { record, since_ms }, result) in records.into_iter().zip(results) {
         match (result, record.warm) {
             (Ok(container), Some(key)) => held.push(Held {
                 allocation: pool.adopt_busy(
@@ -83,7 +87,7 @@ pub async fn hold(
                     record.memory_mb,
                     key,
                 ),
-                since_ms: record.last_use_ms,
+                since_ms,
             }),
             (Ok(_), None) => failed.push(record.container.id),
             (Err(reason), _) => {
@@ -119,8 +123,8 @@ pub async fn release(
         let mut still = Vec::new();
         for h in waiting {
             let id = &h.allocation.container.id;
-            // from just before it became busy (an earlier activation's sentinels come before)
-            let since = u64::try_from(h.since_ms.saturating_sub(5)).unwrap_or(0);
+            // from its activation's start: an earlier activation's sentinels come before
+            let since = u64::try_from(h.since_ms).unwrap_or(0);
             match factory.logs(id, since, MAX_BYTES).await {
                 Ok(text) if activation_ended(&text) => {
                     tracing::info!(container = %id, "quarantine: its activation ended; offered again");

@@ -670,19 +670,27 @@ fn journal(
     progress: mpsc::UnboundedSender<Progress>,
     flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
 ) -> Journal {
-    Journal(Arc::new(move |id: String, wait: bool| {
-        let (progress, flushes) = (progress.clone(), flushes.clone());
-        Box::pin(async move {
-            if progress.send(Progress::Started(id)).is_err() {
-                return false;
-            }
-            if !wait {
-                return true;
-            }
-            let (done, committed) = oneshot::channel();
-            flushes.send(done).is_ok() && committed.await.is_ok()
-        })
-    }))
+    Journal(Arc::new(
+        move |activation: String, container: String, wait: bool| {
+            let (progress, flushes) = (progress.clone(), flushes.clone());
+            Box::pin(async move {
+                let at_ms = now_ms();
+                let started = Progress::Started {
+                    activation,
+                    container,
+                    at_ms,
+                };
+                if progress.send(started).is_err() {
+                    return false;
+                }
+                if !wait {
+                    return true;
+                }
+                let (done, committed) = oneshot::channel();
+                flushes.send(done).is_ok() && committed.await.is_ok()
+            })
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -189,6 +189,7 @@ fn state_at_scale() {
             epoch: 1,
             ids: ids.clone(),
             started: Vec::new(),
+            started_in: Default::default(),
         },
     );
     assert_eq!((s.containers.len(), s.completed.len()), (n, n));

@@ -288,11 +288,13 @@ fn demo(stage: &Stage) {
         next + 1
     );
     println!(
-        "   containers kept: {} re-attached (warm ones for {}), {} lost; \
-         {} busy at the kill held apart until their activation ended ({} adopted, {} destroyed \
-         so far); {} being initialized at the kill destroyed",
+        "   containers kept: {} re-attached (warm ones for {}; {} of them busy at the kill but \
+         never sent their /run, so offered again at once), {} lost; {} busy at the kill held \
+         apart until their activation ended ({} adopted, {} destroyed so far); {} being \
+         initialized at the kill destroyed",
         takeover["reattached"],
         warm_actions.iter().cloned().collect::<Vec<_>>().join(", "),
+        takeover["unstarted"],
         takeover["lost"],
         takeover["quarantined"],
         takeover["quarantine_adopted"],

@@ -266,5 +266,6 @@ pub fn sample_record(id: &str) -> Box<ContainerRecord> {
         busy: false,
         last_use_ms: 0,
         held_ms: None,
+        journaled: false,
     })
 }

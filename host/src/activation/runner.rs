@@ -172,8 +172,8 @@ pub enum Delivery {
 #[derive(Clone)]
 #[allow(clippy::type_complexity)]
 pub struct Journal(
-    /// `(activation id, wait for the commit)`.
-    pub Arc<dyn Fn(String, bool) -> futures::future::BoxFuture<'static, bool> + Send + Sync>,
+    /// `(activation id, container id, wait for the commit)`.
+    pub Arc<dyn Fn(String, String, bool) -> futures::future::BoxFuture<'static, bool> + Send + Sync>,
 );
 
 impl std::fmt::Debug for Journal {
@@ -272,6 +272,7 @@ impl Runner {
             memory_mb: action.limits.memory,
             concurrency: action.limits.concurrency,
             blackbox: action.is_blackbox(),
+            journaled: self.journal.is_some() && !self.runs_again(action),
         })
     }
 
@@ -493,7 +494,8 @@ impl Runner {
         // for): the next host still looks for its completion before running it again.
         if let Some(journal) = &self.journal {
             let wait = !self.runs_again(action);
-            if !(journal.0)(msg.activation_id.clone(), wait).await {
+            let container = allocation.container.id.clone();
+            if !(journal.0)(msg.activation_id.clone(), container, wait).await {
                 return Err(Interrupted::Fenced { initialized: true });
             }
         }

@@ -390,18 +390,20 @@ async fn the_start_is_journaled_before_run_is_sent() {
     let (journaled, proxy) = (seen.clone(), s.proxy.clone());
     let accept = Arc::new(AtomicBool::new(true));
     let accepting = accept.clone();
-    s.runner.journal = Some(Journal(Arc::new(move |id: String, wait: bool| {
-        assert!(
-            wait,
-            "the start of an action that does not run again is waited for"
-        );
-        journaled
-            .lock()
-            .unwrap()
-            .push((id, proxy.runs.load(Ordering::SeqCst)));
-        let ok = accepting.load(Ordering::SeqCst);
-        Box::pin(async move { ok })
-    })));
+    s.runner.journal = Some(Journal(Arc::new(
+        move |id: String, _container, wait: bool| {
+            assert!(
+                wait,
+                "the start of an action that does not run again is waited for"
+            );
+            journaled
+                .lock()
+                .unwrap()
+                .push((id, proxy.runs.load(Ordering::SeqCst)));
+            let ok = accepting.load(Ordering::SeqCst);
+            Box::pin(async move { ok })
+        },
+    )));
     let msg = message(0, None);
     s.runner.run(&msg, false, &|_| {}).await.unwrap();
     assert_eq!(

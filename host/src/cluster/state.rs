@@ -34,15 +34,32 @@ pub struct ContainerRecord {
     /// a cold start.
     #[serde(default)]
     pub held_ms: Option<u64>,
+    /// Busy with an activation whose `/run` waits until its start is committed (cluster mode,
+    /// at-most-once): if no activation started in it, it never received `/run` since it
+    /// became busy, and a new active host offers it again at once.
+    #[serde(default)]
+    pub journaled: bool,
 }
 
 /// One change to the pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PoolChange {
     Upsert(Box<ContainerRecord>),
-    Busy { id: String, busy: bool, at_ms: i64 },
-    Warm { id: String, warm: WarmKey },
-    Removed { id: String },
+    Busy {
+        id: String,
+        busy: bool,
+        at_ms: i64,
+        /// See [`ContainerRecord::journaled`]; absent in older members' logs (then false).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        journaled: bool,
+    },
+    Warm {
+        id: String,
+        warm: WarmKey,
+    },
+    Removed {
+        id: String,
+    },
 }
 
 /// A planned step-down: the active host stopped pulling, names the member it asks to lead
@@ -83,6 +100,9 @@ pub enum Command {
         /// failover they may have run. Absent in the logs of older versions, which ignore it.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         started: Vec<String>,
+        /// Where and when each of `started` was sent (absent in older logs).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        started_in: BTreeMap<String, StartedIn>,
     },
     PluginState {
         epoch: u64,
@@ -107,6 +127,14 @@ pub enum Command {
         completed: Vec<String>,
         unfinished: Vec<String>,
     },
+}
+
+/// The container an activation was sent to, and when: its start was journaled at `at_ms`
+/// (this host's clock), so its `/run` — and the sentinels that end it — came after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedIn {
+    pub container: String,
+    pub at_ms: i64,
 }
 
 /// What applying a command answered.
@@ -152,6 +180,9 @@ pub struct Replicated {
     /// index that started them, at most [`STARTED_KEPT`].
     #[serde(default)]
     pub started: BTreeMap<String, u64>,
+    /// Of `started`, the container each was sent to (unknown for starts from older members).
+    #[serde(default)]
+    pub started_in: BTreeMap<String, StartedIn>,
 }
 
 /// How many started, not completed, activations are remembered (the ones in flight at a
@@ -194,9 +225,17 @@ impl Replicated {
                     *e = (*e).max(*o);
                 }
             }
-            Command::Completed { ids, started, .. } => {
+            Command::Completed {
+                ids,
+                started,
+                started_in,
+                ..
+            } => {
                 for id in started {
                     self.started.insert(id.clone(), index);
+                }
+                for (id, place) in started_in {
+                    self.started_in.insert(id.clone(), place.clone());
                 }
                 self.complete(ids);
                 while self.started.len() > STARTED_KEPT {
@@ -205,7 +244,10 @@ impl Replicated {
                         .iter()
                         .min_by_key(|(_, at)| **at)
                         .map(|(id, _)| id.clone());
-                    oldest.map(|id| self.started.remove(&id));
+                    if let Some(id) = oldest {
+                        self.started.remove(&id);
+                        self.started_in.remove(&id);
+                    }
                 }
             }
             Command::HandedBack {
@@ -249,6 +291,7 @@ impl Replicated {
     fn complete(&mut self, ids: &[String]) {
         for id in ids {
             self.started.remove(id);
+            self.started_in.remove(id);
         }
         self.completed.extend(ids, COMPLETED_KEPT);
     }
@@ -259,13 +302,33 @@ impl Replicated {
         self.started.contains_key(id) && !self.is_completed(id)
     }
 
+    /// The containers an activation that may have run was sent to, each with the latest
+    /// such start (epoch millis).
+    pub fn running_in(&self) -> BTreeMap<String, i64> {
+        let mut running = BTreeMap::new();
+        for (id, place) in &self.started_in {
+            if self.may_have_run(id) {
+                let at = running
+                    .entry(place.container.clone())
+                    .or_insert(place.at_ms);
+                *at = (*at).max(place.at_ms);
+            }
+        }
+        running
+    }
+
     fn change(&mut self, change: &PoolChange) {
         match change {
             PoolChange::Upsert(record) => {
                 self.containers
                     .insert(record.container.id.clone(), (**record).clone());
             }
-            PoolChange::Busy { id, busy, at_ms } => {
+            PoolChange::Busy {
+                id,
+                busy,
+                at_ms,
+                journaled,
+            } => {
                 if let Some(c) = self.containers.get_mut(id) {
                     if c.busy && !*busy {
                         let held = u64::try_from(at_ms.saturating_sub(c.last_use_ms)).unwrap_or(0);
@@ -275,6 +338,7 @@ impl Replicated {
                         });
                     }
                     c.busy = *busy;
+                    c.journaled = *busy && *journaled;
                     c.last_use_ms = *at_ms;
                 }
             }
@@ -371,6 +435,7 @@ mod tests {
             busy: false,
             last_use_ms: 0,
             held_ms: None,
+            journaled: false,
         }
     }
 
@@ -384,6 +449,7 @@ mod tests {
                 id: "a".into(),
                 busy,
                 at_ms,
+                journaled: false,
             }],
         };
         s.apply(
@@ -492,6 +558,7 @@ mod tests {
             epoch: 1,
             ids: ids.iter().map(|i| i.to_string()).collect(),
             started: started.iter().map(|i| i.to_string()).collect(),
+            started_in: BTreeMap::new(),
         };
         s.apply(2, &cmd(&[], &["a", "b"]));
         assert!(s.may_have_run("a") && s.may_have_run("b"));
@@ -505,6 +572,73 @@ mod tests {
         assert!(!serde_json::to_string(&cmd(&["x"], &[]))
             .unwrap()
             .contains("started"));
+    }
+
+    /// Issue 32, part 3: which busy containers an activation that may have run was sent to,
+    /// and since when; a completion clears it.
+    #[test]
+    fn the_containers_an_activation_may_have_run_in_are_known_until_it_completes() {
+        let mut s = Replicated::default();
+        s.apply(1, &Command::Claim { node: 1 });
+        let start = |id: &str, container: &str, at_ms| Command::Completed {
+            epoch: 1,
+            ids: vec![],
+            started: vec![id.to_string()],
+            started_in: [(
+                id.to_string(),
+                StartedIn {
+                    container: container.into(),
+                    at_ms,
+                },
+            )]
+            .into(),
+        };
+        s.apply(2, &start("a1", "c1", 100));
+        s.apply(3, &start("a2", "c1", 250));
+        s.apply(4, &start("a3", "c2", 300));
+        assert_eq!(
+            s.running_in(),
+            [("c1".into(), 250), ("c2".into(), 300)].into()
+        );
+        let done = Command::Completed {
+            epoch: 1,
+            ids: vec!["a2".into(), "a3".into()],
+            started: vec![],
+            started_in: BTreeMap::new(),
+        };
+        s.apply(5, &done);
+        assert_eq!(s.running_in(), [("c1".into(), 100)].into());
+        assert_eq!(s.started_in.len(), 1, "completed ones are forgotten");
+        // a busy change says whether the container's `/run`s wait for their starts
+        s.apply(
+            6,
+            &Command::Pool {
+                epoch: 1,
+                changes: vec![PoolChange::Upsert(Box::new(record("c3")))],
+            },
+        );
+        let busy = |busy, journaled| Command::Pool {
+            epoch: 1,
+            changes: vec![PoolChange::Busy {
+                id: "c3".into(),
+                busy,
+                at_ms: 400,
+                journaled,
+            }],
+        };
+        s.apply(7, &busy(true, true));
+        assert!(s.containers["c3"].journaled);
+        s.apply(8, &busy(false, true));
+        assert!(!s.containers["c3"].journaled, "only while busy");
+        let old: PoolChange =
+            serde_json::from_str(r#"{"Busy":{"id":"c3","busy":true,"at_ms":1}}"#).unwrap();
+        assert!(matches!(
+            old,
+            PoolChange::Busy {
+                journaled: false,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -564,6 +698,7 @@ mod tests {
                 epoch: 1,
                 ids,
                 started: vec![],
+                started_in: BTreeMap::new(),
             },
         );
         assert_eq!(s.completed.len(), COMPLETED_KEPT);

@@ -54,6 +54,10 @@ pub struct Takeover {
     /// ends, then adopted (the `quarantine` module).
     #[serde(default)]
     pub quarantined: usize,
+    /// Warm containers busy when the previous host died that never received `/run` (no
+    /// activation was started in them): offered again at once.
+    #[serde(default)]
+    pub unstarted: usize,
     /// Of those, adopted so far (their activation ended) and destroyed (it did not in time).
     #[serde(default)]
     pub quarantine_adopted: usize,

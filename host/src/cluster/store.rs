@@ -473,6 +473,7 @@ mod tests {
             busy: false,
             last_use_ms: 0,
             held_ms: None,
+            journaled: false,
         };
         sm.apply([entry(
             2,

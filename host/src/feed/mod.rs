@@ -75,7 +75,12 @@ pub enum Progress {
     /// An activation whose acknowledgement is published.
     Completed(String),
     /// An activation about to be sent to a container (`/run`): replicated before it is.
-    Started(String),
+    Started {
+        activation: String,
+        container: String,
+        /// Epoch millis: its `/run` comes after.
+        at_ms: i64,
+    },
     /// The partitions are assigned and consumption has begun.
     Consuming,
 }

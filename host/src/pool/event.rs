@@ -18,6 +18,8 @@ pub enum PoolEvent {
     },
     BecameBusy {
         id: String,
+        /// See [`super::Want::journaled`].
+        journaled: bool,
     },
     BecameIdle {
         id: String,

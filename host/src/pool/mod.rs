@@ -50,6 +50,9 @@ pub struct Want {
     pub concurrency: u32,
     /// Blackbox actions bring their own image and never use prewarms.
     pub blackbox: bool,
+    /// Its `/run` waits until its start is committed (cluster mode, at-most-once): replicated
+    /// with the container becoming busy (`ContainerRecord::journaled`).
+    pub journaled: bool,
 }
 
 /// How an activation's container was found, as upstream's `initStart` annotation names it.
@@ -366,6 +369,7 @@ impl Pool {
                 Step::Allocated(allocation) => {
                     self.emit(PoolEvent::BecameBusy {
                         id: allocation.container.id.clone(),
+                        journaled: want.journaled,
                     });
                     return Ok(allocation);
                 }
@@ -594,6 +598,7 @@ impl Pool {
                 });
                 self.emit(PoolEvent::BecameBusy {
                     id: container.id.clone(),
+                    journaled: want.journaled,
                 });
                 Ok(Allocation {
                     container,

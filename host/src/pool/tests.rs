@@ -17,6 +17,7 @@ fn want(action: &str) -> Want {
         memory_mb: 128,
         concurrency: 1,
         blackbox: false,
+        journaled: false,
     }
 }
 
