@@ -151,6 +151,9 @@ fn demo(stage: &Stage) {
     let mut ids = Vec::new();
     let mut killed_at = 0;
     let mut victim = active;
+    // every container the engine holds right after the kill: only these can be re-attached
+    // (the next host has not claimed yet)
+    let mut at_kill = Vec::new();
     for i in 0..200 {
         let action = STREAMED[i % 3];
         let id = rt.block_on(controller.invoke("guest", action, true, json!({ "i": i })));
@@ -164,6 +167,7 @@ fn demo(stage: &Stage) {
             }
             killed_at = now_ms();
             println!("   {}", stage.fail(&mut cluster, victim));
+            at_kill = stage.container_ids(&cluster.label);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -352,9 +356,14 @@ fn demo(stage: &Stage) {
     for path in &warm_actions {
         let old = old_containers.get(path).cloned().unwrap_or_default();
         let runs = ran_new.get(path).cloned().unwrap_or_default();
+        // warm in a container that was there at the kill: one of its own, re-attached (a
+        // container the old host made during the stream counts, as the takeover adopts it)
+        let was_there = |c: &String| {
+            old.contains(c) || at_kill.iter().any(|short| c.starts_with(short.as_str()))
+        };
         if runs
             .iter()
-            .any(|(_, start, c)| start == "warm" && old.contains(c))
+            .any(|(_, start, c)| start == "warm" && was_there(c))
         {
             continue;
         }
