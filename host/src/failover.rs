@@ -89,24 +89,11 @@ pub async fn take_over(
     let lost = attached.failed.len();
     // Destroying does not hold up the takeover: the feed starts meanwhile.
     destroy_in_background(factory, destroy);
-    let at_ms = now_ms();
-    let offered = unstarted_ids
+    let offered: Vec<&String> = unstarted_ids
         .iter()
         .filter(|id| !attached.failed.contains(id))
-        .map(|id| PoolChange::Busy {
-            id: id.clone(),
-            busy: false,
-            at_ms,
-            journaled: false,
-        });
-    let changes: Vec<PoolChange> = removed
-        .into_iter()
-        .map(|id| PoolChange::Removed { id })
-        .chain(offered)
         .collect();
-    if !changes.is_empty() {
-        node.propose(Command::Pool { epoch, changes }).await?;
-    }
+    record_takeover(node, epoch, removed, &offered).await?;
     let takeover = Takeover {
         epoch,
         claimed_at_ms: 0,
@@ -128,6 +115,32 @@ pub async fn take_over(
         },
     };
     Ok((takeover, held))
+}
+
+/// Records what the takeover changed in the pool: `removed` forgotten, `offered` (busy at
+/// the failure but never sent their `/run`) idle.
+async fn record_takeover(
+    node: &Node,
+    epoch: u64,
+    removed: Vec<String>,
+    offered: &[&String],
+) -> Result<(), ClusterError> {
+    let at_ms = now_ms();
+    let offered = offered.iter().map(|id| PoolChange::Busy {
+        id: (*id).clone(),
+        busy: false,
+        at_ms,
+        journaled: false,
+    });
+    let changes: Vec<PoolChange> = removed
+        .into_iter()
+        .map(|id| PoolChange::Removed { id })
+        .chain(offered)
+        .collect();
+    if !changes.is_empty() {
+        node.propose(Command::Pool { epoch, changes }).await?;
+    }
+    Ok(())
 }
 
 /// Adopts containers the member that handed over is done with (`ids`, lent at takeover) into

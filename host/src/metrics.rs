@@ -290,7 +290,14 @@ impl Metrics {
             finished: AtomicU64::new(0),
             registry: Registry::default(),
         };
-        let r = &mut registry;
+        m.register_upstream(&mut registry);
+        m.register_keepwarm(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Upstream's user-events metrics and container-pool gauges, named as upstream names them.
+    fn register_upstream(&self, r: &mut Registry) {
+        let m = self;
         register_total(
             r,
             "openwhisk_action_activations_total",
@@ -348,6 +355,11 @@ impl Metrics {
             "Memory (the actions' limits, MB) the active host's pool holds",
             m.pool_memory.clone(),
         );
+    }
+
+    /// What keepwarm adds: failovers, takeovers, the lease, acknowledgements and plugins.
+    fn register_keepwarm(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "keepwarm_failover_seconds",
             "Takeovers by this host: from the claim's election (this host became leader) to consuming",
@@ -388,7 +400,6 @@ impl Metrics {
             "Acknowledgements given up on, by reason (too_large even shrunk, invalid_topic, illegal_topic, unpublishable for 60 s)",
             m.acks_dropped.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// One finished activation, as upstream's user-events service records an `Activation`

@@ -46,18 +46,7 @@ pub async fn step_down(term: &Term<'_>) -> Result<SteppedDown, StepDownError> {
         ));
     }
     // 1. A member that holds everything this leader has, before anything stops.
-    let deadline = Instant::now() + CATCH_UP_WAIT;
-    let mut to = loop {
-        if let Some(to) = node.caught_up(node.last_log_index()).first() {
-            break *to;
-        }
-        if Instant::now() > deadline {
-            return Err(StepDownError::Refused(
-                "no other member has caught up with the log within 2 s: not stepping down".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let mut to = caught_up_member(node).await?;
     // openraft 0.9 lets a leader vote for another candidate only once its own vote is
     // older than the leader lease (`election-timeout-max-ms`); wait that out while serving.
     let votable_at = term.led_at + term.election_timeout_max + Duration::from_millis(20);
@@ -90,32 +79,7 @@ pub async fn step_down(term: &Term<'_>) -> Result<SteppedDown, StepDownError> {
     if let Some(better) = node.caught_up(node.last_log_index()).first() {
         to = *better;
     }
-    let handover = Handover {
-        from: node.id,
-        to,
-        running: running.clone(),
-        until_ms: now_ms() + term.drain_timeout.as_millis() as i64,
-    };
-    // Bounded: with every other member gone (SIGTERM to all hosts at once) nothing commits,
-    // and a shutdown must still end within its drain timeout (issue 32, item 13).
-    let proposed = node.propose(Command::Handover {
-        epoch: term.epoch,
-        handover,
-    });
-    match tokio::time::timeout(HANDOVER_COMMIT_WAIT, proposed).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            return Err(StepDownError::Stopped(format!(
-                "replicating the handover: {e}"
-            )))
-        }
-        Err(_) => {
-            return Err(StepDownError::Stopped(format!(
-                "the handover was not committed within {HANDOVER_COMMIT_WAIT:?}: no quorum"
-            )))
-        }
-    }
-
+    commit_handover(term, to, running.clone()).await?;
     phases.handover_ms = lap();
 
     // 4. The chosen member campaigns; this leader's vote elects it. A voter refuses a
@@ -164,23 +128,73 @@ pub async fn step_down(term: &Term<'_>) -> Result<SteppedDown, StepDownError> {
             }
         }
     };
-    if result.is_ok() {
-        // This member's election timer runs again from now; on a busy machine the new
-        // leader's first heartbeat can come later than that, and a campaign from here would
-        // unseat it mid-takeover. Elections come back once the new leader is heard (or, if
-        // it never is, after a while: it may have failed at once).
-        let (node, patience) = (node.clone(), term.election_timeout_max * 10);
-        tokio::spawn(async move {
-            let until = Instant::now() + patience;
-            while node.leader().is_none_or(|l| l == node.id) && Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            node.raft.runtime_config().elect(true);
-        });
-    } else {
-        node.raft.runtime_config().elect(true);
-    }
+    elections_back(node, result.is_ok(), term.election_timeout_max * 10);
     result
+}
+
+/// The first member that holds everything this leader has, waited for up to
+/// [`CATCH_UP_WAIT`] before anything stops.
+async fn caught_up_member(node: &Node) -> Result<u64, StepDownError> {
+    let deadline = Instant::now() + CATCH_UP_WAIT;
+    loop {
+        if let Some(to) = node.caught_up(node.last_log_index()).first() {
+            return Ok(*to);
+        }
+        if Instant::now() > deadline {
+            return Err(StepDownError::Refused(
+                "no other member has caught up with the log within 2 s: not stepping down".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Commits the handover naming `to` and what still runs here. Bounded: with every other
+/// member gone (SIGTERM to all hosts at once) nothing commits, and a shutdown must still end
+/// within its drain timeout (issue 32, item 13).
+async fn commit_handover(
+    term: &Term<'_>,
+    to: u64,
+    running: BTreeSet<String>,
+) -> Result<(), StepDownError> {
+    let handover = Handover {
+        from: term.node.id,
+        to,
+        running,
+        until_ms: now_ms() + term.drain_timeout.as_millis() as i64,
+    };
+    let proposed = term.node.propose(Command::Handover {
+        epoch: term.epoch,
+        handover,
+    });
+    match tokio::time::timeout(HANDOVER_COMMIT_WAIT, proposed).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(StepDownError::Stopped(format!(
+            "replicating the handover: {e}"
+        ))),
+        Err(_) => Err(StepDownError::Stopped(format!(
+            "the handover was not committed within {HANDOVER_COMMIT_WAIT:?}: no quorum"
+        ))),
+    }
+}
+
+/// Lets this member campaign again. After a handover its election timer runs again from
+/// now; on a busy machine the new leader's first heartbeat can come later than that, and a
+/// campaign from here would unseat it mid-takeover. So elections come back once the new
+/// leader is heard (or, if it never is, after `patience`: it may have failed at once).
+fn elections_back(node: &Node, handed_over: bool, patience: Duration) {
+    if !handed_over {
+        node.raft.runtime_config().elect(true);
+        return;
+    }
+    let node = node.clone();
+    tokio::spawn(async move {
+        let until = Instant::now() + patience;
+        while node.leader().is_none_or(|l| l == node.id) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        node.raft.runtime_config().elect(true);
+    });
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -158,27 +158,13 @@ impl Node {
         config: ClusterConfig,
         listener: TcpListener,
     ) -> Result<Node, ClusterError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| ClusterError::Storage {
-            path: config.data_dir.clone(),
-            reason: e.to_string(),
-        })?;
-        let path = config.data_dir.join("raft.redb");
-        let storage = |reason: String| ClusterError::Storage {
-            path: path.clone(),
-            reason,
-        };
-        let log = LogStore::open(&path).map_err(|e| match e {
-            redb::Error::DatabaseAlreadyOpen => storage(
-                "already open: another keepwarm process (or another member in this process) \
-                 uses this data-dir"
-                    .into(),
-            ),
-            e => storage(e.to_string()),
-        })?;
-        let db = Arc::downgrade(&log.database());
-        let blank = log.is_blank().map_err(|e| storage(e.to_string()))?;
-        let sm = StateMachine::open(&log, &config.data_dir.join("snapshot"))
-            .map_err(|e| storage(e.to_string()))?;
+        let Storage {
+            log,
+            sm,
+            blank,
+            db,
+            path,
+        } = Storage::open(&config.data_dir)?;
         let state = sm.state.clone();
         let raft_config = raft_config(&config)?;
         let peers = Peers::new(
@@ -234,9 +220,6 @@ impl Node {
         };
         let servers = serve_listeners(&config, listener, peer, status, stopped).await?;
 
-        // A fresh cluster: every member initializes with the same membership. A member whose
-        // storage was lost rejoins instead: it waits for the leader's log rather than starting
-        // elections that would unseat a healthy leader.
         let members: BTreeMap<NodeId, openraft::BasicNode> = config
             .peers
             .iter()
@@ -251,25 +234,7 @@ impl Node {
             config.election_timeout.1 * 2,
             stop.subscribe(),
         ));
-        if let Some(applied) = network::running_cluster(&peers).await {
-            tracing::info!("peers already form a cluster: rejoining, not initializing");
-            if blank && applied > 0 {
-                // Lost storage: vote only for candidates holding what the others applied,
-                // until this member holds it too.
-                vote_floor.store(applied, std::sync::atomic::Ordering::SeqCst);
-                tracing::warn!(
-                    until_index = applied,
-                    "this member's Raft storage is blank: not voting for a candidate behind the cluster until it has caught up"
-                );
-                tokio::spawn(vote_once_caught_up(
-                    raft.clone(),
-                    vote_floor.clone(),
-                    applied,
-                ));
-            }
-        } else if let Err(e) = raft.initialize(members).await {
-            tracing::debug!("raft already initialized: {e}");
-        }
+        join_or_initialize(&raft, &peers, members, blank, &vote_floor).await;
         Ok(Node {
             id: config.id,
             raft,
@@ -504,6 +469,79 @@ async fn vote_once_caught_up(
         if metrics.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// A member's Raft storage, opened: its log, its state machine, whether the log was blank
+/// (a new member, or one whose storage was lost), and where it is.
+struct Storage {
+    log: LogStore,
+    sm: StateMachine,
+    blank: bool,
+    db: std::sync::Weak<redb::Database>,
+    path: std::path::PathBuf,
+}
+
+impl Storage {
+    fn open(data_dir: &std::path::Path) -> Result<Storage, ClusterError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| ClusterError::Storage {
+            path: data_dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let path = data_dir.join("raft.redb");
+        let storage = |reason: String| ClusterError::Storage {
+            path: path.clone(),
+            reason,
+        };
+        let log = LogStore::open(&path).map_err(|e| match e {
+            redb::Error::DatabaseAlreadyOpen => storage(
+                "already open: another keepwarm process (or another member in this process) \
+                 uses this data-dir"
+                    .into(),
+            ),
+            e => storage(e.to_string()),
+        })?;
+        let db = Arc::downgrade(&log.database());
+        let blank = log.is_blank().map_err(|e| storage(e.to_string()))?;
+        let sm = StateMachine::open(&log, &data_dir.join("snapshot"))
+            .map_err(|e| storage(e.to_string()))?;
+        Ok(Storage {
+            log,
+            sm,
+            blank,
+            db,
+            path,
+        })
+    }
+}
+
+/// A fresh cluster: every member initializes with the same membership. A member whose
+/// storage was lost rejoins instead: it waits for the leader's log rather than starting
+/// elections that would unseat a healthy leader, and votes only for candidates holding what
+/// the others applied, until it holds it too.
+async fn join_or_initialize(
+    raft: &Raft,
+    peers: &Peers,
+    members: BTreeMap<NodeId, openraft::BasicNode>,
+    blank: bool,
+    vote_floor: &Arc<std::sync::atomic::AtomicU64>,
+) {
+    if let Some(applied) = network::running_cluster(peers).await {
+        tracing::info!("peers already form a cluster: rejoining, not initializing");
+        if blank && applied > 0 {
+            vote_floor.store(applied, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!(
+                until_index = applied,
+                "this member's Raft storage is blank: not voting for a candidate behind the cluster until it has caught up"
+            );
+            tokio::spawn(vote_once_caught_up(
+                raft.clone(),
+                vote_floor.clone(),
+                applied,
+            ));
+        }
+    } else if let Err(e) = raft.initialize(members).await {
+        tracing::debug!("raft already initialized: {e}");
     }
 }
 

@@ -332,12 +332,12 @@ impl MemberStatus {
 
     /// The status as Prometheus text exposition (gauges read when asked, encoded by
     /// `prometheus-client` as the process's own metrics are).
-    pub fn prometheus(&self) -> String {
-        let mut registry = Registry::default();
+    /// The member's single-valued gauges: name, help, value.
+    fn gauges(&self) -> Vec<(&'static str, &'static str, i64)> {
         let flag = |b: bool| i64::from(b);
         let takeover = self.host.last_takeover.as_ref();
         let count = |n: usize| n as i64;
-        for (name, help, value) in [
+        vec![
             (
                 "keepwarm_leader",
                 "1 when this member is the Raft leader",
@@ -389,14 +389,14 @@ impl MemberStatus {
                 "0 while this member catches up after lost storage (it does not vote)",
                 flag(self.voting),
             ),
-        ] {
-            let gauge = Gauge::<i64>::default();
-            gauge.set(value);
-            registry.register(name, help, gauge);
-        }
+        ]
+    }
+
+    /// The member's labelled gauges: records by state, churn by cause, lag by member.
+    fn register_labelled(&self, registry: &mut Registry) {
         if let Some(records) = &self.host.activation_records {
             labelled(
-                &mut registry,
+                registry,
                 "keepwarm_activation_records",
                 "activation records for CouchDB: stored, waiting on disk, dropped over the backlog bound",
                 "state",
@@ -414,7 +414,7 @@ impl MemberStatus {
         }
         if let Some(pool) = &self.host.pool {
             labelled(
-                &mut registry,
+                registry,
                 "keepwarm_pool_churn",
                 "containers created or destroyed by this active host, by cause",
                 "cause",
@@ -428,7 +428,7 @@ impl MemberStatus {
         if let Some(replication) = &self.replication {
             let last = self.last_applied.unwrap_or(0);
             labelled(
-                &mut registry,
+                registry,
                 "keepwarm_replication_lag",
                 "entries the leader has not yet replicated to a member",
                 "member",
@@ -443,6 +443,16 @@ impl MemberStatus {
                     .collect(),
             );
         }
+    }
+
+    pub fn prometheus(&self) -> String {
+        let mut registry = Registry::default();
+        for (name, help, value) in self.gauges() {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(value);
+            registry.register(name, help, gauge);
+        }
+        self.register_labelled(&mut registry);
         let mut out = String::new();
         prometheus_client::encoding::text::encode_registry(&mut out, &registry)
             .expect("writing to a String cannot fail");

@@ -188,28 +188,10 @@ pub async fn run_with(
         },
     };
 
-    let store: Box<dyn OffsetStore> = match &hooks.offsets {
-        Some(replicated) => Box::new(ReplicatedOffsets::new(
-            replicated.clone(),
-            hooks.progress.clone(),
-        )),
-        None => Box::new(FileOffsets::open(&config.offsets_file)?),
-    };
-    let mut assignment = TopicPartitionList::new();
-    for p in &partitions {
-        let offset = store.start(*p).map_or(Offset::Stored, Offset::Offset);
-        assignment
-            .add_partition_offset(&config.topic, *p, offset)
-            .map_err(kafka("assign"))?;
-    }
-    consumer.assign(&assignment).map_err(kafka("assign"))?;
+    let store = offset_store(&config, &hooks)?;
+    assign(&consumer, &config.topic, &partitions, store.as_ref())?;
     tracing::info!(topic = %config.topic, ?partitions, "feed consuming");
-    if let Some(p) = &hooks.progress {
-        let _ = p.send(Progress::Consuming);
-    }
-    if let Some(f) = &hooks.on_consuming {
-        f();
-    }
+    announce_consuming(&hooks);
 
     let health = tokio::spawn(ping_health(producer.clone(), runner.instance.clone()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64)>();
@@ -248,58 +230,18 @@ pub async fn run_with(
             Some(()) = ran_rx.recv() => running -= 1,
             Some((p, o)) = done_rx.recv() => offsets.done(p, o)?,
             _ = tokio::time::sleep(Duration::from_millis(10)), if !held.is_empty() => {
-                let now = crate::clock::now_ms();
-                for h in std::mem::take(&mut held) {
-                    if hooks.already_done.as_ref().is_some_and(|done| done(&h.msg.activation_id)) {
-                        tracing::info!(activation = %h.msg.activation_id, "finished on the member that handed over: skipped");
-                        offsets.done(h.partition, h.offset)?;
-                    } else if lent_until(&hooks, &h.msg.activation_id).is_none_or(|until| now >= until) {
-                        tracing::warn!(activation = %h.msg.activation_id, "not finished on the member that handed over: running it here");
-                        running += 1;
-                        let ran = may_have_run(&hooks, &h.msg.activation_id);
-                        dispatch.run(h.msg, ran, h.partition, h.offset);
-                    } else {
-                        held.push(h);
-                    }
-                }
+                running += release_held(&hooks, &mut held, &dispatch, &mut offsets)?;
             }
-            received = consumer.recv(), if can_pull => {
-                let m = match received {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!("kafka receive: {e}");
-                        continue;
-                    }
-                };
-                let (partition, offset) = (m.partition(), m.offset());
-                offsets.tracker.begin(partition, offset);
-                let payload = m.payload().unwrap_or_default();
-                match ActivationMessage::parse(payload) {
-                    Err(e) => match Unreadable::read(payload, &e) {
-                        // Names an activation and a controller: answer it with what was wrong.
-                        Some(unreadable) => {
-                            tracing::warn!(activation = %unreadable.activation_id, partition, offset, "answering an activation message that cannot be read with a whisk error: {e}");
-                            dispatch.answer_unreadable(unreadable, partition, offset);
-                        }
-                        None => {
-                            tracing::warn!(partition, offset, "skipping a message that is not an ActivationMessage and names no activation and controller to answer: {e}");
-                            offsets.done(partition, offset)?;
-                        }
-                    },
-                    Ok(msg) if hooks.already_done.as_ref().is_some_and(|done| done(&msg.activation_id)) => {
-                        tracing::info!(activation = %msg.activation_id, partition, offset, "skipping an activation completed before the failover");
-                        offsets.done(partition, offset)?;
-                    }
-                    Ok(msg) => match lent_until(&hooks, &msg.activation_id) {
-                        Some(_) => held.push(Held { msg, partition, offset }),
-                        None => {
-                            running += 1;
-                            let ran = may_have_run(&hooks, &msg.activation_id);
-                            dispatch.run(msg, ran, partition, offset);
-                        }
-                    },
+            received = consumer.recv(), if can_pull => match received {
+                Ok(m) => {
+                    let (partition, offset) = (m.partition(), m.offset());
+                    offsets.tracker.begin(partition, offset);
+                    let payload = m.payload().unwrap_or_default();
+                    let taken = Taken { partition, offset };
+                    running += on_message(&hooks, payload, taken, &mut held, &dispatch, &mut offsets)?;
                 }
-            }
+                Err(e) => tracing::warn!("kafka receive: {e}"),
+            },
         }
     }
 
@@ -312,14 +254,145 @@ pub async fn run_with(
         timeout = ?config.drain_timeout,
         "feed stopping: draining in-flight activations"
     );
-    // Every activation taken from Kafka finishes and its acknowledgement is published (or the
-    // drain timeout passes). Fenced ones give up at once: they are the next host's.
-    let deadline = tokio::time::Instant::now() + config.drain_timeout;
     // Only the activations' tasks hold senders now: `None` means every one of them ended.
     drop((dispatch, done_tx, ran_tx, ran_rx));
+    drain(&mut offsets, done_rx, config.drain_timeout).await?;
+    health.abort();
+    Ok(())
+}
+
+/// Tells the role (or the single host's status) that consumption has begun.
+fn announce_consuming(hooks: &FeedHooks) {
+    if let Some(p) = &hooks.progress {
+        let _ = p.send(Progress::Consuming);
+    }
+    if let Some(f) = &hooks.on_consuming {
+        f();
+    }
+}
+
+/// Where the offsets are kept: replicated in a cluster, else in the offsets file.
+fn offset_store(config: &FeedConfig, hooks: &FeedHooks) -> Result<Box<dyn OffsetStore>, FeedError> {
+    Ok(match &hooks.offsets {
+        Some(replicated) => Box::new(ReplicatedOffsets::new(
+            replicated.clone(),
+            hooks.progress.clone(),
+        )),
+        None => Box::new(FileOffsets::open(&config.offsets_file)?),
+    })
+}
+
+/// Assigns the topic's `partitions` from the offsets `store` starts them at.
+fn assign(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partitions: &[i32],
+    store: &dyn OffsetStore,
+) -> Result<(), FeedError> {
+    let mut assignment = TopicPartitionList::new();
+    for p in partitions {
+        let offset = store.start(*p).map_or(Offset::Stored, Offset::Offset);
+        assignment
+            .add_partition_offset(topic, *p, offset)
+            .map_err(kafka("assign"))?;
+    }
+    consumer.assign(&assignment).map_err(kafka("assign"))
+}
+
+/// Where a message was taken from.
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    partition: i32,
+    offset: i64,
+}
+
+/// One message from the topic: run, answered as unreadable, skipped (completed before the
+/// failover, or naming nothing to answer), or held while the member that handed over may
+/// still run it. Answers how many activations it started.
+fn on_message(
+    hooks: &FeedHooks,
+    payload: &[u8],
+    Taken { partition, offset }: Taken,
+    held: &mut Vec<Held>,
+    dispatch: &Dispatch,
+    offsets: &mut Recorder<'_>,
+) -> Result<usize, FeedError> {
+    match ActivationMessage::parse(payload) {
+        Err(e) => match Unreadable::read(payload, &e) {
+            // Names an activation and a controller: answer it with what was wrong.
+            Some(unreadable) => {
+                tracing::warn!(activation = %unreadable.activation_id, partition, offset, "answering an activation message that cannot be read with a whisk error: {e}");
+                dispatch.answer_unreadable(unreadable, partition, offset);
+            }
+            None => {
+                tracing::warn!(partition, offset, "skipping a message that is not an ActivationMessage and names no activation and controller to answer: {e}");
+                offsets.done(partition, offset)?;
+            }
+        },
+        Ok(msg)
+            if hooks
+                .already_done
+                .as_ref()
+                .is_some_and(|done| done(&msg.activation_id)) =>
+        {
+            tracing::info!(activation = %msg.activation_id, partition, offset, "skipping an activation completed before the failover");
+            offsets.done(partition, offset)?;
+        }
+        Ok(msg) => match lent_until(hooks, &msg.activation_id) {
+            Some(_) => held.push(Held {
+                msg,
+                partition,
+                offset,
+            }),
+            None => {
+                let ran = may_have_run(hooks, &msg.activation_id);
+                dispatch.run(msg, ran, partition, offset);
+                return Ok(1);
+            }
+        },
+    }
+    Ok(0)
+}
+
+/// Looks again at the messages held for the member that handed over: skipped once it
+/// finished them, run here once it gave up or its deadline passed. Answers how many
+/// activations it started.
+fn release_held(
+    hooks: &FeedHooks,
+    held: &mut Vec<Held>,
+    dispatch: &Dispatch,
+    offsets: &mut Recorder<'_>,
+) -> Result<usize, FeedError> {
+    let now = crate::clock::now_ms();
+    let mut started = 0;
+    for h in std::mem::take(held) {
+        let id = &h.msg.activation_id;
+        if hooks.already_done.as_ref().is_some_and(|done| done(id)) {
+            tracing::info!(activation = %id, "finished on the member that handed over: skipped");
+            offsets.done(h.partition, h.offset)?;
+        } else if lent_until(hooks, id).is_none_or(|until| now >= until) {
+            tracing::warn!(activation = %id, "not finished on the member that handed over: running it here");
+            started += 1;
+            let ran = may_have_run(hooks, id);
+            dispatch.run(h.msg, ran, h.partition, h.offset);
+        } else {
+            held.push(h);
+        }
+    }
+    Ok(started)
+}
+
+/// Waits until every activation taken from Kafka finished and its acknowledgement is
+/// published, or `timeout` passes. Fenced ones give up at once: they are the next host's.
+async fn drain(
+    offsets: &mut Recorder<'_>,
+    mut done: mpsc::UnboundedReceiver<(i32, i64)>,
+    timeout: Duration,
+) -> Result<(), FeedError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     while offsets.tracker.in_flight() > 0 {
         tokio::select! {
-            got = done_rx.recv() => match got {
+            got = done.recv() => match got {
                 Some((p, o)) => offsets.done(p, o)?,
                 None => break, // the rest were fenced: the next active host runs them
             },
@@ -332,7 +405,6 @@ pub async fn run_with(
             }
         }
     }
-    health.abort();
     Ok(())
 }
 
