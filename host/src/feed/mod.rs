@@ -235,7 +235,10 @@ pub async fn run_with(
             received = consumer.recv(), if can_pull => match received {
                 Ok(m) => {
                     let (partition, offset) = (m.partition(), m.offset());
-                    offsets.tracker.begin(partition, offset);
+                    if !offsets.tracker.begin(partition, offset) {
+                        tracing::warn!(partition, offset, "the broker delivered an offset this feed already took: not run again");
+                        continue;
+                    }
                     let payload = m.payload().unwrap_or_default();
                     let taken = Taken { partition, offset };
                     running += on_message(&hooks, payload, taken, &mut held, &dispatch, &mut offsets)?;

@@ -24,7 +24,9 @@ struct Partition {
 }
 
 impl OffsetTracker {
-    pub fn begin(&mut self, partition: i32, offset: i64) {
+    /// Takes `offset` on `partition`; false when this feed already took it (the consumer
+    /// delivered it again, as it can after a broker restart): it must not run twice.
+    pub fn begin(&mut self, partition: i32, offset: i64) -> bool {
         // Nothing before the first offset seen is ours to report.
         let p = self
             .partitions
@@ -34,8 +36,12 @@ impl OffsetTracker {
                 next: offset,
                 ..Default::default()
             });
+        if offset < p.next {
+            return false;
+        }
         p.in_flight.insert(offset);
-        p.next = p.next.max(offset + 1);
+        p.next = offset + 1;
+        true
     }
 
     /// Marks `offset` done; returns the new committable offset (the next to consume) when it
@@ -205,12 +211,12 @@ mod tests {
     fn holds_offsets_until_earlier_ones_finish() {
         let mut t = OffsetTracker::default();
         for o in 10..13 {
-            t.begin(0, o);
+            assert!(t.begin(0, o));
         }
         assert_eq!(t.done(0, 11), None);
         assert_eq!(t.done(0, 12), None);
         assert_eq!(t.done(0, 10), Some(13));
-        t.begin(0, 13);
+        assert!(t.begin(0, 13));
         assert_eq!(t.done(0, 13), Some(14));
         assert_eq!(t.in_flight(), 0);
     }
@@ -232,6 +238,22 @@ mod tests {
         assert_eq!((back.start(0), back.start(1)), (Some(500), Some(7)));
         drop(back);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Issue 32, found in the 30-minute chaos run: after a broker restart the consumer
+    /// delivered offsets it had already delivered, and the feed ran those activations a
+    /// second time on the same host (same epoch, two containers, milliseconds apart). An
+    /// offset this feed already took is refused, in flight or done.
+    #[test]
+    fn an_offset_delivered_again_is_not_taken_twice() {
+        let mut t = OffsetTracker::default();
+        assert!(t.begin(0, 10) && t.begin(0, 11));
+        assert!(!t.begin(0, 10), "in flight: refused");
+        assert_eq!(t.done(0, 10), Some(11));
+        assert!(!t.begin(0, 10), "done: refused");
+        assert!(t.begin(1, 3), "another partition is its own");
+        assert_eq!(t.in_flight(), 2);
+        assert_eq!(t.done(0, 11), Some(12));
     }
 
     #[test]
