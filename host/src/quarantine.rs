@@ -121,11 +121,17 @@ pub async fn release(
     let until = tokio::time::Instant::now() + deadline;
     while !waiting.is_empty() {
         let mut still = Vec::new();
-        for h in waiting {
-            let id = &h.allocation.container.id;
+        // every held container's output at once: one at a time, a takeover that held many
+        // took a round of engine calls per container before the last was looked at
+        let looks = waiting.iter().map(|h| {
             // from its activation's start: an earlier activation's sentinels come before
             let since = u64::try_from(h.since_ms).unwrap_or(0);
-            match factory.logs(id, since, MAX_BYTES).await {
+            factory.logs(&h.allocation.container.id, since, MAX_BYTES)
+        });
+        let outputs = futures::future::join_all(looks).await;
+        for (h, output) in waiting.into_iter().zip(outputs) {
+            let id = &h.allocation.container.id;
+            match output {
                 Ok(text) if activation_ended(&text) => {
                     tracing::info!(container = %id, "quarantine: its activation ended; offered again");
                     pool.release(&h.allocation, Fate::Reuse);

@@ -72,7 +72,19 @@ fn blocking_and_non_blocking_activations_are_acknowledged_in_openwhisk_format() 
     assert_eq!(acks[0]["instance"]["instance"], host.instance);
     assert!(acks[0]["transid"].is_array());
     assert!(acks[0].get("response").is_none(), "{acks:?}");
-    let records = host.records();
+    // the record is written right after the completion is published: it may come a moment
+    // after the completion is received
+    let records = keepwarm_tests::eventually(
+        Duration::from_secs(10),
+        || format!("the record in the activation log\n{}", host.log()),
+        || {
+            let records = host.records();
+            records
+                .iter()
+                .any(|r| r["activationId"] == later.as_str())
+                .then_some(records)
+        },
+    );
     let record = records
         .iter()
         .find(|r| r["activationId"] == later.as_str())
