@@ -435,29 +435,13 @@ fn a_container_busy_at_the_kill_is_adopted_once_its_activation_ended() {
 #[test]
 fn sigterm_to_every_host_at_once_ends_each_within_its_drain_timeout() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let sim = rt.block_on(SimEngine::start(SimOptions {
-        run_time: Duration::from_secs(2),
-        ..SimOptions::default()
-    }));
     let instance = 7940_0000 + std::process::id() % 10_000;
-    let c = rt.block_on(Controller::new(instance, &format!("st{instance}")));
-    let mut base = HostOptions::new(instance, 0, 2048);
-    base.plugin = PluginChoice {
-        routes: format!("docker = \"{}\"", sim.route()),
-        ..PluginChoice::docker()
-    };
-    let mut cluster = Cluster::start_from(3, &base);
-    cluster
-        .active(Duration::from_secs(120))
-        .expect("no active host");
-    let (ids, deliveries): (Vec<String>, Vec<_>) = (0..6)
-        .map(|i| c.invoke_queued("guest", "echo", json!({ "i": i })))
-        .unzip();
-    for delivered in rt.block_on(futures::future::join_all(deliveries)) {
-        delivered
-            .expect("the broker took it")
-            .expect("the broker took it");
-    }
+    let Bed {
+        sim,
+        controller: c,
+        mut cluster,
+    } = bed(&rt, Duration::from_secs(2), instance, "st", 3);
+    let ids = send(&rt, &c, 6);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ids.iter().any(|id| sim.runs().contains_key(id)) {
         assert!(Instant::now() < deadline, "nothing reached a container");
@@ -509,29 +493,13 @@ fn a_lone_member_stopping_acknowledges_what_it_drains() {
     // With no one to hand over to, the active host still leads while it drains: what
     // finishes then is acknowledged (its lease keeps being renewed), not left unanswered.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let sim = rt.block_on(SimEngine::start(SimOptions {
-        run_time: Duration::from_secs(1),
-        ..SimOptions::default()
-    }));
     let instance = 7980_0000 + std::process::id() % 10_000;
-    let mut c = rt.block_on(Controller::new(instance, &format!("lm{instance}")));
-    let mut base = HostOptions::new(instance, 0, 2048);
-    base.plugin = PluginChoice {
-        routes: format!("docker = \"{}\"", sim.route()),
-        ..PluginChoice::docker()
-    };
-    let mut cluster = Cluster::start_from(1, &base);
-    cluster
-        .active(Duration::from_secs(120))
-        .expect("no active host");
-    let (ids, deliveries): (Vec<String>, Vec<_>) = (0..3)
-        .map(|i| c.invoke_queued("guest", "echo", json!({ "i": i })))
-        .unzip();
-    for delivered in rt.block_on(futures::future::join_all(deliveries)) {
-        delivered
-            .expect("the broker took it")
-            .expect("the broker took it");
-    }
+    let Bed {
+        sim,
+        controller: mut c,
+        mut cluster,
+    } = bed(&rt, Duration::from_secs(1), instance, "lm", 1);
+    let ids = send(&rt, &c, 3);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ids.iter().all(|id| sim.runs().contains_key(id)) {
         assert!(Instant::now() < deadline, "not all reached a container");
@@ -553,4 +521,53 @@ fn a_lone_member_stopping_acknowledges_what_it_drains() {
             0
         );
     }
+}
+
+/// A cluster of `members` hosts on the simulated engine (each `/run` takes `run_time`), with
+/// an active host, and the controller that feeds it.
+struct Bed {
+    sim: SimEngine,
+    controller: Controller,
+    cluster: Cluster,
+}
+
+fn bed(
+    rt: &tokio::runtime::Runtime,
+    run_time: Duration,
+    instance: u32,
+    prefix: &str,
+    members: usize,
+) -> Bed {
+    let sim = rt.block_on(SimEngine::start(SimOptions {
+        run_time,
+        ..SimOptions::default()
+    }));
+    let controller = rt.block_on(Controller::new(instance, &format!("{prefix}{instance}")));
+    let mut base = HostOptions::new(instance, 0, 2048);
+    base.plugin = PluginChoice {
+        routes: format!("docker = \"{}\"", sim.route()),
+        ..PluginChoice::docker()
+    };
+    let cluster = Cluster::start_from(members, &base);
+    cluster
+        .active(Duration::from_secs(120))
+        .expect("no active host");
+    Bed {
+        sim,
+        controller,
+        cluster,
+    }
+}
+
+/// Sends `n` activations of `guest/echo` and waits until the broker took each; their ids.
+fn send(rt: &tokio::runtime::Runtime, c: &Controller, n: usize) -> Vec<String> {
+    let (ids, deliveries): (Vec<String>, Vec<_>) = (0..n)
+        .map(|i| c.invoke_queued("guest", "echo", json!({ "i": i })))
+        .unzip();
+    for delivered in rt.block_on(futures::future::join_all(deliveries)) {
+        delivered
+            .expect("the broker took it")
+            .expect("the broker took it");
+    }
+    ids
 }
