@@ -317,7 +317,7 @@ fn an_earlier_completion_is_found_on_the_completion_topic() {
         .expect("sent");
     }
     let index = keepwarm::feed::acknowledged::Index::new(&keepwarm_tests::kafka::brokers());
-    let found = |id: &str| index.answered(&topic, id, since);
+    let found = |id: &str| index.answered(&topic, id, since).expect("read to the end");
     assert!(found("answered"));
     assert!(!found("only-a-result"));
     assert!(!found("never-seen"));
@@ -332,7 +332,7 @@ fn an_earlier_completion_is_found_on_the_completion_topic() {
     .expect("sent");
     assert!(found("never-seen"));
     // and an activation sent earlier than it has read from is looked for from then
-    assert!(index.answered(&topic, "answered", since - 60_000));
+    assert!(index.answered(&topic, "answered", since - 60_000).unwrap());
 }
 
 /// Issue 32, part 3: a warm container busy at the kill is held apart until its output shows

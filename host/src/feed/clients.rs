@@ -40,16 +40,7 @@ impl Clients {
     /// Creates the clients and reads the topic's partitions (blocking: run it off the async
     /// workers, as [`Clients::connect`] does).
     fn connect_blocking(config: &FeedConfig) -> Result<Clients, FeedError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("linger.ms", config.linger_ms.to_string())
-            // Kafka's default broker limit. A result near `max-response-bytes` (1 MiB) makes
-            // a larger acknowledgement, which goes out shrunk, as upstream's does.
-            .set("message.max.bytes", super::MAX_MESSAGE_BYTES.to_string())
-            .set("acks", "all")
-            .set("reconnect.backoff.ms", RECONNECT_BACKOFF_MS)
-            .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
-            .create()
+        let producer = acknowledgement_producer(&config.brokers, config.linger_ms)
             .map_err(kafka("producer"))?;
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
@@ -95,6 +86,27 @@ impl Clients {
         .await
         .expect("reading partitions panicked")
     }
+}
+
+/// The producer of acknowledgements. Idempotent: a batch the broker wrote but whose answer a
+/// broker crash cut off is sent again by librdkafka with the same producer id and sequence,
+/// and the broker drops the copy (without it the 30-minute chaos run saw completions
+/// published twice across broker restarts).
+pub fn acknowledgement_producer(
+    brokers: &str,
+    linger_ms: u32,
+) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", linger_ms.to_string())
+        // Kafka's default broker limit. A result near `max-response-bytes` (1 MiB) makes
+        // a larger acknowledgement, which goes out shrunk, as upstream's does.
+        .set("message.max.bytes", super::MAX_MESSAGE_BYTES.to_string())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("reconnect.backoff.ms", RECONNECT_BACKOFF_MS)
+        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
+        .create()
 }
 
 /// The topic's partitions, waiting up to 10 s for a topic that is being created.

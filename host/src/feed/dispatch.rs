@@ -16,6 +16,9 @@ use tracing::Instrument;
 /// margin for the controller's clock and this host's apart).
 const CLOCKS_APART_MS: i64 = 10_000;
 
+/// How long after a look the broker cut short the next one starts.
+const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(200);
+
 /// How far ahead of this host's clock the controller's may be (hosts kept by NTP): an
 /// activation sent up to this long after the feed began is still looked for.
 pub(super) const CLOCK_AHEAD_MS: i64 = 1_000;
@@ -119,7 +122,17 @@ impl Dispatch {
             *result.lock().expect("result lock") = Some(task);
         };
         let answered_elsewhere = may_have_run || msg.transid.start_ms < self.sent_before_ms;
-        if answered_elsewhere && self.acknowledged_before(&msg).await {
+        let before = match answered_elsewhere {
+            true => self.acknowledged_before(&msg).await,
+            false => Some(false),
+        };
+        let Some(before) = before else {
+            // stopped before it could know: unanswered and its offset unrecorded, for the
+            // next active host
+            let _ = self.ran.send(());
+            return false;
+        };
+        if before {
             tracing::info!(activation = %msg.activation_id, "the host that failed acknowledged it before it died: not answered again");
             let _ = self.ran.send(());
             if let Some(p) = &self.progress {
@@ -227,18 +240,39 @@ impl Dispatch {
     }
 
     /// Whether a completion of `msg` is on its completion topic already (published by the
-    /// host that failed, whose death kept it from the replicated state).
-    async fn acknowledged_before(&self, msg: &ActivationMessage) -> bool {
-        let (index, topic, id) = (
-            self.acknowledged.clone(),
-            msg.completion_topic(),
-            msg.activation_id.clone(),
-        );
+    /// host that failed, whose death kept it from the replicated state). A look the broker
+    /// cuts short is made again: answering without knowing could answer twice, and the
+    /// answer needs the broker anyway. `None`: the feed was told to stop first.
+    async fn acknowledged_before(&self, msg: &ActivationMessage) -> Option<bool> {
         // the acknowledgement follows the controller's send; a margin for clocks apart
         let since = msg.transid.start_ms.saturating_sub(CLOCKS_APART_MS);
-        tokio::task::spawn_blocking(move || index.answered(&topic, &id, since))
-            .await
-            .unwrap_or(false)
+        let mut stop = self.stop.clone();
+        loop {
+            let (index, topic, id) = (
+                self.acknowledged.clone(),
+                msg.completion_topic(),
+                msg.activation_id.clone(),
+            );
+            match tokio::task::spawn_blocking(move || index.answered(&topic, &id, since)).await {
+                Ok(Ok(found)) => return Some(found),
+                Ok(Err(e)) => {
+                    tracing::warn!(activation = %msg.activation_id, "looking for an earlier acknowledgement (looking again): {e}")
+                }
+                Err(e) => {
+                    tracing::error!(activation = %msg.activation_id, "looking for an earlier acknowledgement failed: {e}");
+                    return None;
+                }
+            }
+            if *stop.borrow() {
+                return None;
+            }
+            tokio::select! {
+                changed = stop.changed() => if changed.is_err() {
+                    return None;
+                },
+                _ = tokio::time::sleep(LOOK_AGAIN_AFTER) => {}
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod acknowledged;
 mod clients;
+pub use clients::acknowledgement_producer;
 mod dispatch;
 mod in_flight;
 pub mod offsets;
