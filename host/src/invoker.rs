@@ -65,7 +65,12 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
             ))
         })
         .collect();
-    let runner = parts.runner(pool.clone(), parts.factory.clone(), None, None);
+    let runner = parts.runner(
+        pool.clone(),
+        parts.factory.clone(),
+        crate::fence::Gate::always(),
+        None,
+    );
     // ready once the feed consumes: its plugins are loaded and its pool is up by then
     let consuming = Arc::new(AtomicBool::new(false));
     let probes = match &parts.config.invoker.status_address {
@@ -90,7 +95,7 @@ async fn run_single(parts: Parts, shutdown: watch::Receiver<bool>) -> anyhow::Re
                 crate::service::ready(&format!("consuming {topic}"));
             }
         })),
-        ..Default::default()
+        ..feed::FeedHooks::single()
     };
     let result = feed::run_with(
         parts.feed_config(),

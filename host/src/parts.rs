@@ -152,21 +152,17 @@ impl Parts {
         ))
     }
 
-    /// The runner; with a gate (cluster mode) its proxy client refuses `/init` and `/run`
-    /// while the gate is closed.
+    /// The runner; its proxy client refuses `/init` and `/run` while `may_run` is closed (the
+    /// lease in a cluster; [`Gate::always`] on a single host).
     pub(crate) fn runner(
         &self,
         pool: Arc<Pool>,
         engine: Arc<dyn ContainerFactory>,
-        may_run: Option<Gate>,
+        may_run: Gate,
         journal: Option<Journal>,
     ) -> Arc<Runner> {
         let c = &self.config;
-        let proxy = ProxyClient::new(c.invoker.max_response_bytes);
-        let proxy = match &may_run {
-            Some(gate) => proxy.fenced(gate.clone()),
-            None => proxy,
-        };
+        let proxy = ProxyClient::new(c.invoker.max_response_bytes).fenced(may_run.clone());
         Arc::new(Runner {
             store: self.store.clone(),
             runtimes: self.runtimes.clone(),

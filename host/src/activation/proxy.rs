@@ -37,8 +37,9 @@ pub struct ProxyResponse {
 pub struct ProxyClient {
     client: Client<HttpConnector, Full<Bytes>>,
     max_response: usize,
-    /// In cluster mode, the lease: checked immediately before every request.
-    gate: Option<crate::fence::Gate>,
+    /// The lease in a cluster (always open on a single host): checked immediately before
+    /// every request.
+    gate: crate::fence::Gate,
 }
 
 impl ProxyClient {
@@ -56,13 +57,13 @@ impl ProxyClient {
                 .pool_idle_timeout(Duration::from_secs(90))
                 .build(connector),
             max_response: max_response_bytes,
-            gate: None,
+            gate: crate::fence::Gate::always(),
         }
     }
 
     /// The same client, refusing every request while `gate` is closed.
     pub fn fenced(mut self, gate: crate::fence::Gate) -> ProxyClient {
-        self.gate = Some(gate);
+        self.gate = gate;
         self
     }
 
@@ -74,7 +75,7 @@ impl ProxyClient {
         body: &Value,
         limit: Duration,
     ) -> Result<ProxyResponse, ProxyError> {
-        if self.gate.as_ref().is_some_and(|g| !g.open()) {
+        if !self.gate.open() {
             return Err(ProxyError::Fenced);
         }
         let request = hyper::Request::post(format!("http://{address}{path}"))

@@ -145,9 +145,9 @@ pub struct Runner {
     pub init_timeout: Duration,
     /// Read logs into records (`false`: the engine's log driver keeps them).
     pub collect_logs: bool,
-    /// In cluster mode: whether this host still holds its lease. Checked right before a
-    /// container is touched; a fenced activation is left for the next active host.
-    pub may_run: Option<Gate>,
+    /// Whether this host still holds its lease (always open on a single host). Checked right
+    /// before a container is touched; a fenced activation is left for the next active host.
+    pub may_run: Gate,
     /// What an activation that may have run on a host that failed gets.
     pub delivery: Delivery,
     /// In cluster mode: records (replicated, committed) that an activation is about to be
@@ -282,7 +282,7 @@ impl Runner {
     }
 
     fn fenced(&self) -> bool {
-        self.may_run.as_ref().is_some_and(|gate| !gate.open())
+        !self.may_run.open()
     }
 
     /// Whether an activation of `action` that may have run already is run again.

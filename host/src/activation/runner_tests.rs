@@ -127,7 +127,7 @@ async fn setup_with(
         instance: InvokerInstanceId::new(0, 1024, None),
         init_timeout: Duration::from_secs(60),
         collect_logs: true,
-        may_run: Some(gate),
+        may_run: gate,
         delivery: Delivery::AtMostOnce,
         journal: None,
     };

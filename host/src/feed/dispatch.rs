@@ -35,7 +35,7 @@ pub(super) struct Dispatch {
     pub ran: mpsc::UnboundedSender<()>,
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
     pub in_flight: Option<Arc<super::InFlight>>,
-    pub gate: Option<Gate>,
+    pub gate: Gate,
     pub stop: watch::Receiver<bool>,
     /// The completion topics read so far (see [`super::acknowledged`]).
     pub acknowledged: Arc<super::acknowledged::Index>,
@@ -168,7 +168,7 @@ impl Dispatch {
             // Fenced before anything ran: run it once the lease is confirmed again. If the
             // role ends first it stays unacknowledged and its offset unrecorded: the next
             // active host runs it from the replicated offset.
-            if !lease_regained(self.gate.as_ref(), self.stop.clone()).await {
+            if !lease_regained(&self.gate, self.stop.clone()).await {
                 let _ = self.ran.send(());
                 return false;
             }
@@ -213,9 +213,6 @@ impl Dispatch {
     /// wakes after the next active host found the activation started and answered it, and a
     /// second completion would reach the controller. A single host (no lease) always may.
     async fn may_acknowledge(&self, id: &str) -> bool {
-        let Some(gate) = &self.gate else {
-            return true;
-        };
         let handed_over = || {
             self.in_flight
                 .as_ref()
@@ -224,7 +221,7 @@ impl Dispatch {
         };
         let mut stop = self.stop.clone();
         loop {
-            if gate.open() || handed_over() {
+            if self.gate.open() || handed_over() {
                 return true;
             }
             if *stop.borrow() {
@@ -285,10 +282,7 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Waits until `gate` opens again (true) or the feed is told to stop (false).
-async fn lease_regained(gate: Option<&Gate>, mut stop: watch::Receiver<bool>) -> bool {
-    let Some(gate) = gate else {
-        return !*stop.borrow();
-    };
+async fn lease_regained(gate: &Gate, mut stop: watch::Receiver<bool>) -> bool {
     loop {
         if *stop.borrow() {
             return false;

@@ -15,6 +15,7 @@ pub use in_flight::InFlight;
 pub use sink::{ActivationSink, Rotation};
 
 use crate::activation::{Acknowledgement, ActivationMessage, PingMessage, Runner, Unreadable};
+use crate::fence::Gate;
 use dispatch::Dispatch;
 use offsets::{FileOffsets, OffsetStore, OffsetTracker, ReplicatedOffsets};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -90,32 +91,74 @@ type Predicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// Until when (epoch millis) an activation is left to another member, if it is.
 pub type LentUntil = Arc<dyn Fn(&str) -> Option<i64> + Send + Sync>;
 
-/// What cluster mode adds to the feed.
-#[derive(Clone, Default)]
+/// What the feed is given beyond its configuration: the gate it pulls through, and what a
+/// cluster adds.
+#[derive(Clone)]
 pub struct FeedHooks {
-    /// The replicated offsets to start from: set, the offsets are kept replicated (each
-    /// recorded one goes to `progress`) and the offsets file is neither read nor written.
-    pub offsets: Option<BTreeMap<i32, i64>>,
-    /// Activations completed before a failover are skipped, not run twice.
-    pub already_done: Option<Predicate>,
-    /// Activations a host that failed sent to a container: the delivery contract decides.
-    pub may_have_run: Option<Predicate>,
-    /// Recorded offsets and completed activations, for replication.
-    pub progress: Option<mpsc::UnboundedSender<Progress>>,
-    /// Nothing is pulled while closed (cluster mode: the lease is not held).
-    pub may_pull: Option<crate::activation::Gate>,
-    /// The activations running now, by id (what a planned step-down leaves to finish here).
-    pub in_flight: Option<Arc<InFlight>>,
-    /// Until when (epoch millis) an activation is left to the member that handed over: it is
-    /// held back, skipped once reported finished, and run if it is not by then.
-    pub lent_until: Option<LentUntil>,
+    /// Nothing is pulled while closed: the lease in a cluster, always open on a single host.
+    pub may_pull: Gate,
+    /// What a cluster adds; `None` on a single host.
+    pub cluster: Option<ClusterFeed>,
     /// Called once the feed's partitions are assigned and it consumes.
     pub on_consuming: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// What a cluster adds to the feed: the replicated offsets and completions, the delivery
+/// contract's record of starts, the activations running now, and what a handover lent.
+#[derive(Clone)]
+pub struct ClusterFeed {
+    /// The replicated offsets to start from: each recorded one goes to `progress`, and the
+    /// offsets file is neither read nor written.
+    pub offsets: BTreeMap<i32, i64>,
+    /// Activations completed before a failover are skipped, not run twice.
+    pub already_done: Predicate,
+    /// Activations a host that failed sent to a container: the delivery contract decides.
+    pub may_have_run: Predicate,
+    /// Recorded offsets and completed activations, for replication.
+    pub progress: mpsc::UnboundedSender<Progress>,
+    /// The activations running now, by id (what a planned step-down leaves to finish here).
+    pub in_flight: Arc<InFlight>,
+    /// Until when (epoch millis) an activation is left to the member that handed over: it is
+    /// held back, skipped once reported finished, and run if it is not by then.
+    pub lent_until: LentUntil,
+}
+
+impl FeedHooks {
+    /// A single host's: the gate always open, nothing replicated.
+    pub fn single() -> FeedHooks {
+        FeedHooks {
+            may_pull: Gate::always(),
+            cluster: None,
+            on_consuming: None,
+        }
+    }
+
+    fn already_done(&self, id: &str) -> bool {
+        self.cluster.as_ref().is_some_and(|c| (c.already_done)(id))
+    }
+
+    /// Whether a host that failed may have run `id`.
+    fn may_have_run(&self, id: &str) -> bool {
+        self.cluster.as_ref().is_some_and(|c| (c.may_have_run)(id))
+    }
+
+    fn lent_until(&self, id: &str) -> Option<i64> {
+        self.cluster.as_ref().and_then(|c| (c.lent_until)(id))
+    }
 }
 
 impl std::fmt::Debug for FeedHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FeedHooks")
+            .field("may_pull", &self.may_pull)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ClusterFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterFeed")
             .field("offsets", &self.offsets)
             .finish_non_exhaustive()
     }
@@ -128,12 +171,7 @@ pub async fn run(
     sink: Arc<ActivationSink>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), FeedError> {
-    run_with(config, FeedHooks::default(), None, runner, sink, shutdown).await
-}
-
-/// Whether a host that failed may have run `id` (cluster mode).
-fn may_have_run(hooks: &FeedHooks, id: &str) -> bool {
-    hooks.may_have_run.as_ref().is_some_and(|f| f(id))
+    run_with(config, FeedHooks::single(), None, runner, sink, shutdown).await
 }
 
 /// A single host's feed clients, waiting while the broker cannot be reached or the topic
@@ -182,7 +220,7 @@ pub async fn run_with(
         Some(clients) => clients,
         // a cluster member's feed fails instead: the leader hands the role to a member that
         // can reach the broker
-        None if hooks.offsets.is_some() => Clients::connect(&config).await?,
+        None if hooks.cluster.is_some() => Clients::connect(&config).await?,
         None => match connect_until_reachable(&config, &mut shutdown).await? {
             Some(clients) => clients,
             None => return Ok(()),
@@ -206,8 +244,8 @@ pub async fn run_with(
         sink,
         done: done_tx.clone(),
         ran: ran_tx.clone(),
-        progress: hooks.progress.clone(),
-        in_flight: hooks.in_flight.clone(),
+        progress: hooks.cluster.as_ref().map(|c| c.progress.clone()),
+        in_flight: hooks.cluster.as_ref().map(|c| c.in_flight.clone()),
         gate: hooks.may_pull.clone(),
         stop: shutdown.clone(),
         acknowledged: Arc::new(acknowledged::Index::new(&config.brokers)),
@@ -223,7 +261,7 @@ pub async fn run_with(
     // Messages of activations still running on the member that handed over.
     let mut held: Vec<Held> = Vec::new();
     loop {
-        let gate_open = hooks.may_pull.as_ref().is_none_or(|g| g.open());
+        let gate_open = hooks.may_pull.open();
         let can_pull = gate_open && running < config.max_in_flight && runner.pool.waiting() == 0;
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -249,8 +287,8 @@ pub async fn run_with(
         }
     }
 
-    if let Some(f) = &hooks.in_flight {
-        f.stop_pulling();
+    if let Some(c) = &hooks.cluster {
+        c.in_flight.stop_pulling();
     }
     tracing::info!(
         in_flight = offsets.tracker.in_flight(),
@@ -267,8 +305,8 @@ pub async fn run_with(
 
 /// Tells the role (or the single host's status) that consumption has begun.
 fn announce_consuming(hooks: &FeedHooks) {
-    if let Some(p) = &hooks.progress {
-        let _ = p.send(Progress::Consuming);
+    if let Some(c) = &hooks.cluster {
+        let _ = c.progress.send(Progress::Consuming);
     }
     if let Some(f) = &hooks.on_consuming {
         f();
@@ -277,10 +315,10 @@ fn announce_consuming(hooks: &FeedHooks) {
 
 /// Where the offsets are kept: replicated in a cluster, else in the offsets file.
 fn offset_store(config: &FeedConfig, hooks: &FeedHooks) -> Result<Box<dyn OffsetStore>, FeedError> {
-    Ok(match &hooks.offsets {
-        Some(replicated) => Box::new(ReplicatedOffsets::new(
-            replicated.clone(),
-            hooks.progress.clone(),
+    Ok(match &hooks.cluster {
+        Some(c) => Box::new(ReplicatedOffsets::new(
+            c.offsets.clone(),
+            c.progress.clone(),
         )),
         None => Box::new(FileOffsets::open(&config.offsets_file)?),
     })
@@ -333,23 +371,18 @@ fn on_message(
                 offsets.done(partition, offset)?;
             }
         },
-        Ok(msg)
-            if hooks
-                .already_done
-                .as_ref()
-                .is_some_and(|done| done(&msg.activation_id)) =>
-        {
+        Ok(msg) if hooks.already_done(&msg.activation_id) => {
             tracing::info!(activation = %msg.activation_id, partition, offset, "skipping an activation completed before the failover");
             offsets.done(partition, offset)?;
         }
-        Ok(msg) => match lent_until(hooks, &msg.activation_id) {
+        Ok(msg) => match hooks.lent_until(&msg.activation_id) {
             Some(_) => held.push(Held {
                 msg,
                 partition,
                 offset,
             }),
             None => {
-                let ran = may_have_run(hooks, &msg.activation_id);
+                let ran = hooks.may_have_run(&msg.activation_id);
                 dispatch.run(msg, ran, partition, offset);
                 return Ok(1);
             }
@@ -371,13 +404,13 @@ fn release_held(
     let mut started = 0;
     for h in std::mem::take(held) {
         let id = &h.msg.activation_id;
-        if hooks.already_done.as_ref().is_some_and(|done| done(id)) {
+        if hooks.already_done(id) {
             tracing::info!(activation = %id, "finished on the member that handed over: skipped");
             offsets.done(h.partition, h.offset)?;
-        } else if lent_until(hooks, id).is_none_or(|until| now >= until) {
+        } else if hooks.lent_until(id).is_none_or(|until| now >= until) {
             tracing::warn!(activation = %id, "not finished on the member that handed over: running it here");
             started += 1;
-            let ran = may_have_run(hooks, id);
+            let ran = hooks.may_have_run(id);
             dispatch.run(h.msg, ran, h.partition, h.offset);
         } else {
             held.push(h);
@@ -417,13 +450,6 @@ struct Held {
     msg: ActivationMessage,
     partition: i32,
     offset: i64,
-}
-
-fn lent_until(hooks: &FeedHooks, activation_id: &str) -> Option<i64> {
-    hooks
-        .lent_until
-        .as_ref()
-        .and_then(|lent| lent(activation_id))
 }
 
 /// Marks an offset done; when the committable offset moves, stores it and commits it.

@@ -178,13 +178,13 @@ impl OffsetStore for FileOffsets {
 #[derive(Debug)]
 pub struct ReplicatedOffsets {
     start: BTreeMap<i32, i64>,
-    progress: Option<mpsc::UnboundedSender<Progress>>,
+    progress: mpsc::UnboundedSender<Progress>,
 }
 
 impl ReplicatedOffsets {
     pub fn new(
         start: BTreeMap<i32, i64>,
-        progress: Option<mpsc::UnboundedSender<Progress>>,
+        progress: mpsc::UnboundedSender<Progress>,
     ) -> ReplicatedOffsets {
         ReplicatedOffsets { start, progress }
     }
@@ -196,9 +196,7 @@ impl OffsetStore for ReplicatedOffsets {
     }
 
     fn record(&mut self, partition: i32, next: i64) -> std::io::Result<()> {
-        if let Some(p) = &self.progress {
-            let _ = p.send(Progress::Offset(partition, next));
-        }
+        let _ = self.progress.send(Progress::Offset(partition, next));
         Ok(())
     }
 }
@@ -278,7 +276,7 @@ mod tests {
     #[test]
     fn replicated_offsets_write_no_file_and_report_each_offset() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut s = ReplicatedOffsets::new(BTreeMap::from([(0, 7)]), Some(tx));
+        let mut s = ReplicatedOffsets::new(BTreeMap::from([(0, 7)]), tx);
         assert_eq!((s.start(0), s.start(1)), (Some(7), None));
         s.record(0, 9).unwrap();
         assert_eq!(rx.try_recv().unwrap(), Progress::Offset(0, 9));

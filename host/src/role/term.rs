@@ -13,7 +13,7 @@ use crate::cluster::status::{Role, Takeover, TakeoverPhases, Transition};
 use crate::cluster::ClusterError;
 use crate::factory::ContainerFactory;
 use crate::failover;
-use crate::feed::{self, FeedHooks, InFlight, Progress};
+use crate::feed::{self, ClusterFeed, FeedHooks, InFlight, Progress};
 use crate::fence::{FencedFactory, Gate};
 use crate::lease::{self, Lease};
 use crate::parts::upkeep;
@@ -144,7 +144,7 @@ impl<'a> Term<'a> {
         let runner = member.parts.runner(
             pool.clone(),
             factory.clone(),
-            Some(gate.clone()),
+            gate.clone(),
             Some(journal(progress_tx, flush.clone())),
         );
         let feed = spawn_feed(member, hooks, clients, runner, stop_rx);
@@ -499,8 +499,8 @@ async fn hold_apart(
     });
 }
 
-/// What cluster mode adds to the feed: the replicated offsets and completions, the delivery
-/// contract's record of starts, the lease, and what a handover lent.
+/// What cluster mode adds to the feed: the lease as its gate, the replicated offsets and
+/// completions, the delivery contract's record of starts, and what a handover lent.
 fn feed_hooks(
     member: &Member,
     gate: &Gate,
@@ -514,19 +514,19 @@ fn feed_hooks(
         node.shared_state(),
     );
     FeedHooks {
-        offsets: Some(node.state().offsets.clone()),
-        already_done: Some(Arc::new(move |id: &str| {
-            done.read().expect("state lock").is_completed(id)
-        })),
-        may_have_run: Some(Arc::new(move |id: &str| {
-            started.read().expect("state lock").may_have_run(id)
-        })),
-        progress: Some(progress),
-        may_pull: Some(gate.clone()),
-        in_flight: Some(in_flight.clone()),
-        lent_until: Some(Arc::new(move |id: &str| {
-            lent.read().expect("state lock").lent_until(id)
-        })),
+        may_pull: gate.clone(),
+        cluster: Some(ClusterFeed {
+            offsets: node.state().offsets.clone(),
+            already_done: Arc::new(move |id: &str| {
+                done.read().expect("state lock").is_completed(id)
+            }),
+            may_have_run: Arc::new(move |id: &str| {
+                started.read().expect("state lock").may_have_run(id)
+            }),
+            progress,
+            in_flight: in_flight.clone(),
+            lent_until: Arc::new(move |id: &str| lent.read().expect("state lock").lent_until(id)),
+        }),
         // the role reports consuming itself (`Progress::Consuming`)
         on_consuming: None,
     }
