@@ -657,27 +657,11 @@ fn whole_pool(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::factory::ContainerState;
 
     fn record(id: &str, busy: bool) -> ContainerRecord {
         ContainerRecord {
-            plugin: "fake".into(),
-            container: Container {
-                id: id.into(),
-                name: id.into(),
-                address: "127.0.0.1:1".into(),
-                state: ContainerState::Running,
-                labels: Vec::new(),
-                handle: String::new(),
-            },
-            kind: "shell:1".into(),
-            image: "img".into(),
-            memory_mb: 128,
-            warm: None,
             busy,
-            last_use_ms: 0,
-            held_ms: None,
-            journaled: false,
+            ..crate::testing::container_record("fake", id)
         }
     }
 

@@ -54,6 +54,6 @@ pub mod rollout;
 pub mod service;
 pub mod step_down;
 pub mod telemetry;
-/// Only the unit tests use it: it does not ship in the library.
-#[cfg(test)]
+/// For the unit tests and (feature `testing`) the tests crate: it does not ship in a release.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

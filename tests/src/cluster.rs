@@ -2,7 +2,6 @@
 
 use crate::host::{Host, HostOptions};
 use keepwarm::cluster::state::ContainerRecord;
-use keepwarm::factory::{Container, ContainerState};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -249,23 +248,5 @@ impl Cluster {
 
 /// An idle prewarm container record, for Raft tests and benchmarks.
 pub fn sample_record(id: &str) -> Box<ContainerRecord> {
-    Box::new(ContainerRecord {
-        plugin: "docker".into(),
-        container: Container {
-            id: id.into(),
-            name: id.into(),
-            address: "127.0.0.1:1".into(),
-            state: ContainerState::Running,
-            labels: Vec::new(),
-            handle: String::new(),
-        },
-        kind: "shell:1".into(),
-        image: "keepwarm/action-runtime:latest".into(),
-        memory_mb: 128,
-        warm: None,
-        busy: false,
-        last_use_ms: 0,
-        held_ms: None,
-        journaled: false,
-    })
+    Box::new(keepwarm::testing::container_record("docker", id))
 }

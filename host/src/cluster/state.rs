@@ -379,7 +379,6 @@ impl Replicated {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::factory::ContainerState;
 
     #[test]
     fn plugin_state_is_replicated_as_base64_and_old_number_arrays_are_read() {
@@ -418,25 +417,7 @@ mod tests {
     }
 
     fn record(id: &str) -> ContainerRecord {
-        ContainerRecord {
-            plugin: "docker".into(),
-            container: Container {
-                id: id.into(),
-                name: id.into(),
-                address: "127.0.0.1:1".into(),
-                state: ContainerState::Running,
-                labels: Vec::new(),
-                handle: String::new(),
-            },
-            kind: "shell:1".into(),
-            image: "img".into(),
-            memory_mb: 128,
-            warm: None,
-            busy: false,
-            last_use_ms: 0,
-            held_ms: None,
-            journaled: false,
-        }
+        crate::testing::container_record("docker", id)
     }
 
     #[test]
