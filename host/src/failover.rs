@@ -661,7 +661,7 @@ mod tests {
     fn record(id: &str, busy: bool) -> ContainerRecord {
         ContainerRecord {
             busy,
-            ..crate::testing::container_record("fake", id)
+            ..ContainerRecord::sample("fake", id)
         }
     }
 

@@ -113,27 +113,3 @@ impl ContainerFactory for FakeEngine {
         Ok(self.output.lock().expect("fake engine").clone())
     }
 }
-
-/// An idle prewarm container's replicated record on `plugin`: what the cluster's, the
-/// failover's and the tests crate's tests start from (`..container_record(..)`).
-pub fn container_record(plugin: &str, id: &str) -> crate::cluster::state::ContainerRecord {
-    crate::cluster::state::ContainerRecord {
-        plugin: plugin.into(),
-        container: Container {
-            id: id.into(),
-            name: id.into(),
-            address: "127.0.0.1:1".into(),
-            state: ContainerState::Running,
-            labels: Vec::new(),
-            handle: String::new(),
-        },
-        kind: "shell:1".into(),
-        image: "keepwarm/action-runtime:latest".into(),
-        memory_mb: 128,
-        warm: None,
-        busy: false,
-        last_use_ms: 0,
-        held_ms: None,
-        journaled: false,
-    }
-}

@@ -248,5 +248,5 @@ impl Cluster {
 
 /// An idle prewarm container record, for Raft tests and benchmarks.
 pub fn sample_record(id: &str) -> Box<ContainerRecord> {
-    Box::new(keepwarm::testing::container_record("docker", id))
+    Box::new(ContainerRecord::sample("docker", id))
 }

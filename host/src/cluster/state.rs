@@ -376,6 +376,34 @@ impl Replicated {
     }
 }
 
+/// For tests (the unit tests, and the tests crate through the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
+impl ContainerRecord {
+    /// An idle prewarm container's record on `plugin`: what the cluster's, the failover's
+    /// and the tests crate's tests start from (`..ContainerRecord::sample(..)`).
+    pub fn sample(plugin: &str, id: &str) -> ContainerRecord {
+        ContainerRecord {
+            plugin: plugin.into(),
+            container: Container {
+                id: id.into(),
+                name: id.into(),
+                address: "127.0.0.1:1".into(),
+                state: crate::factory::ContainerState::Running,
+                labels: Vec::new(),
+                handle: String::new(),
+            },
+            kind: "shell:1".into(),
+            image: "keepwarm/action-runtime:latest".into(),
+            memory_mb: 128,
+            warm: None,
+            busy: false,
+            last_use_ms: 0,
+            held_ms: None,
+            journaled: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,7 +445,7 @@ mod tests {
     }
 
     fn record(id: &str) -> ContainerRecord {
-        crate::testing::container_record("docker", id)
+        ContainerRecord::sample("docker", id)
     }
 
     #[test]
