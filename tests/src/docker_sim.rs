@@ -36,6 +36,10 @@ pub struct SimOptions {
     pub start_latency: Duration,
     /// How long the proxy takes to answer `/run` (an action doing some work).
     pub run_time: Duration,
+    /// Added to a `logs` call (a log driver slow to flush): it widens the moment between a
+    /// blocking activation's result and its completion, which the host sends once the
+    /// activation's logs are read.
+    pub logs_latency: Duration,
 }
 
 #[derive(Debug)]
@@ -81,6 +85,7 @@ struct Engine {
     latency: Duration,
     start_latency: Duration,
     run_time: Duration,
+    logs_latency: Duration,
     /// `/run`s received, by the body's `activation_id`.
     runs: Runs,
 }
@@ -112,6 +117,7 @@ impl SimEngine {
             latency: options.latency,
             start_latency: options.start_latency,
             run_time: options.run_time,
+            logs_latency: options.logs_latency,
             ..Engine::default()
         });
         let api = Router::new()
@@ -422,6 +428,9 @@ async fn logs(
     Path((_, id)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    if !engine.logs_latency.is_zero() {
+        tokio::time::sleep(engine.logs_latency).await;
+    }
     let Some(output) = engine
         .containers
         .lock()

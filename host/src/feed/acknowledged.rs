@@ -17,6 +17,7 @@
 //! saw answered: a backlog of thousands costs one pass, not one search each. Its consumer has
 //! no group and commits nothing: the controller's own consumption is untouched.
 
+use crate::activation::WhiskActivation;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::{HashMap, HashSet};
@@ -41,6 +42,20 @@ struct TopicIndex {
     from_ms: i64,
     next: HashMap<i32, i64>,
     answered: HashSet<String>,
+    /// Activations whose result message went out, with the record when it went out whole.
+    results: HashMap<String, Option<Box<WhiskActivation>>>,
+}
+
+/// What the completion topic says about one activation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answered {
+    /// A completion or a combined message freed its slot: it was answered.
+    Yes,
+    /// Only its result went out (a blocking activation): it ran, and the host that ran it
+    /// owes the completion. The record, when the message carried it whole (not shrunk to
+    /// its id).
+    ResultOnly(Option<Box<WhiskActivation>>),
+    No,
 }
 
 impl std::fmt::Debug for Index {
@@ -59,11 +74,17 @@ impl Index {
         }
     }
 
-    /// Whether `topic` holds a message freeing `activation_id`'s slot (a completion or a
-    /// combined message) published since `since_ms`. Blocking: run it off the async workers.
-    /// "No" only once every partition was read to where it ended when the look began: a look
-    /// the broker cut short (an error, or past [`SEARCH_FOR`]) says nothing either way.
-    pub fn answered(&self, topic: &str, activation_id: &str, since_ms: i64) -> Result<bool, Error> {
+    /// What `topic` says about `activation_id` since `since_ms`: a message freeing its slot
+    /// (a completion or a combined message), only its result, or nothing. Blocking: run it
+    /// off the async workers. "Nothing" only once every partition was read to where it ended
+    /// when the look began: a look the broker cut short (an error, or past [`SEARCH_FOR`])
+    /// says nothing either way.
+    pub fn answered(
+        &self,
+        topic: &str,
+        activation_id: &str,
+        since_ms: i64,
+    ) -> Result<Answered, Error> {
         let slot = self
             .topics
             .lock()
@@ -81,12 +102,18 @@ impl Index {
             None => TopicIndex::open(&self.brokers, topic, since_ms)?,
         };
         let read = i.read_to_the_end(topic);
-        let found = i.answered.contains(activation_id);
+        let found = if i.answered.contains(activation_id) {
+            Answered::Yes
+        } else if let Some(record) = i.results.get(activation_id) {
+            Answered::ResultOnly(record.clone())
+        } else {
+            Answered::No
+        };
         // what was read stays read, even when the look was cut short
         *index = Some(i);
         match read {
             Ok(()) => Ok(found),
-            Err(_) if found => Ok(true),
+            Err(_) if found == Answered::Yes => Ok(found),
             Err(e) => Err(e),
         }
     }
@@ -154,6 +181,7 @@ impl TopicIndex {
             from_ms: since_ms,
             next,
             answered: HashSet::new(),
+            results: HashMap::new(),
         })
     }
 
@@ -175,8 +203,11 @@ impl TopicIndex {
                 continue;
             };
             let message = message?;
-            if let Some(id) = slot_freed_by(message.payload().unwrap_or_default()) {
+            let payload = message.payload().unwrap_or_default();
+            if let Some(id) = slot_freed_by(payload) {
                 self.answered.insert(id);
+            } else if let Some((id, record)) = result_of(payload) {
+                self.results.insert(id, record);
             }
             let (p, o) = (message.partition(), message.offset());
             self.next.insert(p, o + 1);
@@ -198,6 +229,23 @@ fn slot_freed_by(payload: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The activation a result message (no `instance`: it frees no slot) is the result of, and
+/// its record when the message carries it whole.
+fn result_of(payload: &[u8]) -> Option<(String, Option<Box<WhiskActivation>>)> {
+    let v = serde_json::from_slice::<serde_json::Value>(payload).ok()?;
+    if v.get("instance").is_some() {
+        return None;
+    }
+    match v.get("response")? {
+        serde_json::Value::String(id) => Some((id.clone(), None)),
+        response => {
+            let id = response.get("activationId")?.as_str()?.to_string();
+            let record = serde_json::from_value(response.clone()).ok().map(Box::new);
+            Some((id, record))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +257,21 @@ mod tests {
     fn a_look_that_cannot_read_the_topic_does_not_say_unanswered() {
         let index = Index::new("127.0.0.1:1");
         assert!(index.answered("completed0", "a1", 0).is_err());
+    }
+
+    #[test]
+    fn a_result_message_says_the_activation_ran_and_carries_its_record_when_whole() {
+        let shrunk = r#"{"transid":["t",1],"response":"a1"}"#;
+        assert_eq!(result_of(shrunk.as_bytes()), Some(("a1".into(), None)));
+        let partial = r#"{"transid":["t",1],"response":{"activationId":"a2"}}"#;
+        assert_eq!(result_of(partial.as_bytes()), Some(("a2".into(), None)));
+        let combined = r#"{"transid":["t",1],"response":"a3","isSystemError":false,"instance":{"instance":0}}"#;
+        assert_eq!(
+            result_of(combined.as_bytes()),
+            None,
+            "a combined message frees the slot"
+        );
+        assert_eq!(result_of(b"not json"), None);
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! confirmed, if it was fenced before anything ran), publish its acknowledgements, write its
 //! record, report it completed, and give its slot and offset back to the feed's loop.
 
+use super::acknowledged::Answered;
 use super::{publish, ActivationSink, Progress};
-use crate::activation::{Acknowledgement, ActivationMessage, Gate, Runner, Unreadable};
+use crate::activation::{
+    Acknowledgement, ActivationMessage, Gate, Runner, Unreadable, WhiskActivation,
+};
 use futures::FutureExt;
 use rdkafka::producer::FutureProducer;
 use std::panic::AssertUnwindSafe;
@@ -18,6 +21,12 @@ const CLOCKS_APART_MS: i64 = 10_000;
 
 /// How long after a look the broker cut short the next one starts.
 const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(200);
+
+/// How long the next active host waits for the completion a host that failed owes: it sent
+/// an activation's result and not yet its completion (it is sent whatever the host's term
+/// does meanwhile, so a paused or cut-off host sends it when it wakes). Past it, the next host
+/// sends the completion itself.
+const OWED_COMPLETION_WAIT: Duration = Duration::from_secs(10);
 
 /// How far ahead of this host's clock the controller's may be (hosts kept by NTP): an
 /// activation sent up to this long after the feed began is still looked for.
@@ -101,6 +110,12 @@ impl Dispatch {
         partition: i32,
         offset: i64,
     ) -> bool {
+        if let Some(acknowledged) = self
+            .settled_before(&msg, may_have_run, partition, offset)
+            .await
+        {
+            return acknowledged;
+        }
         let runner = &self.runner;
         let topic = msg.completion_topic();
         // a blocking activation's result goes out while its logs are read; its completion
@@ -121,26 +136,6 @@ impl Dispatch {
             );
             *result.lock().expect("result lock") = Some(task);
         };
-        let answered_elsewhere = may_have_run || msg.transid.start_ms < self.sent_before_ms;
-        let before = match answered_elsewhere {
-            true => self.acknowledged_before(&msg).await,
-            false => Some(false),
-        };
-        let Some(before) = before else {
-            // stopped before it could know: unanswered and its offset unrecorded, for the
-            // next active host
-            let _ = self.ran.send(());
-            return false;
-        };
-        if before {
-            tracing::info!(activation = %msg.activation_id, "the host that failed acknowledged it before it died: not answered again");
-            let _ = self.ran.send(());
-            if let Some(p) = &self.progress {
-                let _ = p.send(Progress::Completed(msg.activation_id.clone()));
-            }
-            let _ = self.done.send((partition, offset));
-            return true;
-        }
         let outcome = loop {
             match AssertUnwindSafe(runner.run(&msg, may_have_run, &on_result))
                 .catch_unwind()
@@ -236,14 +231,57 @@ impl Dispatch {
         }
     }
 
-    /// Whether a completion of `msg` is on its completion topic already (published by the
-    /// host that failed, whose death kept it from the replicated state). A look the broker
-    /// cuts short is made again: answering without knowing could answer twice, and the
-    /// answer needs the broker anyway. `None`: the feed was told to stop first.
-    async fn acknowledged_before(&self, msg: &ActivationMessage) -> Option<bool> {
+    /// What the completion topic settles before anything runs, for an activation the host
+    /// that failed (or the process before this one) may have answered: `Some(acknowledged)`
+    /// when nothing is left to run — answered there, its owed completion sent here, or the
+    /// feed stopped before it could know — and `None` when it is to be run.
+    async fn settled_before(
+        &self,
+        msg: &ActivationMessage,
+        may_have_run: bool,
+        partition: i32,
+        offset: i64,
+    ) -> Option<bool> {
+        let answered_elsewhere = may_have_run || msg.transid.start_ms < self.sent_before_ms;
+        let before = match answered_elsewhere {
+            true => self.answered_before(msg).await,
+            false => Some(Answered::No),
+        };
+        let before = match before {
+            Some(Answered::ResultOnly(record)) => self.owed_completion(msg, record).await,
+            other => other,
+        };
+        match before {
+            // stopped before it could know: unanswered and its offset unrecorded, for the
+            // next active host
+            None => {
+                let _ = self.ran.send(());
+                Some(false)
+            }
+            Some(Answered::ResultOnly(record)) => Some(
+                self.complete_owed(msg, record.map(|r| *r), partition, offset)
+                    .await,
+            ),
+            Some(Answered::Yes) => {
+                tracing::info!(activation = %msg.activation_id, "the host that failed acknowledged it before it died: not answered again");
+                let _ = self.ran.send(());
+                if let Some(p) = &self.progress {
+                    let _ = p.send(Progress::Completed(msg.activation_id.clone()));
+                }
+                let _ = self.done.send((partition, offset));
+                Some(true)
+            }
+            Some(Answered::No) => None,
+        }
+    }
+
+    /// What `msg`'s completion topic says about it already (what the host that failed sent
+    /// before its death kept it from the replicated state). A look the broker cuts short is
+    /// made again: answering without knowing could answer twice, and the answer needs the
+    /// broker anyway. `None`: the feed was told to stop first.
+    async fn answered_before(&self, msg: &ActivationMessage) -> Option<Answered> {
         // the acknowledgement follows the controller's send; a margin for clocks apart
         let since = msg.transid.start_ms.saturating_sub(CLOCKS_APART_MS);
-        let mut stop = self.stop.clone();
         loop {
             let (index, topic, id) = (
                 self.acknowledged.clone(),
@@ -260,15 +298,74 @@ impl Dispatch {
                     return None;
                 }
             }
-            if *stop.borrow() {
+            if !self.pause(LOOK_AGAIN_AFTER).await {
                 return None;
             }
-            tokio::select! {
-                changed = stop.changed() => if changed.is_err() {
-                    return None;
-                },
-                _ = tokio::time::sleep(LOOK_AGAIN_AFTER) => {}
+        }
+    }
+
+    /// Waits up to [`OWED_COMPLETION_WAIT`] for the completion of an activation whose result
+    /// the host that failed sent: `Yes` once it is there, `ResultOnly` if it never came.
+    async fn owed_completion(
+        &self,
+        msg: &ActivationMessage,
+        record: Option<Box<WhiskActivation>>,
+    ) -> Option<Answered> {
+        tracing::info!(activation = %msg.activation_id, "the host that failed sent its result: waiting for the completion it owes");
+        let deadline = tokio::time::Instant::now() + OWED_COMPLETION_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if !self.pause(LOOK_AGAIN_AFTER).await {
+                return None;
             }
+            match self.answered_before(msg).await? {
+                Answered::Yes => return Some(Answered::Yes),
+                Answered::ResultOnly(_) | Answered::No => {}
+            }
+        }
+        Some(Answered::ResultOnly(record))
+    }
+
+    /// Sends the completion the host that failed owed for an activation whose result it sent
+    /// (the activation ran: it is neither run again nor answered as failed over), and stores
+    /// the record when the result carried it. Whether the completion was published.
+    async fn complete_owed(
+        &self,
+        msg: &ActivationMessage,
+        record: Option<WhiskActivation>,
+        partition: i32,
+        offset: i64,
+    ) -> bool {
+        tracing::warn!(activation = %msg.activation_id, waited = ?OWED_COMPLETION_WAIT, "the host that failed sent the result and not the completion: sending it here");
+        let _ = self.ran.send(());
+        if !self.may_acknowledge(&msg.activation_id).await {
+            return false;
+        }
+        let completion = Acknowledgement::Completion {
+            transid: msg.transid.clone(),
+            activation_id: msg.activation_id.clone(),
+            is_system_error: record.as_ref().is_some_and(|r| r.response.is_whisk_error()),
+            instance: self.runner.instance.clone(),
+        };
+        publish(&self.producer, &msg.completion_topic(), &completion).await;
+        if let Some(record) = &record {
+            self.sink.write(record, msg.user.stores_activations()).await;
+        }
+        if let Some(p) = &self.progress {
+            let _ = p.send(Progress::Completed(msg.activation_id.clone()));
+        }
+        let _ = self.done.send((partition, offset));
+        true
+    }
+
+    /// Sleeps `pause`; false if the feed is told to stop first.
+    async fn pause(&self, pause: Duration) -> bool {
+        let mut stop = self.stop.clone();
+        if *stop.borrow() {
+            return false;
+        }
+        tokio::select! {
+            changed = stop.changed() => changed.is_ok() && !*stop.borrow(),
+            _ = tokio::time::sleep(pause) => true,
         }
     }
 }
