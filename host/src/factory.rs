@@ -71,6 +71,22 @@ pub struct Container {
     pub handle: String,
 }
 
+/// For tests (the unit tests, and the tests crate through the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
+impl Container {
+    /// A running container `id` (named the same) whose proxy answers nowhere.
+    pub fn sample(id: &str) -> Container {
+        Container {
+            id: id.into(),
+            name: id.into(),
+            address: "127.0.0.1:1".into(),
+            state: ContainerState::Running,
+            labels: Vec::new(),
+            handle: String::new(),
+        }
+    }
+}
+
 /// A failure the engine or plugin reports on purpose (the WIT `factory-error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "message")]

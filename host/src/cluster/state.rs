@@ -384,14 +384,7 @@ impl ContainerRecord {
     pub fn sample(plugin: &str, id: &str) -> ContainerRecord {
         ContainerRecord {
             plugin: plugin.into(),
-            container: Container {
-                id: id.into(),
-                name: id.into(),
-                address: "127.0.0.1:1".into(),
-                state: crate::factory::ContainerState::Running,
-                labels: Vec::new(),
-                handle: String::new(),
-            },
+            container: Container::sample(id),
             kind: "shell:1".into(),
             image: "keepwarm/action-runtime:latest".into(),
             memory_mb: 128,

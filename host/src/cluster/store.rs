@@ -460,21 +460,7 @@ mod tests {
             .unwrap();
         let mut builder = sm.get_snapshot_builder().await;
         // applied after the builder was taken, before it builds
-        let record = crate::cluster::state::ContainerRecord {
-            plugin: "p".into(),
-            container: crate::factory::Container {
-                id: "late".into(),
-                ..Default::default()
-            },
-            kind: "k".into(),
-            image: "i".into(),
-            memory_mb: 128,
-            warm: None,
-            busy: false,
-            last_use_ms: 0,
-            held_ms: None,
-            journaled: false,
-        };
+        let record = crate::cluster::state::ContainerRecord::sample("p", "late");
         sm.apply([entry(
             2,
             Command::Pool {

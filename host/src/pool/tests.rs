@@ -252,14 +252,7 @@ async fn containers_the_engine_no_longer_lists_are_forgotten_when_idle_and_marke
 async fn the_orphan_pass_spares_what_the_replicated_pool_records() {
     let (engine, pool) = pool(1024, Vec::new());
     let held = pool.acquire(&want("a")).await.unwrap();
-    let listed = |id: &str| Container {
-        id: id.into(),
-        name: id.into(),
-        address: "127.0.0.1:1".into(),
-        state: crate::factory::ContainerState::Running,
-        labels: Vec::new(),
-        handle: String::new(),
-    };
+    let listed = Container::sample;
     *engine.listed.lock().unwrap() = vec![
         held.container.clone(),
         listed("lent"),
