@@ -10,7 +10,7 @@
 //! - every member watches the file: a standby stages a new build at once (so the active
 //!   host's swap does not wait for its compile), the active host rolls it out.
 
-use crate::cluster::inbox::ReloadRequest;
+use crate::cluster::inbox::{ReloadRequest, ToTerm};
 use crate::cluster::state::Command;
 use crate::cluster::Node;
 use crate::engines::Engines;
@@ -190,7 +190,7 @@ async fn file_changed(node: &Node, plugin: &HotPlugin) {
         plugin: Some(name.clone()),
         reply,
     };
-    if node.inbox.reload.send(request).is_ok() {
+    if node.inbox.to_term(ToTerm::Reload(request)).is_ok() {
         tokio::spawn(async move {
             match rx.await {
                 Ok(Ok(swap)) => tracing::info!(

@@ -8,21 +8,13 @@
 //!   containers back to the new leader (`POST /raft/handback`, taken only from the member the
 //!   handover names).
 //!
-//! The roles (`role.rs`) do the work; this module carries the requests to them.
+//! The roles (`role/`) do the work; this module holds what the requests and answers say, and
+//! `handover_server` carries them from the listener to the roles.
 //!
 //! [`Handover`]: super::state::Handover
 
-use super::inbox::{ask_roles, NOT_ACTIVE};
-use super::rpc_server::Peer;
-use super::server::{answer, error, parse, Refusal};
-use super::tls::Identity;
 use super::types::NodeId;
-use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// What a step-down came to, as the operator is told.
@@ -71,91 +63,4 @@ pub struct Handback {
     pub unfinished: Vec<String>,
     /// The containers idle here now (the new active host takes back those it lent).
     pub containers: Vec<String>,
-}
-
-/// How long the operator's request waits for the leader to hand over.
-const STEP_DOWN_WAIT: Duration = Duration::from_secs(8);
-
-/// `POST /admin/step-down`: the leader hands the active role to a caught-up member.
-pub(super) async fn step_down(
-    State(peer): State<Peer>,
-    Extension(connection): Extension<Identity>,
-    headers: HeaderMap,
-) -> Response {
-    let run = async {
-        peer.admin(connection, &headers)?;
-        peer.voters()?;
-        let done = ask_roles(
-            |reply| peer.inbox.step_down.send(reply).is_ok(),
-            STEP_DOWN_WAIT,
-            NOT_ACTIVE,
-            "no member took over within 8 s (see the active host's log)",
-        )
-        .await?;
-        Ok::<_, Refusal>(answer(done))
-    };
-    run.await.unwrap_or_else(IntoResponse::into_response)
-}
-
-impl Peer {
-    /// The leader this member follows, when it is the one asking; else 403 saying what only
-    /// it may ask (`what`).
-    pub(super) fn leader_asking(
-        &self,
-        connection: Identity,
-        headers: &HeaderMap,
-        what: &str,
-    ) -> Result<NodeId, Refusal> {
-        let who = self.member(connection, headers)?;
-        let leader = self.raft.metrics().borrow().current_leader;
-        leader.filter(|l| who.speaks_for(*l)).ok_or_else(|| {
-            error(
-                StatusCode::FORBIDDEN,
-                format!("only the leader this member follows may {what}"),
-            )
-        })
-    }
-}
-
-/// `POST /raft/campaign`: the leader asks this member to campaign now.
-pub(super) async fn campaign(
-    State(peer): State<Peer>,
-    Extension(connection): Extension<Identity>,
-    headers: HeaderMap,
-) -> Response {
-    let run = async {
-        let leader = peer.leader_asking(connection, &headers, "ask it to campaign")?;
-        tracing::info!(
-            leader,
-            "asked by the leader to campaign: it is stepping down"
-        );
-        peer.raft
-            .trigger()
-            .elect()
-            .await
-            .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        Ok::<_, Refusal>(answer(serde_json::json!({ "campaigning": true })))
-    };
-    run.await.unwrap_or_else(IntoResponse::into_response)
-}
-
-/// `POST /raft/handback`: containers the member that handed over is done with.
-pub(super) async fn handback(
-    State(peer): State<Peer>,
-    Extension(connection): Extension<Identity>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let run = async {
-        let who = peer.member(connection, &headers)?;
-        let handback: Handback = parse(&body)?;
-        peer.speaks_for(who, handback.from)?;
-        peer.voters()?;
-        peer.inbox
-            .handback
-            .send(handback)
-            .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "this member is stopping"))?;
-        Ok::<_, Refusal>(answer(serde_json::json!({ "accepted": true })))
-    };
-    run.await.unwrap_or_else(IntoResponse::into_response)
 }

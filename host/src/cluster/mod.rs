@@ -15,11 +15,16 @@
 //! - [`Node`]: one member: starts Raft, serves peers, claims leadership, proposes commands.
 
 mod admin_server;
+mod caller;
 pub mod campaign;
 pub mod completed;
+pub mod contact;
 pub mod handover;
+mod handover_server;
+mod http;
 pub mod inbox;
 pub mod network;
+mod peer;
 mod plugin_server;
 pub mod plugin_state;
 mod rpc_server;
@@ -183,7 +188,7 @@ impl Node {
 
         let (stop, stopped) = watch::channel(false);
         let vote_floor = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let contact = Arc::new(campaign::LeaderContact::default());
+        let contact = Arc::new(contact::LeaderContact::default());
         // Before the first election timer can fire: a member with peers starts with elections
         // off, and the campaign guard turns them on (see `campaign`).
         raft.runtime_config().elect(config.peers.len() <= 1);

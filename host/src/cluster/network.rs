@@ -2,7 +2,7 @@
 //! guard's ping. Requests go over the member's [`Transport`] (mutual TLS, or plain HTTP with
 //! the secret when the operator chose `insecure`); the other side is `server.rs`.
 
-use super::campaign::Pong;
+use super::contact::Pong;
 use super::transport::{PeerHttp, Transport};
 use super::types::{NodeId, TypeConfig};
 use bytes::Bytes;

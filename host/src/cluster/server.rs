@@ -15,11 +15,11 @@
 //! connections), accept errors backed off, a body limit per route (413) and a deadline per
 //! request (408).
 
+use super::http::{deadline, error};
 use super::tls::Identity;
-use super::{admin_server, handover, plugin_server, rpc_server};
+use super::{admin_server, handover_server, plugin_server, rpc_server};
 use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -29,47 +29,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tower_http::limit::RequestBodyLimitLayer;
 
-pub use super::rpc_server::Peer;
+pub use super::http::Limits;
+pub use super::peer::Peer;
 pub use super::status_server::{health_router, metrics_text, status_router, Readiness, Status};
-
-/// How much any one client may take of a listener.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// To finish a TLS handshake.
-    pub handshake: Duration,
-    /// To send a request's headers; also how long a keep-alive connection may sit idle.
-    pub header_read: Duration,
-    /// Open connections; one more is closed at once.
-    pub connections: usize,
-    /// An append-entries or snapshot chunk body (openraft sends at most 3 MiB chunks).
-    pub raft_body: usize,
-    /// Any other body (vote, ping, admin).
-    pub small_body: usize,
-    /// To answer a request.
-    pub request: Duration,
-    /// To answer a request that compiles a plugin build (`/admin/plugin/reload`,
-    /// `/raft/plugin/stage`).
-    pub compile: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            handshake: Duration::from_secs(2),
-            header_read: Duration::from_secs(10),
-            connections: 512,
-            raft_body: 16 << 20,
-            small_body: 64 << 10,
-            request: Duration::from_secs(10),
-            compile: Duration::from_secs(310),
-        }
-    }
-}
-
-/// Answers 408 to a request not answered within `limit`.
-pub(super) fn deadline(limit: Duration) -> tower_http::timeout::TimeoutLayer {
-    tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit)
-}
 
 /// Serves `router` (whose routes carry their deadlines) on `listener` (TLS when `acceptor` is set) until `shutdown` turns true.
 pub async fn serve(
@@ -194,15 +156,15 @@ pub fn peer_router(state: Peer, limits: Limits) -> Router {
         .route("/raft/ping", post(rpc_server::ping).layer(small.clone()))
         .route(
             "/raft/campaign",
-            post(handover::campaign).layer(small.clone()),
+            post(handover_server::campaign).layer(small.clone()),
         )
         .route(
             "/raft/handback",
-            post(handover::handback).layer(small.clone()),
+            post(handover_server::handback).layer(small.clone()),
         )
         .route(
             "/admin/step-down",
-            post(handover::step_down).layer(small.clone()),
+            post(handover_server::step_down).layer(small.clone()),
         )
         .route(
             "/admin/members",
@@ -228,27 +190,4 @@ pub fn peer_router(state: Peer, limits: Limits) -> Router {
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
-}
-
-/// A refused request: its status and what the client is told.
-#[derive(Debug)]
-pub struct Refusal(StatusCode, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.1 });
-        (self.0, axum::Json(body)).into_response()
-    }
-}
-
-pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Refusal {
-    Refusal(status, message.into())
-}
-
-pub(super) fn answer<T: serde::Serialize>(value: T) -> Response {
-    axum::Json(value).into_response()
-}
-
-pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
 }

@@ -3,7 +3,8 @@
 //! `/readyz` for probes, open (they say no more than whether the host can do its job). A
 //! single host serves the two probes alone (`[invoker] status-address`).
 
-use super::server::{answer, error, Refusal};
+use super::caller::bearer;
+use super::http::{answer, deadline, error, Answer, Limits, Refusal};
 use super::transport::same;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -42,9 +43,7 @@ pub fn health_router(ready: Readiness) -> Router {
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(1024))
-        .layer(super::server::deadline(
-            super::server::Limits::default().request,
-        ))
+        .layer(deadline(Limits::default().request))
 }
 
 #[derive(Clone)]
@@ -58,11 +57,7 @@ impl StatusState {
         let Some(token) = &self.token else {
             return Ok(());
         };
-        let presented = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match presented {
+        match bearer(headers) {
             Some(p) if same(p.as_bytes(), token.as_bytes()) => Ok(()),
             _ => Err(error(
                 StatusCode::UNAUTHORIZED,
@@ -85,9 +80,7 @@ pub fn status_router(status: Status, token: Option<Arc<str>>, ready: Option<Read
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(1024))
-        .layer(super::server::deadline(
-            super::server::Limits::default().request,
-        ))
+        .layer(deadline(Limits::default().request))
         .with_state(StatusState { status, token })
         .merge(health_router(ready))
 }
@@ -108,24 +101,20 @@ async fn dashboard() -> Response {
         .into_response()
 }
 
-async fn status_json(State(s): State<StatusState>, headers: HeaderMap) -> Response {
-    match s.allowed(&headers) {
-        Ok(()) => answer((s.status)()),
-        Err(refusal) => refusal.into_response(),
-    }
+async fn status_json(State(s): State<StatusState>, headers: HeaderMap) -> Answer {
+    s.allowed(&headers)?;
+    answer((s.status)())
 }
 
-async fn metrics(State(s): State<StatusState>, headers: HeaderMap) -> Response {
-    if let Err(refusal) = s.allowed(&headers) {
-        return refusal.into_response();
-    }
+async fn metrics(State(s): State<StatusState>, headers: HeaderMap) -> Answer {
+    s.allowed(&headers)?;
     let status = (s.status)();
     // a single host (no members) has no Raft or role gauges
     let gauges = match status.members.is_empty() {
         true => String::new(),
         false => status.prometheus(),
     };
-    metrics_text(gauges, status.host.pool.as_ref())
+    Ok(metrics_text(gauges, status.host.pool.as_ref()))
 }
 
 /// `/metrics`: `gauges` (a cluster member's status), then the process's registry

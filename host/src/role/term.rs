@@ -7,7 +7,7 @@ use super::{Ended, Member};
 use crate::activation::runner::Journal;
 use crate::clock::now_ms;
 use crate::cluster::handover::{Handback, StepDownRequest};
-use crate::cluster::inbox::ReloadRequest;
+use crate::cluster::inbox::{ReloadRequest, ToTerm};
 use crate::cluster::state::Command;
 use crate::cluster::status::{Role, Takeover, TakeoverPhases, Transition};
 use crate::cluster::ClusterError;
@@ -173,10 +173,8 @@ impl<'a> Term<'a> {
     /// Active until leadership of this term ends, the host shuts down, the feed fails, or
     /// the operator asks this host to step down.
     async fn serve(&mut self, mut shutdown: watch::Receiver<bool>) -> Why {
-        let requests = self.member.node.requests.clone();
-        let mut step_downs = requests.step_down.lock().await;
-        let mut handbacks = requests.handback.lock().await;
-        let mut reloads = requests.reload.lock().await;
+        let inbox = self.member.node.requests.clone();
+        let mut requests = inbox.term.lock().await;
         loop {
             let lent_expires = tokio::time::Instant::now()
                 + Duration::from_millis(u64::try_from(self.lent_until_ms - now_ms()).unwrap_or(0));
@@ -184,11 +182,13 @@ impl<'a> Term<'a> {
                 _ = shutdown.changed() => if *shutdown.borrow() { return Why::Shutdown },
                 _ = self.lost.changed() => return Why::Lost,
                 _ = &mut self.feed => return Why::FeedFailed,
-                Some(asked) = step_downs.recv() => if let Some(why) = self.step_down(asked).await {
-                    return why;
+                Some(request) = requests.recv() => match request {
+                    ToTerm::StepDown(asked) => if let Some(why) = self.step_down(asked).await {
+                        return why;
+                    },
+                    ToTerm::Reload(asked) => self.reload(asked),
+                    ToTerm::Handback(back) => self.take_back(back),
                 },
-                Some(asked) = reloads.recv() => self.reload(asked),
-                Some(back) = handbacks.recv() => self.take_back(back),
                 _ = tokio::time::sleep_until(lent_expires), if !self.lent.is_empty() => {
                     self.expire_lent().await
                 }
