@@ -24,6 +24,8 @@ pub use record::{ActivationResponse, StatusCode, WhiskActivation};
 pub use runner::{Delivery, Gate, Outcome, Runner};
 
 #[cfg(test)]
+pub(crate) mod fixture;
+#[cfg(test)]
 mod runner_tests;
 #[cfg(test)]
 mod tests;

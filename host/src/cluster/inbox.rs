@@ -138,7 +138,9 @@ mod tests {
 
         let first = requests.term.lock().await.recv().await;
         assert!(matches!(first, Some(ToTerm::Handback(h)) if h.from == 2));
-        inbox.to_term(handback()).expect("room again after one was taken");
+        inbox
+            .to_term(handback())
+            .expect("room again after one was taken");
 
         drop(requests);
         let stopping = inbox.to_term(handback()).unwrap_err().into_response();

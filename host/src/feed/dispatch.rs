@@ -3,12 +3,12 @@
 //! record, report it completed, and give its slot and offset back to the feed's loop.
 
 use super::acknowledged::Answered;
-use super::{publish, ActivationSink, Progress};
+use super::publisher::{publish, Publisher};
+use super::{ActivationSink, Progress};
 use crate::activation::{
     Acknowledgement, ActivationMessage, Gate, Runner, Unreadable, WhiskActivation,
 };
 use futures::FutureExt;
-use rdkafka::producer::FutureProducer;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,7 @@ pub(super) const CLOCK_AHEAD_MS: i64 = 1_000;
 #[derive(Clone)]
 pub(super) struct Dispatch {
     pub runner: Arc<Runner>,
-    pub producer: FutureProducer,
+    pub publisher: Arc<dyn Publisher>,
     pub sink: Arc<ActivationSink>,
     /// (partition, offset) of an activation acknowledged (or given up on for good).
     pub done: mpsc::UnboundedSender<(i32, i64)>,
@@ -60,7 +60,7 @@ impl Dispatch {
         let this = self.clone();
         tokio::spawn(async move {
             publish(
-                &this.producer,
+                &*this.publisher,
                 &unreadable.completion_topic(),
                 &outcome.last,
             )
@@ -128,7 +128,7 @@ impl Dispatch {
                 async move {
                     let may = this.may_acknowledge(&id).await;
                     if may {
-                        publish(&this.producer, &topic, &ack).await
+                        publish(&*this.publisher, &topic, &ack).await
                     }
                     may
                 }
@@ -181,7 +181,7 @@ impl Dispatch {
             tracing::warn!(activation = %msg.activation_id, "this host's term ended before it could acknowledge the activation: left to the next active host, which found it started");
             return false;
         }
-        publish(&self.producer, &topic, &outcome.last)
+        publish(&*self.publisher, &topic, &outcome.last)
             .instrument(tracing::info_span!(
                 "acknowledge",
                 message = outcome.last.kind()
@@ -346,7 +346,7 @@ impl Dispatch {
             is_system_error: record.as_ref().is_some_and(|r| r.response.is_whisk_error()),
             instance: self.runner.instance.clone(),
         };
-        publish(&self.producer, &msg.completion_topic(), &completion).await;
+        publish(&*self.publisher, &msg.completion_topic(), &completion).await;
         if let Some(record) = &record {
             self.sink.write(record, msg.user.stores_activations()).await;
         }

@@ -6,20 +6,23 @@ pub mod acknowledged;
 mod clients;
 pub use clients::acknowledgement_producer;
 mod dispatch;
+#[cfg(test)]
+mod dispatch_tests;
 mod in_flight;
 pub mod offsets;
+mod publisher;
 mod sink;
 
 pub use clients::{Clients, Prepared as PreparedClients};
 pub use in_flight::InFlight;
+pub use publisher::{Publisher, Refused};
 pub use sink::{ActivationSink, Rotation};
 
-use crate::activation::{Acknowledgement, ActivationMessage, PingMessage, Runner, Unreadable};
+use crate::activation::{ActivationMessage, PingMessage, Runner, Unreadable};
 use crate::fence::Gate;
 use dispatch::Dispatch;
 use offsets::{FileOffsets, OffsetStore, OffsetTracker, ReplicatedOffsets};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -240,7 +243,7 @@ pub async fn run_with(
     let mut running = 0usize;
     let dispatch = Dispatch {
         runner: runner.clone(),
-        producer: producer.clone(),
+        publisher: Arc::new(producer.clone()),
         sink,
         done: done_tx.clone(),
         ran: ran_tx.clone(),
@@ -482,78 +485,6 @@ impl Recorder<'_> {
         Ok(())
     }
 }
-
-/// Whether Kafka could ever accept `topic`: legal characters and length (Kafka's own rule).
-/// A malformed `rootControllerIndex` makes a completion topic that can never exist.
-pub fn legal_topic(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= 249
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// Publishes one acknowledgement; returns only once it is published or can never be.
-/// - too large for the broker: sent again shrunk (the record replaced by its activation id),
-///   as upstream's `MessagingActiveAck` does on `RecordTooLargeException`;
-/// - a topic that cannot exist: logged with the activation id and dropped;
-/// - anything else (broker down, leader moving): retried with backoff, counted.
-pub(super) async fn publish(producer: &FutureProducer, topic: &str, ack: &Acknowledgement) {
-    let key = ack.activation_id().to_owned();
-    if !legal_topic(topic) {
-        tracing::error!(%topic, activation = %key, "the completion topic is not a legal Kafka topic name: acknowledgement dropped");
-        crate::metrics::global().acknowledgement_dropped("illegal_topic");
-        return;
-    }
-    let mut payload = ack.to_json().to_string();
-    let mut shrunk = false;
-    let mut backoff = Duration::from_millis(50);
-    let since = std::time::Instant::now();
-    loop {
-        let record = FutureRecord::<(), _>::to(topic).payload(&payload);
-        let error = match producer.send(record, Duration::from_secs(10)).await {
-            Ok(_) => return,
-            Err((e, _)) => e,
-        };
-        match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::MessageSizeTooLarge) if !shrunk => {
-                tracing::warn!(%topic, activation = %key, bytes = payload.len(), "acknowledgement too large for the broker: sending it shrunk (the record replaced by its id)");
-                payload = ack.shrunk_json().to_string();
-                shrunk = true;
-                continue;
-            }
-            Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
-                tracing::error!(%topic, activation = %key, bytes = payload.len(), "acknowledgement too large for the broker even shrunk (its transaction id alone is): dropped");
-                crate::metrics::global().acknowledgement_dropped("too_large");
-                return;
-            }
-            Some(RDKafkaErrorCode::InvalidTopic) => {
-                tracing::error!(%topic, activation = %key, "the broker says the completion topic is invalid: acknowledgement dropped");
-                crate::metrics::global().acknowledgement_dropped("invalid_topic");
-                return;
-            }
-            _ => {}
-        }
-        // As upstream's `MessagingActiveAck`, an acknowledgement that cannot be published is
-        // given up on (an absent topic the broker will not create, an ACL refusal, a broker
-        // gone for long): its offset moves on, so nothing after it runs again.
-        if since.elapsed() >= PUBLISH_GIVE_UP {
-            tracing::error!(%topic, activation = %key, tried_for = ?since.elapsed(), "publishing the acknowledgement failed for too long: dropped ({error})");
-            crate::metrics::global().acknowledgement_dropped("unpublishable");
-            return;
-        }
-        crate::metrics::global().publish_retried();
-        tracing::warn!(%topic, activation = %key, retry_in = ?backoff, "publishing the acknowledgement failed, retrying: {error}");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// How long an acknowledgement is retried before it is dropped: longer than a broker
-/// restart or a leader election takes.
-const PUBLISH_GIVE_UP: Duration = Duration::from_secs(60);
 
 async fn ping_health(producer: FutureProducer, instance: crate::activation::InvokerInstanceId) {
     let ping = serde_json::to_string(&PingMessage { name: instance }).expect("ping json");
