@@ -751,18 +751,7 @@ mod tests {
     async fn a_resync_makes_the_replicated_pool_what_the_pool_holds() {
         use crate::pool::{PoolConfig, Want, WarmKey};
         let engine = Arc::new(crate::testing::FakeEngine::default());
-        let pool = Pool::new(
-            engine,
-            PoolConfig {
-                user_memory_mb: 1024,
-                idle_timeout: Duration::from_secs(600),
-                cluster: "test".into(),
-                name_prefix: "wsk0_".into(),
-                epoch: 1,
-                stem_cells: Vec::new(),
-                port: 8080,
-            },
-        );
+        let pool = Pool::new(engine, PoolConfig::sample(1));
         let key = WarmKey {
             namespace: "guest".into(),
             action: "guest/a".into(),
@@ -832,18 +821,7 @@ mod tests {
         };
         let engine = Arc::new(crate::testing::FakeEngine::default());
         let factory: Arc<dyn ContainerFactory> = Arc::new(FencedFactory::new(engine, gate));
-        let pool = Pool::new(
-            factory.clone(),
-            PoolConfig {
-                user_memory_mb: 1024,
-                idle_timeout: Duration::from_secs(600),
-                cluster: "test".into(),
-                name_prefix: "wsk0_".into(),
-                epoch: 2,
-                stem_cells: Vec::new(),
-                port: 8080,
-            },
-        );
+        let pool = Pool::new(factory.clone(), PoolConfig::sample(2));
         let idle: Vec<ContainerRecord> = (0..4)
             .map(|i| {
                 let mut r = record(&format!("c{i}"), false);

@@ -89,18 +89,7 @@ pub async fn setup_with(
     let gate = Gate(Arc::new(move || held.load(Ordering::SeqCst)));
     let fenced: Arc<dyn crate::factory::ContainerFactory> =
         Arc::new(FencedFactory::new(engine.clone(), gate.clone()));
-    let pool = Arc::new(Pool::new(
-        fenced.clone(),
-        PoolConfig {
-            user_memory_mb: 1024,
-            idle_timeout: Duration::from_secs(600),
-            cluster: "test".into(),
-            name_prefix: "wsk0_".into(),
-            epoch: 1,
-            stem_cells: Vec::new(),
-            port: 8080,
-        },
-    ));
+    let pool = Arc::new(Pool::new(fenced.clone(), PoolConfig::sample(1)));
     let action: Action = serde_json::from_value(json!({
         "namespace": "guest", "name": "hello", "version": "0.0.3",
         "exec": { "kind": "shell:1", "code": "#!/bin/sh\necho '{}'" },

@@ -134,6 +134,23 @@ pub struct PoolConfig {
     pub port: u16,
 }
 
+#[cfg(any(test, feature = "testing"))]
+impl PoolConfig {
+    /// Settings for tests: 1 GiB, a 10-minute idle timeout, cluster `test`, invoker 0's
+    /// names, no stem cells, port 8080, serving `epoch`.
+    pub fn sample(epoch: u64) -> PoolConfig {
+        PoolConfig {
+            user_memory_mb: 1024,
+            idle_timeout: Duration::from_secs(600),
+            cluster: "test".into(),
+            name_prefix: "wsk0_".into(),
+            epoch,
+            stem_cells: Vec::new(),
+            port: 8080,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     #[error("action needs {need} MiB but user memory is {cap} MiB")]

@@ -27,12 +27,8 @@ fn pool(user_memory_mb: u64, stem_cells: Vec<StemCell>) -> (Arc<FakeEngine>, Poo
         engine.clone(),
         PoolConfig {
             user_memory_mb,
-            idle_timeout: Duration::from_secs(600),
-            cluster: "test".into(),
-            name_prefix: "wsk0_".into(),
-            epoch: 0,
             stem_cells,
-            port: 8080,
+            ..PoolConfig::sample(0)
         },
     );
     (engine, pool)
