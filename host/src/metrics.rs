@@ -246,6 +246,7 @@ pub struct Metrics {
     takeover_containers: Family<FateLabels, UpstreamCounter>,
     lease_lapses: UpstreamCounter,
     publish_retries: UpstreamCounter,
+    activation_copies: UpstreamCounter,
     plugin_calls: Family<CallLabels, Histogram, Buckets>,
     plugin_faults: Family<FaultLabels, UpstreamCounter>,
     acks_dropped: Family<ReasonLabels, UpstreamCounter>,
@@ -283,6 +284,7 @@ impl Metrics {
             takeover_containers: Family::default(),
             lease_lapses: UpstreamCounter::default(),
             publish_retries: UpstreamCounter::default(),
+            activation_copies: UpstreamCounter::default(),
             plugin_calls: Family::new_with_constructor(Buckets(call_buckets)),
             plugin_faults: Family::default(),
             acks_dropped: Family::default(),
@@ -382,6 +384,12 @@ impl Metrics {
             "keepwarm_publish_retries_total",
             "Acknowledgements sent again after a broker error",
             m.publish_retries.clone(),
+        );
+        register_total(
+            r,
+            "keepwarm_activation_copies_skipped_total",
+            "Activation messages whose activation id this feed had already taken (a producer's retry): not run",
+            m.activation_copies.clone(),
         );
         r.register(
             "keepwarm_plugin_call_seconds",
@@ -529,6 +537,11 @@ impl Metrics {
     /// An acknowledgement to be sent again after a broker error.
     pub fn publish_retried(&self) {
         self.publish_retries.inc();
+    }
+
+    /// A copy of an activation message this feed already took, not run.
+    pub fn activation_copy_skipped(&self) {
+        self.activation_copies.inc();
     }
 
     /// Acknowledgements sent again since the process started.

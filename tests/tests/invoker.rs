@@ -482,3 +482,33 @@ fn a_plugin_that_names_a_foreign_address_is_sent_no_code_and_no_key() {
         "the host connected to the foreign address: {contacted:?}"
     );
 }
+
+/// A controller whose producer retried across a broker failure can leave one activation in
+/// the topic twice, at two offsets (the 30-minute chaos run found offsets 44,526 and 44,527
+/// holding the same activation, written 3 s apart, and the host ran both). The copy is not
+/// run: one activation, one run, one completion — and the offset moves past both.
+#[test]
+fn an_activation_in_the_topic_twice_runs_once() {
+    let rt = Runtime::new().unwrap();
+    let (host, mut c) = start(&rt, opts(7111, 0, 1024));
+    let (id, msg) = c.message("guest", "echo", true, json!({"copy": true}));
+    let (next, next_msg) = c.message("guest", "echo", false, json!({"after": true}));
+    rt.block_on(async {
+        c.send_raw(&msg.to_string()).await;
+        c.send_raw(&msg.to_string()).await;
+        c.send_raw(&next_msg.to_string()).await;
+    });
+    c.wait_for(&id, WAIT);
+    c.wait_for(&next, WAIT);
+    // time enough for a second run of the copy to answer
+    c.poll_until(Duration::from_secs(3), |_| false);
+    assert_eq!(
+        c.completions(&id),
+        1,
+        "{:?}\n{}",
+        c.received[&id],
+        host.log()
+    );
+    assert_eq!(c.completions(&next), 1);
+    assert!(host.log().contains("the copy is not run"), "{}", host.log());
+}

@@ -12,6 +12,7 @@ mod in_flight;
 pub mod offsets;
 mod publisher;
 mod sink;
+mod taken_ids;
 
 pub use clients::{Clients, Prepared as PreparedClients};
 pub use in_flight::InFlight;
@@ -263,6 +264,7 @@ pub async fn run_with(
 
     // Messages of activations still running on the member that handed over.
     let mut held: Vec<Held> = Vec::new();
+    let mut taken_ids = taken_ids::TakenIds::default();
     loop {
         let gate_open = hooks.may_pull.open();
         let can_pull = gate_open && running < config.max_in_flight && runner.pool.waiting() == 0;
@@ -283,7 +285,7 @@ pub async fn run_with(
                     }
                     let payload = m.payload().unwrap_or_default();
                     let taken = Taken { partition, offset };
-                    running += on_message(&hooks, payload, taken, &mut held, &dispatch, &mut offsets)?;
+                    running += on_message(&hooks, payload, taken, &mut held, &dispatch, &mut offsets, &mut taken_ids)?;
                 }
                 Err(e) => tracing::warn!("kafka receive: {e}"),
             },
@@ -361,6 +363,7 @@ fn on_message(
     held: &mut Vec<Held>,
     dispatch: &Dispatch,
     offsets: &mut Recorder<'_>,
+    taken_ids: &mut taken_ids::TakenIds,
 ) -> Result<usize, FeedError> {
     match ActivationMessage::parse(payload) {
         Err(e) => match Unreadable::read(payload, &e) {
@@ -374,6 +377,11 @@ fn on_message(
                 offsets.done(partition, offset)?;
             }
         },
+        Ok(msg) if !taken_ids.take(&msg.activation_id) => {
+            tracing::warn!(activation = %msg.activation_id, partition, offset, "the topic holds this activation again (a producer's retry): the copy is not run");
+            crate::metrics::global().activation_copy_skipped();
+            offsets.done(partition, offset)?;
+        }
         Ok(msg) if hooks.already_done(&msg.activation_id) => {
             tracing::info!(activation = %msg.activation_id, partition, offset, "skipping an activation completed before the failover");
             offsets.done(partition, offset)?;
